@@ -1,0 +1,571 @@
+//! Operator actions on domains, aliases and the queue, with their input
+//! validation. The admin API calls them on a running node; the CLI calls
+//! them on the store directly when no node runs. Both print the same views.
+
+use crate::address::{Mailbox, normalize_domain};
+use crate::config::Config;
+use crate::queue::{Queue, QueueError, Spool};
+use crate::store::{
+    AliasRecord, DomainRecord, LogEntry, QueueEntry, Source, Store, StoreError, format_queue_id,
+    now_ms, parse_queue_id,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Why an operator action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{field}: {message}")]
+    Conflict { field: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("{0}")]
+    Remote(String),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> AdminError {
+    AdminError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn conflict(field: &str, message: impl Into<String>) -> AdminError {
+    AdminError::Conflict {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A domain as the API and CLI show it (ImprovMX fields plus `source`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainView {
+    pub domain: String,
+    pub display: String,
+    pub active: bool,
+    /// Unix ms.
+    pub added: u64,
+    pub source: Source,
+    pub aliases: usize,
+}
+
+/// An alias as the API and CLI show it (ImprovMX fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasView {
+    pub alias: String,
+    /// Comma-separated forwarding addresses.
+    pub forward: String,
+    pub id: u64,
+    /// Unix ms.
+    pub created: u64,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecipientView {
+    pub address: String,
+    pub rcpt: String,
+    pub alias: String,
+    pub status: String,
+    pub attempts: u32,
+    /// Unix ms of the next attempt (pending only).
+    pub next_attempt: Option<u64>,
+    pub last_reply: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub id: String,
+    pub sender: String,
+    /// Unix ms.
+    pub created: u64,
+    pub size: u64,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub is_dsn: bool,
+    pub recipients: Vec<QueueRecipientView>,
+}
+
+impl QueueView {
+    fn from_entry(e: &QueueEntry) -> QueueView {
+        QueueView {
+            id: format_queue_id(e.id),
+            sender: e.sender.clone(),
+            created: e.created,
+            size: e.size,
+            subject: e.subject.clone(),
+            message_id: e.message_id.clone(),
+            client_ip: e.client_ip.clone(),
+            is_dsn: e.is_dsn,
+            recipients: e
+                .recipients
+                .iter()
+                .map(|r| QueueRecipientView {
+                    address: r.address.clone(),
+                    rcpt: r.rcpt.clone(),
+                    alias: r.alias.clone(),
+                    status: format!("{:?}", r.status).to_lowercase(),
+                    attempts: r.attempts,
+                    next_attempt: (r.status == crate::store::RcptStatus::Pending)
+                        .then_some(r.next_attempt),
+                    last_reply: r.last_reply.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn alias_view(local: &str, r: &AliasRecord) -> AliasView {
+    AliasView {
+        alias: local.to_string(),
+        forward: r.forwards.join(","),
+        id: r.id,
+        created: r.created * 1000,
+        active: r.active,
+    }
+}
+
+/// How queue changes are made.
+pub enum QueueAccess {
+    /// Through the running node's committer.
+    Live(Queue),
+    /// Directly in the store (no node running).
+    Offline(Spool),
+}
+
+pub struct Admin {
+    config: Arc<Config>,
+    store: Arc<Store>,
+    queue: QueueAccess,
+}
+
+impl Admin {
+    pub fn new(config: Arc<Config>, store: Arc<Store>, queue: QueueAccess) -> Admin {
+        Admin {
+            config,
+            store,
+            queue,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn domain_record(&self, domain: &str) -> Result<(String, DomainRecord), AdminError> {
+        let name = parse_domain(domain)?;
+        match self.store.domain_get(&name)? {
+            Some(record) => Ok((name, record)),
+            None => Err(AdminError::NotFound(format!("domain {name}"))),
+        }
+    }
+
+    fn domain_view(&self, name: &str, record: &DomainRecord) -> Result<DomainView, AdminError> {
+        Ok(DomainView {
+            domain: name.to_string(),
+            display: name.to_string(),
+            active: record.active,
+            added: record.created * 1000,
+            source: record.source,
+            aliases: self.store.alias_list(name)?.len(),
+        })
+    }
+
+    pub fn domains(&self) -> Result<Vec<DomainView>, AdminError> {
+        self.store
+            .domain_list()?
+            .iter()
+            .map(|(name, record)| self.domain_view(name, record))
+            .collect()
+    }
+
+    pub fn domain(&self, domain: &str) -> Result<DomainView, AdminError> {
+        let (name, record) = self.domain_record(domain)?;
+        self.domain_view(&name, &record)
+    }
+
+    pub fn add_domain(&self, domain: &str) -> Result<DomainView, AdminError> {
+        let name = parse_domain(domain)?;
+        if !self.store.domain_add(&name, Source::Static)? {
+            return Err(conflict("domain", format!("{name} is already registered")));
+        }
+        self.domain(&name)
+    }
+
+    pub fn remove_domain(&self, domain: &str) -> Result<(), AdminError> {
+        let (name, record) = self.domain_record(domain)?;
+        if record.source == Source::Chain {
+            return Err(conflict(
+                "domain",
+                format!("{name} is governed by the chain"),
+            ));
+        }
+        self.store.domain_remove(&name)?;
+        Ok(())
+    }
+
+    /// Aliases of a domain, ordered by name.
+    pub fn aliases(&self, domain: &str) -> Result<Vec<AliasView>, AdminError> {
+        let (name, _) = self.domain_record(domain)?;
+        Ok(self
+            .store
+            .alias_list(&name)?
+            .iter()
+            .map(|(local, r)| alias_view(local, r))
+            .collect())
+    }
+
+    pub fn alias(&self, domain: &str, alias: &str) -> Result<AliasView, AdminError> {
+        let (name, _) = self.domain_record(domain)?;
+        let local = parse_alias(alias)?;
+        match self.store.alias_get(&name, &local)? {
+            Some(r) => Ok(alias_view(&local, &r)),
+            None => Err(AdminError::NotFound(format!("alias {local}@{name}"))),
+        }
+    }
+
+    /// Creates an alias; refused when it exists (`replace` false) or when
+    /// it does not (`replace` true, i.e. an update).
+    pub fn put_alias(
+        &self,
+        domain: &str,
+        alias: &str,
+        forward: &str,
+        replace: bool,
+    ) -> Result<AliasView, AdminError> {
+        let (name, record) = self.domain_record(domain)?;
+        if record.source == Source::Chain {
+            return Err(conflict(
+                "alias",
+                format!("aliases of {name} are governed by the chain"),
+            ));
+        }
+        let local = parse_alias(alias)?;
+        let forwards = self.parse_forwards(forward)?;
+        let exists = self.store.alias_get(&name, &local)?.is_some();
+        if exists && !replace {
+            return Err(conflict("alias", format!("{local}@{name} already exists")));
+        }
+        if !exists && replace {
+            return Err(AdminError::NotFound(format!("alias {local}@{name}")));
+        }
+        let record = self
+            .store
+            .alias_put(&name, &local, forwards, Source::Static)?;
+        Ok(alias_view(&local, &record))
+    }
+
+    pub fn remove_alias(&self, domain: &str, alias: &str) -> Result<(), AdminError> {
+        let (name, record) = self.domain_record(domain)?;
+        if record.source == Source::Chain {
+            return Err(conflict(
+                "alias",
+                format!("aliases of {name} are governed by the chain"),
+            ));
+        }
+        let local = parse_alias(alias)?;
+        if !self.store.alias_remove(&name, &local)? {
+            return Err(AdminError::NotFound(format!("alias {local}@{name}")));
+        }
+        Ok(())
+    }
+
+    /// Imports `alias@domain<TAB>forward[,forward...]` lines (blank lines
+    /// and `#` comments skipped), adding missing domains; all or nothing.
+    pub fn import_aliases(&self, text: &str) -> Result<usize, AdminError> {
+        let mut items = Vec::new();
+        let mut domains = std::collections::BTreeSet::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let field = format!("line {}", n + 1);
+            let (address, forward) = line
+                .split_once(['\t', ' '])
+                .ok_or_else(|| invalid(&field, "expected `alias@domain<TAB>forward`"))?;
+            let (alias, domain) = address
+                .rsplit_once('@')
+                .ok_or_else(|| invalid(&field, format!("`{address}` has no domain")))?;
+            let domain = parse_domain(domain).map_err(|e| invalid(&field, e.to_string()))?;
+            let local = parse_alias(alias).map_err(|e| invalid(&field, e.to_string()))?;
+            let forwards = self
+                .parse_forwards(forward.trim())
+                .map_err(|e| invalid(&field, e.to_string()))?;
+            domains.insert(domain.clone());
+            items.push((domain, local, forwards));
+        }
+        for domain in &domains {
+            if let Some(record) = self.store.domain_get(domain)?
+                && record.source == Source::Chain
+            {
+                return Err(conflict(
+                    "domain",
+                    format!("{domain} is governed by the chain"),
+                ));
+            }
+        }
+        for domain in &domains {
+            self.store.domain_add(domain, Source::Static)?;
+        }
+        Ok(self.store.alias_put_many(items, Source::Static)?)
+    }
+
+    fn parse_forwards(&self, forward: &str) -> Result<Vec<String>, AdminError> {
+        let forwards: Vec<String> = forward
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if forwards.is_empty() {
+            return Err(invalid(
+                "forward",
+                "at least one forwarding address is required",
+            ));
+        }
+        let max = self.config.aliases.max_destinations;
+        if forwards.len() > max {
+            return Err(invalid(
+                "forward",
+                format!("at most {max} forwarding addresses"),
+            ));
+        }
+        for f in &forwards {
+            let Some(mailbox) = Mailbox::parse(f) else {
+                return Err(invalid(
+                    "forward",
+                    format!("`{f}` is not a valid email address"),
+                ));
+            };
+            if crate::address::check_relay_tricks(f).is_err() {
+                return Err(invalid(
+                    "forward",
+                    format!("`{f}` is not a plain email address"),
+                ));
+            }
+            if self.store.domain_get(&mailbox.domain)?.is_some() {
+                return Err(invalid(
+                    "forward",
+                    format!("`{f}` is at a domain this relay serves (a forwarding loop)"),
+                ));
+            }
+        }
+        Ok(forwards)
+    }
+
+    pub fn queue(&self) -> Result<Vec<QueueView>, AdminError> {
+        let (entries, _) = self.store.queue_scan()?;
+        Ok(entries.iter().map(QueueView::from_entry).collect())
+    }
+
+    pub fn queue_entry(&self, id: &str) -> Result<QueueView, AdminError> {
+        let entry = self
+            .store
+            .queue_get(parse_id(id)?)?
+            .ok_or_else(|| AdminError::NotFound(format!("message {id}")))?;
+        Ok(QueueView::from_entry(&entry))
+    }
+
+    /// Makes one message (or all) due now; returns how many.
+    pub async fn retry(&self, id: Option<&str>) -> Result<usize, AdminError> {
+        let id = id.map(parse_id).transpose()?;
+        let n = match &self.queue {
+            QueueAccess::Live(queue) => queue.retry(id).await?,
+            QueueAccess::Offline(_) => {
+                let ids = match id {
+                    Some(id) => vec![id],
+                    None => self
+                        .store
+                        .queue_due_list()?
+                        .into_iter()
+                        .map(|(_, id)| id)
+                        .collect(),
+                };
+                let now = now_ms();
+                self.store.batch(true, |b| {
+                    let mut n = 0;
+                    for id in ids {
+                        n += usize::from(crate::queue::ops::retry(b, id, now)?);
+                    }
+                    Ok(n)
+                })?
+            }
+        };
+        if let (Some(id), 0) = (id, n) {
+            return Err(AdminError::NotFound(format!(
+                "message {}",
+                format_queue_id(id)
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Removes a message without delivering it.
+    pub async fn drop_message(&self, id: &str) -> Result<(), AdminError> {
+        let id = parse_id(id)?;
+        let found = match &self.queue {
+            QueueAccess::Live(queue) => queue.drop_message(id).await?,
+            QueueAccess::Offline(spool) => {
+                let found = self
+                    .store
+                    .batch(true, |b| crate::queue::ops::remove(b, id))?;
+                if found {
+                    spool.remove(id).map_err(QueueError::Spool)?;
+                }
+                found
+            }
+        };
+        if !found {
+            return Err(AdminError::NotFound(format!(
+                "message {}",
+                format_queue_id(id)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The delivery log of a domain (or one alias of it), newest first.
+    pub fn logs(
+        &self,
+        domain: &str,
+        alias: Option<&str>,
+        page: usize,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, AdminError> {
+        let (name, _) = self.domain_record(domain)?;
+        let alias = alias.map(parse_alias).transpose()?;
+        let offset = page.saturating_sub(1) * limit;
+        Ok(self
+            .store
+            .log_list(&name, alias.as_deref(), offset, limit)?)
+    }
+}
+
+/// A domain name as operators may register it.
+pub fn parse_domain(domain: &str) -> Result<String, AdminError> {
+    normalize_domain(domain)
+        .ok_or_else(|| invalid("domain", format!("`{domain}` is not a valid domain name")))
+}
+
+/// An alias local part: `*` (catch-all) or letters, digits, `.`, `_`, `-`,
+/// `+`, 1 to 64 characters, not starting or ending with `.`.
+pub fn parse_alias(alias: &str) -> Result<String, AdminError> {
+    let alias = alias.to_lowercase();
+    let ok = alias == crate::resolve::CATCH_ALL
+        || (!alias.is_empty()
+            && alias.len() <= 64
+            && !alias.starts_with('.')
+            && !alias.ends_with('.')
+            && !alias.contains("..")
+            && alias
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+')));
+    if ok {
+        Ok(alias)
+    } else {
+        Err(invalid(
+            "alias",
+            format!("`{alias}` is not a valid alias (letters, digits, . _ - +, or *)"),
+        ))
+    }
+}
+
+fn parse_id(id: &str) -> Result<u64, AdminError> {
+    parse_queue_id(&id.to_ascii_uppercase())
+        .ok_or_else(|| invalid("id", format!("`{id}` is not a queue id (16 hex digits)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin() -> (tempfile::TempDir, Admin) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let admin = Admin::new(
+            Arc::new(Config::default()),
+            store,
+            QueueAccess::Offline(spool),
+        );
+        (dir, admin)
+    }
+
+    #[test]
+    fn alias_validation_is_anchored() {
+        assert_eq!(parse_alias("Hello.World").unwrap(), "hello.world");
+        assert_eq!(parse_alias("*").unwrap(), "*");
+        for bad in [
+            "", ".a", "a.", "a..b", "a@b", "a b", "a%b", "x\n", " x", "ä",
+        ] {
+            assert!(parse_alias(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(parse_domain("Example.COM").is_ok());
+        assert!(parse_domain("[1.2.3.4]").is_err());
+    }
+
+    #[test]
+    fn alias_lifecycle_and_errors() {
+        let (_d, a) = admin();
+        assert!(matches!(a.aliases("x.test"), Err(AdminError::NotFound(_))));
+        a.add_domain("x.test").unwrap();
+        assert!(matches!(
+            a.add_domain("X.test"),
+            Err(AdminError::Conflict { .. })
+        ));
+        let v = a
+            .put_alias("x.test", "Hi", "u@dest.test, v@dest.test", false)
+            .unwrap();
+        assert_eq!(v.forward, "u@dest.test,v@dest.test");
+        assert!(matches!(
+            a.put_alias("x.test", "hi", "w@dest.test", false),
+            Err(AdminError::Conflict { .. })
+        ));
+        assert!(matches!(
+            a.put_alias("x.test", "nobody", "w@dest.test", true),
+            Err(AdminError::NotFound(_))
+        ));
+        let err = a
+            .put_alias("x.test", "loop", "me@x.test", false)
+            .unwrap_err();
+        assert!(err.to_string().contains("loop"), "{err}");
+        let err = a
+            .put_alias("x.test", "bad", "not-an-address", false)
+            .unwrap_err();
+        assert!(err.to_string().contains("forward"), "{err}");
+        let too_many = (0..11)
+            .map(|i| format!("u{i}@d.test"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(a.put_alias("x.test", "many", &too_many, false).is_err());
+        assert_eq!(a.domain("x.test").unwrap().aliases, 1);
+        a.remove_alias("x.test", "hi").unwrap();
+        assert!(matches!(
+            a.remove_alias("x.test", "hi"),
+            Err(AdminError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn import_is_all_or_nothing() {
+        let (_d, a) = admin();
+        let err = a
+            .import_aliases("a@one.test\tu@dest.test\nbroken line-without-at\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(a.domains().unwrap().is_empty());
+        let n = a
+            .import_aliases("# comment\n1fwd@alias1.country\td1.u1@dest.test\n2fwd@alias1.country\td1.u2@dest.test\n")
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(a.aliases("alias1.country").unwrap().len(), 2);
+    }
+}

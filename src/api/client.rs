@@ -1,0 +1,209 @@
+//! A client of this node's own admin API, used by the CLI when a node is
+//! running (the store is then locked by that node). It returns the same
+//! views as [`crate::admin::Admin`], so the CLI prints the same either way.
+
+use crate::admin::{AdminError, AliasView, DomainView, QueueView};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub struct ApiClient {
+    addr: SocketAddr,
+    key: String,
+}
+
+impl ApiClient {
+    /// A client when something listens on `addr`, None otherwise.
+    pub async fn probe(addr: SocketAddr, key: String) -> Option<ApiClient> {
+        let connected =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await;
+        matches!(connected, Ok(Ok(_))).then_some(ApiClient { addr, key })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Value, AdminError> {
+        let remote = |e: &dyn std::fmt::Display| {
+            AdminError::Remote(format!("admin API at {}: {e}", self.addr))
+        };
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| remote(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| remote(&e))?;
+        tokio::spawn(conn);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| remote(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| remote(&e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| remote(&e))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| remote(&e))?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let (field, message) = value["errors"]
+            .as_object()
+            .and_then(|errors| errors.iter().next())
+            .map(|(field, msgs)| {
+                let msg = msgs[0].as_str().unwrap_or("").to_string();
+                (field.clone(), msg)
+            })
+            .unwrap_or_else(|| ("server".into(), status.to_string()));
+        Err(match status {
+            StatusCode::NOT_FOUND => {
+                AdminError::NotFound(message.trim_end_matches(" not found").to_string())
+            }
+            StatusCode::BAD_REQUEST => AdminError::Invalid { field, message },
+            StatusCode::CONFLICT => AdminError::Conflict { field, message },
+            StatusCode::UNAUTHORIZED => AdminError::Remote(format!(
+                "the admin API at {} refused the key (check http.admin_keys / admin.key)",
+                self.addr
+            )),
+            _ => AdminError::Remote(format!("admin API at {}: {status}: {message}", self.addr)),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, field: &str) -> Result<T, AdminError> {
+        let value = self.call(Method::GET, path, None).await?;
+        parse(&value[field])
+    }
+
+    pub async fn domains(&self) -> Result<Vec<DomainView>, AdminError> {
+        self.get("/v3/domains?limit=1000000", "domains").await
+    }
+
+    pub async fn add_domain(&self, domain: &str) -> Result<DomainView, AdminError> {
+        let body = json!({ "domain": domain }).to_string().into_bytes();
+        let value = self.call(Method::POST, "/v3/domains", Some(body)).await?;
+        parse(&value["domain"])
+    }
+
+    pub async fn remove_domain(&self, domain: &str) -> Result<(), AdminError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v3/domains/{}", enc(domain)),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn aliases(&self, domain: &str) -> Result<Vec<AliasView>, AdminError> {
+        self.get(
+            &format!("/v3/domains/{}/aliases?limit=1000000", enc(domain)),
+            "aliases",
+        )
+        .await
+    }
+
+    pub async fn add_alias(
+        &self,
+        domain: &str,
+        alias: &str,
+        forward: &str,
+    ) -> Result<AliasView, AdminError> {
+        let body = json!({ "alias": alias, "forward": forward })
+            .to_string()
+            .into_bytes();
+        let value = self
+            .call(
+                Method::POST,
+                &format!("/v3/domains/{}/aliases", enc(domain)),
+                Some(body),
+            )
+            .await?;
+        parse(&value["alias"])
+    }
+
+    pub async fn remove_alias(&self, domain: &str, alias: &str) -> Result<(), AdminError> {
+        let path = format!("/v3/domains/{}/aliases/{}", enc(domain), enc(alias));
+        self.call(Method::DELETE, &path, None).await.map(|_| ())
+    }
+
+    pub async fn import_aliases(&self, text: &str) -> Result<usize, AdminError> {
+        let value = self
+            .call(
+                Method::POST,
+                "/v3/aliases/import",
+                Some(text.as_bytes().to_vec()),
+            )
+            .await?;
+        Ok(value["imported"].as_u64().unwrap_or(0) as usize)
+    }
+
+    pub async fn queue(&self) -> Result<Vec<QueueView>, AdminError> {
+        self.get("/v3/queue", "queue").await
+    }
+
+    pub async fn queue_entry(&self, id: &str) -> Result<QueueView, AdminError> {
+        self.get(&format!("/v3/queue/{}", enc(id)), "message").await
+    }
+
+    pub async fn retry(&self, id: Option<&str>) -> Result<usize, AdminError> {
+        let path = match id {
+            Some(id) => format!("/v3/queue/{}/retry", enc(id)),
+            None => "/v3/queue/retry".to_string(),
+        };
+        let value = self.call(Method::POST, &path, None).await?;
+        Ok(value["retried"].as_u64().unwrap_or(0) as usize)
+    }
+
+    pub async fn drop_message(&self, id: &str) -> Result<(), AdminError> {
+        self.call(Method::DELETE, &format!("/v3/queue/{}", enc(id)), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// The raw log items (rendered by the API).
+    pub async fn logs(
+        &self,
+        domain: &str,
+        alias: Option<&str>,
+        limit: usize,
+    ) -> Result<Value, AdminError> {
+        let path = match alias {
+            Some(a) => format!("/v3/domains/{}/logs/{}?limit={limit}", enc(domain), enc(a)),
+            None => format!("/v3/domains/{}/logs?limit={limit}", enc(domain)),
+        };
+        let value = self.call(Method::GET, &path, None).await?;
+        Ok(value["logs"].clone())
+    }
+}
+
+fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, AdminError> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| AdminError::Remote(format!("unexpected answer from the admin API: {e}")))
+}
+
+/// Percent-encodes a path segment.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,531 @@
+//! The command line: `serve`, `config check|show`, and the management
+//! commands (`domain`, `alias`, `queue`, `log`). Management goes through a
+//! running node's loopback admin API when one answers, and opens the store
+//! directly otherwise; either way the output is the same.
+
+use crate::admin::{Admin, AdminError, AliasView, DomainView, QueueAccess, QueueView};
+use crate::api::client::ApiClient;
+use crate::config::{Config, ConfigError, ENV_CONFIG_FILE};
+use crate::queue::Spool;
+use crate::server::{Listeners, run};
+use crate::store::{Store, StoreError};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "eas-relay",
+    version,
+    about = "Forwarding SMTP relay for the .country Email Alias Service"
+)]
+pub struct Cli {
+    /// Config file (TOML); without one, the embedded defaults are used.
+    #[arg(long, short, global = true, env = ENV_CONFIG_FILE)]
+    pub config: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the relay (SMTP, HTTP, queue, delivery).
+    Serve,
+    /// Validate or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage static (operator-managed) domains.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Manage aliases of static domains.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Inspect and act on the delivery queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Show the delivery log of a domain, newest first.
+    Log {
+        domain: String,
+        /// Only this alias (local part).
+        alias: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a config file and say precisely what is wrong.
+    Check {
+        /// The file (default: --config).
+        file: Option<PathBuf>,
+    },
+    /// Print the effective configuration (defaults, file, environment).
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DomainCommand {
+    List,
+    Add { domain: String },
+    Remove { domain: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasCommand {
+    /// List aliases (of one domain, or of all).
+    List {
+        domain: Option<String>,
+    },
+    /// Add ALIAS@DOMAIN forwarding to FORWARD (comma-separated for several).
+    Add {
+        address: String,
+        forward: String,
+    },
+    Remove {
+        address: String,
+    },
+    /// Import `alias@domain<TAB>forward` lines (domains are added as needed).
+    Import {
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    List,
+    Show {
+        id: String,
+    },
+    /// Make a message (or, with --all, every message) due now.
+    Retry {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Remove a message without delivering it (no bounce).
+    Drop {
+        id: String,
+    },
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        return config_check(file.as_ref().or(cli.config.as_ref()));
+    }
+    let config = match load_config(cli.config.as_ref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("eas-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        command => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            match runtime.block_on(manage(config, command, cli.json)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("eas-relay: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::from_env(),
+    }
+}
+
+fn config_check(path: Option<&PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("eas-relay: config check needs a file (argument or --config)");
+        return ExitCode::from(2);
+    };
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    crate::observe::init_logging(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eas-relay: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let listeners = Listeners::bind(&config).await?;
+        run(config, listeners, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("eas-relay: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Where management commands are carried out.
+enum Backend {
+    Local(Admin),
+    Remote(ApiClient),
+}
+
+async fn backend(config: Config) -> Result<Backend, AdminError> {
+    let keys = crate::api::auth::load_keys(&config, false).unwrap_or_default();
+    if let Some(key) = keys.first()
+        && let Some(client) = ApiClient::probe(config.http.listen, key.clone()).await
+    {
+        return Ok(Backend::Remote(client));
+    }
+    let store = match Store::open(&config.store_path()) {
+        Ok(store) => store,
+        Err(StoreError::Locked(path)) => {
+            return Err(AdminError::Remote(format!(
+                "the store {path} is in use by a running node, but its admin API at {} did not answer",
+                config.http.listen
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let spool = Spool::open(&config.spool_dir()).map_err(crate::queue::QueueError::Spool)?;
+    Ok(Backend::Local(Admin::new(
+        Arc::new(config),
+        Arc::new(store),
+        QueueAccess::Offline(spool),
+    )))
+}
+
+fn split_address(address: &str) -> Result<(&str, &str), AdminError> {
+    address.rsplit_once('@').ok_or_else(|| AdminError::Invalid {
+        field: "address".into(),
+        message: format!("`{address}` must be alias@domain"),
+    })
+}
+
+async fn manage(config: Config, command: Command, json: bool) -> Result<(), AdminError> {
+    let backend = backend(config).await?;
+    match command {
+        Command::Domain(DomainCommand::List) => {
+            let domains = match &backend {
+                Backend::Local(a) => a.domains()?,
+                Backend::Remote(c) => c.domains().await?,
+            };
+            print_domains(&domains, json);
+        }
+        Command::Domain(DomainCommand::Add { domain }) => {
+            let d = match &backend {
+                Backend::Local(a) => a.add_domain(&domain)?,
+                Backend::Remote(c) => c.add_domain(&domain).await?,
+            };
+            done(json, &d, &format!("added domain {}", d.domain));
+        }
+        Command::Domain(DomainCommand::Remove { domain }) => {
+            match &backend {
+                Backend::Local(a) => a.remove_domain(&domain)?,
+                Backend::Remote(c) => c.remove_domain(&domain).await?,
+            }
+            done(
+                json,
+                &(),
+                &format!("removed domain {domain} and its aliases"),
+            );
+        }
+        Command::Alias(AliasCommand::List { domain }) => {
+            let domains = match domain {
+                Some(d) => vec![d],
+                None => match &backend {
+                    Backend::Local(a) => a.domains()?,
+                    Backend::Remote(c) => c.domains().await?,
+                }
+                .into_iter()
+                .map(|d| d.domain)
+                .collect(),
+            };
+            let mut all = Vec::new();
+            for d in domains {
+                let aliases = match &backend {
+                    Backend::Local(a) => a.aliases(&d)?,
+                    Backend::Remote(c) => c.aliases(&d).await?,
+                };
+                all.extend(aliases.into_iter().map(|a| (d.clone(), a)));
+            }
+            print_aliases(&all, json);
+        }
+        Command::Alias(AliasCommand::Add { address, forward }) => {
+            let (alias, domain) = split_address(&address)?;
+            let a = match &backend {
+                Backend::Local(a) => a.put_alias(domain, alias, &forward, false)?,
+                Backend::Remote(c) => c.add_alias(domain, alias, &forward).await?,
+            };
+            done(
+                json,
+                &a,
+                &format!("added {}@{domain} -> {}", a.alias, a.forward),
+            );
+        }
+        Command::Alias(AliasCommand::Remove { address }) => {
+            let (alias, domain) = split_address(&address)?;
+            match &backend {
+                Backend::Local(a) => a.remove_alias(domain, alias)?,
+                Backend::Remote(c) => c.remove_alias(domain, alias).await?,
+            }
+            done(json, &(), &format!("removed {address}"));
+        }
+        Command::Alias(AliasCommand::Import { file }) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| AdminError::Invalid {
+                field: "file".into(),
+                message: format!("cannot read {}: {e}", file.display()),
+            })?;
+            let n = match &backend {
+                Backend::Local(a) => a.import_aliases(&text)?,
+                Backend::Remote(c) => c.import_aliases(&text).await?,
+            };
+            done(
+                json,
+                &serde_json::json!({ "imported": n }),
+                &format!("imported {n} aliases"),
+            );
+        }
+        Command::Queue(QueueCommand::List) => {
+            let queue = match &backend {
+                Backend::Local(a) => a.queue()?,
+                Backend::Remote(c) => c.queue().await?,
+            };
+            print_queue(&queue, json);
+        }
+        Command::Queue(QueueCommand::Show { id }) => {
+            let entry = match &backend {
+                Backend::Local(a) => a.queue_entry(&id)?,
+                Backend::Remote(c) => c.queue_entry(&id).await?,
+            };
+            print_queue_entry(&entry, json);
+        }
+        Command::Queue(QueueCommand::Retry { id, all }) => {
+            if id.is_none() && !all {
+                return Err(AdminError::Invalid {
+                    field: "id".into(),
+                    message: "give a queue id, or --all".into(),
+                });
+            }
+            let n = match &backend {
+                Backend::Local(a) => a.retry(id.as_deref()).await?,
+                Backend::Remote(c) => c.retry(id.as_deref()).await?,
+            };
+            done(
+                json,
+                &serde_json::json!({ "retried": n }),
+                &format!("{n} message(s) due now"),
+            );
+        }
+        Command::Queue(QueueCommand::Drop { id }) => {
+            match &backend {
+                Backend::Local(a) => a.drop_message(&id).await?,
+                Backend::Remote(c) => c.drop_message(&id).await?,
+            }
+            done(json, &(), &format!("dropped {id}"));
+        }
+        Command::Log {
+            domain,
+            alias,
+            limit,
+        } => {
+            let logs =
+                match &backend {
+                    Backend::Local(a) => serde_json::Value::Array(crate::api::logs::items(
+                        &a.logs(&domain, alias.as_deref(), 1, limit)?,
+                    )),
+                    Backend::Remote(c) => c.logs(&domain, alias.as_deref(), limit).await?,
+                };
+            print_logs(&logs, json);
+        }
+        Command::Serve | Command::Config(_) => unreachable!("handled before"),
+    }
+    Ok(())
+}
+
+fn done<T: Serialize>(json: bool, value: &T, text: &str) {
+    if json {
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    } else {
+        println!("{text}");
+    }
+}
+
+fn print_domains(domains: &[DomainView], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(domains).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<40} {:<7} {:<7} {:>8}",
+        "DOMAIN", "ACTIVE", "SOURCE", "ALIASES"
+    );
+    for d in domains {
+        let source = serde_json::to_value(d.source).unwrap_or_default();
+        println!(
+            "{:<40} {:<7} {:<7} {:>8}",
+            d.domain,
+            if d.active { "yes" } else { "no" },
+            source.as_str().unwrap_or(""),
+            d.aliases
+        );
+    }
+}
+
+fn print_aliases(aliases: &[(String, AliasView)], json: bool) {
+    if json {
+        let list: Vec<_> = aliases
+            .iter()
+            .map(|(d, a)| serde_json::json!({ "domain": d, "alias": a }))
+            .collect();
+        println!("{}", serde_json::to_string(&list).unwrap_or_default());
+        return;
+    }
+    for (domain, a) in aliases {
+        let state = if a.active { "" } else { " (suspended)" };
+        println!("{}@{domain} -> {}{state}", a.alias, a.forward);
+    }
+}
+
+fn print_queue(queue: &[QueueView], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(queue).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<16} {:>9} {:<20} {:<32} PENDING",
+        "ID", "SIZE", "ARRIVED", "SENDER"
+    );
+    for q in queue {
+        let pending = q
+            .recipients
+            .iter()
+            .filter(|r| r.status == "pending")
+            .count();
+        let sender = if q.sender.is_empty() { "<>" } else { &q.sender };
+        println!(
+            "{:<16} {:>9} {:<20} {:<32} {}/{}",
+            q.id,
+            q.size,
+            format_ms(q.created),
+            sender,
+            pending,
+            q.recipients.len()
+        );
+    }
+    println!("{} message(s)", queue.len());
+}
+
+fn print_queue_entry(q: &QueueView, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(q).unwrap_or_default());
+        return;
+    }
+    println!("id:         {}", q.id);
+    println!(
+        "sender:     {}",
+        if q.sender.is_empty() { "<>" } else { &q.sender }
+    );
+    println!("arrived:    {}", format_ms(q.created));
+    println!("size:       {}", q.size);
+    println!("subject:    {}", q.subject.as_deref().unwrap_or(""));
+    println!("message-id: {}", q.message_id.as_deref().unwrap_or(""));
+    println!("client:     {}", q.client_ip.as_deref().unwrap_or(""));
+    for r in &q.recipients {
+        println!(
+            "recipient:  {} (alias {}) {} after {} attempt(s){}{}",
+            r.address,
+            r.alias,
+            r.status,
+            r.attempts,
+            r.next_attempt
+                .map(|t| format!(", next {}", format_ms(t)))
+                .unwrap_or_default(),
+            r.last_reply
+                .as_deref()
+                .map(|l| format!(", last reply: {l}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn print_logs(logs: &serde_json::Value, json: bool) {
+    if json {
+        println!("{logs}");
+        return;
+    }
+    for item in logs.as_array().into_iter().flatten() {
+        let event = &item["events"][0];
+        println!(
+            "{} {} -> {} {}: {} {}",
+            format_ms(item["created"].as_u64().unwrap_or(0)),
+            item["recipient"]["email"].as_str().unwrap_or(""),
+            item["forward"]["email"].as_str().unwrap_or(""),
+            event["status"].as_str().unwrap_or(""),
+            event["code"],
+            event["message"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn format_ms(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,889 @@
+//! Typed configuration: embedded defaults, the TOML file, environment
+//! overrides, and validation that names the bad key, its value and why.
+//!
+//! Precedence: built-in default < config file < `EAS_RELAY_*` environment
+//! variable. An environment variable names a key path with `__` between
+//! sections, e.g. `EAS_RELAY_SMTP__MAX_CONNECTIONS=200` sets
+//! `smtp.max_connections`. Every key is documented in `config.example.toml`.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "EAS_RELAY_";
+/// Environment variable naming the config file (read by the CLI, not a key).
+pub const ENV_CONFIG_FILE: &str = "EAS_RELAY_CONFIG";
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid config: key `{key}` = {value}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration of one relay node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Name of this host in the SMTP banner, EHLO, Received headers and DSNs.
+    pub hostname: String,
+    /// Directory holding the store, the spool and generated keys.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub smtp: SmtpConfig,
+    pub tls: TlsConfig,
+    pub http: HttpConfig,
+    pub aliases: AliasConfig,
+    pub queue: QueueConfig,
+    pub outbound: OutboundConfig,
+    pub delivery_log: DeliveryLogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: default_hostname(),
+            data_dir: PathBuf::from("./data"),
+            log: LogConfig::default(),
+            smtp: SmtpConfig::default(),
+            tls: TlsConfig::default(),
+            http: HttpConfig::default(),
+            aliases: AliasConfig::default(),
+            queue: QueueConfig::default(),
+            outbound: OutboundConfig::default(),
+            delivery_log: DeliveryLogConfig::default(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    let name = gethostname::gethostname().to_string_lossy().to_lowercase();
+    if name.is_empty() || !is_hostname(&name) {
+        "localhost".to_string()
+    } else {
+        name
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. "info" or "eas_relay=debug"; RUST_LOG wins if set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: HumanDuration,
+    pub data_timeout: HumanDuration,
+    pub max_line_length: usize,
+    pub max_recipients: usize,
+    pub max_message_size: ByteSize,
+    pub max_received_headers: usize,
+    pub max_errors: usize,
+    pub starttls: bool,
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: "127.0.0.1:2525".parse().expect("literal address"),
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            command_timeout: HumanDuration::secs(300),
+            data_timeout: HumanDuration::secs(600),
+            max_line_length: 2048,
+            max_recipients: 100,
+            max_message_size: ByteSize(25 * 1024 * 1024),
+            max_received_headers: 50,
+            max_errors: 20,
+            starttls: true,
+            shutdown_grace: HumanDuration::secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; empty: a self-signed one in data_dir/tls/.
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Admin API keys. Empty (and no file): one is generated in data_dir/admin.key.
+    pub admin_keys: Vec<String>,
+    /// File with one admin API key per line (secrets stay out of the config).
+    pub admin_keys_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            admin_keys: Vec::new(),
+            admin_keys_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AliasConfig {
+    /// Most forwarding addresses one alias may have (1:N forwarding).
+    pub max_destinations: usize,
+}
+
+impl Default for AliasConfig {
+    fn default() -> Self {
+        AliasConfig {
+            max_destinations: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Delay before the first retry of a deferred recipient; doubles each time.
+    pub retry_initial: HumanDuration,
+    /// Upper bound of the retry delay.
+    pub retry_max: HumanDuration,
+    /// A message still undelivered after this long is bounced.
+    pub max_age: HumanDuration,
+    /// Messages being delivered at once (bounds memory of the scheduler).
+    pub max_inflight: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_initial: HumanDuration::secs(60),
+            retry_max: HumanDuration::secs(3600),
+            max_age: HumanDuration::secs(5 * 24 * 3600),
+            max_inflight: 1000,
+        }
+    }
+}
+
+/// When outbound connections use STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// Use STARTTLS when offered, plain text otherwise.
+    Opportunistic,
+    /// Never deliver in plain text: a host without working STARTTLS is skipped.
+    Required,
+    /// Never use STARTTLS.
+    Disabled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// TCP port of remote MX hosts.
+    pub port: u16,
+    /// Name sent in EHLO; empty: `hostname`.
+    pub helo_name: String,
+    pub tls: TlsPolicy,
+    pub connect_timeout: HumanDuration,
+    pub command_timeout: HumanDuration,
+    pub data_timeout: HumanDuration,
+    /// Concurrent connections to one destination domain.
+    pub max_per_destination: usize,
+    /// Concurrent outbound connections in all.
+    pub max_connections: usize,
+    /// How long an idle connection is kept for reuse.
+    pub idle_timeout: HumanDuration,
+    /// Messages sent over one connection before it is closed.
+    pub max_messages_per_connection: usize,
+    /// DNS servers ("ip:port") for MX lookups; empty: the system resolver.
+    pub nameservers: Vec<SocketAddr>,
+    /// Fixed next hop per destination domain ("host:port"), bypassing MX.
+    pub routes: BTreeMap<String, String>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            port: 25,
+            helo_name: String::new(),
+            tls: TlsPolicy::Opportunistic,
+            connect_timeout: HumanDuration::secs(30),
+            command_timeout: HumanDuration::secs(300),
+            data_timeout: HumanDuration::secs(600),
+            max_per_destination: 20,
+            max_connections: 100,
+            idle_timeout: HumanDuration::secs(30),
+            max_messages_per_connection: 100,
+            nameservers: Vec::new(),
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryLogConfig {
+    /// How long delivery log entries are kept.
+    pub retention: HumanDuration,
+}
+
+impl Default for DeliveryLogConfig {
+    fn default() -> Self {
+        DeliveryLogConfig {
+            retention: HumanDuration::secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded defaults with environment overrides applied.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_table(toml::Table::new(), std::env::vars())
+    }
+
+    /// Reads `path`, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, std::env::vars())
+    }
+
+    /// Parses config text (as if read from `path`) with the given environment.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.to_string().trim().to_string(),
+                })?;
+        Self::from_table(table, env)
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        apply_env(&mut table, env)?;
+        let value = toml::Value::Table(table.clone());
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|err| {
+            let key = err.path().to_string();
+            let shown = lookup(&table, &key)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "(missing)".into());
+            ConfigError::invalid(&key, shown, err.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Semantic checks that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_hostname(&self.hostname) {
+            return Err(ConfigError::invalid(
+                "hostname",
+                &self.hostname,
+                "must be a DNS host name (letters, digits, '-', '.')",
+            ));
+        }
+        positive("smtp.max_connections", self.smtp.max_connections)?;
+        positive(
+            "smtp.max_connections_per_ip",
+            self.smtp.max_connections_per_ip,
+        )?;
+        positive("smtp.max_recipients", self.smtp.max_recipients)?;
+        positive("smtp.max_errors", self.smtp.max_errors)?;
+        positive("smtp.max_received_headers", self.smtp.max_received_headers)?;
+        if !(512..=65536).contains(&self.smtp.max_line_length) {
+            return Err(ConfigError::invalid(
+                "smtp.max_line_length",
+                self.smtp.max_line_length,
+                "must be between 512 (RFC 5321 minimum) and 65536",
+            ));
+        }
+        if self.smtp.max_message_size.0 < 1024 {
+            return Err(ConfigError::invalid(
+                "smtp.max_message_size",
+                self.smtp.max_message_size,
+                "must be at least 1KiB",
+            ));
+        }
+        nonzero_duration("smtp.command_timeout", self.smtp.command_timeout)?;
+        nonzero_duration("smtp.data_timeout", self.smtp.data_timeout)?;
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "tls.key",
+                    "(missing)",
+                    "tls.cert is set, so tls.key must be set too",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "tls.cert",
+                    "(missing)",
+                    "tls.key is set, so tls.cert must be set too",
+                ));
+            }
+            _ => {}
+        }
+        for (i, key) in self.http.admin_keys.iter().enumerate() {
+            if key.len() < 16 {
+                return Err(ConfigError::invalid(
+                    &format!("http.admin_keys[{i}]"),
+                    "(secret)",
+                    "an admin key must be at least 16 characters",
+                ));
+            }
+        }
+        positive("aliases.max_destinations", self.aliases.max_destinations)?;
+        nonzero_duration("queue.retry_initial", self.queue.retry_initial)?;
+        if self.queue.retry_max.0 < self.queue.retry_initial.0 {
+            return Err(ConfigError::invalid(
+                "queue.retry_max",
+                self.queue.retry_max,
+                "must not be shorter than queue.retry_initial",
+            ));
+        }
+        nonzero_duration("queue.max_age", self.queue.max_age)?;
+        positive("queue.max_inflight", self.queue.max_inflight)?;
+        if self.outbound.port == 0 {
+            return Err(ConfigError::invalid("outbound.port", 0, "must not be 0"));
+        }
+        if !self.outbound.helo_name.is_empty() && !is_hostname(&self.outbound.helo_name) {
+            return Err(ConfigError::invalid(
+                "outbound.helo_name",
+                &self.outbound.helo_name,
+                "must be a DNS host name",
+            ));
+        }
+        nonzero_duration("outbound.connect_timeout", self.outbound.connect_timeout)?;
+        nonzero_duration("outbound.command_timeout", self.outbound.command_timeout)?;
+        nonzero_duration("outbound.data_timeout", self.outbound.data_timeout)?;
+        positive(
+            "outbound.max_per_destination",
+            self.outbound.max_per_destination,
+        )?;
+        positive("outbound.max_connections", self.outbound.max_connections)?;
+        positive(
+            "outbound.max_messages_per_connection",
+            self.outbound.max_messages_per_connection,
+        )?;
+        for (domain, target) in &self.outbound.routes {
+            let key = format!("outbound.routes.\"{domain}\"");
+            if !is_hostname(domain) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    target,
+                    "the key must be a domain",
+                ));
+            }
+            if parse_host_port(target).is_none() {
+                return Err(ConfigError::invalid(
+                    &key,
+                    target,
+                    "must be \"host:port\" (IPv6 as \"[addr]:port\")",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Name this node sends in outbound EHLO.
+    pub fn helo_name(&self) -> &str {
+        if self.outbound.helo_name.is_empty() {
+            &self.hostname
+        } else {
+            &self.outbound.helo_name
+        }
+    }
+
+    /// Path of the redb store.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("eas-relay.redb")
+    }
+
+    /// Directory of spooled message bodies.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    /// The config as TOML, for `config show` and documentation checks.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// Splits "host:port" (or "[v6]:port"); None when malformed.
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    if host.contains(':') || !is_hostname(host) {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+/// A DNS host name: labels of letters, digits and '-', dot-separated.
+pub fn is_hostname(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(key, 0, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn nonzero_duration(key: &str, value: HumanDuration) -> Result<(), ConfigError> {
+    if value.0.is_zero() {
+        Err(ConfigError::invalid(key, value, "must be longer than 0s"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Applies `EAS_RELAY_A__B=value` variables onto the table as key `a.b`.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if name == ENV_CONFIG_FILE || path.is_empty() {
+            continue;
+        }
+        let keys: Vec<String> = path.split("__").map(|k| k.to_lowercase()).collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(ConfigError::invalid(
+                &name,
+                &raw,
+                "environment override has an empty key segment",
+            ));
+        }
+        let value = env_value(&raw);
+        let mut cursor = &mut *table;
+        for key in &keys[..keys.len() - 1] {
+            let entry = cursor
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cursor = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        &keys.join("."),
+                        &raw,
+                        format!("`{key}` is not a section, so {name} cannot set a key inside it"),
+                    ));
+                }
+            };
+        }
+        cursor.insert(keys[keys.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+/// An environment value is read as a TOML value when it is one (numbers,
+/// booleans, arrays, quoted strings) and as a plain string otherwise.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Finds the value at a serde_path_to_error path like `smtp.listen` or `a[0]`.
+fn lookup<'t>(table: &'t toml::Table, path: &str) -> Option<&'t toml::Value> {
+    let mut segments = path.split('.');
+    let mut value = table.get(segments.next()?.split('[').next()?)?;
+    for seg in segments {
+        let name = seg.split('[').next()?;
+        value = value.as_table()?.get(name)?;
+    }
+    Some(value)
+}
+
+/// A duration written as "30s", "5m", "2h", "7d", "250ms" or whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        HumanDuration(Duration::from_secs(s))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration such as \"30s\", \"5m\", \"7d\""))?;
+        let ms = match unit.trim() {
+            "ms" => n,
+            "" | "s" => n.saturating_mul(1000),
+            "m" => n.saturating_mul(60_000),
+            "h" => n.saturating_mul(3_600_000),
+            "d" => n.saturating_mul(86_400_000),
+            other => {
+                return Err(format!(
+                    "unknown duration unit `{other}` (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        Ok(HumanDuration(Duration::from_millis(ms)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis() as u64;
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
+            if ms != 0 && ms.is_multiple_of(size) {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(HumanDuration::secs(s)),
+            Raw::Text(t) => HumanDuration::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A size written as "25MiB", "512KiB", "10MB", "4096" (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size such as \"25MiB\" or \"4096\""))?;
+        let factor: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            "kB" | "KB" => 1000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` (use B, KiB, MiB, GiB, kB, MB, GB)"
+                ));
+            }
+        };
+        n.checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n != 0 && n.is_multiple_of(size) {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(ByteSize(b)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), Vec::new())
+    }
+
+    fn invalid_key(text: &str) -> (String, String, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, value, reason }) => (key, value, reason),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_embedded_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.smtp.listen.to_string(), "127.0.0.1:2525");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.queue.max_age, HumanDuration::secs(5 * 86400));
+        assert_eq!(c.delivery_log.retention, HumanDuration::secs(7 * 86400));
+    }
+
+    #[test]
+    fn example_config_parses_and_equals_defaults() {
+        let text = include_str!("../config.example.toml");
+        let parsed = parse(text).expect("config.example.toml must be valid");
+        let defaults = Config::default();
+        // hostname depends on the machine; the example shows a placeholder.
+        let mut parsed_toml: toml::Table = parsed.to_toml().parse().unwrap();
+        let mut default_toml: toml::Table = defaults.to_toml().parse().unwrap();
+        parsed_toml.remove("hostname");
+        default_toml.remove("hostname");
+        assert_eq!(
+            parsed_toml, default_toml,
+            "config.example.toml must show every default"
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented_in_the_example() {
+        let example = include_str!("../config.example.toml");
+        let defaults: toml::Table = Config::default().to_toml().parse().unwrap();
+        fn walk(prefix: &str, t: &toml::Table, example: &str) {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(inner) => {
+                        assert!(
+                            example.contains(&format!("[{path}]")),
+                            "section [{path}] missing from config.example.toml"
+                        );
+                        walk(&path, inner, example);
+                    }
+                    _ => assert!(
+                        example.lines().any(|l| {
+                            let l = l.trim_start_matches('#').trim_start();
+                            l.starts_with(&format!("{k} ")) || l.starts_with(&format!("{k}="))
+                        }),
+                        "key {path} missing from config.example.toml"
+                    ),
+                }
+            }
+        }
+        walk("", &defaults, example);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let (key, _, reason) = invalid_key("[smtp]\nmax_conections = 5\n");
+        assert_eq!(key, "smtp.max_conections");
+        assert!(reason.contains("unknown field"), "{reason}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_value() {
+        let (key, value, reason) = invalid_key("[smtp]\nmax_connections = \"many\"\n");
+        assert_eq!(key, "smtp.max_connections");
+        assert_eq!(value, "\"many\"");
+        assert!(reason.contains("invalid type"), "{reason}");
+    }
+
+    #[test]
+    fn bad_duration_and_size_are_explained() {
+        let (key, value, reason) = invalid_key("[queue]\nmax_age = \"5 fortnights\"\n");
+        assert_eq!(key, "queue.max_age");
+        assert_eq!(value, "\"5 fortnights\"");
+        assert!(reason.contains("unit"), "{reason}");
+        let (key, _, reason) = invalid_key("[smtp]\nmax_message_size = \"lots\"\n");
+        assert_eq!(key, "smtp.max_message_size");
+        assert!(reason.contains("not a size"), "{reason}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let (key, value, _) = invalid_key("[smtp]\nmax_line_length = 100\n");
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("smtp.max_line_length", "100")
+        );
+        let (key, _, _) = invalid_key("[tls]\ncert = \"/x.pem\"\n");
+        assert_eq!(key, "tls.key");
+        let (key, _, _) = invalid_key("[outbound.routes]\n\"a.test\" = \"nohost\"\n");
+        assert_eq!(key, "outbound.routes.\"a.test\"");
+        let (key, _, _) = invalid_key("[queue]\nretry_initial = \"2h\"\nretry_max = \"1h\"\n");
+        assert_eq!(key, "queue.retry_max");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        assert!(matches!(parse("[smtp\n"), Err(ConfigError::Syntax { .. })));
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let env = vec![
+            (
+                "EAS_RELAY_SMTP__MAX_CONNECTIONS".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "EAS_RELAY_SMTP__LISTEN".to_string(),
+                "127.0.0.1:2600".to_string(),
+            ),
+            ("EAS_RELAY_QUEUE__MAX_AGE".to_string(), "2d".to_string()),
+            ("EAS_RELAY_CONFIG".to_string(), "/ignored.toml".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::parse("[smtp]\nmax_connections = 3\n", Path::new("t"), env).unwrap();
+        assert_eq!(c.smtp.max_connections, 7);
+        assert_eq!(c.smtp.listen.port(), 2600);
+        assert_eq!(c.queue.max_age, HumanDuration::secs(2 * 86400));
+    }
+
+    #[test]
+    fn bad_env_override_names_key() {
+        let env = vec![("EAS_RELAY_SMTP__MAX_RECIPIENTS".into(), "none".into())];
+        match Config::parse("", Path::new("t"), env) {
+            Err(ConfigError::Invalid { key, value, .. }) => {
+                assert_eq!(key, "smtp.max_recipients");
+                assert_eq!(value, "\"none\"");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_round_trip() {
+        for s in ["250ms", "30s", "5m", "2h", "7d"] {
+            assert_eq!(HumanDuration::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(HumanDuration::parse("90").unwrap(), HumanDuration::secs(90));
+        assert_eq!(ByteSize::parse("25MiB").unwrap().0, 25 << 20);
+        assert_eq!(ByteSize::parse("10MB").unwrap().0, 10_000_000);
+        assert_eq!(ByteSize::parse("4096").unwrap().to_string(), "4KiB");
+        assert!(ByteSize::parse("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            parse_host_port("127.0.0.1:2526"),
+            Some(("127.0.0.1".into(), 2526))
+        );
+        assert_eq!(parse_host_port("[::1]:25"), Some(("::1".into(), 25)));
+        assert_eq!(
+            parse_host_port("mx.example.com:25"),
+            Some(("mx.example.com".into(), 25))
+        );
+        assert_eq!(parse_host_port("mx.example.com"), None);
+        assert_eq!(parse_host_port("mx:0"), None);
+    }
+}

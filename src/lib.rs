@@ -1,0 +1,21 @@
+//! eas-relay: a forwarding-only SMTP relay for the `.country` Email Alias
+//! Service. See DESIGN.md (in the shared folder) and the README for the
+//! contract; each module's header says its one job.
+
+pub mod address;
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod message;
+pub mod observe;
+pub mod outbound;
+pub mod queue;
+pub mod resolve;
+pub mod server;
+pub mod smtp;
+pub mod store;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{Listeners, RunError, run};

@@ -1,0 +1,309 @@
+//! Outbound delivery: for one destination domain, find the hosts (route or
+//! MX), connect with opportunistic or required STARTTLS, send the message to
+//! the domain's recipients and map every reply to delivered / deferred /
+//! failed. Connections are reused, and capped per destination and in all.
+
+pub mod client;
+pub mod mx;
+mod pool;
+
+use crate::config::{Config, TlsPolicy};
+use crate::smtp::reply::Reply;
+use client::{SmtpClient, Timeouts, TxnError};
+use mx::Router;
+use pool::Pool;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// The verdict for one recipient after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Delivered,
+    /// Temporary failure: retry later.
+    Deferred,
+    /// Permanent failure: bounce.
+    Failed,
+}
+
+/// What happened to one recipient.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub status: DeliveryStatus,
+    pub reply: Reply,
+    pub server: Option<String>,
+}
+
+/// The envelope facts the next hop needs.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub sender: String,
+    pub smtputf8: bool,
+    pub body_8bit: bool,
+}
+
+/// The message ready for the DATA phase: dot-stuffed, with the final
+/// `.` line, computed once per attempt and shared by all destinations.
+#[derive(Debug)]
+pub struct Payload {
+    pub data: Vec<u8>,
+    /// Size of the message itself (for SIZE=).
+    pub size: usize,
+}
+
+impl Payload {
+    pub fn new(message: &[u8]) -> Payload {
+        let mut data = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+        let mut line_start = true;
+        for &b in message {
+            if line_start && b == b'.' {
+                data.push(b'.');
+            }
+            data.push(b);
+            line_start = b == b'\n';
+        }
+        if !message.is_empty() && !message.ends_with(b"\r\n") {
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        Payload {
+            data,
+            size: message.len(),
+        }
+    }
+}
+
+/// The delivery agent shared by every delivery task.
+pub struct Outbound {
+    router: Router,
+    pool: Pool,
+    total: Semaphore,
+    helo: String,
+    tls: TlsPolicy,
+    connector: tokio_rustls::TlsConnector,
+    timeouts: Timeouts,
+}
+
+enum Tried {
+    Done(Vec<Attempt>),
+    /// Nothing was handed over on this connection; try another.
+    Again(Reply),
+}
+
+impl Outbound {
+    pub fn new(config: &Config) -> Outbound {
+        let o = &config.outbound;
+        Outbound {
+            router: Router::new(config),
+            pool: Pool::new(
+                o.idle_timeout.0,
+                o.max_messages_per_connection,
+                o.max_per_destination,
+            ),
+            total: Semaphore::new(o.max_connections),
+            helo: config.helo_name().to_string(),
+            tls: o.tls,
+            connector: client::tls_connector(),
+            timeouts: Timeouts {
+                connect: o.connect_timeout.0,
+                command: o.command_timeout.0,
+                data: o.data_timeout.0,
+            },
+        }
+    }
+
+    /// Delivers one message to the recipients of one domain. Returns one
+    /// attempt per recipient, in order.
+    pub async fn deliver(
+        &self,
+        domain: &str,
+        envelope: &Envelope,
+        rcpts: &[String],
+        payload: &Payload,
+    ) -> Vec<Attempt> {
+        let limit = self.pool.limit(domain);
+        let Ok(_dest) = limit.acquire().await else {
+            return defer_all(rcpts, Reply::new(451, [4, 3, 0], "shutting down"), None);
+        };
+        let Ok(_total) = self.total.acquire().await else {
+            return defer_all(rcpts, Reply::new(451, [4, 3, 0], "shutting down"), None);
+        };
+        if let Some(client) = self.pool.take(domain)
+            && let Tried::Done(attempts) = self
+                .transact(client, domain, envelope, rcpts, payload)
+                .await
+        {
+            return attempts;
+        }
+        let hops = match self.router.next_hops(domain).await {
+            Ok(hops) => hops,
+            Err(e) if e.is_permanent() => {
+                let reply = e.reply();
+                return rcpts
+                    .iter()
+                    .map(|_| Attempt {
+                        status: DeliveryStatus::Failed,
+                        reply: reply.clone(),
+                        server: None,
+                    })
+                    .collect();
+            }
+            Err(e) => return defer_all(rcpts, e.reply(), None),
+        };
+        let mut last = Reply::owned(
+            451,
+            [4, 4, 1],
+            format!("no host for {domain} could be reached"),
+        );
+        let mut last_server = None;
+        for hop in hops {
+            let addrs = match self.router.addresses(&hop.host).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    last = e.reply();
+                    continue;
+                }
+            };
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, hop.port);
+                let client = match self.connect(&hop.host, addr).await {
+                    Ok(client) => client,
+                    Err(reply) => {
+                        metrics::counter!("eas_outbound_connections_total", "result" => "failed")
+                            .increment(1);
+                        tracing::debug!(host = %hop.host, %addr, %reply, "cannot use host");
+                        last = reply;
+                        last_server = Some(format!("{} [{}]:{}", hop.host, ip, hop.port));
+                        continue;
+                    }
+                };
+                metrics::counter!("eas_outbound_connections_total", "result" => "ok").increment(1);
+                last_server = Some(client.server.clone());
+                match self
+                    .transact(client, domain, envelope, rcpts, payload)
+                    .await
+                {
+                    Tried::Done(attempts) => return attempts,
+                    Tried::Again(reply) => last = reply,
+                }
+            }
+        }
+        defer_all(rcpts, last, last_server)
+    }
+
+    /// Connects, greets and negotiates TLS per policy.
+    async fn connect(&self, host: &str, addr: SocketAddr) -> Result<SmtpClient, Reply> {
+        let mut client = SmtpClient::connect(host, addr, self.timeouts)
+            .await
+            .map_err(|e| e.as_reply())?;
+        client.hello(&self.helo).await.map_err(|e| e.as_reply())?;
+        match self.tls {
+            TlsPolicy::Disabled => Ok(client),
+            _ if client.caps.starttls => match client.starttls(&self.connector).await {
+                Ok(mut tls) => {
+                    tls.hello(&self.helo).await.map_err(|e| e.as_reply())?;
+                    Ok(tls)
+                }
+                Err(e) if self.tls == TlsPolicy::Required => Err(e.as_reply()),
+                Err(e) => {
+                    // Opportunistic: a broken TLS stack must not stop mail.
+                    tracing::info!(%host, %addr, error = %e, "STARTTLS failed, retrying in plain text");
+                    let mut plain = SmtpClient::connect(host, addr, self.timeouts)
+                        .await
+                        .map_err(|e| e.as_reply())?;
+                    plain.hello(&self.helo).await.map_err(|e| e.as_reply())?;
+                    Ok(plain)
+                }
+            },
+            TlsPolicy::Required => Err(Reply::owned(
+                451,
+                [4, 7, 4],
+                format!("TLS is required but {host} does not offer STARTTLS"),
+            )),
+            TlsPolicy::Opportunistic => Ok(client),
+        }
+    }
+
+    async fn transact(
+        &self,
+        mut client: SmtpClient,
+        domain: &str,
+        envelope: &Envelope,
+        rcpts: &[String],
+        payload: &Payload,
+    ) -> Tried {
+        let server = client.server.clone();
+        match client.send(envelope, rcpts, payload).await {
+            Ok(verdicts) => {
+                if let Some(extra) = self.pool.put(domain, client) {
+                    tokio::spawn(extra.quit());
+                }
+                Tried::Done(
+                    verdicts
+                        .into_iter()
+                        .map(|(status, reply)| Attempt {
+                            status,
+                            reply,
+                            server: Some(server.clone()),
+                        })
+                        .collect(),
+                )
+            }
+            Err(TxnError::BeforeData(e)) => Tried::Again(e.as_reply()),
+            Err(TxnError::AfterData(e)) => {
+                let reply = Reply::owned(
+                    451,
+                    [4, 4, 2],
+                    format!("connection lost after the message was sent ({e}); will retry"),
+                );
+                Tried::Done(defer_all(rcpts, reply, Some(server)))
+            }
+        }
+    }
+
+    /// Closes idle connections past their time (call periodically).
+    pub async fn reap_idle(&self) {
+        for client in self.pool.reap() {
+            client.quit().await;
+        }
+    }
+
+    /// Closes every idle connection (at shutdown).
+    pub async fn close_idle(&self) {
+        for client in self.pool.drain() {
+            client.quit().await;
+        }
+    }
+
+    /// How often `reap_idle` should run.
+    pub fn reap_interval(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+fn defer_all(rcpts: &[String], reply: Reply, server: Option<String>) -> Vec<Attempt> {
+    rcpts
+        .iter()
+        .map(|_| Attempt {
+            status: DeliveryStatus::Deferred,
+            reply: reply.clone(),
+            server: server.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_and_terminator() {
+        assert_eq!(
+            Payload::new(b".a\r\nb\r\n..c\r\n").data,
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(Payload::new(b"no newline").data, b"no newline\r\n.\r\n");
+        assert_eq!(Payload::new(b"").data, b".\r\n");
+        assert_eq!(Payload::new(b"x\r\n").size, 3);
+    }
+}

@@ -1,0 +1,276 @@
+//! The durable queue: accepted messages go to the spool (fsynced) and their
+//! metadata to the store in a group commit, and only then does the client
+//! hear `250`. A scheduler hands due messages to outbound delivery and the
+//! committer records per-recipient outcomes, retries with backoff, bounces
+//! with a DSN and expires old messages.
+
+mod commit;
+pub mod dsn;
+pub mod ops;
+mod recovery;
+mod scheduler;
+pub mod spool;
+
+pub use recovery::Recovered;
+pub use scheduler::Scheduler;
+pub use spool::Spool;
+
+use crate::outbound::DeliveryStatus;
+use crate::smtp::reply::Reply;
+use crate::store::{QueueEntry, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the queue could not take or change a message.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot write the spool file: {0}")]
+    Spool(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the queue is shutting down")]
+    Closed,
+    #[error("no message {0} in the queue")]
+    NotFound(String),
+}
+
+/// Queue timing and naming settings (from the config).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub max_age: Duration,
+    pub max_inflight: usize,
+    /// Host name used in DSNs.
+    pub hostname: String,
+}
+
+impl QueueSettings {
+    pub fn from_config(config: &crate::config::Config) -> QueueSettings {
+        QueueSettings {
+            retry_initial: config.queue.retry_initial.0,
+            retry_max: config.queue.retry_max.0,
+            max_age: config.queue.max_age.0,
+            max_inflight: config.queue.max_inflight,
+            hostname: config.hostname.clone(),
+        }
+    }
+
+    /// Delay before attempt `attempts + 1`: doubling from `retry_initial`,
+    /// capped at `retry_max`.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(20);
+        self.retry_initial
+            .saturating_mul(factor)
+            .min(self.retry_max)
+    }
+}
+
+/// The outcome of one delivery attempt for one recipient of an entry.
+#[derive(Debug, Clone)]
+pub struct RcptResult {
+    /// Index into `QueueEntry::recipients`.
+    pub index: usize,
+    pub status: DeliveryStatus,
+    pub reply: Reply,
+    /// The host that answered, if any.
+    pub server: Option<String>,
+}
+
+/// What the scheduler hears about.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Entry `id` should be attempted at `due` (unix ms).
+    Due { id: u64, due: u64 },
+    /// Entry `id` is gone.
+    Removed { id: u64 },
+}
+
+/// Work for the committer thread.
+pub(crate) enum Commit {
+    Insert {
+        entry: Box<QueueEntry>,
+        done: oneshot::Sender<Result<(), QueueError>>,
+    },
+    Results {
+        id: u64,
+        results: Vec<RcptResult>,
+        /// The next due time of the entry, None when it left the queue.
+        done: oneshot::Sender<Option<u64>>,
+    },
+    Retry {
+        id: Option<u64>,
+        done: oneshot::Sender<Result<usize, QueueError>>,
+    },
+    Drop {
+        id: u64,
+        done: oneshot::Sender<Result<bool, QueueError>>,
+    },
+    Quarantine {
+        id: u64,
+        reason: String,
+    },
+}
+
+/// Handle to the queue: cheap to clone, shared by sessions, scheduler, API.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    spool: Spool,
+    settings: QueueSettings,
+    commits: mpsc::UnboundedSender<Commit>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// What [`Queue::start`] gives back: the handle, the scheduler's event
+/// stream, and the committer thread to join at shutdown.
+pub struct Started {
+    pub queue: Queue,
+    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    pub committer: std::thread::JoinHandle<()>,
+    pub recovered: Recovered,
+}
+
+impl Queue {
+    /// Recovers the spool and store, then starts the committer thread. The
+    /// recovered entries are already announced on the event stream.
+    pub fn start(
+        store: Arc<Store>,
+        spool: Spool,
+        settings: QueueSettings,
+    ) -> Result<Started, QueueError> {
+        let recovered = recovery::recover(&store, &spool)?;
+        let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        for &(id, due) in &recovered.due {
+            let _ = event_tx.send(Event::Due { id, due });
+        }
+        let committer = commit::Committer {
+            store: store.clone(),
+            spool: spool.clone(),
+            settings: settings.clone(),
+            events: event_tx.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("queue-commit".into())
+            .spawn(move || committer.run(commit_rx))?;
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                store,
+                spool,
+                settings,
+                commits: commit_tx,
+                events: event_tx,
+            }),
+        };
+        Ok(Started {
+            queue,
+            events: event_rx,
+            committer: thread,
+            recovered,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.inner.settings
+    }
+
+    /// Makes a message durable: spool file fsynced, then metadata committed
+    /// (grouped with concurrent commits). Returns only once both are on disk.
+    pub async fn enqueue(&self, entry: QueueEntry, message: Vec<u8>) -> Result<u64, QueueError> {
+        let id = entry.id;
+        let spool = self.inner.spool.clone();
+        tokio::task::spawn_blocking(move || spool.write(id, &message))
+            .await
+            .map_err(|_| QueueError::Closed)??;
+        let due = entry.next_due().unwrap_or(0);
+        let (done, rx) = oneshot::channel();
+        let sent = self.inner.commits.send(Commit::Insert {
+            entry: Box::new(entry),
+            done,
+        });
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(QueueError::Closed)),
+            Err(_) => Err(QueueError::Closed),
+        };
+        if let Err(e) = result {
+            // Never acknowledged: the body must not linger as an orphan.
+            let _ = self.inner.spool.remove(id);
+            return Err(e);
+        }
+        let _ = self.inner.events.send(Event::Due { id, due });
+        Ok(id)
+    }
+
+    /// Records delivery outcomes; returns the entry's next due time.
+    pub(crate) async fn record(&self, id: u64, results: Vec<RcptResult>) -> Option<u64> {
+        let (done, rx) = oneshot::channel();
+        if self
+            .inner
+            .commits
+            .send(Commit::Results { id, results, done })
+            .is_err()
+        {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// Makes pending recipients of `id` (or of every entry) due now.
+    pub async fn retry(&self, id: Option<u64>) -> Result<usize, QueueError> {
+        let (done, rx) = oneshot::channel();
+        self.inner
+            .commits
+            .send(Commit::Retry { id, done })
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Removes a message without delivering it (no DSN).
+    pub async fn drop_message(&self, id: u64) -> Result<bool, QueueError> {
+        let (done, rx) = oneshot::channel();
+        self.inner
+            .commits
+            .send(Commit::Drop { id, done })
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.unwrap_or(Err(QueueError::Closed))
+    }
+
+    pub(crate) fn quarantine(&self, id: u64, reason: String) {
+        let _ = self.inner.commits.send(Commit::Quarantine { id, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = QueueSettings {
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(600),
+            max_age: Duration::from_secs(3600),
+            max_inflight: 10,
+            hostname: "relay.test".into(),
+        };
+        assert_eq!(s.backoff(1), Duration::from_secs(60));
+        assert_eq!(s.backoff(2), Duration::from_secs(120));
+        assert_eq!(s.backoff(3), Duration::from_secs(240));
+        assert_eq!(s.backoff(5), Duration::from_secs(600));
+        assert_eq!(s.backoff(400), Duration::from_secs(600));
+    }
+}

@@ -1,0 +1,264 @@
+//! The scheduler: keeps every queued message's due time in memory, hands
+//! due messages to outbound delivery (at most `max_inflight` at once), and
+//! reschedules them with whatever the committer decided.
+
+use super::{Event, Queue, RcptResult};
+use crate::outbound::{Attempt, DeliveryStatus, Envelope, Outbound, Payload};
+use crate::smtp::reply::Reply;
+use crate::store::{RcptStatus, format_queue_id, now_ms};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Recipients due within this many ms of now go out in the same attempt.
+const DUE_SLACK_MS: u64 = 1000;
+
+pub struct Scheduler {
+    queue: Queue,
+    outbound: Arc<Outbound>,
+    events: mpsc::UnboundedReceiver<Event>,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    /// id -> due of its live heap item (older heap items are stale).
+    scheduled: HashMap<u64, u64>,
+    inflight: HashSet<u64>,
+    /// Due times that arrived while the entry was in flight.
+    after_flight: HashMap<u64, u64>,
+    tasks: JoinSet<(u64, Option<u64>)>,
+    task_ids: HashMap<tokio::task::Id, u64>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        queue: Queue,
+        events: mpsc::UnboundedReceiver<Event>,
+        outbound: Arc<Outbound>,
+    ) -> Scheduler {
+        Scheduler {
+            queue,
+            outbound,
+            events,
+            heap: BinaryHeap::new(),
+            scheduled: HashMap::new(),
+            inflight: HashSet::new(),
+            after_flight: HashMap::new(),
+            tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then lets deliveries in flight
+    /// finish for up to `grace` (their outcomes are recorded) and abandons
+    /// the rest (they are retried after restart: at worst a duplicate).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        loop {
+            self.dispatch();
+            metrics::gauge!("eas_queue_depth")
+                .set((self.scheduled.len() + self.inflight.len()) as f64);
+            let next = self.heap.peek().map(|Reverse((due, _))| *due);
+            let has_room = self.tasks.len() < self.queue.settings().max_inflight;
+            let sleep = async {
+                match next {
+                    Some(due) if has_room => {
+                        let wait = due.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait.max(1))).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.finished(done);
+                }
+                _ = sleep => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(done)) => self.finished(done),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        inflight = self.tasks.len(),
+                        "shutdown: abandoning deliveries in flight (they will be retried)"
+                    );
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Due { id, due } => self.schedule(id, due),
+            Event::Removed { id } => {
+                self.scheduled.remove(&id);
+                self.after_flight.remove(&id);
+            }
+        }
+    }
+
+    fn schedule(&mut self, id: u64, due: u64) {
+        if let Some(&current) = self.scheduled.get(&id)
+            && current <= due
+        {
+            return;
+        }
+        self.scheduled.insert(id, due);
+        self.heap.push(Reverse((due, id)));
+    }
+
+    fn dispatch(&mut self) {
+        let now = now_ms();
+        let limit = self.queue.settings().max_inflight;
+        while self.tasks.len() < limit {
+            let Some(&Reverse((due, id))) = self.heap.peek() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            if self.scheduled.get(&id) != Some(&due) {
+                continue; // stale: rescheduled or removed since
+            }
+            self.scheduled.remove(&id);
+            if self.inflight.contains(&id) {
+                let entry = self.after_flight.entry(id).or_insert(due);
+                *entry = (*entry).min(due);
+                continue;
+            }
+            self.inflight.insert(id);
+            let queue = self.queue.clone();
+            let outbound = self.outbound.clone();
+            let handle = self
+                .tasks
+                .spawn(async move { (id, deliver_entry(queue, outbound, id).await) });
+            self.task_ids.insert(handle.id(), id);
+        }
+    }
+
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, (u64, Option<u64>)), tokio::task::JoinError>,
+    ) {
+        let (id, next) = match done {
+            Ok((task, (id, next))) => {
+                self.task_ids.remove(&task);
+                (id, next)
+            }
+            Err(e) => {
+                let Some(id) = self.task_ids.remove(&e.id()) else {
+                    return;
+                };
+                tracing::error!(id = %format_queue_id(id), error = %e, "delivery task failed");
+                let retry = now_ms() + self.queue.settings().retry_initial.as_millis() as u64;
+                (id, Some(retry))
+            }
+        };
+        self.inflight.remove(&id);
+        let again = self.after_flight.remove(&id);
+        let due = match (next, again) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(due) = due {
+            self.schedule(id, due);
+        }
+    }
+}
+
+/// One delivery attempt of one queue entry: every due recipient, grouped by
+/// destination domain, domains in parallel. Returns the next due time.
+async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option<u64> {
+    let retry_later = || Some(now_ms() + queue.settings().retry_initial.as_millis() as u64);
+    let entry = match queue.store().queue_get(id) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(id = %format_queue_id(id), error = %e, "cannot read queue entry");
+            return retry_later();
+        }
+    };
+    if entry.is_finished() {
+        return None;
+    }
+    let spool = queue.spool().clone();
+    let body = match tokio::task::spawn_blocking(move || spool.read(id)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            queue.quarantine(id, "spool file missing at delivery".into());
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(id = %format_queue_id(id), error = %e, "cannot read spool file");
+            return retry_later();
+        }
+        Err(_) => return retry_later(),
+    };
+    let now = now_ms();
+    let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut results = Vec::new();
+    for (i, rcpt) in entry.recipients.iter().enumerate() {
+        if rcpt.status != RcptStatus::Pending || rcpt.next_attempt > now + DUE_SLACK_MS {
+            continue;
+        }
+        match crate::address::Mailbox::parse(&rcpt.address) {
+            Some(m) => by_domain.entry(m.domain).or_default().push(i),
+            None => results.push(RcptResult {
+                index: i,
+                status: DeliveryStatus::Failed,
+                reply: Reply::new(553, [5, 1, 3], "invalid destination address"),
+                server: None,
+            }),
+        }
+    }
+    let envelope = Arc::new(Envelope {
+        sender: entry.sender.clone(),
+        smtputf8: entry.smtputf8,
+        body_8bit: entry.body_8bit,
+    });
+    let payload = Arc::new(Payload::new(&body));
+    drop(body);
+    let mut attempts = JoinSet::new();
+    for (domain, indexes) in by_domain {
+        let rcpts: Vec<String> = indexes
+            .iter()
+            .map(|&i| entry.recipients[i].address.clone())
+            .collect();
+        let outbound = outbound.clone();
+        let envelope = envelope.clone();
+        let payload = payload.clone();
+        attempts.spawn(async move {
+            let outcomes: Vec<Attempt> =
+                outbound.deliver(&domain, &envelope, &rcpts, &payload).await;
+            (indexes, outcomes)
+        });
+    }
+    while let Some(done) = attempts.join_next().await {
+        let Ok((indexes, outcomes)) = done else {
+            continue; // a panicked attempt leaves its recipients pending
+        };
+        for (index, attempt) in indexes.into_iter().zip(outcomes) {
+            results.push(RcptResult {
+                index,
+                status: attempt.status,
+                reply: attempt.reply,
+                server: attempt.server,
+            });
+        }
+    }
+    if results.is_empty() {
+        return entry.next_due();
+    }
+    queue.record(id, results).await
+}

@@ -1,0 +1,192 @@
+//! Wiring of one relay node: open the store, recover the queue, start the
+//! committer, scheduler, SMTP and HTTP servers and housekeeping, then shut
+//! them down in order when asked. Tests call [`run`] with listeners bound
+//! on port 0; `eas-relay serve` calls it with the configured addresses.
+
+use crate::admin::{Admin, QueueAccess};
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::outbound::Outbound;
+use crate::queue::{Queue, QueueError, QueueSettings, Scheduler, Spool};
+use crate::smtp::{self, SmtpContext};
+use crate::store::{Store, StoreError, now_ms};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How long deliveries in flight may finish at shutdown.
+const DELIVERY_GRACE: Duration = Duration::from_secs(10);
+/// How often old delivery log entries are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Keys(#[from] api::auth::KeyError),
+}
+
+/// The node's listening sockets.
+pub struct Listeners {
+    pub smtp: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured SMTP and HTTP addresses.
+    pub async fn bind(config: &Config) -> Result<Listeners, RunError> {
+        let bind = |what, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            smtp: bind("SMTP", config.smtp.listen).await?,
+            http: bind("HTTP", config.http.listen).await?,
+        })
+    }
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly: SMTP stops
+/// accepting and idle sessions get `421`, deliveries in flight finish (within
+/// a grace period), every queue write is committed, the store is closed.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = Arc::new(Store::open(&config.store_path())?);
+    let tls = if config.smtp.starttls {
+        let server = crate::tls::server_config(
+            config.tls.cert.as_deref(),
+            config.tls.key.as_deref(),
+            &config.data_dir,
+            &config.hostname,
+        )?;
+        Some(tokio_rustls::TlsAcceptor::from(server))
+    } else {
+        None
+    };
+    let keys = api::auth::load_keys(&config, true)?;
+    let metrics = crate::observe::metrics_handle();
+    let spool = Spool::open(&config.spool_dir()).map_err(QueueError::Spool)?;
+    let started = Queue::start(store.clone(), spool, QueueSettings::from_config(&config))?;
+    let queue = started.queue;
+    let outbound = Arc::new(Outbound::new(&config));
+    let (stop, stopped) = watch::channel(false);
+
+    let smtp_addr = listeners.smtp.local_addr().ok();
+    let http_addr = listeners.http.local_addr().ok();
+    let mut tasks = JoinSet::new();
+    let scheduler = Scheduler::new(queue.clone(), started.events, outbound.clone());
+    tasks.spawn(scheduler.run(stopped.clone(), DELIVERY_GRACE));
+    let smtp_ctx = Arc::new(SmtpContext {
+        config: config.clone(),
+        store: store.clone(),
+        queue: queue.clone(),
+        tls,
+    });
+    tasks.spawn(smtp::server::run(listeners.smtp, smtp_ctx, stopped.clone()));
+    let state = ApiState {
+        config: config.clone(),
+        admin: Arc::new(Admin::new(
+            config.clone(),
+            store.clone(),
+            QueueAccess::Live(queue.clone()),
+        )),
+        keys: Arc::new(keys),
+        metrics,
+    };
+    let mut http_stop = stopped.clone();
+    let http = axum::serve(listeners.http, api::router(state)).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    });
+    tasks.spawn(async move {
+        if let Err(e) = http.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tasks.spawn(upkeep(
+        store.clone(),
+        outbound.clone(),
+        config.delivery_log.retention.0,
+        stopped.clone(),
+    ));
+    tracing::info!(
+        smtp = ?smtp_addr,
+        http = ?http_addr,
+        data = %config.data_dir.display(),
+        queued = started.recovered.due.len(),
+        "eas-relay started"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a server task failed");
+        }
+    }
+    outbound.close_idle().await;
+    // Every queue handle is gone with its task; the committer drains what
+    // is left and exits, releasing the store.
+    drop(queue);
+    let committer = started.committer;
+    let _ = tokio::task::spawn_blocking(move || committer.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Periodic housekeeping: idle outbound connections, delivery log retention.
+async fn upkeep(
+    store: Arc<Store>,
+    outbound: Arc<Outbound>,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut reap = tokio::time::interval(outbound.reap_interval());
+    let mut purge = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = reap.tick() => outbound.reap_idle().await,
+            _ = purge.tick() => {
+                let store = store.clone();
+                let before = now_ms().saturating_sub(retention.as_millis() as u64);
+                match tokio::task::spawn_blocking(move || store.log_purge(before)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "delivery log purged"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "delivery log purge failed"),
+                    _ => {}
+                }
+            }
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Inbound SMTP: the accept loop with its limits, and the session state
+//! machine (one file per verb) over smtp-proto's sans-IO parser. Nothing
+//! here decides where mail goes; it asks `resolve` and hands accepted
+//! messages to the `queue`.
+
+mod data;
+mod ehlo;
+mod mail;
+mod rcpt;
+pub mod reply;
+pub mod server;
+pub mod session;
+mod starttls;
+mod vrfy;
+
+use crate::config::Config;
+use crate::queue::Queue;
+use crate::store::Store;
+use std::sync::Arc;
+
+/// What every session shares.
+pub struct SmtpContext {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub queue: Queue,
+    /// None when STARTTLS is off.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}

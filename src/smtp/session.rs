@@ -1,0 +1,481 @@
+//! One SMTP session: reads bytes, frames command lines (with the configured
+//! length limit), parses them with smtp-proto, dispatches to the verb
+//! handlers, feeds DATA/BDAT bodies to smtp-proto's receivers, and flushes
+//! replies once the pipelined input at hand is consumed (RFC 2920).
+
+use super::SmtpContext;
+use super::reply::Reply;
+use memchr::memchr;
+use smtp_proto::Request;
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// A byte stream a session can run on (TCP, TLS over TCP, test streams).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Bytes read per call; sessions hold one such buffer each.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// What the client said in HELO/EHLO.
+pub(crate) struct Helo {
+    pub name: String,
+    pub esmtp: bool,
+}
+
+/// A recipient accepted in this transaction.
+pub(crate) struct AcceptedRecipient {
+    /// As the client wrote it (for the Received header).
+    pub rcpt: String,
+    /// The alias that matched.
+    pub alias: String,
+    pub destinations: Vec<String>,
+}
+
+/// The mail transaction in progress (from MAIL to end of data).
+pub(crate) struct Transaction {
+    pub sender: String,
+    pub smtputf8: bool,
+    pub recipients: Vec<AcceptedRecipient>,
+    /// Message bytes received so far (DATA, or BDAT chunks).
+    pub body: Vec<u8>,
+    /// A BDAT chunk failed: the transaction ends with this reply at LAST.
+    pub failed: Option<Reply>,
+}
+
+/// Where the byte stream is.
+pub(crate) enum State {
+    Command,
+    Data(DataReceiver),
+    /// Draining a DATA body that will be refused with the reply.
+    DataDiscard(DummyDataReceiver, Reply),
+    Bdat {
+        receiver: BdatReceiver,
+        size: usize,
+    },
+    /// Draining a BDAT chunk that will be refused with the reply.
+    BdatDiscard {
+        receiver: DummyDataReceiver,
+        reply: Reply,
+        last: bool,
+    },
+}
+
+/// What the session does after handling input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close,
+    StartTls,
+}
+
+pub struct Session<T> {
+    pub(crate) ctx: Arc<SmtpContext>,
+    pub(crate) stream: T,
+    pub(crate) peer: SocketAddr,
+    pub(crate) state: State,
+    pub(crate) helo: Option<Helo>,
+    /// "TLSv1.3 with cipher ..." once STARTTLS completed.
+    pub(crate) tls: Option<String>,
+    pub(crate) txn: Option<Transaction>,
+    line: Vec<u8>,
+    line_overflow: bool,
+    pub(crate) out: Vec<u8>,
+    errors: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Runs a whole connection: greeting, session, STARTTLS upgrade.
+pub async fn handle<T: Io>(
+    ctx: Arc<SmtpContext>,
+    stream: T,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    metrics::gauge!("eas_smtp_sessions_active").increment(1.0);
+    let mut session = Session::new(ctx, stream, peer, shutdown);
+    session.greet();
+    if session.flush().await.is_ok() && session.run().await == Flow::StartTls {
+        session.upgrade().await;
+    }
+    metrics::gauge!("eas_smtp_sessions_active").decrement(1.0);
+}
+
+impl<T: Io> Session<T> {
+    pub fn new(
+        ctx: Arc<SmtpContext>,
+        stream: T,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> Session<T> {
+        Session {
+            ctx,
+            stream,
+            peer,
+            state: State::Command,
+            helo: None,
+            tls: None,
+            txn: None,
+            line: Vec::new(),
+            line_overflow: false,
+            out: Vec::with_capacity(512),
+            errors: 0,
+            shutdown,
+        }
+    }
+
+    fn greet(&mut self) {
+        let text = format!("{} ESMTP eas-relay", self.ctx.config.hostname);
+        self.reply(&Reply {
+            code: 220,
+            enhanced: None,
+            text: text.into(),
+        });
+    }
+
+    /// Performs the TLS handshake after `220 Ready to start TLS` and runs
+    /// the session again over TLS, with all state forgotten (RFC 3207).
+    async fn upgrade(self) {
+        let Some(acceptor) = self.ctx.tls.clone() else {
+            return;
+        };
+        let limit = self.ctx.config.smtp.command_timeout.0;
+        let Session {
+            ctx,
+            stream,
+            peer,
+            shutdown,
+            ..
+        } = self;
+        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let (_, conn) = tls.get_ref();
+                let info = format!(
+                    "{} with cipher {}",
+                    conn.protocol_version()
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("TLS"),
+                    conn.negotiated_cipher_suite()
+                        .and_then(|s| s.suite().as_str())
+                        .unwrap_or("unknown")
+                );
+                let mut secured = Session::new(ctx, tls, peer, shutdown);
+                secured.tls = Some(info);
+                secured.run().await;
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// Reads and handles input until the session ends or asks for TLS.
+    pub(crate) async fn run(&mut self) -> Flow {
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let idle = matches!(self.state, State::Command) && self.line.is_empty();
+            if idle && *self.shutdown.borrow() {
+                return self.shutting_down().await;
+            }
+            let limit = match self.state {
+                State::Command => self.ctx.config.smtp.command_timeout.0,
+                _ => self.ctx.config.smtp.data_timeout.0,
+            };
+            let read = {
+                let stream = &mut self.stream;
+                let shutdown = &mut self.shutdown;
+                tokio::select! {
+                    read = tokio::time::timeout(limit, stream.read(&mut buf)) => Some(read),
+                    _ = shutdown.changed(), if idle => None,
+                }
+            };
+            let Some(read) = read else {
+                return self.shutting_down().await;
+            };
+            let n = match read {
+                Err(_) => {
+                    let text = format!("{} Error: timeout exceeded", self.ctx.config.hostname);
+                    self.reply(&Reply::owned(421, [4, 4, 2], text));
+                    let _ = self.flush().await;
+                    return Flow::Close;
+                }
+                Ok(Err(_)) | Ok(Ok(0)) => return Flow::Close,
+                Ok(Ok(n)) => n,
+            };
+            let flow = self.ingest(&buf[..n]).await;
+            if self.flush().await.is_err() {
+                return Flow::Close;
+            }
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+    }
+
+    async fn shutting_down(&mut self) -> Flow {
+        let text = format!(
+            "{} Service shutting down, try again later",
+            self.ctx.config.hostname
+        );
+        self.reply(&Reply::owned(421, [4, 3, 0], text));
+        let _ = self.flush().await;
+        Flow::Close
+    }
+
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let limit = self.ctx.config.smtp.command_timeout.0;
+        let result = tokio::time::timeout(limit, async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        })
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+        self.out.clear();
+        result
+    }
+
+    /// Handles a chunk of input; replies accumulate in `out`.
+    pub(crate) async fn ingest(&mut self, mut bytes: &[u8]) -> Flow {
+        while !bytes.is_empty() {
+            let state = std::mem::replace(&mut self.state, State::Command);
+            let flow = match state {
+                State::Command => {
+                    let Some(pos) = memchr(b'\n', bytes) else {
+                        self.buffer_partial_line(bytes);
+                        break;
+                    };
+                    let (line, rest) = bytes.split_at(pos + 1);
+                    bytes = rest;
+                    let flow = self.complete_line(line).await;
+                    if flow == Flow::StartTls {
+                        // Anything pipelined after STARTTLS is discarded
+                        // (command injection, CVE-2011-0411).
+                        return flow;
+                    }
+                    flow
+                }
+                State::Data(mut receiver) => {
+                    let txn = self.txn.as_mut().expect("DATA runs inside a transaction");
+                    let mut it = bytes.iter();
+                    let done = receiver.ingest(&mut it, &mut txn.body);
+                    bytes = it.as_slice();
+                    let too_big = txn.body.len() as u64 > self.ctx.config.smtp.max_message_size.0;
+                    if too_big {
+                        txn.body = Vec::new();
+                    }
+                    match (done, too_big) {
+                        (true, true) => self.refuse_oversize(),
+                        (true, false) => self.end_of_message().await,
+                        (false, true) => {
+                            let discard = DummyDataReceiver::new_data(&receiver);
+                            self.state = State::DataDiscard(discard, oversize_reply());
+                            Flow::Continue
+                        }
+                        (false, false) => {
+                            self.state = State::Data(receiver);
+                            Flow::Continue
+                        }
+                    }
+                }
+                State::DataDiscard(mut receiver, reply) => {
+                    let mut it = bytes.iter();
+                    let done = receiver.ingest(&mut it);
+                    bytes = it.as_slice();
+                    if done {
+                        self.txn = None;
+                        self.reject(reply, "too_big")
+                    } else {
+                        self.state = State::DataDiscard(receiver, reply);
+                        Flow::Continue
+                    }
+                }
+                State::Bdat { mut receiver, size } => {
+                    let txn = self.txn.as_mut().expect("BDAT runs inside a transaction");
+                    let mut it = bytes.iter();
+                    let done = receiver.ingest(&mut it, &mut txn.body);
+                    bytes = it.as_slice();
+                    if done {
+                        self.bdat_chunk_done(size, receiver.is_last).await
+                    } else {
+                        self.state = State::Bdat { receiver, size };
+                        Flow::Continue
+                    }
+                }
+                State::BdatDiscard {
+                    mut receiver,
+                    reply,
+                    last,
+                } => {
+                    let mut it = bytes.iter();
+                    let done = receiver.ingest(&mut it);
+                    bytes = it.as_slice();
+                    if done {
+                        self.bdat_refused(reply, last)
+                    } else {
+                        self.state = State::BdatDiscard {
+                            receiver,
+                            reply,
+                            last,
+                        };
+                        Flow::Continue
+                    }
+                }
+            };
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn buffer_partial_line(&mut self, bytes: &[u8]) {
+        if self.line_overflow
+            || self.line.len() + bytes.len() > self.ctx.config.smtp.max_line_length
+        {
+            self.line_overflow = true;
+            self.line.clear();
+        } else {
+            self.line.extend_from_slice(bytes);
+        }
+    }
+
+    /// A complete command line (ending in LF) arrived.
+    async fn complete_line(&mut self, tail: &[u8]) -> Flow {
+        let too_long = self.line_overflow
+            || self.line.len() + tail.len() > self.ctx.config.smtp.max_line_length;
+        if too_long {
+            self.line.clear();
+            self.line_overflow = false;
+            return self.error(Reply::new(500, [5, 5, 2], "Error: line too long"));
+        }
+        if self.line.is_empty() {
+            return self.command(tail).await;
+        }
+        let mut line = std::mem::take(&mut self.line);
+        line.extend_from_slice(tail);
+        let flow = self.command(&line).await;
+        line.clear();
+        if self.line.is_empty() {
+            self.line = line; // keep the allocation
+        }
+        flow
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Flow {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request,
+            Err(e) => return self.error(syntax_reply(e)),
+        };
+        match request {
+            Request::Ehlo { host } => self.ehlo(&host, true),
+            Request::Helo { host } => self.ehlo(&host, false),
+            Request::Mail { from } => self.mail_from(from),
+            Request::Rcpt { to } => self.rcpt_to(to, line),
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last).await,
+            Request::StartTls => self.starttls(),
+            Request::Rset => {
+                self.txn = None;
+                self.reply(&Reply::new(250, [2, 0, 0], "Ok"));
+                Flow::Continue
+            }
+            Request::Noop { .. } => {
+                self.reply(&Reply::new(250, [2, 0, 0], "Ok"));
+                Flow::Continue
+            }
+            Request::Quit => {
+                self.reply(&Reply::new(221, [2, 0, 0], "Bye"));
+                Flow::Close
+            }
+            Request::Vrfy { .. } => self.vrfy(),
+            Request::Expn { .. } => self.expn(),
+            Request::Help { .. } => {
+                self.reply(&Reply::new(
+                    214,
+                    [2, 0, 0],
+                    "eas-relay forwards mail for .country aliases; see RFC 5321",
+                ));
+                Flow::Continue
+            }
+            Request::Lhlo { .. }
+            | Request::Auth { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => {
+                self.error(Reply::new(502, [5, 5, 1], "Error: command not implemented"))
+            }
+        }
+    }
+
+    /// Writes a reply.
+    pub(crate) fn reply(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    /// Writes a reply to a client mistake; too many mistakes end the session.
+    pub(crate) fn error(&mut self, reply: Reply) -> Flow {
+        self.errors += 1;
+        if self.errors >= self.ctx.config.smtp.max_errors {
+            let text = format!("{} Error: too many errors", self.ctx.config.hostname);
+            self.reply(&Reply::owned(421, [4, 7, 0], text));
+            return Flow::Close;
+        }
+        self.reply(&reply);
+        Flow::Continue
+    }
+
+    /// Refuses something and counts it under `reason` in the metrics.
+    pub(crate) fn reject(&mut self, reply: Reply, reason: &'static str) -> Flow {
+        metrics::counter!("eas_messages_rejected_total", "reason" => reason).increment(1);
+        self.error(reply)
+    }
+
+    fn refuse_oversize(&mut self) -> Flow {
+        self.txn = None;
+        self.reject(oversize_reply(), "too_big")
+    }
+}
+
+pub(crate) fn oversize_reply() -> Reply {
+    Reply::new(
+        552,
+        [5, 3, 4],
+        "Error: message size exceeds fixed maximum message size",
+    )
+}
+
+/// Maps smtp-proto's parse errors to replies.
+fn syntax_reply(e: smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => Reply::new(500, [5, 5, 2], "Error: command not recognized"),
+        E::InvalidSenderAddress => Reply::new(501, [5, 1, 7], "Error: bad sender address syntax"),
+        E::InvalidRecipientAddress => {
+            Reply::new(501, [5, 1, 3], "Error: bad recipient address syntax")
+        }
+        E::SyntaxError { syntax } => Reply::owned(501, [5, 5, 4], format!("Syntax: {syntax}")),
+        E::InvalidParameter { param } => {
+            Reply::owned(501, [5, 5, 4], format!("Error: invalid parameter {param}"))
+        }
+        E::UnsupportedParameter { param } => Reply::owned(
+            555,
+            [5, 5, 4],
+            format!(
+                "Error: unsupported parameter {}",
+                crate::message::sanitize_header_text(&param)
+            ),
+        ),
+        E::ResponseTooLong => Reply::new(500, [5, 5, 2], "Error: line too long"),
+        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => {
+            Reply::new(500, [5, 5, 2], "Error: command not recognized")
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Domains and aliases: the tables the recipient lookup reads on every RCPT.
+//! Keys are lower case; an alias key is `domain\0local`.
+
+use super::{ALIASES, DOMAINS, META, Store, StoreError, decode, encode};
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+/// Who governs a domain's aliases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Managed by the operator (admin API, CLI).
+    #[default]
+    Static,
+    /// Governed by the chain (activation endpoint and watcher).
+    Chain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    /// Unix seconds.
+    pub created: u64,
+    pub active: bool,
+    #[serde(default)]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// Stable numeric id (ImprovMX clients expect one).
+    pub id: u64,
+    /// Forwarding addresses, at least one.
+    pub forwards: Vec<String>,
+    /// Unix seconds.
+    pub created: u64,
+    /// False when suspended locally: the alias then rejects like an unknown one.
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// A domain's record and the first matching alias (index into the candidates).
+pub type Lookup = (Option<DomainRecord>, Option<(usize, AliasRecord)>);
+
+fn yes() -> bool {
+    true
+}
+
+fn alias_key(domain: &str, local: &str) -> String {
+    format!("{domain}\0{local}")
+}
+
+fn unix_now() -> u64 {
+    super::now_ms() / 1000
+}
+
+impl Store {
+    pub fn domain_get(&self, domain: &str) -> Result<Option<DomainRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(DOMAINS)?;
+        match table.get(domain)? {
+            Some(v) => Ok(Some(decode("domains", domain, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds a domain; returns false when it already existed (left unchanged).
+    pub fn domain_add(&self, domain: &str, source: Source) -> Result<bool, StoreError> {
+        let txn = self.db().begin_write()?;
+        let added = {
+            let mut table = txn.open_table(DOMAINS)?;
+            if table.get(domain)?.is_some() {
+                false
+            } else {
+                let record = DomainRecord {
+                    created: unix_now(),
+                    active: true,
+                    source,
+                };
+                table.insert(domain, encode(&record).as_slice())?;
+                true
+            }
+        };
+        txn.commit()?;
+        Ok(added)
+    }
+
+    /// Replaces a domain's record (e.g. to deactivate it).
+    pub fn domain_put(&self, domain: &str, record: &DomainRecord) -> Result<(), StoreError> {
+        let txn = self.db().begin_write()?;
+        txn.open_table(DOMAINS)?
+            .insert(domain, encode(record).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes a domain and all its aliases; false when it did not exist.
+    pub fn domain_remove(&self, domain: &str) -> Result<bool, StoreError> {
+        let txn = self.db().begin_write()?;
+        let existed = {
+            let existed = txn.open_table(DOMAINS)?.remove(domain)?.is_some();
+            let mut aliases = txn.open_table(ALIASES)?;
+            let start = alias_key(domain, "");
+            let end = format!("{domain}\u{1}");
+            aliases.retain_in(start.as_str()..end.as_str(), |_, _| false)?;
+            existed
+        };
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    pub fn domain_list(&self) -> Result<Vec<(String, DomainRecord)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(DOMAINS)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((
+                k.value().to_string(),
+                decode("domains", k.value(), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Looks up one alias (exact key; the caller normalizes).
+    pub fn alias_get(&self, domain: &str, local: &str) -> Result<Option<AliasRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(ALIASES)?;
+        let key = alias_key(domain, local);
+        match table.get(key.as_str())? {
+            Some(v) => Ok(Some(decode("aliases", &key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One read for a recipient: the domain's record and the first of
+    /// `candidates` (local parts, in priority order) that has an alias.
+    pub fn lookup(&self, domain: &str, candidates: &[&str]) -> Result<Lookup, StoreError> {
+        let txn = self.db().begin_read()?;
+        let domains = txn.open_table(DOMAINS)?;
+        let Some(record) = domains.get(domain)? else {
+            return Ok((None, None));
+        };
+        let record: DomainRecord = decode("domains", domain, record.value())?;
+        let aliases = txn.open_table(ALIASES)?;
+        for (i, local) in candidates.iter().enumerate() {
+            let key = alias_key(domain, local);
+            if let Some(v) = aliases.get(key.as_str())? {
+                return Ok((Some(record), Some((i, decode("aliases", &key, v.value())?))));
+            }
+        }
+        Ok((Some(record), None))
+    }
+
+    /// Creates or replaces an alias, keeping its id and creation time when it
+    /// existed. Returns the stored record.
+    pub fn alias_put(
+        &self,
+        domain: &str,
+        local: &str,
+        forwards: Vec<String>,
+        source: Source,
+    ) -> Result<AliasRecord, StoreError> {
+        let txn = self.db().begin_write()?;
+        let record = put_alias(&txn, domain, local, forwards, source)?;
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Creates or replaces many aliases in one transaction.
+    pub fn alias_put_many(
+        &self,
+        items: impl IntoIterator<Item = (String, String, Vec<String>)>,
+        source: Source,
+    ) -> Result<usize, StoreError> {
+        let txn = self.db().begin_write()?;
+        let mut n = 0;
+        for (domain, local, forwards) in items {
+            put_alias(&txn, &domain, &local, forwards, source)?;
+            n += 1;
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// Suspends (false) or resumes (true) an alias; false when it does not exist.
+    pub fn alias_set_active(
+        &self,
+        domain: &str,
+        local: &str,
+        active: bool,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db().begin_write()?;
+        let found = {
+            let mut table = txn.open_table(ALIASES)?;
+            let key = alias_key(domain, local);
+            let record: Option<AliasRecord> = match table.get(key.as_str())? {
+                Some(v) => Some(decode("aliases", &key, v.value())?),
+                None => None,
+            };
+            match record {
+                Some(mut record) => {
+                    record.active = active;
+                    table.insert(key.as_str(), encode(&record).as_slice())?;
+                    true
+                }
+                None => false,
+            }
+        };
+        txn.commit()?;
+        Ok(found)
+    }
+
+    /// Removes an alias; false when it did not exist.
+    pub fn alias_remove(&self, domain: &str, local: &str) -> Result<bool, StoreError> {
+        let txn = self.db().begin_write()?;
+        let existed = txn
+            .open_table(ALIASES)?
+            .remove(alias_key(domain, local).as_str())?
+            .is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    /// All aliases of a domain, ordered by local part.
+    pub fn alias_list(&self, domain: &str) -> Result<Vec<(String, AliasRecord)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(ALIASES)?;
+        let start = alias_key(domain, "");
+        let end = format!("{domain}\u{1}");
+        let mut out = Vec::new();
+        for item in table.range(start.as_str()..end.as_str())? {
+            let (k, v) = item?;
+            let local = k.value()[start.len()..].to_string();
+            out.push((local, decode("aliases", k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+}
+
+fn put_alias(
+    txn: &redb::WriteTransaction,
+    domain: &str,
+    local: &str,
+    forwards: Vec<String>,
+    source: Source,
+) -> Result<AliasRecord, StoreError> {
+    let mut table = txn.open_table(ALIASES)?;
+    let key = alias_key(domain, local);
+    let existing: Option<AliasRecord> = match table.get(key.as_str())? {
+        Some(v) => Some(decode("aliases", &key, v.value())?),
+        None => None,
+    };
+    let record = match existing {
+        Some(old) => AliasRecord {
+            forwards,
+            source,
+            active: true,
+            ..old
+        },
+        None => {
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get("alias_id")?.map(|v| v.value()).unwrap_or(0) + 1;
+            meta.insert("alias_id", id)?;
+            AliasRecord {
+                id,
+                forwards,
+                created: unix_now(),
+                active: true,
+                source,
+            }
+        }
+    };
+    table.insert(key.as_str(), encode(&record).as_slice())?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn alias_crud_keeps_id_and_created() {
+        let (_d, s) = store();
+        assert!(s.domain_add("a.test", Source::Static).unwrap());
+        assert!(!s.domain_add("a.test", Source::Static).unwrap());
+        let first = s
+            .alias_put("a.test", "x", vec!["u@dest.test".into()], Source::Static)
+            .unwrap();
+        let second = s
+            .alias_put("a.test", "x", vec!["v@dest.test".into()], Source::Static)
+            .unwrap();
+        assert_eq!(first.id, second.id);
+        assert_eq!(first.created, second.created);
+        assert_eq!(second.forwards, vec!["v@dest.test".to_string()]);
+        let other = s
+            .alias_put("a.test", "y", vec!["w@dest.test".into()], Source::Static)
+            .unwrap();
+        assert_ne!(other.id, first.id);
+        let listed: Vec<String> = s
+            .alias_list("a.test")
+            .unwrap()
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(listed, vec!["x", "y"]);
+        assert!(s.alias_remove("a.test", "x").unwrap());
+        assert!(!s.alias_remove("a.test", "x").unwrap());
+        assert!(s.alias_get("a.test", "x").unwrap().is_none());
+    }
+
+    #[test]
+    fn removing_a_domain_removes_only_its_aliases() {
+        let (_d, s) = store();
+        s.domain_add("a.test", Source::Static).unwrap();
+        s.domain_add("a.testx", Source::Static).unwrap();
+        s.alias_put("a.test", "x", vec!["u@d.test".into()], Source::Static)
+            .unwrap();
+        s.alias_put("a.testx", "x", vec!["u@d.test".into()], Source::Static)
+            .unwrap();
+        assert!(s.domain_remove("a.test").unwrap());
+        assert!(s.alias_get("a.test", "x").unwrap().is_none());
+        assert!(s.alias_get("a.testx", "x").unwrap().is_some());
+        assert_eq!(s.domain_list().unwrap().len(), 1);
+    }
+}

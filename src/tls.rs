@@ -1,0 +1,208 @@
+//! TLS material: the server certificate for inbound STARTTLS (loaded from
+//! the config, or self-signed and kept in data_dir/tls/ on first start) and
+//! the client configuration for outbound opportunistic TLS.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read TLS {what} {path}: {reason}")]
+    Load {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cannot write generated TLS material to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("TLS certificate and key do not fit together: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The one crypto provider of the process (aws-lc-rs).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Loads the configured certificate, or the self-signed one in
+/// `data_dir/tls/`, generating it on first start.
+pub fn server_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (cert_path, key_path) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf()),
+        _ => {
+            let dir = data_dir.join("tls");
+            let paths = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !paths.0.exists() || !paths.1.exists() {
+                generate_self_signed(&paths.0, &paths.1, hostname)?;
+            }
+            paths
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Load {
+            what: "certificate",
+            path: cert_path.clone(),
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Load {
+            what: "certificate",
+            path: cert_path,
+            reason: "no PEM certificate in the file".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Load {
+        what: "key",
+        path: key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+fn generate_self_signed(cert_path: &Path, key_path: &Path, hostname: &str) -> Result<(), TlsError> {
+    let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    write_private(key_path, generated.signing_key.serialize_pem().as_bytes())?;
+    write_file(cert_path, generated.cert.pem().as_bytes(), 0o644)?;
+    tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate");
+    Ok(())
+}
+
+/// Writes a secret file readable by its owner only (0600).
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    write_file(path, data, 0o600)
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(data).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+/// Client config for outbound STARTTLS. Certificates are not verified: this
+/// is opportunistic TLS (RFC 7435), as MTAs do without MTA-STS or DANE; it
+/// still defeats passive eavesdropping. Handshake signatures are checked.
+pub fn client_config() -> Arc<rustls::ClientConfig> {
+    let provider = provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_generated_once_with_private_key_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        server_config(None, None, dir.path(), "relay.test").unwrap();
+        let key = dir.path().join("tls/key.pem");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let before = std::fs::read(&key).unwrap();
+        server_config(None, None, dir.path(), "relay.test").unwrap();
+        assert_eq!(before, std::fs::read(&key).unwrap(), "key must be reused");
+    }
+
+    #[test]
+    fn missing_cert_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = server_config(
+            Some(&dir.path().join("nope.pem")),
+            Some(&dir.path().join("nokey.pem")),
+            dir.path(),
+            "relay.test",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nope.pem"), "{err}");
+    }
+}
