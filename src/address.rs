@@ -162,4 +162,19 @@ mod tests {
         assert_eq!(raw_path("RCPT TO:<@x:a@b.c>"), Some("@x:a@b.c"));
         assert_eq!(raw_path("RCPT TO:a@b.c"), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Fuzz: parsing never panics; what parses has a valid host name.
+        #[test]
+        fn parsing_is_total(addr in "\\PC{0,80}") {
+            if let Some(m) = Mailbox::parse(&addr) {
+                proptest::prop_assert!(crate::config::is_hostname(&m.domain));
+                proptest::prop_assert!(!m.local.is_empty());
+            }
+            let _ = check_relay_tricks(&addr);
+            let _ = raw_path(&addr);
+        }
+    }
 }

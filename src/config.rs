@@ -886,4 +886,30 @@ mod tests {
         assert_eq!(parse_host_port("mx.example.com"), None);
         assert_eq!(parse_host_port("mx:0"), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Fuzz: any text is either a valid config or a precise error.
+        #[test]
+        fn parsing_is_total(text in "\\PC{0,200}") {
+            let _ = Config::parse(&text, Path::new("fuzz.toml"), Vec::new());
+        }
+
+        /// Mutated known-good files: errors always name a key or the syntax.
+        #[test]
+        fn mutated_example_errors_are_precise(cut in 0usize..4000, junk in "[a-z0-9=\\[\\]\" .]{0,12}") {
+            let example = include_str!("../config.example.toml");
+            let cut = cut.min(example.len());
+            let cut = (0..=cut).rev().find(|i| example.is_char_boundary(*i)).unwrap_or(0);
+            let text = format!("{}{}{}", &example[..cut], junk, &example[cut..]);
+            match Config::parse(&text, Path::new("fuzz.toml"), Vec::new()) {
+                Ok(_) | Err(ConfigError::Syntax { .. }) => {}
+                Err(ConfigError::Invalid { key, reason, .. }) => {
+                    proptest::prop_assert!(!key.is_empty() && !reason.is_empty());
+                }
+                Err(e) => proptest::prop_assert!(false, "unexpected error kind: {e}"),
+            }
+        }
+    }
 }

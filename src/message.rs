@@ -207,4 +207,36 @@ mod tests {
     fn sanitizing() {
         assert_eq!(sanitize_header_text("evil\r\nBcc: x"), "evil  Bcc: x");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Fuzz: any bytes; the scanners never panic and stay in bounds.
+        #[test]
+        fn header_scanning_is_total(msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let len = header_len(&msg);
+            proptest::prop_assert!(len <= msg.len());
+            for (name, value) in header_fields(&msg) {
+                proptest::prop_assert!(!name.is_empty());
+                proptest::prop_assert!(value.len() <= msg.len());
+            }
+            let _ = header_value(&msg, "subject");
+            proptest::prop_assert!(count_received(&msg) <= msg.len());
+        }
+
+        /// CRLF normalization leaves no bare CR or LF and keeps every other byte.
+        #[test]
+        fn crlf_normalization_is_canonical(msg in proptest::collection::vec(proptest::prop_oneof![
+            proptest::prelude::Just(b'\r'), proptest::prelude::Just(b'\n'), proptest::prelude::Just(b'a'), proptest::prelude::any::<u8>()
+        ], 0..300)) {
+            let out = normalize_crlf(msg.clone());
+            for (i, &b) in out.iter().enumerate() {
+                if b == b'\n' { proptest::prop_assert!(i > 0 && out[i - 1] == b'\r'); }
+                if b == b'\r' { proptest::prop_assert_eq!(out.get(i + 1), Some(&b'\n')); }
+            }
+            let strip = |v: &[u8]| v.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect::<Vec<u8>>();
+            proptest::prop_assert_eq!(strip(&out), strip(&msg));
+            proptest::prop_assert_eq!(normalize_crlf(out.clone()), out);
+        }
+    }
 }

@@ -38,6 +38,9 @@ struct Shared {
     data_reply: Mutex<Option<String>>,
     connections: AtomicUsize,
     arrived: Notify,
+    /// Connection tasks, aborted by `stop` (a stopped host drops its
+    /// connections too).
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 pub struct TestSink {
@@ -98,9 +101,11 @@ impl TestSink {
                     let shared = shared.clone();
                     let acceptor = acceptor.clone();
                     let options = options.clone();
-                    tokio::spawn(async move {
-                        serve(stream, shared, acceptor, options).await;
+                    let handle = tokio::spawn({
+                        let shared = shared.clone();
+                        async move { serve(stream, shared, acceptor, options).await }
                     });
+                    shared.tasks.lock().unwrap().push(handle.abort_handle());
                 }
             })
         };
@@ -153,9 +158,12 @@ impl TestSink {
         }
     }
 
-    /// Stops listening (connections then fail) and returns the address.
+    /// Stops listening and drops every open connection; returns the address.
     pub fn stop(self) -> SocketAddr {
         self.task.abort();
+        for task in self.shared.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
         self.addr
     }
 }
@@ -163,6 +171,9 @@ impl TestSink {
 impl Drop for TestSink {
     fn drop(&mut self) {
         self.task.abort();
+        for task in self.shared.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 }
 
