@@ -5,7 +5,8 @@ use super::reply::Reply;
 use super::session::{Flow, Io, Session, State, Transaction, oversize_reply};
 use crate::message::{count_received, has_8bit, header_value, normalize_crlf, rfc2822_now};
 use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id, now_ms};
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use memchr::memchr;
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use std::collections::HashSet;
 
 impl<T: Io> Session<T> {
@@ -16,7 +17,7 @@ impl<T: Io> Session<T> {
         if txn.recipients.is_empty() {
             return self.error(Reply::new(554, [5, 5, 1], "Error: no valid recipients"));
         }
-        if !txn.body.is_empty() || txn.failed.is_some() {
+        if txn.chunking {
             return self.error(Reply::new(
                 503,
                 [5, 5, 1],
@@ -28,36 +29,43 @@ impl<T: Io> Session<T> {
             enhanced: None,
             text: "End data with <CR><LF>.<CR><LF>".into(),
         });
-        self.state = State::Data(primed_data_receiver());
+        self.state = State::Data(DataReceiver::new());
         Flow::Continue
     }
 
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Flow {
         let max = self.ctx.config.smtp.max_message_size.0;
+        // The refusal, and whether it is news (a client error to count) or
+        // the repeat of a failure already answered in this transaction.
         let refusal = match &mut self.txn {
-            None => Some(Reply::new(503, [5, 5, 1], "Error: need MAIL command")),
-            Some(txn) if txn.recipients.is_empty() => {
-                Some(Reply::new(554, [5, 5, 1], "Error: no valid recipients"))
-            }
-            Some(txn) if txn.failed.is_some() => txn.failed.clone(),
+            None => Some((Reply::new(503, [5, 5, 1], "Error: need MAIL command"), true)),
+            Some(txn) if txn.recipients.is_empty() => Some((
+                Reply::new(554, [5, 5, 1], "Error: no valid recipients"),
+                true,
+            )),
+            Some(txn) if txn.failed.is_some() => txn.failed.clone().map(|r| (r, false)),
             Some(txn) if (txn.body.len() as u64).saturating_add(size as u64) > max => {
+                txn.chunking = true;
                 txn.body = Vec::new();
                 txn.failed = Some(oversize_reply());
-                txn.failed.clone()
+                Some((oversize_reply(), true))
             }
-            Some(_) => None,
+            Some(txn) => {
+                txn.chunking = true;
+                None
+            }
         };
         match refusal {
-            Some(reply) => {
+            Some((reply, count)) => {
+                if size == 0 {
+                    return self.bdat_refused(reply, last, count);
+                }
                 self.state = State::BdatDiscard {
                     receiver: DummyDataReceiver::new_bdat(size),
-                    reply: reply.clone(),
+                    reply,
                     last,
+                    count,
                 };
-                if size == 0 {
-                    self.state = State::Command;
-                    return self.bdat_refused(reply, last);
-                }
                 Flow::Continue
             }
             None => {
@@ -86,10 +94,17 @@ impl<T: Io> Session<T> {
         Flow::Continue
     }
 
-    /// A refused BDAT chunk was drained.
-    pub(super) fn bdat_refused(&mut self, reply: Reply, last: bool) -> Flow {
+    /// A refused BDAT chunk was drained. A chunk refused only because an
+    /// earlier one failed is not counted again: a pipelining client sends
+    /// all its chunks before it sees the first refusal, and must hear the
+    /// permanent 552 at LAST rather than a 421 for "too many errors".
+    pub(super) fn bdat_refused(&mut self, reply: Reply, last: bool, count: bool) -> Flow {
         if last {
             self.txn = None;
+        }
+        if !count {
+            self.reply(&reply);
+            return Flow::Continue;
         }
         let reason = if reply.code == 552 {
             "too_big"
@@ -228,13 +243,107 @@ impl<T: Io> Session<T> {
     }
 }
 
-/// A DATA receiver that knows the body starts at the beginning of a line,
-/// so that `.` or `..` on the very first line is handled like any other.
-fn primed_data_receiver() -> DataReceiver {
-    let mut receiver = DataReceiver::new();
-    let mut scratch = Vec::new();
-    receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-    receiver
+/// Receives a DATA body (RFC 5321 §4.5.2): takes the leading dot off
+/// dot-stuffed lines and ends at CRLF "." CRLF, and only there. A dot line
+/// after a bare LF or a bare CR, or followed by anything but CRLF (e.g.
+/// ".\r\r\n"), is content: ending data on anything another MTA would
+/// not is what SMTP smuggling exploits. smtp-proto's receiver ends on
+/// CRLF "." CR+ LF, hence this one. The body starts at the beginning of a
+/// line, so "." or ".." on the very first line is handled like any other.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DataReceiver {
+    state: DataState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataState {
+    /// After CRLF (or at the start of the body).
+    LineStart,
+    /// After CRLF "." (the dot is dropped).
+    Dot,
+    /// After CRLF "." CR; the CR is held back until the next byte.
+    DotCr,
+    InLine,
+    /// After a CR inside a line.
+    Cr,
+}
+
+impl DataReceiver {
+    pub(crate) fn new() -> DataReceiver {
+        DataReceiver {
+            state: DataState::LineStart,
+        }
+    }
+
+    /// Consumes `bytes` up to and including the end-of-data line, appending
+    /// the content to `body` (None: discard it). Returns true at the end of
+    /// data, with `bytes` advanced past it.
+    pub(crate) fn ingest(&mut self, bytes: &mut &[u8], mut body: Option<&mut Vec<u8>>) -> bool {
+        fn put(body: &mut Option<&mut Vec<u8>>, data: &[u8]) {
+            if let Some(body) = body {
+                body.extend_from_slice(data);
+            }
+        }
+        let input = *bytes;
+        let mut i = 0;
+        while i < input.len() {
+            let ch = input[i];
+            match self.state {
+                DataState::InLine => match memchr(b'\r', &input[i..]) {
+                    Some(at) => {
+                        put(&mut body, &input[i..=i + at]);
+                        i += at + 1;
+                        self.state = DataState::Cr;
+                    }
+                    None => {
+                        put(&mut body, &input[i..]);
+                        i = input.len();
+                    }
+                },
+                DataState::Cr => {
+                    put(&mut body, &[ch]);
+                    i += 1;
+                    self.state = match ch {
+                        b'\n' => DataState::LineStart,
+                        b'\r' => DataState::Cr,
+                        _ => DataState::InLine,
+                    };
+                }
+                DataState::LineStart => {
+                    i += 1;
+                    self.state = match ch {
+                        b'.' => DataState::Dot,
+                        b'\r' => DataState::Cr,
+                        _ => DataState::InLine,
+                    };
+                    if ch != b'.' {
+                        put(&mut body, &[ch]);
+                    }
+                }
+                DataState::Dot => {
+                    i += 1;
+                    if ch == b'\r' {
+                        self.state = DataState::DotCr;
+                    } else {
+                        put(&mut body, &[ch]);
+                        self.state = DataState::InLine;
+                    }
+                }
+                DataState::DotCr => {
+                    if ch == b'\n' {
+                        *bytes = &input[i + 1..];
+                        self.state = DataState::LineStart;
+                        return true;
+                    }
+                    // A CR inside the line after all; `ch` is read again.
+                    put(&mut body, b"\r");
+                    self.state = DataState::Cr;
+                }
+            }
+        }
+        *bytes = &[];
+        false
+    }
 }
 
 #[cfg(test)]
@@ -242,12 +351,14 @@ mod tests {
     use super::*;
 
     fn receive(chunks: &[&[u8]]) -> Option<Vec<u8>> {
-        let mut r = primed_data_receiver();
+        let mut r = DataReceiver::new();
         let mut body = Vec::new();
         for chunk in chunks {
-            if r.ingest(&mut chunk.iter(), &mut body) {
+            let mut rest = *chunk;
+            if r.ingest(&mut rest, Some(&mut body)) {
                 return Some(body);
             }
+            assert!(rest.is_empty());
         }
         None
     }
@@ -265,5 +376,32 @@ mod tests {
             None,
             "bare LF dot does not end data"
         );
+    }
+
+    #[test]
+    fn only_crlf_dot_crlf_ends_data() {
+        for (input, body) in [
+            (&b"a\r\n.\r\r\nb\r\n.\r\n"[..], &b"a\r\n\r\r\nb\r\n"[..]),
+            (b"a\n.\r\n.\r\n", b"a\n.\r\n"),
+            (b"a\r.\r\n.\r\n", b"a\r.\r\n"),
+            (b"a\r\n.\nb\r\n.\r\n", b"a\r\n\nb\r\n"),
+            (b"a\r\n.\rx\r\n.\r\n", b"a\r\n\rx\r\n"),
+            (b"\r\r\n.\r\n", b"\r\r\n"),
+        ] {
+            // whole, and split at every byte
+            assert_eq!(receive(&[input]), Some(body.to_vec()), "{input:?}");
+            for at in 0..input.len() {
+                let (a, b) = input.split_at(at);
+                assert_eq!(receive(&[a, b]), Some(body.to_vec()), "{input:?} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_rest_after_the_end_is_left() {
+        let mut r = DataReceiver::new();
+        let mut rest: &[u8] = b"x\r\n.\r\nQUIT\r\n";
+        assert!(r.ingest(&mut rest, None));
+        assert_eq!(rest, b"QUIT\r\n");
     }
 }

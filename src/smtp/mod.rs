@@ -13,6 +13,9 @@ pub mod session;
 mod starttls;
 mod vrfy;
 
+#[cfg(test)]
+mod tests;
+
 use crate::config::Config;
 use crate::queue::Queue;
 use crate::store::Store;

@@ -3,7 +3,7 @@
 
 use super::reply::Reply;
 use super::session::{AcceptedRecipient, Flow, Io, Session};
-use crate::address::{Mailbox, check_relay_tricks, raw_path};
+use crate::address::{Mailbox, RelayTrick, check_relay_tricks, raw_path};
 use crate::resolve::{self, Resolution};
 use smtp_proto::RcptTo;
 use std::borrow::Cow;
@@ -14,19 +14,33 @@ impl<T: Io> Session<T> {
             return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
         };
         if txn.recipients.len() >= self.ctx.config.smtp.max_recipients {
-            return self.reject(
-                Reply::new(452, [4, 5, 3], "Error: too many recipients"),
-                "too_many_recipients",
-            );
+            // Not a client error: RFC 5321 §4.5.3.1.10 has the client send
+            // the rest later. Counting it would end, with 421, the session
+            // of a pipelining client with many recipients, and with it a
+            // transaction that would fail the same way on every retry.
+            metrics::counter!("eas_messages_rejected_total", "reason" => "too_many_recipients")
+                .increment(1);
+            self.reply(&Reply::new(452, [4, 5, 3], "Error: too many recipients"));
+            return Flow::Continue;
         }
         let smtputf8 = txn.smtputf8;
-        // smtp-proto strips source routes and quotes; judge what was sent.
-        let raw = std::str::from_utf8(line).ok().and_then(raw_path);
+        // smtp-proto strips source routes and quotes; judge what was sent
+        // (lossily decoded: an invalid byte must not skip the check).
+        let text = String::from_utf8_lossy(line);
+        let raw = raw_path(&text);
         if let Some(Err(trick)) = raw.map(check_relay_tricks)
             && !to.address.is_empty()
         {
             let text = format!("Error: relay access denied: {}", trick.describe());
             return self.reject(Reply::owned(550, [5, 7, 1], text), "relay_denied");
+        }
+        if std::str::from_utf8(line).is_err() {
+            // smtp-proto decoded it lossily; a catch-all would take it.
+            return self.error(Reply::new(
+                501,
+                [5, 1, 3],
+                "Error: bad recipient address syntax (not UTF-8)",
+            ));
         }
         let address = to.address.as_ref();
         if !address.is_ascii() && !smtputf8 {
@@ -81,6 +95,24 @@ impl<T: Io> Session<T> {
                 ));
                 Flow::Continue
             }
+        }
+    }
+
+    /// An RCPT TO smtp-proto cannot parse. It refuses address literals
+    /// (`u@[127.0.0.1]`), which are relay attempts like the other tricks
+    /// and get the same `550 5.7.1`; anything else is bad syntax.
+    pub(super) fn rcpt_unparsed(&mut self, line: &[u8]) -> Flow {
+        let text = String::from_utf8_lossy(line);
+        match raw_path(&text).map(check_relay_tricks) {
+            Some(Err(trick)) if trick != RelayTrick::Malformed => {
+                let text = format!("Error: relay access denied: {}", trick.describe());
+                self.reject(Reply::owned(550, [5, 7, 1], text), "relay_denied")
+            }
+            _ => self.error(Reply::new(
+                501,
+                [5, 1, 3],
+                "Error: bad recipient address syntax",
+            )),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! One SMTP session: reads bytes, frames command lines (with the configured
 //! length limit), parses them with smtp-proto, dispatches to the verb
-//! handlers, feeds DATA/BDAT bodies to smtp-proto's receivers, and flushes
-//! replies once the pipelined input at hand is consumed (RFC 2920).
+//! handlers, feeds DATA bodies to our strict receiver (`data.rs`) and BDAT
+//! chunks to smtp-proto's, and flushes replies once the pipelined input at
+//! hand is consumed (RFC 2920).
 
 use super::SmtpContext;
+use super::data::DataReceiver;
 use super::reply::Reply;
 use memchr::memchr;
 use smtp_proto::Request;
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -44,6 +46,9 @@ pub(crate) struct Transaction {
     pub body: Vec<u8>,
     /// A BDAT chunk failed: the transaction ends with this reply at LAST.
     pub failed: Option<Reply>,
+    /// BDAT chunks are being sent: the message is under way (no DATA now,
+    /// and shutdown waits for it like for a message in DATA).
+    pub chunking: bool,
 }
 
 /// Where the byte stream is.
@@ -51,7 +56,7 @@ pub(crate) enum State {
     Command,
     Data(DataReceiver),
     /// Draining a DATA body that will be refused with the reply.
-    DataDiscard(DummyDataReceiver, Reply),
+    DataDiscard(DataReceiver, Reply),
     Bdat {
         receiver: BdatReceiver,
         size: usize,
@@ -61,6 +66,8 @@ pub(crate) enum State {
         receiver: DummyDataReceiver,
         reply: Reply,
         last: bool,
+        /// The refusal counts as a client error (not a repeat).
+        count: bool,
     },
 }
 
@@ -153,11 +160,13 @@ impl<T: Io> Session<T> {
         match tokio::time::timeout(limit, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
+                // rustls says "TLSv1_3"; trace headers say "TLSv1.3".
                 let info = format!(
                     "{} with cipher {}",
                     conn.protocol_version()
                         .and_then(|v| v.as_str())
-                        .unwrap_or("TLS"),
+                        .unwrap_or("TLS")
+                        .replace('_', "."),
                     conn.negotiated_cipher_suite()
                         .and_then(|s| s.suite().as_str())
                         .unwrap_or("unknown")
@@ -175,7 +184,11 @@ impl<T: Io> Session<T> {
     pub(crate) async fn run(&mut self) -> Flow {
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
-            let idle = matches!(self.state, State::Command) && self.line.is_empty();
+            // Shutdown interrupts a session between commands, not one in the
+            // middle of a message (DATA, or a BDAT transaction under way):
+            // that one is told after its message is answered.
+            let chunking = self.txn.as_ref().is_some_and(|t| t.chunking);
+            let idle = matches!(self.state, State::Command) && self.line.is_empty() && !chunking;
             if idle && *self.shutdown.borrow() {
                 return self.shutting_down().await;
             }
@@ -261,9 +274,7 @@ impl<T: Io> Session<T> {
                 }
                 State::Data(mut receiver) => {
                     let txn = self.txn.as_mut().expect("DATA runs inside a transaction");
-                    let mut it = bytes.iter();
-                    let done = receiver.ingest(&mut it, &mut txn.body);
-                    bytes = it.as_slice();
+                    let done = receiver.ingest(&mut bytes, Some(&mut txn.body));
                     let too_big = txn.body.len() as u64 > self.ctx.config.smtp.max_message_size.0;
                     if too_big {
                         txn.body = Vec::new();
@@ -272,8 +283,7 @@ impl<T: Io> Session<T> {
                         (true, true) => self.refuse_oversize(),
                         (true, false) => self.end_of_message().await,
                         (false, true) => {
-                            let discard = DummyDataReceiver::new_data(&receiver);
-                            self.state = State::DataDiscard(discard, oversize_reply());
+                            self.state = State::DataDiscard(receiver, oversize_reply());
                             Flow::Continue
                         }
                         (false, false) => {
@@ -283,9 +293,7 @@ impl<T: Io> Session<T> {
                     }
                 }
                 State::DataDiscard(mut receiver, reply) => {
-                    let mut it = bytes.iter();
-                    let done = receiver.ingest(&mut it);
-                    bytes = it.as_slice();
+                    let done = receiver.ingest(&mut bytes, None);
                     if done {
                         self.txn = None;
                         self.reject(reply, "too_big")
@@ -310,17 +318,19 @@ impl<T: Io> Session<T> {
                     mut receiver,
                     reply,
                     last,
+                    count,
                 } => {
                     let mut it = bytes.iter();
                     let done = receiver.ingest(&mut it);
                     bytes = it.as_slice();
                     if done {
-                        self.bdat_refused(reply, last)
+                        self.bdat_refused(reply, last, count)
                     } else {
                         self.state = State::BdatDiscard {
                             receiver,
                             reply,
                             last,
+                            count,
                         };
                         Flow::Continue
                     }
@@ -369,12 +379,13 @@ impl<T: Io> Session<T> {
     async fn command(&mut self, line: &[u8]) -> Flow {
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
+            Err(smtp_proto::Error::InvalidRecipientAddress) => return self.rcpt_unparsed(line),
             Err(e) => return self.error(syntax_reply(e)),
         };
         match request {
             Request::Ehlo { host } => self.ehlo(&host, true),
             Request::Helo { host } => self.ehlo(&host, false),
-            Request::Mail { from } => self.mail_from(from),
+            Request::Mail { from } => self.mail_from(from, line),
             Request::Rcpt { to } => self.rcpt_to(to, line),
             Request::Data => self.data(),
             Request::Bdat {
