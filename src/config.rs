@@ -175,12 +175,17 @@ impl Default for HttpConfig {
 pub struct AliasConfig {
     /// Most forwarding addresses one alias may have (1:N forwarding).
     pub max_destinations: usize,
+    /// Where `postmaster` (RFC 5321 §4.5.1) goes for every served domain
+    /// that has no alias, catch-all or `postmaster` alias of its own.
+    /// Empty: such mail is refused like any unknown address.
+    pub postmaster: String,
 }
 
 impl Default for AliasConfig {
     fn default() -> Self {
         AliasConfig {
             max_destinations: 10,
+            postmaster: String::new(),
         }
     }
 }
@@ -387,6 +392,15 @@ impl Config {
             }
         }
         positive("aliases.max_destinations", self.aliases.max_destinations)?;
+        if !self.aliases.postmaster.is_empty()
+            && crate::address::Mailbox::parse(&self.aliases.postmaster).is_none()
+        {
+            return Err(ConfigError::invalid(
+                "aliases.postmaster",
+                &self.aliases.postmaster,
+                "must be an email address (or empty)",
+            ));
+        }
         nonzero_duration("queue.retry_initial", self.queue.retry_initial)?;
         if self.queue.retry_max.0 < self.queue.retry_initial.0 {
             return Err(ConfigError::invalid(

@@ -23,8 +23,16 @@ pub enum Resolution {
     NotLocal,
 }
 
-/// Resolves one recipient against the store.
-pub fn recipient(store: &Store, mailbox: &Mailbox) -> Result<Resolution, StoreError> {
+/// The local part every domain must accept (RFC 5321 §4.5.1).
+pub const POSTMASTER: &str = "postmaster";
+
+/// Resolves one recipient against the store; `postmaster` (may be empty)
+/// takes `postmaster@` of served domains that have no alias for it.
+pub fn recipient(
+    store: &Store,
+    mailbox: &Mailbox,
+    postmaster: &str,
+) -> Result<Resolution, StoreError> {
     let local = mailbox.local_key();
     let mut candidates: Vec<&str> = vec![local.as_str()];
     if let Some((base, _tag)) = local.split_once('+')
@@ -41,6 +49,12 @@ pub fn recipient(store: &Store, mailbox: &Mailbox) -> Result<Resolution, StoreEr
             Ok(Resolution::Forward {
                 alias: format!("{}@{}", candidates[i], mailbox.domain),
                 destinations: alias.forwards,
+            })
+        }
+        (Some(_), None) if local == POSTMASTER && !postmaster.is_empty() => {
+            Ok(Resolution::Forward {
+                alias: format!("{POSTMASTER}@{}", mailbox.domain),
+                destinations: vec![postmaster.to_string()],
             })
         }
         // A suspended alias stops here: it does not fall through to the
@@ -76,7 +90,7 @@ mod tests {
     }
 
     fn resolve(s: &Store, addr: &str) -> Resolution {
-        recipient(s, &Mailbox::parse(addr).unwrap()).unwrap()
+        recipient(s, &Mailbox::parse(addr).unwrap(), "").unwrap()
     }
 
     fn forward(alias: &str, dests: &[&str]) -> Resolution {
@@ -154,5 +168,29 @@ mod tests {
         d.active = false;
         s.domain_put("d.country", &d).unwrap();
         assert_eq!(resolve(&s, "team@d.country"), Resolution::NotLocal);
+    }
+
+    #[test]
+    fn postmaster_falls_back_to_the_configured_address() {
+        let (_d, s) = setup();
+        let pm =
+            |addr: &str| recipient(&s, &Mailbox::parse(addr).unwrap(), "ops@ops.test").unwrap();
+        assert_eq!(
+            pm("PostMaster@d.country"),
+            forward("postmaster@d.country", &["ops@ops.test"])
+        );
+        assert_eq!(resolve(&s, "postmaster@d.country"), Resolution::UnknownUser);
+        assert_eq!(pm("postmaster@other.test"), Resolution::NotLocal);
+        s.alias_put(
+            "d.country",
+            "postmaster",
+            vec!["owner@dest.test".into()],
+            Source::Static,
+        )
+        .unwrap();
+        assert_eq!(
+            pm("postmaster@d.country"),
+            forward("postmaster@d.country", &["owner@dest.test"])
+        );
     }
 }

@@ -33,7 +33,18 @@ impl<T: Io> Session<T> {
         Flow::Continue
     }
 
-    pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Flow {
+    pub(super) async fn bdat(&mut self, size: usize, last: bool, line: &[u8]) -> Flow {
+        if declared_chunk_size(line) != Some(size as u64) {
+            // smtp-proto 0.2.5 wraps sizes of 21 digits or more to small
+            // numbers; reading the wrong number of bytes would desync the
+            // stream, so the only safe answer is to end the session.
+            let text = format!(
+                "{} Error: BDAT chunk size out of range",
+                self.ctx.config.hostname
+            );
+            self.reply(&Reply::owned(421, [4, 7, 0], text));
+            return Flow::Close;
+        }
         let max = self.ctx.config.smtp.max_message_size.0;
         // The refusal, and whether it is news (a client error to count) or
         // the repeat of a failure already answered in this transaction.
@@ -346,6 +357,19 @@ impl DataReceiver {
     }
 }
 
+/// The chunk size of a `BDAT` line as written, saturating (None when it is
+/// not a number).
+fn declared_chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line
+        .split(|b| b.is_ascii_whitespace())
+        .find(|w| !w.is_empty() && !w.eq_ignore_ascii_case(b"BDAT"))?;
+    digits.iter().all(u8::is_ascii_digit).then(|| {
+        digits.iter().fold(0u64, |n, d| {
+            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +427,16 @@ mod tests {
         let mut rest: &[u8] = b"x\r\n.\r\nQUIT\r\n";
         assert!(r.ingest(&mut rest, None));
         assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn chunk_sizes_are_read_as_written() {
+        assert_eq!(declared_chunk_size(b"BDAT 42 LAST\r\n"), Some(42));
+        assert_eq!(declared_chunk_size(b"bdat 0\r\n"), Some(0));
+        assert_eq!(
+            declared_chunk_size(b"BDAT 100000000000000000000005\r\n"),
+            Some(u64::MAX)
+        );
+        assert_eq!(declared_chunk_size(b"BDAT x\r\n"), None);
     }
 }

@@ -50,6 +50,21 @@ impl<T: Io> Session<T> {
                 "Error: SMTPUTF8 is required for a non-ASCII address",
             ));
         }
+        let postmaster = &self.ctx.config.aliases.postmaster;
+        if address.is_empty()
+            && raw.is_some_and(|r| r.eq_ignore_ascii_case(resolve::POSTMASTER))
+            && !postmaster.is_empty()
+        {
+            // The bare `<postmaster>` of RFC 5321 §4.5.1.
+            let txn = self.txn.as_mut().expect("checked above");
+            txn.recipients.push(AcceptedRecipient {
+                rcpt: resolve::POSTMASTER.into(),
+                alias: resolve::POSTMASTER.into(),
+                destinations: vec![postmaster.clone()],
+            });
+            self.reply(&Reply::new(250, [2, 1, 5], "Recipient OK"));
+            return Flow::Continue;
+        }
         let Some(mailbox) = Mailbox::parse(address) else {
             return self.reject(
                 Reply::new(
@@ -60,7 +75,7 @@ impl<T: Io> Session<T> {
                 "unknown_user",
             );
         };
-        match resolve::recipient(&self.ctx.store, &mailbox) {
+        match resolve::recipient(&self.ctx.store, &mailbox, postmaster) {
             Ok(Resolution::Forward {
                 alias,
                 destinations,

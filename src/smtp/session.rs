@@ -391,7 +391,7 @@ impl<T: Io> Session<T> {
             Request::Bdat {
                 chunk_size,
                 is_last,
-            } => self.bdat(chunk_size, is_last).await,
+            } => self.bdat(chunk_size, is_last, line).await,
             Request::StartTls => self.starttls(),
             Request::Rset => {
                 self.txn = None;

@@ -694,6 +694,38 @@ async fn unknown_and_foreign_recipients_are_refused() {
 }
 
 #[tokio::test]
+async fn postmaster_is_accepted_when_configured() {
+    let h = Harness::new(|c| c.aliases.postmaster = "ops@ops.test".into());
+    let mut c = h.connect().await;
+    c.ehlo("client.test").await;
+    c.mail_from(SENDER, "250 2.1.0").await;
+    c.rcpt_to("postmaster", "250 2.1.5").await;
+    c.rcpt_to("PostMaster@d.country", "250 2.1.5").await;
+    c.rcpt_to("postmaster@other.test", "550 5.7.1").await;
+    c.quit().await;
+
+    let h = Harness::new(|_| {});
+    let mut c = h.connect().await;
+    c.ehlo("client.test").await;
+    c.mail_from(SENDER, "250 2.1.0").await;
+    c.rcpt_to("postmaster", "550 5.1.1").await;
+    c.rcpt_to("postmaster@d.country", "550 5.1.1").await;
+    c.quit().await;
+}
+
+#[tokio::test]
+async fn absurd_bdat_sizes_end_the_session() {
+    let h = Harness::new(|_| {});
+    let mut c = h.connect().await;
+    c.ehlo("client.test").await;
+    c.mail_from(SENDER, "250 2.1.0").await;
+    c.rcpt_to("hello@d.country", "250 2.1.5").await;
+    c.send("BDAT 100000000000000000000005 LAST\r\nhello").await;
+    c.expect("421 4.7.0").await;
+    assert_eq!(h.queue_len(), 0);
+}
+
+#[tokio::test]
 async fn relay_tricks_are_refused_even_with_a_catch_all() {
     let h = Harness::new(|_| {});
     // with a catch-all, a trick on the local domain would otherwise match
