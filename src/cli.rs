@@ -15,6 +15,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// `println!` that keeps going when stdout has no reader any more
+/// (`eas-relay log d.country | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "eas-relay",
@@ -129,7 +138,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve => serve(config),
         Command::Config(ConfigCommand::Show) => {
-            print!("{}", config.to_toml());
+            out!("{}", config.to_toml().trim_end());
             ExitCode::SUCCESS
         }
         command => {
@@ -160,9 +169,9 @@ fn config_check(path: Option<&PathBuf>) -> ExitCode {
         eprintln!("eas-relay: config check needs a file (argument or --config)");
         return ExitCode::from(2);
     };
-    match Config::load(path) {
-        Ok(_) => {
-            println!("{}: OK", path.display());
+    match Config::load(path).and_then(|config| check_files(&config)) {
+        Ok(()) => {
+            out!("{}: OK", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -170,6 +179,48 @@ fn config_check(path: Option<&PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What parsing cannot tell: whether the files the config names can be
+/// used as `serve` will use them (certificate and key, admin key file).
+fn check_files(config: &Config) -> Result<(), ConfigError> {
+    let shown = |p: &std::path::Path| format!("\"{}\"", p.display());
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key)
+        && config.smtp.starttls
+    {
+        use crate::tls::TlsError;
+        match crate::tls::server_config(Some(cert), Some(key), &config.data_dir, &config.hostname) {
+            Ok(_) => {}
+            Err(TlsError::Load { what, reason, .. }) => {
+                let (name, path) = match what {
+                    "key" => ("tls.key", key),
+                    _ => ("tls.cert", cert),
+                };
+                return Err(ConfigError::Invalid {
+                    key: name.into(),
+                    value: shown(path),
+                    reason: format!("cannot read the TLS {what}: {reason}"),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls.key".into(),
+                    value: shown(key),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if let Some(file) = &config.http.admin_keys_file
+        && let Err(e) = crate::api::auth::load_keys(config, false)
+    {
+        return Err(ConfigError::Invalid {
+            key: "http.admin_keys_file".into(),
+            value: shown(file),
+            reason: e.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn serve(config: Config) -> ExitCode {
@@ -282,7 +333,7 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
         }
         Command::Alias(AliasCommand::List { domain }) => {
             let domains = match domain {
-                Some(d) => vec![d],
+                Some(d) => vec![crate::admin::parse_domain(&d)?],
                 None => match &backend {
                     Backend::Local(a) => a.domains()?,
                     Backend::Remote(c) => c.domains().await?,
@@ -307,6 +358,7 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
                 Backend::Local(a) => a.put_alias(domain, alias, &forward, false)?,
                 Backend::Remote(c) => c.add_alias(domain, alias, &forward).await?,
             };
+            let domain = crate::admin::parse_domain(domain)?;
             done(
                 json,
                 &a,
@@ -319,7 +371,11 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
                 Backend::Local(a) => a.remove_alias(domain, alias)?,
                 Backend::Remote(c) => c.remove_alias(domain, alias).await?,
             }
-            done(json, &(), &format!("removed {address}"));
+            let (alias, domain) = (
+                crate::admin::parse_alias(alias)?,
+                crate::admin::parse_domain(domain)?,
+            );
+            done(json, &(), &format!("removed {alias}@{domain}"));
         }
         Command::Alias(AliasCommand::Import { file }) => {
             let text = std::fs::read_to_string(&file).map_err(|e| AdminError::Invalid {
@@ -381,6 +437,8 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
         } => {
             let logs =
                 match &backend {
+                    // (Store::log_list returns one entry for a limit of 0.)
+                    Backend::Local(_) if limit == 0 => serde_json::Value::Array(Vec::new()),
                     Backend::Local(a) => serde_json::Value::Array(crate::api::logs::items(
                         &a.logs(&domain, alias.as_deref(), 1, limit)?,
                     )),
@@ -395,24 +453,27 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
 
 fn done<T: Serialize>(json: bool, value: &T, text: &str) {
     if json {
-        println!("{}", serde_json::to_string(value).unwrap_or_default());
+        out!("{}", serde_json::to_string(value).unwrap_or_default());
     } else {
-        println!("{text}");
+        out!("{text}");
     }
 }
 
 fn print_domains(domains: &[DomainView], json: bool) {
     if json {
-        println!("{}", serde_json::to_string(domains).unwrap_or_default());
+        out!("{}", serde_json::to_string(domains).unwrap_or_default());
         return;
     }
-    println!(
+    out!(
         "{:<40} {:<7} {:<7} {:>8}",
-        "DOMAIN", "ACTIVE", "SOURCE", "ALIASES"
+        "DOMAIN",
+        "ACTIVE",
+        "SOURCE",
+        "ALIASES"
     );
     for d in domains {
         let source = serde_json::to_value(d.source).unwrap_or_default();
-        println!(
+        out!(
             "{:<40} {:<7} {:<7} {:>8}",
             d.domain,
             if d.active { "yes" } else { "no" },
@@ -428,23 +489,26 @@ fn print_aliases(aliases: &[(String, AliasView)], json: bool) {
             .iter()
             .map(|(d, a)| serde_json::json!({ "domain": d, "alias": a }))
             .collect();
-        println!("{}", serde_json::to_string(&list).unwrap_or_default());
+        out!("{}", serde_json::to_string(&list).unwrap_or_default());
         return;
     }
     for (domain, a) in aliases {
         let state = if a.active { "" } else { " (suspended)" };
-        println!("{}@{domain} -> {}{state}", a.alias, a.forward);
+        out!("{}@{domain} -> {}{state}", a.alias, a.forward);
     }
 }
 
 fn print_queue(queue: &[QueueView], json: bool) {
     if json {
-        println!("{}", serde_json::to_string(queue).unwrap_or_default());
+        out!("{}", serde_json::to_string(queue).unwrap_or_default());
         return;
     }
-    println!(
+    out!(
         "{:<16} {:>9} {:<20} {:<32} PENDING",
-        "ID", "SIZE", "ARRIVED", "SENDER"
+        "ID",
+        "SIZE",
+        "ARRIVED",
+        "SENDER"
     );
     for q in queue {
         let pending = q
@@ -453,7 +517,7 @@ fn print_queue(queue: &[QueueView], json: bool) {
             .filter(|r| r.status == "pending")
             .count();
         let sender = if q.sender.is_empty() { "<>" } else { &q.sender };
-        println!(
+        out!(
             "{:<16} {:>9} {:<20} {:<32} {}/{}",
             q.id,
             q.size,
@@ -463,26 +527,26 @@ fn print_queue(queue: &[QueueView], json: bool) {
             q.recipients.len()
         );
     }
-    println!("{} message(s)", queue.len());
+    out!("{} message(s)", queue.len());
 }
 
 fn print_queue_entry(q: &QueueView, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(q).unwrap_or_default());
+        out!("{}", serde_json::to_string(q).unwrap_or_default());
         return;
     }
-    println!("id:         {}", q.id);
-    println!(
+    out!("id:         {}", q.id);
+    out!(
         "sender:     {}",
         if q.sender.is_empty() { "<>" } else { &q.sender }
     );
-    println!("arrived:    {}", format_ms(q.created));
-    println!("size:       {}", q.size);
-    println!("subject:    {}", q.subject.as_deref().unwrap_or(""));
-    println!("message-id: {}", q.message_id.as_deref().unwrap_or(""));
-    println!("client:     {}", q.client_ip.as_deref().unwrap_or(""));
+    out!("arrived:    {}", format_ms(q.created));
+    out!("size:       {}", q.size);
+    out!("subject:    {}", q.subject.as_deref().unwrap_or(""));
+    out!("message-id: {}", q.message_id.as_deref().unwrap_or(""));
+    out!("client:     {}", q.client_ip.as_deref().unwrap_or(""));
     for r in &q.recipients {
-        println!(
+        out!(
             "recipient:  {} (alias {}) {} after {} attempt(s){}{}",
             r.address,
             r.alias,
@@ -501,19 +565,25 @@ fn print_queue_entry(q: &QueueView, json: bool) {
 
 fn print_logs(logs: &serde_json::Value, json: bool) {
     if json {
-        println!("{logs}");
+        out!("{logs}");
         return;
     }
     for item in logs.as_array().into_iter().flatten() {
         let event = &item["events"][0];
-        println!(
-            "{} {} -> {} {}: {} {}",
+        // The message is usually the whole reply, code included.
+        let code = event["code"].to_string();
+        let message = event["message"].as_str().unwrap_or("");
+        let reply = if message.starts_with(&code) {
+            message.to_string()
+        } else {
+            format!("{code} {message}")
+        };
+        out!(
+            "{} {} -> {} {}: {reply}",
             format_ms(item["created"].as_u64().unwrap_or(0)),
             item["recipient"]["email"].as_str().unwrap_or(""),
             item["forward"]["email"].as_str().unwrap_or(""),
             event["status"].as_str().unwrap_or(""),
-            event["code"],
-            event["message"].as_str().unwrap_or("")
         );
     }
 }

@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Most items the API returns per request (see `api::Page::limit`).
+const PAGE: usize = 1000;
+
 pub struct ApiClient {
     addr: SocketAddr,
     key: String,
@@ -90,7 +93,34 @@ impl ApiClient {
     }
 
     pub async fn domains(&self) -> Result<Vec<DomainView>, AdminError> {
-        self.get("/v3/domains?limit=1000000", "domains").await
+        self.all("/v3/domains", "domains").await
+    }
+
+    /// Every item of a paged list (the API serves at most [`PAGE`] per
+    /// request), so that the CLI prints as much as it does offline.
+    async fn all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        field: &str,
+    ) -> Result<Vec<T>, AdminError> {
+        let mut items = Vec::new();
+        for page in 1.. {
+            let value = self
+                .call(
+                    Method::GET,
+                    &format!("{path}?page={page}&limit={PAGE}"),
+                    None,
+                )
+                .await?;
+            let batch: Vec<T> = parse(&value[field])?;
+            let total = value["total"].as_u64().unwrap_or(0) as usize;
+            let last = batch.len() < PAGE;
+            items.extend(batch);
+            if last || items.len() >= total {
+                break;
+            }
+        }
+        Ok(items)
     }
 
     pub async fn add_domain(&self, domain: &str) -> Result<DomainView, AdminError> {
@@ -110,11 +140,8 @@ impl ApiClient {
     }
 
     pub async fn aliases(&self, domain: &str) -> Result<Vec<AliasView>, AdminError> {
-        self.get(
-            &format!("/v3/domains/{}/aliases?limit=1000000", enc(domain)),
-            "aliases",
-        )
-        .await
+        self.all(&format!("/v3/domains/{}/aliases", enc(domain)), "aliases")
+            .await
     }
 
     pub async fn add_alias(
@@ -183,11 +210,31 @@ impl ApiClient {
         limit: usize,
     ) -> Result<Value, AdminError> {
         let path = match alias {
-            Some(a) => format!("/v3/domains/{}/logs/{}?limit={limit}", enc(domain), enc(a)),
-            None => format!("/v3/domains/{}/logs?limit={limit}", enc(domain)),
+            Some(a) => format!("/v3/domains/{}/logs/{}", enc(domain), enc(a)),
+            None => format!("/v3/domains/{}/logs", enc(domain)),
         };
-        let value = self.call(Method::GET, &path, None).await?;
-        Ok(value["logs"].clone())
+        // Pages of one size (offsets depend on it) until `limit` items.
+        let size = limit.min(PAGE);
+        let mut items = Vec::new();
+        let mut page = 1;
+        while items.len() < limit {
+            let value = self
+                .call(
+                    Method::GET,
+                    &format!("{path}?page={page}&limit={size}"),
+                    None,
+                )
+                .await?;
+            let batch = value["logs"].as_array().cloned().unwrap_or_default();
+            let last = batch.len() < size;
+            items.extend(batch);
+            if last {
+                break;
+            }
+            page += 1;
+        }
+        items.truncate(limit);
+        Ok(Value::Array(items))
     }
 }
 

@@ -1,10 +1,12 @@
 //! Shared helpers of the integration tests: a DNS server, a destination
-//! SMTP server, an in-process relay, an SMTP client and an HTTP client.
+//! SMTP server, an in-process relay, the real binary as a child process,
+//! an SMTP client and an HTTP client.
 // Each test binary uses only part of the helpers.
 #![allow(dead_code)]
 
 pub mod dns;
 pub mod http;
+pub mod node;
 pub mod relay;
 pub mod sink;
 pub mod smtp;
