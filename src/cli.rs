@@ -437,8 +437,6 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
         } => {
             let logs =
                 match &backend {
-                    // (Store::log_list returns one entry for a limit of 0.)
-                    Backend::Local(_) if limit == 0 => serde_json::Value::Array(Vec::new()),
                     Backend::Local(a) => serde_json::Value::Array(crate::api::logs::items(
                         &a.logs(&domain, alias.as_deref(), 1, limit)?,
                     )),

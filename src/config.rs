@@ -319,16 +319,18 @@ impl Config {
         mut table: toml::Table,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        apply_env(&mut table, env)?;
+        let origins = apply_env(&mut table, env)?;
         let value = toml::Value::Table(table.clone());
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|err| {
-            let key = err.path().to_string();
-            let shown = lookup(&table, &key)
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "(missing)".into());
-            ConfigError::invalid(&key, shown, err.into_inner().to_string())
-        })?;
-        config.validate()?;
+        let config: Config = serde_path_to_error::deserialize(value)
+            .map_err(|err| {
+                let key = err.path().to_string();
+                let shown = lookup(&table, &key)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "(missing)".into());
+                ConfigError::invalid(&key, shown, err.into_inner().message().to_string())
+            })
+            .map_err(|e| attribute(e, &origins))?;
+        config.validate().map_err(|e| attribute(e, &origins))?;
         Ok(config)
     }
 
@@ -523,11 +525,33 @@ fn nonzero_duration(key: &str, value: HumanDuration) -> Result<(), ConfigError> 
     }
 }
 
-/// Applies `EAS_RELAY_A__B=value` variables onto the table as key `a.b`.
+/// Names the environment variable behind a bad value, so that nobody
+/// searches the file for it.
+fn attribute(err: ConfigError, origins: &BTreeMap<String, String>) -> ConfigError {
+    match err {
+        ConfigError::Invalid { key, value, reason } => {
+            let origin = origins.iter().find(|(path, _)| {
+                key == **path
+                    || key.starts_with(&format!("{path}."))
+                    || key.starts_with(&format!("{path}["))
+            });
+            let value = match origin {
+                Some((_, var)) => format!("{value} (set by {var})"),
+                None => value,
+            };
+            ConfigError::Invalid { key, value, reason }
+        }
+        other => other,
+    }
+}
+
+/// Applies `EAS_RELAY_A__B=value` variables onto the table as key `a.b`;
+/// returns which key path each variable set.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut origins = BTreeMap::new();
     for (name, raw) in env {
         let Some(path) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -561,8 +585,9 @@ fn apply_env(
             };
         }
         cursor.insert(keys[keys.len() - 1].clone(), value);
+        origins.insert(keys.join("."), name);
     }
-    Ok(())
+    Ok(origins)
 }
 
 /// An environment value is read as a TOML value when it is one (numbers,
@@ -800,6 +825,7 @@ mod tests {
         let (key, _, reason) = invalid_key("[smtp]\nmax_conections = 5\n");
         assert_eq!(key, "smtp.max_conections");
         assert!(reason.contains("unknown field"), "{reason}");
+        assert!(!reason.contains('\n'), "one line: {reason}");
     }
 
     #[test]
@@ -868,7 +894,7 @@ mod tests {
         match Config::parse("", Path::new("t"), env) {
             Err(ConfigError::Invalid { key, value, .. }) => {
                 assert_eq!(key, "smtp.max_recipients");
-                assert_eq!(value, "\"none\"");
+                assert_eq!(value, "\"none\" (set by EAS_RELAY_SMTP__MAX_RECIPIENTS)");
             }
             other => panic!("{other:?}"),
         }

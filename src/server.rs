@@ -21,6 +21,8 @@ use tokio::task::JoinSet;
 
 /// How long deliveries in flight may finish at shutdown.
 const DELIVERY_GRACE: Duration = Duration::from_secs(10);
+/// How long a starting node waits for a management command to release the store.
+const STORE_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How often old delivery log entries are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -82,7 +84,9 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let store = Arc::new(Store::open(&config.store_path())?);
+    // The key first: a CLI started meanwhile finds it and talks to the API.
+    let keys = api::auth::load_keys(&config, true)?;
+    let store = Arc::new(open_store(&config).await?);
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
             config.tls.cert.as_deref(),
@@ -94,7 +98,6 @@ pub async fn run(
     } else {
         None
     };
-    let keys = api::auth::load_keys(&config, true)?;
     let metrics = crate::observe::metrics_handle();
     let spool = Spool::open(&config.spool_dir()).map_err(QueueError::Spool)?;
     let started = Queue::start(store.clone(), spool, QueueSettings::from_config(&config))?;
@@ -163,6 +166,20 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || committer.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the store, waiting up to [`STORE_LOCK_WAIT`] while another process
+/// (a management command run offline) holds it.
+async fn open_store(config: &Config) -> Result<Store, RunError> {
+    let deadline = tokio::time::Instant::now() + STORE_LOCK_WAIT;
+    loop {
+        match Store::open(&config.store_path()) {
+            Err(StoreError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Periodic housekeeping: idle outbound connections, delivery log retention.

@@ -71,3 +71,21 @@ async fn alias_forwards_the_exact_message_via_mx() {
     assert_eq!(&m.data[header_end + 2..], &original[..]);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_node_waits_for_a_command_holding_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    // An offline management command holds the store (redb's file lock)...
+    let held = eas_relay::store::Store::open(&dir.path().join("eas-relay.redb")).unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(held);
+    });
+    // ...while the node starts: it waits instead of failing.
+    let relay = TestRelay::start_in(dir.path(), |_| {}).await;
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    c.quit().await;
+    release.await.unwrap();
+    relay.stop().await;
+}

@@ -64,9 +64,12 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         let txn = self.db().begin_read()?;
         let table = txn.open_table(LOG)?;
-        let mut out = Vec::new();
         let mut skipped = 0;
         for item in table.range((domain, 0u64)..=(domain, u64::MAX))?.rev() {
             let (k, v) = item?;
@@ -151,6 +154,7 @@ mod tests {
         assert_eq!(all[0].outcome, LogOutcome::Delivered);
         let a = s.log_list("x.test", Some("A"), 0, 10).unwrap();
         assert_eq!(a.len(), 2);
+        assert!(s.log_list("x.test", None, 0, 0).unwrap().is_empty());
         let page = s.log_list("x.test", None, 1, 1).unwrap();
         assert_eq!(page[0].alias, "b@x.test");
         assert_eq!(s.log_list("y.test", None, 0, 10).unwrap().len(), 1);
