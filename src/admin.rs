@@ -167,6 +167,19 @@ impl Admin {
         }
     }
 
+    /// The normalized name of a domain whose aliases the operator manages
+    /// (refused for chain-governed domains).
+    fn static_domain(&self, domain: &str) -> Result<String, AdminError> {
+        let (name, record) = self.domain_record(domain)?;
+        if record.source == Source::Chain {
+            return Err(conflict(
+                "alias",
+                format!("aliases of {name} are governed by the chain"),
+            ));
+        }
+        Ok(name)
+    }
+
     fn domain_view(&self, name: &str, record: &DomainRecord) -> Result<DomainView, AdminError> {
         Ok(DomainView {
             domain: name.to_string(),
@@ -240,13 +253,7 @@ impl Admin {
         forward: &str,
         replace: bool,
     ) -> Result<AliasView, AdminError> {
-        let (name, record) = self.domain_record(domain)?;
-        if record.source == Source::Chain {
-            return Err(conflict(
-                "alias",
-                format!("aliases of {name} are governed by the chain"),
-            ));
-        }
+        let name = self.static_domain(domain)?;
         let local = parse_alias(alias)?;
         let forwards = self.parse_forwards(forward)?;
         let exists = self.store.alias_get(&name, &local)?.is_some();
@@ -263,13 +270,7 @@ impl Admin {
     }
 
     pub fn remove_alias(&self, domain: &str, alias: &str) -> Result<(), AdminError> {
-        let (name, record) = self.domain_record(domain)?;
-        if record.source == Source::Chain {
-            return Err(conflict(
-                "alias",
-                format!("aliases of {name} are governed by the chain"),
-            ));
-        }
+        let name = self.static_domain(domain)?;
         let local = parse_alias(alias)?;
         if !self.store.alias_remove(&name, &local)? {
             return Err(AdminError::NotFound(format!("alias {local}@{name}")));
@@ -380,15 +381,7 @@ impl Admin {
         let n = match &self.queue {
             QueueAccess::Live(queue) => queue.retry(id).await?,
             QueueAccess::Offline(_) => {
-                let ids = match id {
-                    Some(id) => vec![id],
-                    None => self
-                        .store
-                        .queue_due_list()?
-                        .into_iter()
-                        .map(|(_, id)| id)
-                        .collect(),
-                };
+                let ids = crate::queue::ops::targets(&self.store, id)?;
                 let now = now_ms();
                 self.store.batch(true, |b| {
                     let mut n = 0;

@@ -124,17 +124,8 @@ impl Committer {
                 Applied::Recorded(self.record(b, *id, results, now, after)?)
             }
             Commit::Retry { id, .. } => {
-                let ids = match id {
-                    Some(id) => vec![*id],
-                    None => self
-                        .store
-                        .queue_due_list()?
-                        .into_iter()
-                        .map(|(_, id)| id)
-                        .collect(),
-                };
                 let mut n = 0;
-                for id in ids {
+                for id in ops::targets(&self.store, *id)? {
                     if ops::retry(b, id, now)? {
                         n += 1;
                         after.due.push((id, now));

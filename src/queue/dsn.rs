@@ -191,19 +191,10 @@ mod tests {
 
     fn entry(sender: &str) -> QueueEntry {
         QueueEntry {
-            id: 1,
             sender: sender.into(),
             created: 1_700_000_000_000,
-            size: 0,
-            client_ip: None,
-            helo: None,
-            message_id: None,
-            subject: None,
-            smtputf8: false,
-            body_8bit: false,
-            is_dsn: false,
             recipients: vec![failed_rcpt()],
-            due: None,
+            ..crate::store::sample_entry(1, 0)
         }
     }
 

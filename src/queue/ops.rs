@@ -1,7 +1,20 @@
 //! Operator changes to queue entries, applied inside a store batch: the
 //! same code serves the committer (node running) and the CLI (offline).
 
-use crate::store::{Batch, RcptStatus, StoreError};
+use crate::store::{Batch, RcptStatus, Store, StoreError};
+
+/// The entries an operator action applies to: `id`, or every entry with
+/// recipients pending.
+pub fn targets(store: &Store, id: Option<u64>) -> Result<Vec<u64>, StoreError> {
+    match id {
+        Some(id) => Ok(vec![id]),
+        None => Ok(store
+            .queue_due_list()?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()),
+    }
+}
 
 /// Makes every pending recipient of `id` due at `now`; false when the
 /// entry does not exist or has nothing pending.

@@ -65,32 +65,10 @@ pub(super) fn recover(store: &Store, spool: &Spool) -> Result<Recovered, QueueEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{QueueEntry, QueuedRecipient, RcptStatus};
+    use crate::store::QueueEntry;
 
     fn entry(id: u64) -> QueueEntry {
-        QueueEntry {
-            id,
-            sender: "s@example.org".into(),
-            created: 1,
-            size: 1,
-            client_ip: None,
-            helo: None,
-            message_id: None,
-            subject: None,
-            smtputf8: false,
-            body_8bit: false,
-            is_dsn: false,
-            recipients: vec![QueuedRecipient {
-                address: "u@dest.test".into(),
-                rcpt: "a@x.test".into(),
-                alias: "a@x.test".into(),
-                status: RcptStatus::Pending,
-                attempts: 0,
-                next_attempt: 5,
-                last_reply: None,
-            }],
-            due: None,
-        }
+        crate::store::sample_entry(id, 5)
     }
 
     #[test]

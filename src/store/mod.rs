@@ -8,6 +8,8 @@ mod queue;
 
 pub use aliases::{AliasRecord, DomainRecord, Source};
 pub use log::{LogEntry, LogOutcome};
+#[cfg(test)]
+pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};

@@ -77,6 +77,10 @@ impl QueueEntry {
     }
 }
 
+fn decode_entry(id: u64, bytes: &[u8]) -> Result<QueueEntry, StoreError> {
+    decode("queue", super::format_queue_id(id), bytes)
+}
+
 /// Decoded queue entries, and (id, raw bytes) of records that do not decode.
 pub type QueueScan = (Vec<QueueEntry>, Vec<(u64, Vec<u8>)>);
 
@@ -91,14 +95,10 @@ pub struct Batch<'t> {
 
 impl Batch<'_> {
     pub fn get(&self, id: u64) -> Result<Option<QueueEntry>, StoreError> {
-        match self.queue.get(id)? {
-            Some(v) => Ok(Some(decode(
-                "queue",
-                super::format_queue_id(id),
-                v.value(),
-            )?)),
-            None => Ok(None),
-        }
+        self.queue
+            .get(id)?
+            .map(|v| decode_entry(id, v.value()))
+            .transpose()
     }
 
     /// Inserts or replaces an entry, moving it in the due index.
@@ -120,7 +120,7 @@ impl Batch<'_> {
         let Some(bytes) = removed else {
             return Ok(None);
         };
-        match decode::<QueueEntry>("queue", super::format_queue_id(id), &bytes) {
+        match decode_entry(id, &bytes) {
             Ok(entry) => {
                 if let Some(due) = entry.due {
                     self.due.remove((due, id))?;
@@ -179,14 +179,10 @@ impl Store {
     pub fn queue_get(&self, id: u64) -> Result<Option<QueueEntry>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(QUEUE)?;
-        match table.get(id)? {
-            Some(v) => Ok(Some(decode(
-                "queue",
-                super::format_queue_id(id),
-                v.value(),
-            )?)),
-            None => Ok(None),
-        }
+        table
+            .get(id)?
+            .map(|v| decode_entry(id, v.value()))
+            .transpose()
     }
 
     /// Every queue record: decoded entries, and the raw bytes of records
@@ -242,35 +238,39 @@ impl Store {
     }
 }
 
+/// A one-recipient pending entry for tests of the queue's parts.
+#[cfg(test)]
+pub(crate) fn sample_entry(id: u64, due: u64) -> QueueEntry {
+    QueueEntry {
+        id,
+        sender: "s@example.org".into(),
+        created: 1,
+        size: 10,
+        client_ip: None,
+        helo: None,
+        message_id: None,
+        subject: None,
+        smtputf8: false,
+        body_8bit: false,
+        is_dsn: false,
+        recipients: vec![QueuedRecipient {
+            address: "u@dest.test".into(),
+            rcpt: "a@x.test".into(),
+            alias: "a@x.test".into(),
+            status: RcptStatus::Pending,
+            attempts: 0,
+            next_attempt: due,
+            last_reply: None,
+        }],
+        due: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) fn entry(id: u64, due: u64) -> QueueEntry {
-        QueueEntry {
-            id,
-            sender: "s@example.org".into(),
-            created: 1,
-            size: 10,
-            client_ip: None,
-            helo: None,
-            message_id: None,
-            subject: None,
-            smtputf8: false,
-            body_8bit: false,
-            is_dsn: false,
-            recipients: vec![QueuedRecipient {
-                address: "u@dest.test".into(),
-                rcpt: "a@x.test".into(),
-                alias: "a@x.test".into(),
-                status: RcptStatus::Pending,
-                attempts: 0,
-                next_attempt: due,
-                last_reply: None,
-            }],
-            due: None,
-        }
-    }
+    use super::sample_entry as entry;
 
     #[test]
     fn due_index_follows_puts_and_removes() {
