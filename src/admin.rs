@@ -83,6 +83,9 @@ pub struct QueueRecipientView {
 pub struct QueueView {
     pub id: String,
     pub sender: String,
+    /// The envelope sender used towards the next hop (SRS), when different.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_from: Option<String>,
     /// Unix ms.
     pub created: u64,
     pub size: u64,
@@ -98,6 +101,7 @@ impl QueueView {
         QueueView {
             id: format_queue_id(e.id),
             sender: e.sender.clone(),
+            envelope_from: e.envelope_from.clone(),
             created: e.created,
             size: e.size,
             subject: e.subject.clone(),

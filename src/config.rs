@@ -62,6 +62,11 @@ pub struct Config {
     pub queue: QueueConfig,
     pub outbound: OutboundConfig,
     pub delivery_log: DeliveryLogConfig,
+    pub srs: SrsConfig,
+    pub auth: AuthConfig,
+    pub dkim: DkimConfig,
+    pub arc: ArcConfig,
+    pub rewrite: RewriteConfig,
 }
 
 impl Default for Config {
@@ -77,6 +82,11 @@ impl Default for Config {
             queue: QueueConfig::default(),
             outbound: OutboundConfig::default(),
             delivery_log: DeliveryLogConfig::default(),
+            srs: SrsConfig::default(),
+            auth: AuthConfig::default(),
+            dkim: DkimConfig::default(),
+            arc: ArcConfig::default(),
+            rewrite: RewriteConfig::default(),
         }
     }
 }
@@ -285,6 +295,161 @@ impl Default for DeliveryLogConfig {
     }
 }
 
+/// Sender Rewriting Scheme (postsrsd/libsrs2 compatible).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SrsConfig {
+    /// Rewrite envelope senders of forwarded mail (not `<>`, not local domains).
+    pub enabled: bool,
+    /// Domain of SRS addresses (bounces come back here); empty: `hostname`.
+    pub domain: String,
+    /// Secrets: the first signs, all verify (rotation). With none here nor in
+    /// `secrets_file`, one is generated into data_dir/srs.secret.
+    pub secrets: Vec<String>,
+    /// A file with one secret per line (first signs).
+    pub secrets_file: Option<PathBuf>,
+    /// Characters of the base64 HMAC kept in the address.
+    pub hash_length: usize,
+    /// SRS addresses older than this are refused (the timestamp's day).
+    pub max_age: HumanDuration,
+}
+
+impl Default for SrsConfig {
+    fn default() -> Self {
+        SrsConfig {
+            enabled: true,
+            domain: String::new(),
+            secrets: Vec::new(),
+            secrets_file: None,
+            hash_length: 4,
+            max_age: HumanDuration::secs(21 * 86400),
+        }
+    }
+}
+
+/// Inbound verdicts (SPF, DKIM, DMARC, ARC) and the policy applied to them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Verify inbound mail and record Authentication-Results.
+    pub enabled: bool,
+    /// Refuse (550 5.7.1 at end of data) DMARC failures of p=reject domains.
+    pub reject_dmarc_failures: bool,
+    /// Answer 451 4.7.x when a lookup fails temporarily (never for a
+    /// missing record).
+    pub tempfail_on_dns_error: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            reject_dmarc_failures: true,
+            tempfail_on_dns_error: true,
+        }
+    }
+}
+
+/// Signature algorithm of a DKIM key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAlgorithm {
+    Ed25519,
+    Rsa,
+}
+
+/// One DKIM signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeyConfig {
+    pub selector: String,
+    pub algorithm: KeyAlgorithm,
+    /// PEM private key (PKCS#8; RSA keys may also be PKCS#1).
+    pub key: PathBuf,
+}
+
+/// DKIM signing of forwarded mail with the relay's domain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DkimConfig {
+    pub enabled: bool,
+    /// d= of the signatures; empty: `hostname`.
+    pub domain: String,
+    /// Signing keys; empty: an Ed25519 and an RSA-2048 key are generated on
+    /// first start into data_dir/dkim/ (selectors "eas-ed25519", "eas-rsa").
+    pub keys: Vec<DkimKeyConfig>,
+    /// Header fields signed (also by the ARC-Message-Signature).
+    pub headers: Vec<String>,
+}
+
+impl Default for DkimConfig {
+    fn default() -> Self {
+        DkimConfig {
+            enabled: true,
+            domain: String::new(),
+            keys: Vec::new(),
+            headers: [
+                "From",
+                "Reply-To",
+                "Subject",
+                "Date",
+                "To",
+                "Cc",
+                "Message-ID",
+                "In-Reply-To",
+                "References",
+                "MIME-Version",
+                "Content-Type",
+                "Content-Transfer-Encoding",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// ARC sealing (RFC 8617) of forwarded mail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArcConfig {
+    pub enabled: bool,
+    /// Selector of the [dkim] key that seals; empty: the first RSA key
+    /// (ARC verifiers expect rsa-sha256).
+    pub selector: String,
+}
+
+impl Default for ArcConfig {
+    fn default() -> Self {
+        ArcConfig {
+            enabled: true,
+            selector: String::new(),
+        }
+    }
+}
+
+/// Header rewriting of forwarded mail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewriteConfig {
+    /// Rewrite From for DMARC-strict senders without an aligned DKIM
+    /// signature (p=quarantine or p=reject), which would fail DMARC downstream.
+    pub from_for_strict_dmarc: bool,
+    /// The address that replaces theirs; empty: "forwarder@" + the DKIM domain.
+    pub from_address: String,
+    /// Header keeping the original From.
+    pub original_from_header: String,
+}
+
+impl Default for RewriteConfig {
+    fn default() -> Self {
+        RewriteConfig {
+            from_for_strict_dmarc: true,
+            from_address: String::new(),
+            original_from_header: "X-Original-From".into(),
+        }
+    }
+}
+
 impl Config {
     /// The embedded defaults with environment overrides applied.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -435,6 +600,82 @@ impl Config {
             "outbound.max_messages_per_connection",
             self.outbound.max_messages_per_connection,
         )?;
+        if !self.srs.domain.is_empty() && !is_hostname(&self.srs.domain) {
+            return Err(ConfigError::invalid(
+                "srs.domain",
+                &self.srs.domain,
+                "must be a domain",
+            ));
+        }
+        if !(4..=28).contains(&self.srs.hash_length) {
+            return Err(ConfigError::invalid(
+                "srs.hash_length",
+                self.srs.hash_length,
+                "must be between 4 and 28 (base64 of HMAC-SHA1)",
+            ));
+        }
+        nonzero_duration("srs.max_age", self.srs.max_age)?;
+        for (i, secret) in self.srs.secrets.iter().enumerate() {
+            if secret.len() < 8 {
+                return Err(ConfigError::invalid(
+                    &format!("srs.secrets[{i}]"),
+                    "(secret)",
+                    "an SRS secret must be at least 8 characters",
+                ));
+            }
+        }
+        if !self.dkim.domain.is_empty() && !is_hostname(&self.dkim.domain) {
+            return Err(ConfigError::invalid(
+                "dkim.domain",
+                &self.dkim.domain,
+                "must be a domain",
+            ));
+        }
+        let mut selectors = std::collections::HashSet::new();
+        for (i, key) in self.dkim.keys.iter().enumerate() {
+            if !is_hostname(&key.selector) || !selectors.insert(key.selector.clone()) {
+                return Err(ConfigError::invalid(
+                    &format!("dkim.keys[{i}].selector"),
+                    &key.selector,
+                    "must be a DNS label, unique among the keys",
+                ));
+            }
+        }
+        if self
+            .dkim
+            .headers
+            .iter()
+            .all(|h| !h.eq_ignore_ascii_case("from"))
+        {
+            return Err(ConfigError::invalid(
+                "dkim.headers",
+                format!("{:?}", self.dkim.headers),
+                "must include From (RFC 6376 §5.4)",
+            ));
+        }
+        if !self.arc.selector.is_empty()
+            && !self.dkim.keys.is_empty()
+            && !self
+                .dkim
+                .keys
+                .iter()
+                .any(|k| k.selector == self.arc.selector)
+        {
+            return Err(ConfigError::invalid(
+                "arc.selector",
+                &self.arc.selector,
+                "must name one of dkim.keys",
+            ));
+        }
+        if !self.rewrite.from_address.is_empty()
+            && crate::address::Mailbox::parse(&self.rewrite.from_address).is_none()
+        {
+            return Err(ConfigError::invalid(
+                "rewrite.from_address",
+                &self.rewrite.from_address,
+                "must be an email address (or empty)",
+            ));
+        }
         for (domain, target) in &self.outbound.routes {
             let key = format!("outbound.routes.\"{domain}\"");
             if !is_hostname(domain) {
@@ -461,6 +702,24 @@ impl Config {
             &self.hostname
         } else {
             &self.outbound.helo_name
+        }
+    }
+
+    /// Domain of SRS addresses.
+    pub fn srs_domain(&self) -> &str {
+        if self.srs.domain.is_empty() {
+            &self.hostname
+        } else {
+            &self.srs.domain
+        }
+    }
+
+    /// d= of the relay's DKIM signatures.
+    pub fn dkim_domain(&self) -> &str {
+        if self.dkim.domain.is_empty() {
+            &self.hostname
+        } else {
+            &self.dkim.domain
         }
     }
 

@@ -5,13 +5,16 @@
 pub mod address;
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod message;
 pub mod observe;
 pub mod outbound;
 pub mod queue;
 pub mod resolve;
+pub mod rewrite;
 pub mod server;
 pub mod smtp;
 pub mod store;

@@ -45,7 +45,7 @@ fn describe() {
     );
     describe_counter!(
         "eas_messages_rejected_total",
-        "commands refused, by reason (unknown_user, relay_denied, too_big, too_many_recipients, loop, too_many_connections, queue_error, protocol)"
+        "commands refused, by reason (unknown_user, relay_denied, too_big, too_many_recipients, loop, too_many_connections, queue_error, protocol, bad_bounce_address, dmarc, auth_tempfail)"
     );
     describe_gauge!(
         "eas_queue_depth",

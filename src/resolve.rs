@@ -3,6 +3,7 @@
 //! without its `+tag`, catch-all `*`, else unknown.
 
 use crate::address::Mailbox;
+use crate::rewrite::srs::Srs;
 use crate::store::{Store, StoreError};
 
 /// The local part of a catch-all alias.
@@ -21,6 +22,25 @@ pub enum Resolution {
     UnknownUser,
     /// The domain is not served here (or disabled): relaying is refused.
     NotLocal,
+    /// An address at the SRS domain that does not verify (forged, expired).
+    BadBounceAddress,
+}
+
+/// Resolves a recipient at the SRS domain: a bounce coming back, forwarded
+/// to the original sender when its hash and timestamp verify. None when
+/// the address is not at the SRS domain.
+pub fn srs_bounce(srs: &Srs, mailbox: &Mailbox) -> Option<Resolution> {
+    if !mailbox.domain.eq_ignore_ascii_case(srs.domain()) {
+        return None;
+    }
+    let address = mailbox.to_string();
+    Some(match srs.reverse(&address) {
+        Ok(original) => Resolution::Forward {
+            alias: address,
+            destinations: vec![original],
+        },
+        Err(_) => Resolution::BadBounceAddress,
+    })
 }
 
 /// The local part every domain must accept (RFC 5321 §4.5.1).

@@ -8,6 +8,8 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::outbound::Outbound;
 use crate::queue::{Queue, QueueError, QueueSettings, Scheduler, Spool};
+use crate::rewrite::pipeline::Forwarding;
+use crate::rewrite::srs::Srs;
 use crate::smtp::{self, SmtpContext};
 use crate::store::{Store, StoreError, now_ms};
 use std::future::Future;
@@ -48,6 +50,10 @@ pub enum RunError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Keys(#[from] api::auth::KeyError),
+    #[error("SRS: {0}")]
+    Srs(#[from] crate::rewrite::srs::SrsError),
+    #[error(transparent)]
+    Forwarding(#[from] crate::rewrite::pipeline::PipelineError),
 }
 
 /// The node's listening sockets.
@@ -86,6 +92,12 @@ pub async fn run(
     })?;
     // The key first: a CLI started meanwhile finds it and talks to the API.
     let keys = api::auth::load_keys(&config, true)?;
+    let srs = if config.srs.enabled {
+        Some(Srs::from_config(&config)?)
+    } else {
+        None
+    };
+    let forwarding = Arc::new(Forwarding::new(&config)?);
     let store = Arc::new(open_store(&config).await?);
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
@@ -115,6 +127,8 @@ pub async fn run(
         store: store.clone(),
         queue: queue.clone(),
         tls,
+        srs,
+        forwarding,
     });
     tasks.spawn(smtp::server::run(listeners.smtp, smtp_ctx, stopped.clone()));
     let state = ApiState {

@@ -66,9 +66,33 @@ fn assert_forwarded(m: &Received, sender: &str, original: &[u8], protocol: &str)
         "the original bytes must arrive unchanged:\n{}",
         m.text()
     );
-    let prefix = String::from_utf8(m.data[..m.data.len() - original.len()].to_vec())
-        .expect("trace header is ASCII");
-    assert!(prefix.starts_with("Received: from "), "{prefix}");
+    let added = String::from_utf8(m.data[..m.data.len() - original.len()].to_vec())
+        .expect("added headers are ASCII");
+    // The relay adds its signatures (and seal) above its trace header.
+    let at = added.find("Received: from ").expect("a Received header");
+    let (signatures, prefix) = added.split_at(at);
+    let prefix = prefix.to_string();
+    for field in signatures
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with([' ', '\t']))
+    {
+        let name = field.split(':').next().unwrap();
+        assert!(
+            [
+                "DKIM-Signature",
+                "ARC-Seal",
+                "ARC-Message-Signature",
+                "ARC-Authentication-Results",
+                "Authentication-Results"
+            ]
+            .contains(&name),
+            "unexpected added header {name}:\n{added}"
+        );
+    }
+    assert!(
+        signatures.contains("d=relay.test"),
+        "the relay signs:\n{added}"
+    );
     assert!(
         prefix
             .trim_end_matches("\r\n")

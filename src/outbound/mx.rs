@@ -5,9 +5,7 @@
 use crate::config::{Config, parse_host_port};
 use crate::smtp::reply::Reply;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
@@ -64,7 +62,7 @@ impl Router {
             })
             .collect();
         Router {
-            resolver: build_resolver(&config.outbound.nameservers),
+            resolver: crate::dns::resolver(&config.outbound.nameservers),
             routes,
             port: config.outbound.port,
         }
@@ -138,28 +136,4 @@ impl Router {
 
 fn describe(e: &NetError) -> String {
     e.to_string()
-}
-
-fn build_resolver(nameservers: &[std::net::SocketAddr]) -> Result<TokioResolver, String> {
-    if nameservers.is_empty() {
-        return TokioResolver::builder_tokio()
-            .and_then(|b| b.build())
-            .map_err(|e| format!("cannot use the system DNS configuration: {e}"));
-    }
-    let servers = nameservers
-        .iter()
-        .map(|addr| {
-            let mut udp = ConnectionConfig::udp();
-            udp.port = addr.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = addr.port();
-            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-        })
-        .collect();
-    TokioResolver::builder_with_config(
-        ResolverConfig::from_name_servers(servers),
-        TokioRuntimeProvider::default(),
-    )
-    .build()
-    .map_err(|e| format!("cannot build the DNS resolver: {e}"))
 }

@@ -87,6 +87,7 @@ pub fn build(
     let dsn = QueueEntry {
         id,
         sender: String::new(),
+        envelope_from: None,
         created: now,
         size: msg.len() as u64,
         client_ip: None,

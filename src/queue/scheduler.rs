@@ -223,7 +223,10 @@ async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option
         }
     }
     let envelope = Arc::new(Envelope {
-        sender: entry.sender.clone(),
+        sender: entry
+            .envelope_from
+            .clone()
+            .unwrap_or_else(|| entry.sender.clone()),
         smtputf8: entry.smtputf8,
         body_8bit: entry.body_8bit,
     });

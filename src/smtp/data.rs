@@ -3,7 +3,9 @@
 
 use super::reply::Reply;
 use super::session::{Flow, Io, Session, State, Transaction, oversize_reply};
+use crate::address::Mailbox;
 use crate::message::{count_received, has_8bit, header_value, normalize_crlf, rfc2822_now};
+use crate::rewrite::pipeline::Inbound;
 use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id, now_ms};
 use memchr::memchr;
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
@@ -130,23 +132,23 @@ impl<T: Io> Session<T> {
         let Some(txn) = self.txn.take() else {
             return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
         };
-        let reply = self.accept(txn).await;
-        if reply.is_positive() {
-            self.reply(&reply);
-            Flow::Continue
-        } else if reply.code == 554 {
-            self.reject(reply, "loop")
-        } else {
-            self.reply(&reply);
-            Flow::Continue
+        match self.accept(txn).await {
+            Ok(reply) => {
+                self.reply(&reply);
+                Flow::Continue
+            }
+            Err((reply, reason)) => self.reject(reply, reason),
         }
     }
 
-    async fn accept(&mut self, txn: Transaction) -> Reply {
+    /// Checks, prepares (verdicts, rewriting, signatures) and queues the
+    /// message; Err carries the refusal and its metrics reason.
+    async fn accept(&mut self, txn: Transaction) -> Result<Reply, (Reply, &'static str)> {
         let config = &self.ctx.config;
         let body = normalize_crlf(txn.body);
         if count_received(&body) >= config.smtp.max_received_headers {
-            return Reply::new(554, [5, 4, 6], "Error: too many hops, mail loop detected");
+            let reply = Reply::new(554, [5, 4, 6], "Error: too many hops, mail loop detected");
+            return Err((reply, "loop"));
         }
         let id = self.ctx.store.next_queue_id();
         let received = self.received_header(id, &txn.recipients, txn.smtputf8);
@@ -168,28 +170,50 @@ impl<T: Io> Session<T> {
                 }
             }
         }
-        let entry = QueueEntry {
-            id,
-            sender: txn.sender,
-            created: now,
-            size: (received.len() + body.len()) as u64,
-            client_ip: Some(self.peer.ip().to_string()),
-            helo: self.helo.as_ref().map(|h| h.name.clone()),
-            message_id: header_value(&body, "message-id"),
-            subject: header_value(&body, "subject"),
-            smtputf8: txn.smtputf8,
-            body_8bit: has_8bit(&body),
-            is_dsn: false,
-            recipients,
-            due: None,
-        };
+        let message_id = header_value(&body, "message-id");
+        let subject = header_value(&body, "subject");
+        let body_8bit = has_8bit(&body);
         let mut message = Vec::with_capacity(received.len() + body.len());
         message.extend_from_slice(received.as_bytes());
         message.extend_from_slice(&body);
         drop(body);
+        let helo = self.helo.as_ref().map(|h| h.name.clone());
+        let inbound = Inbound {
+            client_ip: self.peer.ip(),
+            helo: helo.as_deref().unwrap_or(""),
+            mail_from: &txn.sender,
+        };
+        let prepared = match self.ctx.forwarding.prepare(message, &inbound).await {
+            Ok(prepared) => prepared,
+            Err(reply) => {
+                let reason = if reply.is_permanent() {
+                    "dmarc"
+                } else {
+                    "auth_tempfail"
+                };
+                tracing::info!(from = %txn.sender, client = %self.peer.ip(), %reply, "message refused");
+                return Err((reply, reason));
+            }
+        };
+        let entry = QueueEntry {
+            id,
+            envelope_from: self.srs_sender(&txn.sender),
+            sender: txn.sender,
+            created: now,
+            size: prepared.message.len() as u64,
+            client_ip: Some(self.peer.ip().to_string()),
+            helo,
+            message_id,
+            subject,
+            smtputf8: txn.smtputf8,
+            body_8bit,
+            is_dsn: false,
+            recipients,
+            due: None,
+        };
         let sender = entry.sender.clone();
         let count = entry.recipients.len();
-        match self.ctx.queue.enqueue(entry, message).await {
+        match self.ctx.queue.enqueue(entry, prepared.message).await {
             Ok(id) => {
                 metrics::counter!("eas_messages_accepted_total").increment(1);
                 tracing::info!(
@@ -197,23 +221,41 @@ impl<T: Io> Session<T> {
                     from = %sender,
                     client = %self.peer.ip(),
                     recipients = count,
+                    verdicts = %prepared.verdicts,
                     "message queued"
                 );
-                Reply::owned(
+                Ok(Reply::owned(
                     250,
                     [2, 0, 0],
                     format!("Ok: queued as {}", format_queue_id(id)),
-                )
+                ))
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot queue message");
                 metrics::counter!("eas_messages_rejected_total", "reason" => "queue_error")
                     .increment(1);
-                Reply::new(
+                Ok(Reply::new(
                     451,
                     [4, 3, 0],
                     "Error: temporary failure, message not queued",
-                )
+                ))
+            }
+        }
+    }
+
+    /// The SRS form of `sender` for the next hop, when it needs one: not for
+    /// the null sender, and not for senders at a domain this relay serves.
+    fn srs_sender(&self, sender: &str) -> Option<String> {
+        let srs = self.ctx.srs.as_ref()?;
+        let mailbox = Mailbox::parse(sender)?;
+        match self.ctx.store.domain_get(&mailbox.domain) {
+            Ok(None) => Some(srs.forward(sender)),
+            Ok(Some(_)) => None,
+            Err(e) => {
+                // Rewriting is the safe default: it only costs the sender's
+                // SPF alignment, never delivery.
+                tracing::warn!(error = %e, "domain lookup failed; rewriting the sender");
+                Some(srs.forward(sender))
             }
         }
     }

@@ -18,6 +18,8 @@ mod tests;
 
 use crate::config::Config;
 use crate::queue::Queue;
+use crate::rewrite::pipeline::Forwarding;
+use crate::rewrite::srs::Srs;
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -28,4 +30,8 @@ pub struct SmtpContext {
     pub queue: Queue,
     /// None when STARTTLS is off.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// None when SRS is off.
+    pub srs: Option<Srs>,
+    /// Verdicts, From rewrite, signatures: every accepted message goes through it.
+    pub forwarding: Arc<Forwarding>,
 }

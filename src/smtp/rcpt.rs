@@ -75,7 +75,16 @@ impl<T: Io> Session<T> {
                 "unknown_user",
             );
         };
-        match resolve::recipient(&self.ctx.store, &mailbox, postmaster) {
+        let resolution = match self
+            .ctx
+            .srs
+            .as_ref()
+            .and_then(|srs| resolve::srs_bounce(srs, &mailbox))
+        {
+            Some(bounce) => Ok(bounce),
+            None => resolve::recipient(&self.ctx.store, &mailbox, postmaster),
+        };
+        match resolution {
             Ok(Resolution::Forward {
                 alias,
                 destinations,
@@ -96,6 +105,10 @@ impl<T: Io> Session<T> {
                     "Error: recipient address rejected: user unknown",
                 ),
                 "unknown_user",
+            ),
+            Ok(Resolution::BadBounceAddress) => self.reject(
+                Reply::new(550, [5, 1, 1], "Error: invalid or expired bounce address"),
+                "bad_bounce_address",
             ),
             Ok(Resolution::NotLocal) => self.reject(
                 Reply::new(550, [5, 7, 1], "Error: relay access denied"),

@@ -61,6 +61,13 @@ impl Harness {
             ..Config::default()
         };
         config.smtp.starttls = tls;
+        // Sessions are tested without DNS: no verdicts, no signatures here
+        // (tests/auth.rs and tests/forwarding.rs cover those).
+        config.auth.enabled = false;
+        config.dkim.enabled = false;
+        config.arc.enabled = false;
+        config.srs.secrets = vec!["session-test-secret".into()];
+        config.srs.domain = "srs.relay.test".into();
         tweak(&mut config);
         let store = Arc::new(Store::open(&config.store_path()).expect("store"));
         store.domain_add("d.country", Source::Static).unwrap();
@@ -88,6 +95,12 @@ impl Harness {
                 .expect("self-signed certificate");
             tokio_rustls::TlsAcceptor::from(server)
         });
+        let srs = config
+            .srs
+            .enabled
+            .then(|| crate::rewrite::srs::Srs::from_config(&config).expect("srs"));
+        let forwarding =
+            Arc::new(crate::rewrite::pipeline::Forwarding::new(&config).expect("forwarding"));
         let (shutdown, _) = watch::channel(false);
         Harness {
             ctx: Arc::new(SmtpContext {
@@ -95,6 +108,8 @@ impl Harness {
                 store,
                 queue: started.queue,
                 tls,
+                srs,
+                forwarding,
             }),
             shutdown,
             _dir: dir,
@@ -710,6 +725,60 @@ async fn postmaster_is_accepted_when_configured() {
     c.mail_from(SENDER, "250 2.1.0").await;
     c.rcpt_to("postmaster", "550 5.1.1").await;
     c.rcpt_to("postmaster@d.country", "550 5.1.1").await;
+    c.quit().await;
+}
+
+#[tokio::test]
+async fn bounces_to_srs_addresses_are_verified_at_rcpt() {
+    let h = Harness::new(|_| {});
+    let srs = h.ctx.srs.as_ref().expect("srs is on");
+    let minted = srs.forward("alice@origin.test");
+    assert!(minted.ends_with("@srs.relay.test"), "{minted}");
+    let mut c = h.connect().await;
+    c.ehlo("mx.remote.test").await;
+    c.mail_from("", "250 2.1.0").await;
+    c.rcpt_to(&minted, "250 2.1.5").await;
+    // a forged hash and a made-up address at the SRS domain
+    let forged = minted.replacen("SRS0=", "SRS0=x", 1);
+    c.rcpt_to(&forged, "550 5.1.1").await;
+    c.rcpt_to("SRS0=abcd=ZZ=evil.test=x@srs.relay.test", "550 5.1.1")
+        .await;
+    c.rcpt_to("anyone@srs.relay.test", "550 5.1.1").await;
+    let reply = c
+        .data(b"Subject: bounce\r\n\r\nreturned\r\n.\r\n", "250 2.0.0")
+        .await;
+    let (entry, _) = h.queued(&reply);
+    assert_eq!(entry.sender, "");
+    assert_eq!(
+        entry.envelope_from, None,
+        "the null sender is never rewritten"
+    );
+    assert_eq!(entry.recipients[0].address, "alice@origin.test");
+    c.quit().await;
+}
+
+#[tokio::test]
+async fn forwarded_senders_are_rewritten_except_local_and_null() {
+    let h = Harness::new(|_| {});
+    let mut c = h.connect().await;
+    c.ehlo("client.test").await;
+    for (sender, rewritten) in [("bob@origin.test", true), ("me@d.country", false)] {
+        c.mail_from(sender, "250 2.1.0").await;
+        c.rcpt_to("hello@d.country", "250 2.1.5").await;
+        let reply = c
+            .data(b"Subject: x\r\n\r\nbody\r\n.\r\n", "250 2.0.0")
+            .await;
+        let (entry, _) = h.queued(&reply);
+        assert_eq!(entry.sender, sender, "the original sender is kept for DSNs");
+        match &entry.envelope_from {
+            Some(srs) if rewritten => {
+                assert!(srs.starts_with("SRS0="), "{srs}");
+                assert_eq!(h.ctx.srs.as_ref().unwrap().reverse(srs).unwrap(), sender);
+            }
+            None if !rewritten => {}
+            other => panic!("{sender}: unexpected envelope {other:?}"),
+        }
+    }
     c.quit().await;
 }
 

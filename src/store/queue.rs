@@ -39,8 +39,12 @@ pub struct QueuedRecipient {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
     pub id: u64,
-    /// Envelope sender as received ("" is the null sender).
+    /// Envelope sender as received ("" is the null sender); DSNs go here.
     pub sender: String,
+    /// Envelope sender used towards the next hop when it differs from
+    /// `sender` (the SRS form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_from: Option<String>,
     /// Unix ms of acceptance.
     pub created: u64,
     /// Size of the spool file in bytes.
@@ -244,6 +248,7 @@ pub(crate) fn sample_entry(id: u64, due: u64) -> QueueEntry {
     QueueEntry {
         id,
         sender: "s@example.org".into(),
+        envelope_from: None,
         created: 1,
         size: 10,
         client_ip: None,

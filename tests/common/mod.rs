@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod http;
 pub mod node;
+pub mod pyverify;
 pub mod relay;
 pub mod sink;
 pub mod smtp;

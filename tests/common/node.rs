@@ -100,6 +100,10 @@ retry_max = "{rm}"
 connect_timeout = "2s"
 command_timeout = "5s"
 
+# Tests send DNS queries only to loopback; these have no DNS server.
+[auth]
+enabled = false
+
 [outbound.routes]
 "dest.test" = "{dest}"
 "#,

@@ -1,0 +1,53 @@
+//! The DNS resolver every lookup of the relay goes through (MX and host
+//! addresses for delivery; SPF, DKIM, DMARC and ARC records for the inbound
+//! verdicts): the servers of `outbound.nameservers`, or the system's
+//! configuration when there are none.
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Shortest time a "no such record" answer is cached.
+const NEGATIVE_MIN_TTL: Duration = Duration::from_secs(10);
+
+/// Builds a resolver on `nameservers` (UDP and TCP on each address's port),
+/// or on the system configuration when the list is empty.
+///
+/// hickory's cache stays on (it caches negative answers, which mail-auth
+/// does not), with a floor of [`NEGATIVE_MIN_TTL`] for negative answers: a
+/// server that sends no SOA with NXDOMAIN would otherwise be asked again for
+/// every message (the HELO name, the DMARC tree walk).
+pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
+    if nameservers.is_empty() {
+        return TokioResolver::builder_tokio()
+            .and_then(|mut b| {
+                b.options_mut().negative_min_ttl = Some(NEGATIVE_MIN_TTL);
+                b.build()
+            })
+            .map_err(|e| {
+                format!(
+                    "cannot use the system DNS configuration ({e}); set outbound.nameservers"
+                )
+            });
+    }
+    let servers = nameservers
+        .iter()
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    let mut builder = TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(servers),
+        TokioRuntimeProvider::default(),
+    );
+    builder.options_mut().negative_min_ttl = Some(NEGATIVE_MIN_TTL);
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the DNS resolver: {e}"))
+}

@@ -1,0 +1,970 @@
+//! Sender Rewriting Scheme (SRS): rewrites the envelope sender of forwarded
+//! mail into an address of the relay's SRS domain, so SPF passes downstream,
+//! and turns such addresses back into the original sender when a bounce
+//! comes back. The format is byte-for-byte that of libsrs2 as shipped in
+//! postsrsd, so the two can share secrets and reverse each other's
+//! addresses:
+//!
+//! - `SRS0=HHHH=TT=orig-domain=orig-local@srs-domain` for ordinary senders;
+//! - `SRS1=HHHH=first-domain==opaque@srs-domain` for senders that already are
+//!   SRS addresses of another forwarder (`SRS0=opaque@first-domain`, or an
+//!   `SRS1` one, whose inner part is re-signed), so bounces go back to the
+//!   first forwarder directly;
+//! - `TT`: the day number (`unix_secs / 86400`) mod 1024 as two characters of
+//!   `ABCDEFGHIJKLMNOPQRSTUVWXYZ234567`, most significant first;
+//! - `HHHH`: the first `hash_length` characters of the standard base64
+//!   (`A-Za-z0-9+/`, what postsrsd emits) of HMAC-SHA1(secret, data), where
+//!   data is the ASCII-lowercased concatenation, without separators, of
+//!   `TT ‖ orig-domain ‖ orig-local` (SRS0) or `first-domain ‖ opaque`
+//!   (SRS1, `opaque` keeping its leading separator). Past the 27 characters
+//!   the 20-byte MAC yields, libsrs2 pads with `A`, and so do we.
+//!
+//! Reversal accepts any case in the whole address (the MAC covers lowercased
+//! data, the hash is compared case-insensitively, as libsrs2 does), `-_` for
+//! `+/`, `=`, `-` or `+` after the tag, a hash of at least `hash_length`
+//! characters (longer ones, as a forwarder configured with a longer hash
+//! mints, must match on every character), and any configured secret
+//! (rotation: the first signs). The domain of an SRS address is not checked
+//! (routing decided that it is ours), again like libsrs2. A timestamp is
+//! valid while `(today - TT) mod 1024 <= max_age in whole days`: an address
+//! minted on day D is accepted through day D + 21 with the default 21 days,
+//! and, as in libsrs2, a timestamp "in the future" counts as almost 1024
+//! days old.
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
+
+const DAY_SECS: u64 = 86_400;
+/// Distinct timestamps: two base32 characters.
+const TIME_SLOTS: u64 = 1024;
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// Separators libsrs2 accepts after the `SRS0`/`SRS1` tag.
+const TAG_SEPARATORS: &[u8] = b"=-+";
+/// Longest hash: 27 characters of the 20-byte MAC plus libsrs2's `A` pad.
+const MAX_HASH: usize = 28;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SrsError {
+    #[error("not an SRS address")]
+    NotSrs,
+    #[error("malformed SRS address")]
+    Malformed,
+    #[error("SRS address hash does not verify")]
+    BadHash,
+    #[error("SRS address has expired")]
+    Expired,
+    #[error("SRS secrets: {0}")]
+    Secrets(String),
+}
+
+/// An SRS signer/verifier: the SRS domain, the secrets (the first signs, all
+/// verify), the hash length and the maximum age. Cheap to clone.
+#[derive(Clone)]
+pub struct Srs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    domain: String,
+    keys: Vec<hmac::Key>,
+    hash_length: usize,
+    max_age_days: u64,
+}
+
+impl fmt::Debug for Srs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Srs")
+            .field("domain", &self.inner.domain)
+            .field("secrets", &self.inner.keys.len())
+            .field("hash_length", &self.inner.hash_length)
+            .field("max_age_days", &self.inner.max_age_days)
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Srs0,
+    Srs1,
+}
+
+/// `SRS0`/`SRS1` (any case) followed by a separator at the start of `local`.
+fn srs_tag(local: &str) -> Option<Tag> {
+    let head = local.as_bytes().get(..5)?;
+    if !head[..3].eq_ignore_ascii_case(b"SRS") || !TAG_SEPARATORS.contains(&head[4]) {
+        return None;
+    }
+    match head[3] {
+        b'0' => Some(Tag::Srs0),
+        b'1' => Some(Tag::Srs1),
+        _ => None,
+    }
+}
+
+/// The day-number timestamp of `unix_secs`: two base32 characters.
+fn timestamp(unix_secs: u64) -> [u8; 2] {
+    let day = unix_secs / DAY_SECS;
+    [
+        BASE32[((day >> 5) & 31) as usize],
+        BASE32[(day & 31) as usize],
+    ]
+}
+
+/// The day number (mod 1024) of a two-character timestamp, any case.
+fn parse_timestamp(stamp: &str) -> Option<u64> {
+    let bytes = stamp.as_bytes();
+    if bytes.len() != 2 {
+        return None;
+    }
+    let mut then = 0u64;
+    for b in bytes {
+        let value = BASE32.iter().position(|c| *c == b.to_ascii_uppercase())?;
+        then = (then << 5) | value as u64;
+    }
+    Some(then)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Srs {
+    /// An SRS instance for `domain`. The first secret signs, all verify.
+    /// `hash_length` is clamped to 1..=28; `max_age` counts in whole days
+    /// (the timestamp's resolution), rounded down.
+    ///
+    /// # Panics
+    /// If `secrets` is empty (`from_config` never passes none).
+    pub fn new(domain: &str, secrets: Vec<Vec<u8>>, hash_length: usize, max_age: Duration) -> Srs {
+        assert!(!secrets.is_empty(), "SRS needs at least one secret");
+        let keys = secrets
+            .iter()
+            .map(|s| hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, s))
+            .collect();
+        Srs {
+            inner: Arc::new(Inner {
+                domain: domain.to_string(),
+                keys,
+                hash_length: hash_length.clamp(1, MAX_HASH),
+                max_age_days: max_age.as_secs() / DAY_SECS,
+            }),
+        }
+    }
+
+    /// The instance the configuration describes: the secrets of
+    /// `srs.secrets` followed by those of `srs.secrets_file` (one a line,
+    /// taken verbatim as postsrsd does; blank lines and `#` comments
+    /// skipped), or with neither, the one in data_dir/srs.secret, generated
+    /// (random, 0600) on first use.
+    pub fn from_config(config: &crate::config::Config) -> Result<Srs, SrsError> {
+        let mut secrets: Vec<Vec<u8>> = config
+            .srs
+            .secrets
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        if let Some(file) = &config.srs.secrets_file {
+            secrets.extend(read_secret_file(file)?);
+        }
+        if secrets.is_empty() {
+            secrets = generated_secret(&generated_secret_path(config))?;
+        }
+        Ok(Srs::new(
+            config.srs_domain(),
+            secrets,
+            config.srs.hash_length,
+            config.srs.max_age.0,
+        ))
+    }
+
+    /// The SRS domain (right-hand side of the addresses minted).
+    pub fn domain(&self) -> &str {
+        &self.inner.domain
+    }
+
+    /// `sender` rewritten into an SRS address of ours, timestamped now.
+    pub fn forward(&self, sender: &str) -> String {
+        self.forward_at(sender, now_secs())
+    }
+
+    /// `sender` rewritten into an SRS address of ours, timestamped with the
+    /// day of `unix_secs`. Returned unchanged: the null sender and anything
+    /// without a non-empty local part and domain around its last `@`,
+    /// senders already in the SRS domain (libsrs2 without "always rewrite"),
+    /// and senders whose domain holds `=` (not representable).
+    pub fn forward_at(&self, sender: &str, unix_secs: u64) -> String {
+        let Some((local, host)) = sender.rsplit_once('@') else {
+            return sender.to_string();
+        };
+        if local.is_empty()
+            || host.is_empty()
+            || host.contains('=')
+            || host.eq_ignore_ascii_case(&self.inner.domain)
+        {
+            return sender.to_string();
+        }
+        let alias = &self.inner.domain;
+        match srs_tag(local) {
+            Some(Tag::Srs1) => {
+                // SRS1=hash=first-host=opaque: re-sign the inner part.
+                if let Some((_, rest)) = local[5..].split_once('=')
+                    && let Some((first_host, opaque)) = rest.split_once('=')
+                    && !first_host.is_empty()
+                    && !opaque.is_empty()
+                {
+                    let hash = self.hash_text(0, &[first_host.as_bytes(), opaque.as_bytes()]);
+                    return format!("SRS1={hash}={first_host}={opaque}@{alias}");
+                }
+            }
+            Some(Tag::Srs0) => {
+                // The opaque part keeps the separator after the tag.
+                let opaque = &local[4..];
+                let hash = self.hash_text(0, &[host.as_bytes(), opaque.as_bytes()]);
+                return format!("SRS1={hash}={host}={opaque}@{alias}");
+            }
+            None => {}
+        }
+        let stamp = timestamp(unix_secs);
+        let hash = self.hash_text(0, &[&stamp, host.as_bytes(), local.as_bytes()]);
+        let stamp = std::str::from_utf8(&stamp).unwrap_or("AA");
+        format!("SRS0={hash}={stamp}={host}={local}@{alias}")
+    }
+
+    /// The address an SRS address of ours stands for, checked now.
+    pub fn reverse(&self, address: &str) -> Result<String, SrsError> {
+        self.reverse_at(address, now_secs())
+    }
+
+    /// The address an SRS address of ours stands for, checked at
+    /// `unix_secs`: for SRS0 the original sender, for SRS1 the SRS0 address
+    /// at the first forwarder's domain.
+    pub fn reverse_at(&self, address: &str, unix_secs: u64) -> Result<String, SrsError> {
+        let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+        let tag = srs_tag(local).ok_or(SrsError::NotSrs)?;
+        let rest = &local[5..];
+        match tag {
+            Tag::Srs0 => {
+                let (hash, rest) = rest.split_once('=').ok_or(SrsError::Malformed)?;
+                let (stamp, rest) = rest.split_once('=').ok_or(SrsError::Malformed)?;
+                let (host, user) = rest.split_once('=').ok_or(SrsError::Malformed)?;
+                if hash.is_empty() || host.is_empty() || user.is_empty() {
+                    return Err(SrsError::Malformed);
+                }
+                let then = parse_timestamp(stamp).ok_or(SrsError::Malformed)?;
+                self.verify(hash, &[stamp.as_bytes(), host.as_bytes(), user.as_bytes()])?;
+                let today = (unix_secs / DAY_SECS) % TIME_SLOTS;
+                let age = (today + TIME_SLOTS - then) % TIME_SLOTS;
+                if age > self.inner.max_age_days {
+                    return Err(SrsError::Expired);
+                }
+                Ok(format!("{user}@{host}"))
+            }
+            Tag::Srs1 => {
+                let (hash, rest) = rest.split_once('=').ok_or(SrsError::Malformed)?;
+                let (host, opaque) = rest.split_once('=').ok_or(SrsError::Malformed)?;
+                if hash.is_empty() || host.is_empty() || opaque.is_empty() {
+                    return Err(SrsError::Malformed);
+                }
+                self.verify(hash, &[host.as_bytes(), opaque.as_bytes()])?;
+                Ok(format!("SRS0{opaque}@{host}"))
+            }
+        }
+    }
+
+    /// True when the local part (left of the last `@`) starts with `SRS0` or
+    /// `SRS1`, any case, followed by `=`, `-` or `+`.
+    pub fn is_srs_address(address: &str) -> bool {
+        let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+        srs_tag(local).is_some()
+    }
+
+    /// libsrs2's hash with secret `index`: base64 of the MAC of the
+    /// lowercased parts, 28 characters (the last one the `A` pad).
+    fn full_hash(&self, index: usize, parts: &[&[u8]]) -> [u8; MAX_HASH] {
+        let mut ctx = hmac::Context::with_key(&self.inner.keys[index]);
+        for part in parts {
+            ctx.update(&part.to_ascii_lowercase());
+        }
+        let tag = ctx.sign();
+        // 20 bytes and a zero byte: 28 characters, no padding; the 28th is
+        // the `A` libsrs2 produces when it reads past the digest.
+        let mut input = [0u8; 21];
+        input[..20].copy_from_slice(tag.as_ref());
+        let mut out = [0u8; MAX_HASH];
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(input, &mut out)
+            .unwrap_or(0);
+        debug_assert_eq!(written, MAX_HASH);
+        out
+    }
+
+    fn hash_text(&self, index: usize, parts: &[&[u8]]) -> String {
+        let full = self.full_hash(index, parts);
+        String::from_utf8_lossy(&full[..self.inner.hash_length]).into_owned()
+    }
+
+    /// Checks `presented` against every secret: at least `hash_length`
+    /// characters, all matching, any case, `-_` standing for `+/`.
+    fn verify(&self, presented: &str, parts: &[&[u8]]) -> Result<(), SrsError> {
+        let len = presented.len();
+        if len < self.inner.hash_length || len > MAX_HASH {
+            return Err(SrsError::BadHash);
+        }
+        let normalized: Vec<u8> = presented
+            .bytes()
+            .map(|b| match b {
+                b'-' => b'+',
+                b'_' => b'/',
+                b => b.to_ascii_lowercase(),
+            })
+            .collect();
+        let mut ok = subtle::Choice::from(0);
+        for index in 0..self.inner.keys.len() {
+            let expected = self.full_hash(index, parts).to_ascii_lowercase();
+            ok |= expected[..len].ct_eq(&normalized);
+        }
+        if bool::from(ok) {
+            Ok(())
+        } else {
+            Err(SrsError::BadHash)
+        }
+    }
+}
+
+/// Path of the secret generated when none is configured.
+pub fn generated_secret_path(config: &crate::config::Config) -> PathBuf {
+    config.data_dir.join("srs.secret")
+}
+
+/// The secrets of a file: one a line, verbatim but for the line end (as
+/// postsrsd reads its secret file), blank lines and `#` comments skipped.
+fn read_secret_file(path: &Path) -> Result<Vec<Vec<u8>>, SrsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SrsError::Secrets(format!(
+            "cannot read SRS secret file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let secrets: Vec<Vec<u8>> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    if secrets.is_empty() {
+        return Err(SrsError::Secrets(format!(
+            "SRS secret file {} holds no secret",
+            path.display()
+        )));
+    }
+    if secrets.iter().any(|s| s.len() < 8) {
+        tracing::warn!(path = %path.display(), "an SRS secret is shorter than 8 characters");
+    }
+    Ok(secrets)
+}
+
+/// The secret in `path`, created (random, 0600) if there is none yet. The
+/// file is written aside and linked into place, so concurrent first uses
+/// agree on one secret.
+fn generated_secret(path: &Path) -> Result<Vec<Vec<u8>>, SrsError> {
+    if path.exists() {
+        return read_secret_file(path);
+    }
+    let (secret, nonce) = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let bytes: [u8; 24] = rng.random();
+        let nonce: u64 = rng.random();
+        (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            nonce,
+        )
+    };
+    let tmp = path.with_file_name(format!(
+        ".srs.secret.{}.{nonce:016x}.tmp",
+        std::process::id()
+    ));
+    let write_error = |e: String| {
+        SrsError::Secrets(format!(
+            "cannot write generated SRS secret {}: {e}",
+            path.display()
+        ))
+    };
+    crate::tls::write_private(&tmp, format!("{secret}\n").as_bytes())
+        .map_err(|e| write_error(e.to_string()))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let linked = match linked {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            return read_secret_file(path);
+        }
+        // A file system without hard links: move it into place.
+        Err(_) => std::fs::rename(&tmp, path),
+        Ok(()) => Ok(()),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| write_error(e.to_string()))?;
+    tracing::info!(path = %path.display(), "generated an SRS secret");
+    Ok(vec![secret.into_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const T: u64 = 1_577_836_860;
+    const DAYS21: Duration = Duration::from_secs(21 * DAY_SECS);
+
+    fn srs() -> Srs {
+        Srs::new("example.com", vec![b"tops3cr3t".to_vec()], 4, DAYS21)
+    }
+
+    #[test]
+    fn design_vectors() {
+        let s = srs();
+        assert_eq!(
+            s.forward_at("test@otherdomain.com", T),
+            "SRS0=vmyz=2W=otherdomain.com=test@example.com"
+        );
+        assert_eq!(
+            s.forward_at("SRS0=opaque+string@otherdomain.com", T),
+            "SRS1=chaI=otherdomain.com==opaque+string@example.com"
+        );
+        assert_eq!(
+            s.reverse_at("SRS0=vmyz=2W=otherdomain.com=test@example.com", T)
+                .unwrap(),
+            "test@otherdomain.com"
+        );
+        assert_eq!(
+            s.reverse_at("SRS1=chaI=otherdomain.com==opaque+string@example.com", T)
+                .unwrap(),
+            "SRS0=opaque+string@otherdomain.com"
+        );
+        assert_eq!(s.domain(), "example.com");
+    }
+
+    #[test]
+    fn timestamps() {
+        // Day 18262 = 854 mod 1024 = 26 * 32 + 22.
+        assert_eq!(&timestamp(T), b"2W");
+        assert_eq!(parse_timestamp("2W"), Some(854));
+        assert_eq!(parse_timestamp("2w"), Some(854));
+        assert_eq!(&timestamp(0), b"AA");
+        assert_eq!(&timestamp(1023 * DAY_SECS), b"77");
+        assert_eq!(&timestamp(1024 * DAY_SECS), b"AA");
+        assert_eq!(parse_timestamp("A"), None);
+        assert_eq!(parse_timestamp("AAA"), None);
+        assert_eq!(parse_timestamp("A1"), None);
+        assert_eq!(parse_timestamp("Aé"), None);
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = srs();
+        for sender in [
+            "test@otherdomain.com",
+            "first.last+tag@Sub.Example.ORG",
+            "Mixed.Case@MiXeD.example",
+            "a=b==c=@x.org",
+            "=leading@x.org",
+            "\"quoted@local\"@x.org",
+            "user@xn--bcher-kva.example",
+            "ünïcödé@bücher.example",
+            "srs@x.org",
+            "SRS2=not=srs@x.org",
+            "SRS1=broken@x.org",
+        ] {
+            let srs_address = s.forward_at(sender, T);
+            assert!(Srs::is_srs_address(&srs_address), "{srs_address}");
+            assert!(srs_address.ends_with("@example.com"));
+            assert_eq!(
+                s.reverse_at(&srs_address, T + 3 * DAY_SECS).unwrap(),
+                sender,
+                "{srs_address}"
+            );
+        }
+    }
+
+    #[test]
+    fn srs1_chains() {
+        let s = srs();
+        // An SRS0 address of another forwarder, any tag separator and case.
+        for (sender, first) in [
+            (
+                "SRS0=HHHH=TT=orig.org=user@fwd1.net",
+                "SRS0=HHHH=TT=orig.org=user@fwd1.net",
+            ),
+            (
+                "srs0-HHHH=TT=orig.org=user@fwd1.net",
+                "SRS0-HHHH=TT=orig.org=user@fwd1.net",
+            ),
+            (
+                "SRS0+HHHH=TT=orig.org=user@FWD1.net",
+                "SRS0+HHHH=TT=orig.org=user@FWD1.net",
+            ),
+        ] {
+            let once = s.forward_at(sender, T);
+            assert!(once.starts_with("SRS1="), "{once}");
+            assert_eq!(s.reverse_at(&once, T).unwrap(), first);
+        }
+        // An SRS1 address of a second forwarder: re-signed, still pointing
+        // at the first forwarder.
+        let once = s.forward_at("SRS1=xxxx=fwd1.net==HHHH=TT=orig.org=user@fwd2.net", T);
+        let (_, tail) = once.split_at(9);
+        assert_eq!(tail, "=fwd1.net==HHHH=TT=orig.org=user@example.com");
+        assert_eq!(
+            s.reverse_at(&once, T).unwrap(),
+            "SRS0=HHHH=TT=orig.org=user@fwd1.net"
+        );
+        // SRS1 addresses carry no timestamp: they do not expire.
+        assert!(s.reverse_at(&once, T + 500 * DAY_SECS).is_ok());
+    }
+
+    #[test]
+    fn not_rewritten() {
+        let s = srs();
+        for sender in [
+            "",
+            "user",
+            "@x.org",
+            "user@",
+            "user@example.com",
+            "u@EXAMPLE.Com",
+            "u@a=b",
+        ] {
+            assert_eq!(s.forward_at(sender, T), sender);
+        }
+    }
+
+    #[test]
+    fn reverse_ignores_case() {
+        let s = srs();
+        let a = "SRS0=vmyz=2W=otherdomain.com=test@example.com";
+        assert_eq!(
+            s.reverse_at(&a.to_ascii_uppercase(), T).unwrap(),
+            "TEST@OTHERDOMAIN.COM"
+        );
+        assert_eq!(
+            s.reverse_at(&a.to_ascii_lowercase(), T).unwrap(),
+            "test@otherdomain.com"
+        );
+        assert_eq!(
+            s.reverse_at("SRS0=vmyz=2W=otherdomain.com=test@Elsewhere.NET", T)
+                .unwrap(),
+            "test@otherdomain.com"
+        );
+        let a = "srs1=CHAi=OtherDomain.com==opaque+string@example.com";
+        assert_eq!(
+            s.reverse_at(a, T).unwrap(),
+            "SRS0=opaque+string@OtherDomain.com"
+        );
+        // Other tag separators, as postsrsd -a mints them.
+        assert_eq!(
+            s.reverse_at("SRS0-vmyz=2W=otherdomain.com=test@example.com", T)
+                .unwrap(),
+            "test@otherdomain.com"
+        );
+    }
+
+    #[test]
+    fn reverse_accepts_url_safe_alphabet() {
+        let s = srs();
+        let mut seen = (false, false);
+        for i in 0..2000 {
+            let a = s.forward_at(&format!("user{i}@other.org"), T);
+            let hash = &a[5..9];
+            if !hash.contains(['+', '/']) {
+                continue;
+            }
+            seen.0 |= hash.contains('+');
+            seen.1 |= hash.contains('/');
+            let safe = a.replacen(hash, &hash.replace('+', "-").replace('/', "_"), 1);
+            assert_eq!(
+                s.reverse_at(&safe, T).unwrap(),
+                format!("user{i}@other.org")
+            );
+            assert_eq!(s.reverse_at(&a, T).unwrap(), format!("user{i}@other.org"));
+            if seen == (true, true) {
+                return;
+            }
+        }
+        panic!("no hash with + and / in 2000 addresses");
+    }
+
+    #[test]
+    fn rotation() {
+        let old = Srs::new("example.com", vec![b"old-secret".to_vec()], 4, DAYS21);
+        let rotated = Srs::new(
+            "example.com",
+            vec![b"new-secret".to_vec(), b"old-secret".to_vec()],
+            4,
+            DAYS21,
+        );
+        let fresh = Srs::new("example.com", vec![b"new-secret".to_vec()], 4, DAYS21);
+        for sender in ["a@b.org", "SRS0=x=y=z@w.org"] {
+            let by_old = old.forward_at(sender, T);
+            let by_rotated = rotated.forward_at(sender, T);
+            assert_eq!(by_rotated, fresh.forward_at(sender, T), "the first signs");
+            assert_eq!(
+                rotated.reverse_at(&by_old, T).unwrap(),
+                old.reverse_at(&by_old, T).unwrap()
+            );
+            assert_eq!(
+                rotated.reverse_at(&by_rotated, T).unwrap(),
+                fresh.reverse_at(&by_rotated, T).unwrap()
+            );
+            assert!(matches!(
+                fresh.reverse_at(&by_old, T),
+                Err(SrsError::BadHash)
+            ));
+            assert!(matches!(
+                old.reverse_at(&by_rotated, T),
+                Err(SrsError::BadHash)
+            ));
+        }
+    }
+
+    #[test]
+    fn expiry_boundary() {
+        let s = srs();
+        let minted_day = T / DAY_SECS;
+        let a = s.forward_at("test@otherdomain.com", T);
+        let day_start = minted_day * DAY_SECS;
+        // Same day, then the last second of day D + 21: valid.
+        assert!(s.reverse_at(&a, day_start).is_ok());
+        assert!(s.reverse_at(&a, day_start + 22 * DAY_SECS - 1).is_ok());
+        // First second of day D + 22: expired.
+        assert!(matches!(
+            s.reverse_at(&a, day_start + 22 * DAY_SECS),
+            Err(SrsError::Expired)
+        ));
+        // The day before minting: "in the future", 1023 days old.
+        assert!(matches!(
+            s.reverse_at(&a, day_start - 1),
+            Err(SrsError::Expired)
+        ));
+        // Timestamps wrap every 1024 days, as in libsrs2.
+        assert!(s.reverse_at(&a, day_start + 1024 * DAY_SECS).is_ok());
+        // Minted on day 1023, checked on day 1029 (timestamp 5).
+        let late = s.forward_at("test@otherdomain.com", 1023 * DAY_SECS + 10);
+        assert!(late.contains("=77="));
+        assert!(s.reverse_at(&late, 1029 * DAY_SECS).is_ok());
+        assert!(s.reverse_at(&late, (1023 + 21) * DAY_SECS).is_ok());
+        assert!(matches!(
+            s.reverse_at(&late, (1023 + 22) * DAY_SECS),
+            Err(SrsError::Expired)
+        ));
+        // max_age is counted in whole days, rounded down.
+        let short = Srs::new(
+            "example.com",
+            vec![b"tops3cr3t".to_vec()],
+            4,
+            Duration::from_secs(DAY_SECS + 3600),
+        );
+        assert!(short.reverse_at(&a, day_start + 2 * DAY_SECS - 1).is_ok());
+        assert!(matches!(
+            short.reverse_at(&a, day_start + 2 * DAY_SECS),
+            Err(SrsError::Expired)
+        ));
+    }
+
+    #[test]
+    fn bad_hashes() {
+        let s = srs();
+        let good = "SRS0=vmyz=2W=otherdomain.com=test@example.com";
+        for bad in [
+            "SRS0=vmyy=2W=otherdomain.com=test@example.com",
+            "SRS0=vmy=2W=otherdomain.com=test@example.com",
+            "SRS0=vmyzx=2W=otherdomain.com=test@example.com",
+            "SRS0=vmyz=2X=otherdomain.com=test@example.com",
+            "SRS0=vmyz=2W=otherdomain.org=test@example.com",
+            "SRS0=vmyz=2W=otherdomain.com=tést@example.com",
+            "SRS0=vmyz=2W=otherdomain.com=test2@example.com",
+            "SRS1=chaJ=otherdomain.com==opaque+string@example.com",
+            "SRS1=chaI=otherdomain.com=-opaque+string@example.com",
+        ] {
+            assert!(
+                matches!(s.reverse_at(bad, T), Err(SrsError::BadHash)),
+                "{bad}: {:?}",
+                s.reverse_at(bad, T)
+            );
+        }
+        let other = Srs::new("example.com", vec![b"another!".to_vec()], 4, DAYS21);
+        assert!(matches!(other.reverse_at(good, T), Err(SrsError::BadHash)));
+        // A bad hash on an expired address is reported as a bad hash.
+        assert!(matches!(
+            s.reverse_at(
+                "SRS0=vmyy=2W=otherdomain.com=test@example.com",
+                T + 100 * DAY_SECS
+            ),
+            Err(SrsError::BadHash)
+        ));
+    }
+
+    #[test]
+    fn hash_lengths() {
+        let long = Srs::new("example.com", vec![b"tops3cr3t".to_vec()], 8, DAYS21);
+        let longest = Srs::new("example.com", vec![b"tops3cr3t".to_vec()], 28, DAYS21);
+        let s = srs();
+        let a8 = long.forward_at("test@otherdomain.com", T);
+        let a28 = longest.forward_at("test@otherdomain.com", T);
+        // HMAC base64 "vmyz7BwaV7BFsJiaZTJeJaQF2Ys=", padded with A.
+        assert_eq!(a8, "SRS0=vmyz7Bwa=2W=otherdomain.com=test@example.com");
+        assert_eq!(
+            a28,
+            "SRS0=vmyz7BwaV7BFsJiaZTJeJaQF2YsA=2W=otherdomain.com=test@example.com"
+        );
+        // Longer hashes verify when every character matches; shorter do not.
+        assert!(s.reverse_at(&a8, T).is_ok());
+        assert!(s.reverse_at(&a28, T).is_ok());
+        assert!(long.reverse_at(&a28, T).is_ok());
+        assert!(matches!(
+            long.reverse_at("SRS0=vmyz=2W=otherdomain.com=test@example.com", T),
+            Err(SrsError::BadHash)
+        ));
+        assert!(matches!(
+            s.reverse_at("SRS0=vmyz7BwX=2W=otherdomain.com=test@example.com", T),
+            Err(SrsError::BadHash)
+        ));
+        let too_long = a28.replacen("YsA=", "YsAA=", 1);
+        assert!(matches!(s.reverse_at(&too_long, T), Err(SrsError::BadHash)));
+    }
+
+    #[test]
+    fn malformed_and_foreign() {
+        let s = srs();
+        for (address, expected) in [
+            ("", "NotSrs"),
+            ("@", "NotSrs"),
+            ("user@example.com", "NotSrs"),
+            ("SRS0@example.com", "NotSrs"),
+            ("SRS2=a=b=c=d@example.com", "NotSrs"),
+            ("SRS0x=a=b=c@example.com", "NotSrs"),
+            ("SRSé=a@example.com", "NotSrs"),
+            ("SRS0é=a@example.com", "NotSrs"),
+            ("xSRS0=vmyz=2W=otherdomain.com=test@example.com", "NotSrs"),
+            ("SRS0=@example.com", "Malformed"),
+            ("SRS0=vmyz@example.com", "Malformed"),
+            ("SRS0=vmyz=2W@example.com", "Malformed"),
+            ("SRS0=vmyz=2W=otherdomain.com@example.com", "Malformed"),
+            ("SRS0=vmyz=2W=otherdomain.com=@example.com", "Malformed"),
+            ("SRS0=vmyz=2W==test@example.com", "Malformed"),
+            ("SRS0==2W=otherdomain.com=test@example.com", "Malformed"),
+            ("SRS0=vmyz=2=otherdomain.com=test@example.com", "Malformed"),
+            (
+                "SRS0=vmyz=2W1=otherdomain.com=test@example.com",
+                "Malformed",
+            ),
+            ("SRS0=vmyz=2!=otherdomain.com=test@example.com", "Malformed"),
+            ("SRS0=vmyz=2é=otherdomain.com=test@example.com", "Malformed"),
+            ("SRS1=@example.com", "Malformed"),
+            ("SRS1=chaI@example.com", "Malformed"),
+            ("SRS1=chaI=otherdomain.com@example.com", "Malformed"),
+            ("SRS1=chaI=otherdomain.com=@example.com", "Malformed"),
+            ("SRS1=chaI==opaque@example.com", "Malformed"),
+            ("SRS1==otherdomain.com==opaque@example.com", "Malformed"),
+        ] {
+            let got = s.reverse_at(address, T);
+            assert_eq!(
+                got.map_err(|e| format!("{e:?}")),
+                Err(expected.to_string()),
+                "{address}"
+            );
+        }
+    }
+
+    #[test]
+    fn srs_address_detection() {
+        for yes in [
+            "SRS0=a=b=c=d@x",
+            "srs0=x@y",
+            "Srs1-x@y",
+            "SRS1+x@y",
+            "SRS0=",
+            "SRS0=a@b@c",
+        ] {
+            assert!(Srs::is_srs_address(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "SRS0",
+            "SRS2=x@y",
+            "SRS0_x@y",
+            "SRS0x@y",
+            " SRS0=x@y",
+            "user@SRS0=x",
+            "é",
+            "SRS0é",
+        ] {
+            assert!(!Srs::is_srs_address(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn generated_secret_is_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let first = Srs::from_config(&config).unwrap();
+        let path = generated_secret_path(&config);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.trim().len() >= 32, "{text}");
+        let second = Srs::from_config(&config).unwrap();
+        let a = first.forward_at("user@x.org", T);
+        assert_eq!(second.forward_at("user@x.org", T), a);
+        assert_eq!(second.reverse_at(&a, T).unwrap(), "user@x.org");
+        assert_eq!(first.domain(), config.srs_domain());
+        // Nothing but the secret is left in the directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("srs.secret")]);
+    }
+
+    #[test]
+    fn concurrent_first_use_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let outputs: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| Srs::from_config(&config).unwrap().forward_at("u@x.org", T))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(outputs.windows(2).all(|w| w[0] == w[1]), "{outputs:?}");
+    }
+
+    #[test]
+    fn configured_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets");
+        std::fs::write(
+            &file,
+            "# rotated 2024\n\nfile-secret-1\r\n  # old\nfile-secret-2\n",
+        )
+        .unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.srs.domain = "srs.example.net".into();
+        config.srs.hash_length = 6;
+        config.srs.secrets_file = Some(file.clone());
+        let s = Srs::from_config(&config).unwrap();
+        let expect = |secrets: &[&str]| {
+            Srs::new(
+                "srs.example.net",
+                secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+                6,
+                DAYS21,
+            )
+        };
+        assert_eq!(s.domain(), "srs.example.net");
+        assert_eq!(
+            s.forward_at("u@x.org", T),
+            expect(&["file-secret-1"]).forward_at("u@x.org", T)
+        );
+        let old = expect(&["file-secret-2"]).forward_at("u@x.org", T);
+        assert_eq!(s.reverse_at(&old, T).unwrap(), "u@x.org");
+        // Config secrets come first, then the file's.
+        config.srs.secrets = vec!["config-secret".into()];
+        let s = Srs::from_config(&config).unwrap();
+        assert_eq!(
+            s.forward_at("u@x.org", T),
+            expect(&["config-secret"]).forward_at("u@x.org", T)
+        );
+        assert_eq!(s.reverse_at(&old, T).unwrap(), "u@x.org");
+        assert!(!generated_secret_path(&config).exists());
+        // A file without secrets, or none at all, is an error.
+        std::fs::write(&file, "# nothing\n\n").unwrap();
+        assert!(matches!(
+            Srs::from_config(&config),
+            Err(SrsError::Secrets(_))
+        ));
+        config.srs.secrets_file = Some(dir.path().join("missing"));
+        assert!(matches!(
+            Srs::from_config(&config),
+            Err(SrsError::Secrets(_))
+        ));
+    }
+
+    fn sender_strategy() -> impl proptest::strategy::Strategy<Value = (String, String)> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![
+                "[A-Za-z0-9._+=-]{1,24}",
+                "[sS][rR][sS][01][=+-][A-Za-z0-9._+=-]{0,24}",
+                "\\PC{1,12}",
+            ],
+            "[A-Za-z0-9-]{1,12}(\\.[A-Za-z]{2,6}){1,2}",
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn reverse_never_panics(
+            address in proptest::prop_oneof![
+                "\\PC*",
+                ".*",
+                "[sS][rR][sS][01][=+-][A-Za-z0-9=+/_@.é-]{0,40}",
+            ],
+            t in proptest::prelude::any::<u64>(),
+        ) {
+            let s = srs();
+            let _ = s.reverse_at(&address, t);
+            let _ = Srs::is_srs_address(&address);
+            let forwarded = s.forward_at(&address, t);
+            if forwarded != address {
+                proptest::prop_assert!(s.reverse_at(&forwarded, t).is_ok(), "{}", forwarded);
+            }
+        }
+
+        #[test]
+        fn forward_then_reverse_is_identity(
+            (local, domain) in sender_strategy(),
+            t in 0u64..(1u64 << 40),
+            age in 0u64..(22 * DAY_SECS),
+            hash_length in 4usize..=28,
+        ) {
+            let s = Srs::new("relay.example", vec![b"prop-secret".to_vec(), b"older".to_vec()], hash_length, DAYS21);
+            let sender = format!("{local}@{domain}");
+            let forwarded = s.forward_at(&sender, t);
+            proptest::prop_assert!(Srs::is_srs_address(&forwarded));
+            proptest::prop_assert!(forwarded.ends_with("@relay.example"));
+            let checked_at = (t / DAY_SECS) * DAY_SECS + age;
+            let back = s.reverse_at(&forwarded, checked_at).unwrap();
+            let expected = match srs_tag(&local) {
+                // SRS1 restores the SRS0 address, with libsrs2's tag case.
+                Some(Tag::Srs0) => format!("SRS0{}@{domain}", &local[4..]),
+                Some(Tag::Srs1) if forwarded.starts_with("SRS1") => {
+                    let inner = &local[5..];
+                    let (_, rest) = inner.split_once('=').unwrap();
+                    let (host, opaque) = rest.split_once('=').unwrap();
+                    format!("SRS0{opaque}@{host}")
+                }
+                _ => sender.clone(),
+            };
+            proptest::prop_assert_eq!(back, expected);
+        }
+    }
+}
