@@ -366,6 +366,13 @@ pub struct DkimKeyConfig {
     pub algorithm: KeyAlgorithm,
     /// PEM private key (PKCS#8; RSA keys may also be PKCS#1).
     pub key: PathBuf,
+    /// Sign DKIM with this key; false: it only seals ARC (arc.selector).
+    #[serde(default = "yes")]
+    pub dkim: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// DKIM signing of forwarded mail with the relay's domain.
@@ -651,6 +658,14 @@ impl Config {
                 "dkim.headers",
                 format!("{:?}", self.dkim.headers),
                 "must include From (RFC 6376 §5.4)",
+            ));
+        }
+        if self.dkim.enabled && !self.dkim.keys.is_empty() && self.dkim.keys.iter().all(|k| !k.dkim)
+        {
+            return Err(ConfigError::invalid(
+                "dkim.keys",
+                "(every key has dkim = false)",
+                "at least one key must sign DKIM while dkim.enabled",
             ));
         }
         if !self.arc.selector.is_empty()

@@ -832,6 +832,7 @@ async fn switches_turn_each_part_off() {
         selector: "ed1".into(),
         algorithm: KeyAlgorithm::Ed25519,
         key: path,
+        dkim: true,
     }];
     w.config.arc.selector = "ed1".into();
     let f = w.forwarding();
@@ -904,6 +905,7 @@ async fn prepare_cost() {
         selector: s.into(),
         algorithm: a,
         key: p.to_path_buf(),
+        dkim: true,
     };
     let variants: Vec<(&str, Vec<_>, &str)> = vec![
         ("verify only (no signing)", vec![], ""),
@@ -989,11 +991,13 @@ async fn signatures_verify_for_every_field_length() {
                 selector: format!("{selector}e"),
                 algorithm: KeyAlgorithm::Ed25519,
                 key: ed.clone(),
+                dkim: true,
             },
             eas_relay::config::DkimKeyConfig {
                 selector: format!("{selector}r"),
                 algorithm: KeyAlgorithm::Rsa,
                 key: rsa.clone(),
+                dkim: true,
             },
         ];
         w.sender("sender.example", Some("ip4:192.0.2.10 -all"), Some("none"));
@@ -1025,4 +1029,49 @@ async fn signatures_verify_for_every_field_length() {
             "{report:?}"
         );
     }
+}
+
+/// A key with `dkim = false` only seals: DKIM is signed by the other keys,
+/// ARC by it (Ed25519 DKIM with an RSA seal, as ARC verifiers expect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arc_only_key_seals_without_signing_dkim() {
+    let mut w = World::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ed, rsa) = (dir.path().join("ed.pem"), dir.path().join("rsa.pem"));
+    keys::generate(KeyAlgorithm::Ed25519, &ed).unwrap();
+    keys::generate(KeyAlgorithm::Rsa, &rsa).unwrap();
+    w.config.dkim.keys = vec![
+        eas_relay::config::DkimKeyConfig {
+            selector: "ed".into(),
+            algorithm: KeyAlgorithm::Ed25519,
+            key: ed,
+            dkim: true,
+        },
+        eas_relay::config::DkimKeyConfig {
+            selector: "seal".into(),
+            algorithm: KeyAlgorithm::Rsa,
+            key: rsa,
+            dkim: false,
+        },
+    ];
+    w.config.arc.selector = "seal".into();
+    w.sender("sender.example", Some("ip4:192.0.2.10 -all"), Some("none"));
+    let f = w.forwarding();
+    let prepared = prepare(
+        &f,
+        &arrived(&original("a@sender.example")),
+        "a@sender.example",
+    )
+    .await
+    .expect("accepted");
+    let report = w.verify(&prepared.message);
+    assert_eq!(
+        report.dkim.len(),
+        1,
+        "only the Ed25519 key signs DKIM: {report:?}"
+    );
+    assert!(report.dkim(RELAY_DOMAIN, "ed").valid, "{report:?}");
+    assert_eq!(report.arc_cv.as_deref(), Some("pass"), "{report:?}");
+    let text = String::from_utf8_lossy(&prepared.message);
+    assert!(text.contains("ARC-Seal: i=1; a=rsa-sha256;"), "{text}");
 }

@@ -185,6 +185,8 @@ pub struct SelectorKey {
     /// The file it was loaded from.
     pub path: PathBuf,
     pub pair: KeyPair,
+    /// Signs DKIM (false: only seals ARC).
+    pub dkim: bool,
 }
 
 /// The keys the relay signs with: `dkim.keys`, or when none are configured,
@@ -215,6 +217,7 @@ pub fn load(config: &Config) -> Result<Vec<SelectorKey>, KeyError> {
                 selector: selector.to_string(),
                 path,
                 pair,
+                dkim: true,
             })
         })
         .collect();
@@ -230,6 +233,7 @@ pub fn load(config: &Config) -> Result<Vec<SelectorKey>, KeyError> {
                 selector: key.selector.clone(),
                 path: key.key.clone(),
                 pair,
+                dkim: key.dkim,
             })
         })
         .collect()
@@ -402,11 +406,13 @@ mod tests {
                 selector: "ed".into(),
                 algorithm: KeyAlgorithm::Ed25519,
                 key: ed_path,
+                dkim: true,
             },
             DkimKeyConfig {
                 selector: "rsa".into(),
                 algorithm: KeyAlgorithm::Rsa,
                 key: rsa_path,
+                dkim: true,
             },
         ];
         let keys = load(&config).unwrap();
@@ -481,11 +487,13 @@ mod tests {
                     selector: "ok".into(),
                     algorithm: KeyAlgorithm::Ed25519,
                     key: ed_path.clone(),
+                    dkim: true,
                 },
                 DkimKeyConfig {
                     selector: "bad".into(),
                     algorithm,
                     key: path.clone(),
+                    dkim: true,
                 },
             ];
             let err = load(&config).unwrap_err().to_string();

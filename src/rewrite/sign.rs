@@ -104,6 +104,7 @@ impl Signer {
         }
         let dkim = if config.dkim.enabled {
             keys.iter()
+                .filter(|k| k.dkim)
                 .map(|k| Ok((k.selector.clone(), signing_key(k)?)))
                 .collect::<Result<_, String>>()?
         } else {
