@@ -21,8 +21,14 @@
 #   stop_s      time from SIGTERM to exit; relay_exit  its exit status (137 = SIGKILL)
 # The RESULT line is also appended to $RESULTS.
 #
-# SRS and DKIM are not implemented in eas-relay yet: SRS=1 or DKIM=1 is refused
-# (exit 2) rather than measuring plain forwarding under an SRS/DKIM label.
+# Configurations (every part of the relay that costs CPU is on or off explicitly):
+#   plain      SRS, inbound verdicts, DKIM and ARC off: forwarding only
+#   SRS=1      envelope senders rewritten (postsrsd format)
+#   DKIM=1     inbound SPF/DKIM/DMARC/ARC verdicts (against a dnsmasq on loopback
+#              in the namespace: example.org publishes SPF for 127.0.0.0/8 and
+#              DMARC p=none), DKIM signing and ARC sealing. DKIM_ALGO=ed25519
+#              (default): Ed25519 DKIM, ARC sealed with an RSA-2048 key that
+#              signs nothing else; DKIM_ALGO=rsa: RSA-2048 DKIM and ARC.
 #
 # Usage: scripts/bench-driver.sh [ACTION]
 #   run      (default) install + build if needed, then RUNS x (setup, start, load, stop, cleanup)
@@ -31,7 +37,8 @@
 #   install  the Debian packages of the harness (postfix-relay.sh install: smtp-source,
 #            smtp-sink, ss, unshare) and the release binary
 #   build    only build the release binary (if missing or stale); prints its path
-# Env: N=20000 CONCURRENCY=20 SIZE=4096 SRS=0 DKIM=0 RELAY_PORT=2525 SINK_PORT=2526
+# Env: N=20000 CONCURRENCY=20 SIZE=4096 SRS=0 DKIM=0 DKIM_ALGO=ed25519
+#      RELAY_PORT=2525 SINK_PORT=2526 DNS_PORT=5353
 #      HTTP_PORT=RELAY_PORT+1000 RUNS=1 TIMEOUT=900 NETNS=1 KEEP=0
 #      BENCH_OUT=<project>/target/bench RESULTS=$BENCH_OUT/results.txt
 #      ALIASES_FILE=$BENCH_OUT/aliases.tsv BENCH_DIR=<project>/../shared/bench
@@ -54,6 +61,8 @@ CONCURRENCY="${CONCURRENCY:-20}"
 SIZE="${SIZE:-4096}"
 SRS="${SRS:-0}"
 DKIM="${DKIM:-0}"
+DKIM_ALGO="${DKIM_ALGO:-ed25519}"
+DNS_PORT="${DNS_PORT:-5353}"
 RELAY_PORT="${RELAY_PORT:-2525}"
 SINK_PORT="${SINK_PORT:-2526}"
 HTTP_PORT="${HTTP_PORT:-$((RELAY_PORT + 1000))}"
@@ -76,7 +85,16 @@ die() { log "ERROR: $*"; exit 1; }
 # eas-relay takes any EAS_RELAY_* variable as a config override: the generated
 # config alone must decide, so none is passed on
 for v in $(compgen -e EAS_RELAY_ || true); do log "ignoring $v from the environment"; unset "$v"; done
-cfg_label() { local l=plain; [[ "$SRS" == 1 ]] && l=srs; [[ "$DKIM" == 1 ]] && l="$l+dkim"; echo "$l"; }
+cfg_label() {
+  local l=plain
+  [[ "$SRS" == 1 ]] && l=srs
+  if [[ "$DKIM" == 1 ]]; then
+    l="$l+dkim"
+    [[ "$DKIM_ALGO" == rsa ]] && l="$l-rsa"
+  fi
+  echo "$l"
+}
+on() { if [[ "$1" == 1 ]]; then echo true; else echo false; fi; }
 
 case "$BENCH_OUT/" in
   "$BENCH_DIR"/*) die "BENCH_OUT=$BENCH_OUT is inside the shared harness $BENCH_DIR; point it at a folder of your own" ;;
@@ -119,15 +137,61 @@ build() {
 install() {
   # smtp-source/smtp-sink (postfix), ss, unshare, ps: the shared harness's own installer
   "$BENCH_DIR/postfix-relay.sh" install
-  command -v curl >/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >&2 \
-      || die "apt-get install curl failed"
-  }
+  local pkgs=()
+  command -v curl >/dev/null || pkgs+=(curl)
+  command -v jq >/dev/null || pkgs+=(jq)
+  command -v openssl >/dev/null || pkgs+=(openssl)
+  command -v dnsmasq >/dev/null || pkgs+=(dnsmasq-base)
+  if (( ${#pkgs[@]} )); then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 \
+      || die "apt-get install ${pkgs[*]} failed"
+  fi
   build
 }
 
 # ------------------------------------------------------------------ one node
-BASE=""; CONF=""; RELAY_PID=""
+BASE=""; CONF=""; RELAY_PID=""; DNS_PID=""
+
+# The DNS of the namespace for the inbound verdicts: every name is local
+# (unknown ones NXDOMAIN at once), the load's sender domain has SPF and DMARC.
+start_dns() {
+  listening "$DNS_PORT" && die "port $DNS_PORT (DNS) already in use"
+  dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll --user=root \
+    --bind-interfaces --listen-address=127.0.0.1 --port="$DNS_PORT" --local=/#/ \
+    --txt-record=example.org,"v=spf1 ip4:127.0.0.0/8 -all" \
+    --txt-record=_dmarc.example.org,"v=DMARC1; p=none" \
+    --log-facility=- >> "$BASE/dnsmasq.log" 2>&1 &
+  DNS_PID=$!
+  local end=$((SECONDS + 10))
+  until ss -Hlun "sport = :$DNS_PORT" 2>/dev/null | grep -q .; do
+    kill -0 "$DNS_PID" 2>/dev/null || die "dnsmasq exited: $(tail -3 "$BASE/dnsmasq.log")"
+    (( SECONDS < end )) || die "dnsmasq did not listen on 127.0.0.1:$DNS_PORT"
+    sleep 0.1
+  done
+}
+
+stop_dns() {
+  if [[ -n "$DNS_PID" ]]; then
+    kill "$DNS_PID" 2>/dev/null || true
+    wait "$DNS_PID" 2>/dev/null || true
+    DNS_PID=""
+  fi
+}
+
+# [dkim] keys and [arc] of the config for DKIM=1 (keys generated per run)
+dkim_config() {
+  openssl genpkey -algorithm ed25519 -out "$BASE/ed25519.pem" 2>/dev/null || die "openssl ed25519 key"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$BASE/rsa.pem" 2>/dev/null || die "openssl rsa key"
+  chmod 600 "$BASE/ed25519.pem" "$BASE/rsa.pem"
+  if [[ "$DKIM_ALGO" == rsa ]]; then
+    printf '[[dkim.keys]]\nselector = "bench-rsa"\nalgorithm = "rsa"\nkey = "%s"\n\n' "$BASE/rsa.pem"
+    printf '[arc]\nenabled = true\nselector = "bench-rsa"\n'
+  else
+    printf '[[dkim.keys]]\nselector = "bench-ed25519"\nalgorithm = "ed25519"\nkey = "%s"\n\n' "$BASE/ed25519.pem"
+    printf '[[dkim.keys]]\nselector = "bench-arc"\nalgorithm = "rsa"\nkey = "%s"\ndkim = false\n\n' "$BASE/rsa.pem"
+    printf '[arc]\nenabled = true\nselector = "bench-arc"\n'
+  fi
+}
 
 listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
@@ -169,9 +233,26 @@ max_connections_per_ip = $conns
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
 
+[srs]
+enabled = $(on "$SRS")
+secrets = ["bench-srs-secret-$RANDOM$RANDOM"]
+
+[auth]
+# the verdicts the ARC seal carries; lookups go to this run's dnsmasq
+enabled = $(on "$DKIM")
+
+[dkim]
+enabled = $(on "$DKIM")
+domain = "$RELAY_DOMAIN"
+
+EOF
+    if [[ "$DKIM" == 1 ]]; then dkim_config; else printf '[arc]\nenabled = false\n'; fi
+    cat <<EOF
+
 [outbound]
 # like Postfix's default per-destination concurrency
 max_per_destination = 20
+nameservers = ["127.0.0.1:$DNS_PORT"]
 
 [outbound.routes]
 EOF
@@ -188,6 +269,7 @@ EOF
 
 start() {
   cg_available || die "cannot create cgroups (needed to measure the relay)"
+  if [[ "$DKIM" == 1 ]]; then start_dns; fi
   cg_destroy "$CG_NAME"; cg_create "$CG_NAME"
   listening "$RELAY_PORT" && die "port $RELAY_PORT already in use"
   listening "$HTTP_PORT" && die "port $HTTP_PORT (HTTP) already in use"
@@ -236,6 +318,7 @@ stop() {
 
 cleanup() {
   stop
+  stop_dns
   if [[ -n "$BASE" && -d "$BASE" ]]; then
     if [[ "$KEEP" == 1 ]]; then log "kept $BASE"; else rm -rf "$BASE"; fi
   fi
@@ -314,11 +397,7 @@ case "$ACTION" in
   build) build; echo "$BIN" ;;
   install) install ;;
   run|verify)
-    if [[ "$SRS" == 1 || "$DKIM" == 1 ]]; then
-      log "REFUSED: eas-relay does not implement SRS or DKIM signing yet (SRS=$SRS DKIM=$DKIM)."
-      log "Not running plain forwarding under the label '$(cfg_label)'. Use SRS=0 DKIM=0 (CONFIGS=plain in bench-all.sh)."
-      exit 2
-    fi
+    case "$DKIM_ALGO" in ed25519|rsa) ;; *) die "DKIM_ALGO must be ed25519 or rsa, not $DKIM_ALGO" ;; esac
     if [[ "${_BENCH_IN_NETNS:-0}" != 1 ]]; then
       install                       # packages and cargo need the network: before the netns
     else

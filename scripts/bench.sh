@@ -5,13 +5,18 @@
 # RELAYS="postfix <this dir>/bench-driver.sh": for every repetition, Postfix
 # (../shared/bench/postfix-relay.sh run) and eas-relay (scripts/bench-driver.sh
 # run) are measured one after the other (interleaved, so slow drifts of this
-# shared machine hit both alike), plain forwarding (no SRS/DKIM: eas-relay has
-# neither yet), everything on loopback in private network namespaces.
+# shared machine hit both alike), everything on loopback in private network
+# namespaces. Configs (CONFIGS): "plain" forwarding, and "srs+dkim": Postfix with
+# postsrsd and opendkim (RSA-2048) against eas-relay with SRS, inbound verdicts,
+# Ed25519 DKIM and an ARC seal (RSA-2048). With DKIM_RSA=1 (default) a second
+# interleaved pass measures eas-relay with RSA-2048 DKIM + ARC ("srs+dkim-rsa")
+# against Postfix's srs+dkim again.
 # Prints the medians table (summarize.sh), the ratio eas-relay/Postfix of the
-# median end-to-end msgs/s, and eas-relay's peak RSS.
+# median end-to-end msgs/s per config, and eas-relay's peak RSS.
 #
 # Usage: scripts/bench.sh
 # Env: N=20000 SIZE=4096 CONCURRENCY=20 RUNS=3 TIMEOUT=900 (per run)
+#      CONFIGS="plain srs+dkim" DKIM_RSA=1
 #      QUIET_WAIT_S=300 QUIET_MAX=0.2 (each run first waits for a quiet machine)
 #      BENCH_OUT=<project>/target/bench  RESULTS=$BENCH_OUT/results-eas-vs-postfix-<stamp>.txt
 #      BENCH_DIR=<project>/../shared/bench (the shared harness; read-only here)
@@ -61,9 +66,15 @@ log "eas-relay binary: $built ($("$BENCH_EAS_BIN" --version), $src), run from th
 limit=$(( RUNS * 2 * (QUIET_WAIT_S + TIMEOUT + 300) ))
 log "bench-all: postfix vs eas-relay, n=$N size=$SIZE conc=$CONCURRENCY runs=$RUNS quiet_wait<=${QUIET_WAIT_S}s (all bounded by ${limit}s); results $RESULTS"
 rc=0
-RELAYS="postfix $HERE/bench-driver.sh" SIZES="$SIZE" N_BY_SIZE="$SIZE:$N" CONFIGS="plain" \
-  timeout "$limit" "$BENCH_DIR/bench-all.sh" || rc=$?
+CONFIGS="${CONFIGS:-plain srs+dkim}"
+RELAYS="postfix $HERE/bench-driver.sh" SIZES="$SIZE" N_BY_SIZE="$SIZE:$N" CONFIGS="$CONFIGS" \
+  DKIM_ALGO=ed25519 timeout "$((limit * 2))" "$BENCH_DIR/bench-all.sh" || rc=$?
 (( rc == 0 )) || log "bench-all.sh exit $rc"
+if [[ "${DKIM_RSA:-1}" == 1 && " $CONFIGS " == *" srs+dkim "* ]]; then
+  log "second pass: eas-relay with RSA-2048 DKIM + ARC against Postfix srs+dkim"
+  RELAYS="postfix $HERE/bench-driver.sh" SIZES="$SIZE" N_BY_SIZE="$SIZE:$N" CONFIGS="srs+dkim" \
+    DKIM_ALGO=rsa timeout "$limit" "$BENCH_DIR/bench-all.sh" || rc=$?
+fi
 [[ -s "$RESULTS" ]] || die "no results in $RESULTS"
 
 # 3. ratio of medians, eas-relay's peak memory, and the noise of each run
@@ -91,16 +102,22 @@ function ratio(k,    a, b) { a = med(E, k); b = med(P, k); return (a == "" || b 
   if (f["cpu_s"] != "na") add(r, "cpumsg", 1000 * f["cpu_s"] / f["n"])
 }
 END {
-  E = "eas-relay-plain"; P = "postfix-plain"
-  printf "eas-relay vs Postfix, plain forwarding: %d eas-relay run(s) (%d failed), %d Postfix run(s) (%d failed)\n", runs[E], fail[E], runs[P], fail[P]
-  printf "RATIO eas-relay/postfix median e2e msgs/s = %s  (eas-relay %s, postfix %s)\n", ratio("mps"), med(E, "mps"), med(P, "mps")
-  printf "      eas-relay/postfix median accept msgs/s = %s  (eas-relay %s, postfix %s)\n", ratio("amps"), med(E, "amps"), med(P, "amps")
-  printf "      eas-relay/postfix median relay CPU ms/msg = %s  (eas-relay %.2f, postfix %.2f)\n", ratio("cpumsg"), med(E, "cpumsg"), med(P, "cpumsg")
-  printf "PEAK_RSS eas-relay rss_peak_mb max=%s median=%s (pss_peak_mb max=%s); postfix PSS median=%s MB (RSS sum %s MB)\n",
-    mx(E, "rss"), med(E, "rss"), mx(E, "pss"), med(P, "pss"), med(P, "rss")
+  n = split("eas-relay-plain:postfix-plain eas-relay-srs+dkim:postfix-srs+dkim eas-relay-srs+dkim-rsa:postfix-srs+dkim", pairs, " ")
+  compared = 0
+  for (p = 1; p <= n; p++) {
+    split(pairs[p], ep, ":"); E = ep[1]; P = ep[2]
+    if (cnt[E, "mps"] == 0 || cnt[P, "mps"] == 0) continue
+    compared++
+    printf "%s vs %s: %d eas-relay run(s) (%d failed), %d Postfix run(s) (%d failed)\n", E, P, runs[E], fail[E], runs[P], fail[P]
+    printf "RATIO %s/%s median e2e msgs/s = %s  (eas-relay %s, postfix %s)\n", E, P, ratio("mps"), med(E, "mps"), med(P, "mps")
+    printf "      median accept msgs/s ratio = %s  (eas-relay %s, postfix %s)\n", ratio("amps"), med(E, "amps"), med(P, "amps")
+    printf "      median relay CPU ms/msg ratio = %s  (eas-relay %.2f, postfix %.2f)\n", ratio("cpumsg"), med(E, "cpumsg"), med(P, "cpumsg")
+    printf "PEAK_RSS %s rss_peak_mb max=%s median=%s (pss_peak_mb max=%s); postfix PSS median=%s MB (RSS sum %s MB)\n",
+      E, mx(E, "rss"), med(E, "rss"), mx(E, "pss"), med(P, "pss"), med(P, "rss")
+  }
   print "per run (in order):"
   for (i = 1; i <= nl; i++) print line[i]
-  if (cnt[E, "mps"] == 0 || cnt[P, "mps"] == 0) exit 1
+  if (compared == 0) exit 1
 }' "$RESULTS" | tee "$summary" || rc=1
 log "results: $RESULTS, table ${RESULTS%.txt}.md, summary $summary"
 exit "$rc"
