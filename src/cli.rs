@@ -1,15 +1,17 @@
-//! The command line: `serve`, `config check|show`, and the management
-//! commands (`domain`, `alias`, `queue`, `log`). Management goes through a
-//! running node's loopback admin API when one answers, and opens the store
-//! directly otherwise; either way the output is the same.
+//! The command line: `serve`, `config check|show`, the management
+//! commands (`domain`, `alias`, `queue`, `log`), and the DNS helpers
+//! (`dkim keygen`, `dns records|check`, in `crate::dnscheck`). Management
+//! goes through a running node's loopback admin API when one answers, and
+//! opens the store directly otherwise; either way the output is the same.
 
 use crate::admin::{Admin, AdminError, AliasView, DomainView, QueueAccess, QueueView};
 use crate::api::client::ApiClient;
 use crate::config::{Config, ConfigError, ENV_CONFIG_FILE};
+use crate::dnscheck;
 use crate::queue::Spool;
 use crate::server::{Listeners, run};
 use crate::store::{Store, StoreError};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +67,54 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// DKIM signing keys.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
+    /// The DNS records to publish, and a live check of them.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DkimCommand {
+    /// Generate a DKIM key; print its [[dkim.keys]] block and its DNS record.
+    Keygen {
+        #[arg(long, value_enum, default_value_t = KeyAlgo::Ed25519)]
+        algo: KeyAlgo,
+        /// Selector (default: eas-<algo>-<YYYYMMDD>).
+        #[arg(long)]
+        selector: Option<String>,
+        /// Key file to write (default: data_dir/dkim/<selector>.pem); never overwritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Algorithm of a new DKIM key.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlgo {
+    Ed25519,
+    Rsa,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DnsCommand {
+    /// Print every record to publish for DOMAIN and for the relay (zone-file form).
+    Records {
+        #[arg(value_parser = domain_arg)]
+        domain: String,
+    },
+    /// Look the records up; exit 1 unless every required one is right.
+    Check {
+        #[arg(value_parser = domain_arg)]
+        domain: String,
+    },
+}
+
+/// A domain argument, normalized like the admin commands do.
+fn domain_arg(domain: &str) -> Result<String, String> {
+    crate::address::normalize_domain(domain)
+        .ok_or_else(|| format!("`{domain}` is not a valid domain name"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,6 +191,13 @@ pub fn main(cli: Cli) -> ExitCode {
             out!("{}", config.to_toml().trim_end());
             ExitCode::SUCCESS
         }
+        Command::Dkim(DkimCommand::Keygen {
+            algo,
+            selector,
+            out,
+        }) => dkim_keygen(&config, algo, selector, out, cli.json),
+        Command::Dns(DnsCommand::Records { domain }) => dns_records(&config, &domain, cli.json),
+        Command::Dns(DnsCommand::Check { domain }) => dns_check(&config, &domain, cli.json),
         command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -219,6 +276,34 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
             value: shown(file),
             reason: e.to_string(),
         });
+    }
+    // Configured DKIM keys must load (generated ones are made at start).
+    if !config.dkim.keys.is_empty() {
+        use crate::rewrite::keys::{KeyError, load};
+        match load(config) {
+            Ok(_) => {}
+            Err(KeyError::Read { key, path, source }) => {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: shown(&path),
+                    reason: format!("cannot read the DKIM key: {source}"),
+                });
+            }
+            Err(KeyError::Invalid { key, path, reason }) => {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: shown(&path),
+                    reason: format!("not a usable DKIM key: {reason}"),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    key: "dkim.keys".into(),
+                    value: "(keys)".into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -444,9 +529,115 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
                 };
             print_logs(&logs, json);
         }
-        Command::Serve | Command::Config(_) => unreachable!("handled before"),
+        Command::Serve | Command::Config(_) | Command::Dkim(_) | Command::Dns(_) => {
+            unreachable!("handled before")
+        }
     }
     Ok(())
+}
+
+fn dkim_keygen(
+    config: &Config,
+    algo: KeyAlgo,
+    selector: Option<String>,
+    out: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let algorithm = match algo {
+        KeyAlgo::Ed25519 => crate::config::KeyAlgorithm::Ed25519,
+        KeyAlgo::Rsa => crate::config::KeyAlgorithm::Rsa,
+    };
+    let today = time::OffsetDateTime::now_utc().date();
+    match dnscheck::keygen(config, algorithm, selector, out, today) {
+        Ok(key) => {
+            if json {
+                out!("{}", serde_json::to_string(&key).unwrap_or_default());
+            } else {
+                out!("{}", key.text().trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eas-relay: {e}");
+            match e {
+                dnscheck::KeygenError::BadSelector(_) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
+        }
+    }
+}
+
+/// The plan for DOMAIN, with the relay's keys (generated as the node would
+/// when there are none yet, which is said on stderr).
+fn dns_plan(config: &Config, domain: &str) -> Result<dnscheck::Plan, ExitCode> {
+    use crate::rewrite::keys::KeyError;
+    match dnscheck::Plan::load(config, domain) {
+        Ok(plan) => {
+            for path in &plan.generated {
+                eprintln!(
+                    "eas-relay: generated the DKIM key {} (the relay signs with it)",
+                    path.display()
+                );
+            }
+            Ok(plan)
+        }
+        Err(e) => {
+            eprintln!("eas-relay: {e}");
+            // A configured key file that cannot be used is a config error.
+            Err(match e {
+                KeyError::Read { .. } | KeyError::Invalid { .. } => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            })
+        }
+    }
+}
+
+fn dns_records(config: &Config, domain: &str, json: bool) -> ExitCode {
+    let plan = match dns_plan(config, domain) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let records = dnscheck::records(&plan);
+    if json {
+        out!("{}", serde_json::to_string(&records).unwrap_or_default());
+    } else {
+        out!("{}", dnscheck::zone(&plan, &records).trim_end());
+    }
+    ExitCode::SUCCESS
+}
+
+fn dns_check(config: &Config, domain: &str, json: bool) -> ExitCode {
+    let plan = match dns_plan(config, domain) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let checks = runtime.block_on(async {
+        let resolver = crate::dns::resolver(&config.outbound.nameservers)?;
+        Ok::<_, String>(dnscheck::check(&plan, &resolver).await)
+    });
+    let checks = match checks {
+        Ok(checks) => checks,
+        Err(e) => {
+            eprintln!("eas-relay: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let passed = dnscheck::passed(&checks);
+    if json {
+        let value = serde_json::json!({ "ok": passed, "checks": checks });
+        out!("{value}");
+    } else {
+        out!("{}", dnscheck::report(&checks).trim_end());
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn done<T: Serialize>(json: bool, value: &T, text: &str) {
@@ -539,6 +730,9 @@ fn print_queue_entry(q: &QueueView, json: bool) {
         if q.sender.is_empty() { "<>" } else { &q.sender }
     );
     out!("arrived:    {}", format_ms(q.created));
+    if let Some(envelope) = &q.envelope_from {
+        out!("envelope:   {envelope}");
+    }
     out!("size:       {}", q.size);
     out!("subject:    {}", q.subject.as_deref().unwrap_or(""));
     out!("message-id: {}", q.message_id.as_deref().unwrap_or(""));

@@ -4,7 +4,7 @@
 //! configuration when there are none.
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +15,10 @@ const NEGATIVE_MIN_TTL: Duration = Duration::from_secs(10);
 /// Builds a resolver on `nameservers` (UDP and TCP on each address's port),
 /// or on the system configuration when the list is empty.
 ///
+/// Only DNS answers: /etc/hosts is not consulted (like Postfix's
+/// `smtp_host_lookup = dns`; a local `127.0.1.1 <hostname>` line must not
+/// route mail or pass SPF).
+///
 /// hickory's cache stays on (it caches negative answers, which mail-auth
 /// does not), with a floor of [`NEGATIVE_MIN_TTL`] for negative answers: a
 /// server that sends no SOA with NXDOMAIN would otherwise be asked again for
@@ -24,12 +28,11 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
         return TokioResolver::builder_tokio()
             .and_then(|mut b| {
                 b.options_mut().negative_min_ttl = Some(NEGATIVE_MIN_TTL);
+                b.options_mut().use_hosts_file = ResolveHosts::Never;
                 b.build()
             })
             .map_err(|e| {
-                format!(
-                    "cannot use the system DNS configuration ({e}); set outbound.nameservers"
-                )
+                format!("cannot use the system DNS configuration ({e}); set outbound.nameservers")
             });
     }
     let servers = nameservers
@@ -47,6 +50,7 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
         TokioRuntimeProvider::default(),
     );
     builder.options_mut().negative_min_ttl = Some(NEGATIVE_MIN_TTL);
+    builder.options_mut().use_hosts_file = ResolveHosts::Never;
     builder
         .build()
         .map_err(|e| format!("cannot build the DNS resolver: {e}"))

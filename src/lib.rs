@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod dnscheck;
 pub mod message;
 pub mod observe;
 pub mod outbound;

@@ -219,6 +219,9 @@ fn config_check_opens_the_files_the_config_names() {
         file
     };
     let tls = |c: &str, k: &str| format!("[tls]\ncert = \"{c}\"\nkey = \"{k}\"\n");
+    let dkim_key = |k: &str| {
+        format!("[[dkim.keys]]\nselector = \"s1\"\nalgorithm = \"ed25519\"\nkey = \"{k}\"\n")
+    };
 
     let good = write(
         "good.toml",
@@ -263,6 +266,18 @@ fn config_check_opens_the_files_the_config_names() {
             "key `http.admin_keys_file`",
             "empty.keys",
             "holds no key",
+        ),
+        (
+            dkim_key(&missing),
+            "key `dkim.keys[0].key`",
+            missing.as_str(),
+            "No such file",
+        ),
+        (
+            dkim_key(&cert),
+            "key `dkim.keys[0].key`",
+            cert.as_str(),
+            "not a usable DKIM key",
         ),
     ];
     for (i, (text, key_name, value, reason)) in cases.into_iter().enumerate() {
