@@ -1013,18 +1013,6 @@ fn quote_short(text: &str) -> String {
     }
 }
 
-fn spf_name(result: SpfResult) -> &'static str {
-    match result {
-        SpfResult::Pass => "pass",
-        SpfResult::Fail => "fail",
-        SpfResult::SoftFail => "softfail",
-        SpfResult::Neutral => "neutral",
-        SpfResult::TempError => "temperror",
-        SpfResult::PermError => "permerror",
-        SpfResult::None => "none",
-    }
-}
-
 fn spf_records(txt: Option<&Answer<Vec<String>>>) -> Vec<&str> {
     match txt {
         Some(Answer::Found(records)) => records
@@ -1140,7 +1128,7 @@ fn check_spf(plan: &Plan, obs: &Observed, domain: &str, required: bool) -> Vec<C
                 other => make(
                     Status::Wrong,
                     expected,
-                    format!("{}{shown}", spf_name(other)),
+                    format!("{}{shown}", crate::auth::spf_result_name(other)),
                 ),
             }
         })
