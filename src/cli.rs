@@ -4,6 +4,8 @@
 //! goes through a running node's loopback admin API when one answers, and
 //! opens the store directly otherwise; either way the output is the same.
 
+mod chain;
+
 use crate::admin::{Admin, AdminError, AliasView, DomainView, QueueAccess, QueueView};
 use crate::api::client::ApiClient;
 use crate::config::{Config, ConfigError, ENV_CONFIG_FILE};
@@ -67,6 +69,15 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Re-read the chain from a block and verify every chain-governed alias.
+    Resync {
+        /// First block to read (default: chain.start_block).
+        #[arg(long)]
+        from_block: Option<u64>,
+    },
+    /// The chain watcher.
+    #[command(subcommand)]
+    Chain(ChainCommand),
     /// DKIM signing keys.
     #[command(subcommand)]
     Dkim(DkimCommand),
@@ -95,6 +106,12 @@ pub enum DkimCommand {
 pub enum KeyAlgo {
     Ed25519,
     Rsa,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChainCommand {
+    /// Head, cursor, lag, staleness and the last error.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +215,8 @@ pub fn main(cli: Cli) -> ExitCode {
         }) => dkim_keygen(&config, algo, selector, out, cli.json),
         Command::Dns(DnsCommand::Records { domain }) => dns_records(&config, &domain, cli.json),
         Command::Dns(DnsCommand::Check { domain }) => dns_check(&config, &domain, cli.json),
+        Command::Resync { from_block } => chain::run(chain::resync(config, from_block, cli.json)),
+        Command::Chain(ChainCommand::Status) => chain::run(chain::status(config, cli.json)),
         command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -529,6 +548,7 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
                 };
             print_logs(&logs, json);
         }
+        Command::Resync { .. } | Command::Chain(_) => unreachable!("handled before"),
         Command::Serve | Command::Config(_) | Command::Dkim(_) | Command::Dns(_) => {
             unreachable!("handled before")
         }

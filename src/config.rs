@@ -54,6 +54,7 @@ pub struct Config {
     pub hostname: String,
     /// Directory holding the store, the spool and generated keys.
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub log: LogConfig,
     pub smtp: SmtpConfig,
     pub tls: TlsConfig,
@@ -67,6 +68,7 @@ pub struct Config {
     pub dkim: DkimConfig,
     pub arc: ArcConfig,
     pub rewrite: RewriteConfig,
+    pub chain: ChainConfig,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
         Config {
             hostname: default_hostname(),
             data_dir: PathBuf::from("./data"),
+            store: StoreConfig::default(),
             log: LogConfig::default(),
             smtp: SmtpConfig::default(),
             tls: TlsConfig::default(),
@@ -87,6 +90,7 @@ impl Default for Config {
             dkim: DkimConfig::default(),
             arc: ArcConfig::default(),
             rewrite: RewriteConfig::default(),
+            chain: ChainConfig::default(),
         }
     }
 }
@@ -176,6 +180,28 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("literal address"),
             admin_keys: Vec::new(),
             admin_keys_file: None,
+        }
+    }
+}
+
+/// The embedded store (data_dir/eas-relay.redb).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Most memory the store's page cache may use. It fills only as pages are
+    /// read; RCPT lookups stay fast while the domains, aliases and names
+    /// tables fit (about 0.9 KB per alias).
+    pub cache_size: ByteSize,
+    /// Read those tables into the cache at start (in the background), so
+    /// the first lookup of each alias is not a slow read from the file.
+    pub prewarm: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_size: ByteSize(crate::store::DEFAULT_CACHE_SIZE as u64),
+            prewarm: true,
         }
     }
 }
@@ -457,6 +483,89 @@ impl Default for RewriteConfig {
     }
 }
 
+/// One name registry (a TLD) and its EAS contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The TLD the registry rents names under, e.g. "country".
+    pub tld: String,
+    /// Address of the EAS contract.
+    pub eas: String,
+    /// Address of the DC-compatible registry (ownerOf(string),
+    /// nameExpires(string)); empty: read from the EAS contract's dc().
+    #[serde(default)]
+    pub dc: String,
+    /// The EAS contract emits AliasActivated/AliasDeactivated/AllDeactivated;
+    /// false: changes are found in the calldata of transactions to it.
+    #[serde(default = "yes")]
+    pub eas_events: bool,
+    /// More contracts whose Transfer / NameRegistered / NameRenewed logs
+    /// change owners or expiries (e.g. the base registrar).
+    #[serde(default)]
+    pub log_addresses: Vec<String>,
+}
+
+/// Following the chain: aliases of chain-governed domains forward only while
+/// the chain says so (DESIGN §3, §8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Off: no chain-governed domains (the embedded default).
+    pub enabled: bool,
+    /// JSON-RPC endpoint (HTTP).
+    pub rpc_url: String,
+    /// Checked against the endpoint at start when not 0 (Harmony: 1666600000).
+    pub chain_id: u64,
+    /// Blocks behind the head the watcher stays (reorg safety).
+    pub confirmations: u64,
+    pub poll_interval: HumanDuration,
+    pub request_timeout: HumanDuration,
+    /// The chain is "stale" when it could not be read for this long: aliases
+    /// keep forwarding from the cache, /health and metrics say so.
+    pub stale_after: HumanDuration,
+    /// How often every active alias is verified again against the chain.
+    pub sweep_interval: HumanDuration,
+    /// Aliases verified per batch of reads during a sweep.
+    pub sweep_batch: usize,
+    /// First block a fresh node follows from; 0: the head at first start.
+    pub start_block: u64,
+    /// Most blocks per eth_getLogs / block scan request.
+    pub max_block_range: u64,
+    pub registries: Vec<RegistryConfig>,
+    /// Shared secret of the activation endpoints (HMAC-SHA256 of the body in
+    /// X-EAS-Signature); empty: no HMAC (the chain checks apply either way).
+    pub activation_secret: String,
+    /// A file holding that secret.
+    pub activation_secret_file: Option<PathBuf>,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            enabled: false,
+            rpc_url: "http://127.0.0.1:8545".into(),
+            chain_id: 0,
+            confirmations: 2,
+            poll_interval: HumanDuration::secs(2),
+            request_timeout: HumanDuration::secs(10),
+            stale_after: HumanDuration::secs(300),
+            sweep_interval: HumanDuration::secs(3600),
+            sweep_batch: 500,
+            start_block: 0,
+            max_block_range: 2000,
+            registries: Vec::new(),
+            activation_secret: String::new(),
+            activation_secret_file: None,
+        }
+    }
+}
+
+/// An Ethereum address in hex ("0x" and 40 hex digits, any case).
+pub fn is_address(s: &str) -> bool {
+    s.strip_prefix("0x")
+        .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl Config {
     /// The embedded defaults with environment overrides applied.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -528,6 +637,13 @@ impl Config {
                 "smtp.max_line_length",
                 self.smtp.max_line_length,
                 "must be between 512 (RFC 5321 minimum) and 65536",
+            ));
+        }
+        if self.store.cache_size.0 < 16 << 20 {
+            return Err(ConfigError::invalid(
+                "store.cache_size",
+                self.store.cache_size,
+                "must be at least 16MiB",
             ));
         }
         if self.smtp.max_message_size.0 < 1024 {
@@ -691,6 +807,7 @@ impl Config {
                 "must be an email address (or empty)",
             ));
         }
+        self.validate_chain()?;
         for (domain, target) in &self.outbound.routes {
             let key = format!("outbound.routes.\"{domain}\"");
             if !is_hostname(domain) {
@@ -706,6 +823,77 @@ impl Config {
                     target,
                     "must be \"host:port\" (IPv6 as \"[addr]:port\")",
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_chain(&self) -> Result<(), ConfigError> {
+        let c = &self.chain;
+        if !c.enabled {
+            return Ok(());
+        }
+        if !(c.rpc_url.starts_with("http://") || c.rpc_url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "chain.rpc_url",
+                &c.rpc_url,
+                "must be an http:// or https:// JSON-RPC URL",
+            ));
+        }
+        nonzero_duration("chain.poll_interval", c.poll_interval)?;
+        nonzero_duration("chain.request_timeout", c.request_timeout)?;
+        nonzero_duration("chain.stale_after", c.stale_after)?;
+        nonzero_duration("chain.sweep_interval", c.sweep_interval)?;
+        positive("chain.sweep_batch", c.sweep_batch)?;
+        if c.max_block_range == 0 {
+            return Err(ConfigError::invalid(
+                "chain.max_block_range",
+                0,
+                "must be greater than 0",
+            ));
+        }
+        if c.registries.is_empty() {
+            return Err(ConfigError::invalid(
+                "chain.registries",
+                "[]",
+                "chain.enabled needs at least one [[chain.registries]] (tld, eas)",
+            ));
+        }
+        let mut tlds = std::collections::HashSet::new();
+        for (i, r) in c.registries.iter().enumerate() {
+            let key = |k: &str| format!("chain.registries[{i}].{k}");
+            if !is_hostname(&r.tld)
+                || r.tld.contains('.')
+                || !tlds.insert(r.tld.to_ascii_lowercase())
+            {
+                return Err(ConfigError::invalid(
+                    &key("tld"),
+                    &r.tld,
+                    "must be one DNS label, unique among the registries",
+                ));
+            }
+            if !is_address(&r.eas) {
+                return Err(ConfigError::invalid(
+                    &key("eas"),
+                    &r.eas,
+                    "must be a 0x-prefixed 20-byte hex address",
+                ));
+            }
+            if !r.dc.is_empty() && !is_address(&r.dc) {
+                return Err(ConfigError::invalid(
+                    &key("dc"),
+                    &r.dc,
+                    "must be a 0x-prefixed 20-byte hex address (or empty)",
+                ));
+            }
+            for (j, a) in r.log_addresses.iter().enumerate() {
+                if !is_address(a) {
+                    return Err(ConfigError::invalid(
+                        &format!("chain.registries[{i}].log_addresses[{j}]"),
+                        a,
+                        "must be a 0x-prefixed 20-byte hex address",
+                    ));
+                }
             }
         }
         Ok(())
@@ -1184,6 +1372,32 @@ mod tests {
         assert_eq!(ByteSize::parse("10MB").unwrap().0, 10_000_000);
         assert_eq!(ByteSize::parse("4096").unwrap().to_string(), "4KiB");
         assert!(ByteSize::parse("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn chain_settings_are_checked_when_enabled() {
+        // Off by default: nothing to check.
+        assert!(!parse("").unwrap().chain.enabled);
+        let eas = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let ok = format!(
+            "[chain]\nenabled = true\n[[chain.registries]]\ntld = \"country\"\neas = \"{eas}\"\n"
+        );
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.chain.registries[0].tld, "country");
+        assert!(c.chain.registries[0].eas_events);
+        let (key, _, reason) = invalid_key("[chain]\nenabled = true\n");
+        assert_eq!(key, "chain.registries");
+        assert!(reason.contains("at least one"), "{reason}");
+        let (key, value, _) = invalid_key(&ok.replace(eas, "0x1234"));
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("chain.registries[0].eas", "0x1234")
+        );
+        let (key, _, _) =
+            invalid_key(&ok.replace("enabled = true", "enabled = true\nrpc_url = \"ws://x\""));
+        assert_eq!(key, "chain.rpc_url");
+        let (key, _, _) = invalid_key(&ok.replace("\"country\"", "\"a.b\""));
+        assert_eq!(key, "chain.registries[0].tld");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod address;
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod dns;

@@ -4,6 +4,7 @@
 
 use crate::address::Mailbox;
 use crate::rewrite::srs::Srs;
+use crate::store::chain::{ChainBinding, NameState};
 use crate::store::{Store, StoreError};
 
 /// The local part of a catch-all alias.
@@ -24,6 +25,25 @@ pub enum Resolution {
     NotLocal,
     /// An address at the SRS domain that does not verify (forged, expired).
     BadBounceAddress,
+}
+
+/// The alias rule of DESIGN §3 for a chain-governed alias, as of the last
+/// check of the chain and `now` (Unix s, see `Store::expiry_now`): its
+/// commitment is still on chain, the name has not expired, and the signer
+/// still owns it (or is a maintainer the owner allows).
+pub fn chain_rule_holds(
+    binding: &ChainBinding,
+    name: Option<&NameState>,
+    signer_is_maintainer: bool,
+    now: u64,
+) -> bool {
+    let Some(name) = name else {
+        return false;
+    };
+    binding.commitment_holds()
+        && name.expires > now
+        && (binding.signer.eq_ignore_ascii_case(&name.owner)
+            || (name.maintainer_allowed && signer_is_maintainer))
 }
 
 /// Resolves a recipient at the SRS domain: a bounce coming back, forwarded
@@ -61,11 +81,23 @@ pub fn recipient(
         candidates.push(base);
     }
     candidates.push(CATCH_ALL);
-    let (domain, hit) = store.lookup(&mailbox.domain, &candidates)?;
-    match (domain, hit) {
+    let lookup = store.lookup(&mailbox.domain, &candidates)?;
+    let chain_ok = match &lookup.hit {
+        Some((_, alias)) => match &alias.chain {
+            Some(binding) => chain_rule_holds(
+                binding,
+                lookup.name.as_ref(),
+                lookup.signer_is_maintainer,
+                store.expiry_now(),
+            ),
+            None => true,
+        },
+        None => true,
+    };
+    match (lookup.domain, lookup.hit) {
         (None, _) => Ok(Resolution::NotLocal),
         (Some(d), _) if !d.active => Ok(Resolution::NotLocal),
-        (Some(_), Some((i, alias))) if alias.active && !alias.forwards.is_empty() => {
+        (Some(_), Some((i, alias))) if alias.active && chain_ok && !alias.forwards.is_empty() => {
             Ok(Resolution::Forward {
                 alias: format!("{}@{}", candidates[i], mailbox.domain),
                 destinations: alias.forwards,
@@ -107,6 +139,94 @@ mod tests {
         )
         .unwrap();
         (dir, s)
+    }
+
+    mod chain_rule {
+        use super::super::chain_rule_holds;
+        use crate::store::chain::{ChainBinding, NameState};
+
+        const OWNER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+        const OTHER: &str = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc";
+        const NOW: u64 = 1_800_000_000;
+
+        fn binding(signer: &str) -> ChainBinding {
+            ChainBinding {
+                tld: "country".into(),
+                sld: "fsociety".into(),
+                alias: "hello".into(),
+                commitment: "0xF3CF51937C452CB825888838CAACA862FBFDE52C516D84DFD71E54A9033AF10F"
+                    .into(),
+                observed: "0xf3cf51937c452cb825888838caaca862fbfde52c516d84dfd71e54a9033af10f"
+                    .into(),
+                signer: signer.into(),
+                checked_block: 7,
+            }
+        }
+
+        fn name(owner: &str, expires: u64, maintainer_allowed: bool) -> NameState {
+            NameState {
+                tld: "country".into(),
+                sld: "fsociety".into(),
+                owner: owner.into(),
+                expires,
+                maintainer_allowed,
+                checked_block: 7,
+            }
+        }
+
+        #[test]
+        fn holds_for_the_owner_of_a_live_name_with_the_commitment_on_chain() {
+            let n = name(&OWNER.to_uppercase().replace("0X", "0x"), NOW + 1, false);
+            assert!(chain_rule_holds(&binding(OWNER), Some(&n), false, NOW));
+        }
+
+        #[test]
+        fn stops_when_any_condition_fails() {
+            let live = name(OWNER, NOW + 1, true);
+            // No name state known: never invent an alias.
+            assert!(!chain_rule_holds(&binding(OWNER), None, false, NOW));
+            // Commitment gone (deactivated) or replaced.
+            let mut gone = binding(OWNER);
+            gone.observed = format!("0x{}", "00".repeat(32));
+            assert!(!chain_rule_holds(&gone, Some(&live), false, NOW));
+            // Expired: `expires` must be strictly in the future.
+            assert!(!chain_rule_holds(
+                &binding(OWNER),
+                Some(&name(OWNER, NOW, false)),
+                false,
+                NOW
+            ));
+            // Sold: the signer is no longer the owner.
+            assert!(!chain_rule_holds(
+                &binding(OWNER),
+                Some(&name(OTHER, NOW + 1, false)),
+                false,
+                NOW
+            ));
+        }
+
+        #[test]
+        fn a_maintainer_signature_needs_the_role_and_the_owners_permission() {
+            let b = binding(OTHER);
+            assert!(chain_rule_holds(
+                &b,
+                Some(&name(OWNER, NOW + 1, true)),
+                true,
+                NOW
+            ));
+            assert!(!chain_rule_holds(
+                &b,
+                Some(&name(OWNER, NOW + 1, false)),
+                true,
+                NOW
+            ));
+            assert!(!chain_rule_holds(
+                &b,
+                Some(&name(OWNER, NOW + 1, true)),
+                false,
+                NOW
+            ));
+        }
     }
 
     fn resolve(s: &Store, addr: &str) -> Resolution {
@@ -211,6 +331,84 @@ mod tests {
         assert_eq!(
             pm("postmaster@d.country"),
             forward("postmaster@d.country", &["owner@dest.test"])
+        );
+    }
+
+    fn chain_setup(owner: &str, signer: &str, expires: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let binding = ChainBinding {
+            tld: "country".into(),
+            sld: "fsociety".into(),
+            alias: "Hello".into(),
+            commitment: "0xc1".into(),
+            observed: "0xc1".into(),
+            signer: signer.into(),
+            checked_block: 1,
+        };
+        let name = NameState {
+            tld: "country".into(),
+            sld: "fsociety".into(),
+            owner: owner.into(),
+            expires,
+            maintainer_allowed: true,
+            checked_block: 1,
+        };
+        s.chain_activate(&crate::store::chain::Activated {
+            domain: "fsociety.country".into(),
+            local: "hello".into(),
+            node: [1; 32],
+            alias_hash: [2; 32],
+            binding,
+            reveal: crate::store::chain::Reveal {
+                forward: "mr.robot@gmail.com".into(),
+                signature: format!("0x{}1b", "11".repeat(64)),
+            },
+            name,
+        })
+        .unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn chain_aliases_follow_the_alias_rule() {
+        let future = crate::store::now_ms() / 1000 + 3600;
+        let (_d, s) = chain_setup("0xaa", "0xAA", future);
+        let forwarded = forward("hello@fsociety.country", &["mr.robot@gmail.com"]);
+        assert_eq!(resolve(&s, "hello@fsociety.country"), forwarded);
+        assert_eq!(resolve(&s, "HELLO+x@fsociety.country"), forwarded);
+        // expired by the wall clock: stops without any chain event
+        let (_d, s) = chain_setup("0xaa", "0xaa", 1000);
+        assert_eq!(
+            resolve(&s, "hello@fsociety.country"),
+            Resolution::UnknownUser
+        );
+        // the name changed hands: the previous owner's alias stops
+        let (_d, s) = chain_setup("0xbb", "0xaa", future);
+        assert_eq!(
+            resolve(&s, "hello@fsociety.country"),
+            Resolution::UnknownUser
+        );
+        // ...unless the signer is a maintainer the owner allows
+        s.chain_apply(&crate::store::chain::ChainUpdate {
+            maintainers: vec![("country".into(), "0xaa".into(), true)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(resolve(&s, "hello@fsociety.country"), forwarded);
+        // the commitment left the chain
+        let key = s
+            .chain_alias_of(&[1; 32], &[2; 32], "country")
+            .unwrap()
+            .unwrap();
+        s.chain_apply(&crate::store::chain::ChainUpdate {
+            commitments: vec![(key, "0x00".into(), 5)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            resolve(&s, "hello@fsociety.country"),
+            Resolution::UnknownUser
         );
     }
 }

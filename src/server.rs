@@ -54,6 +54,26 @@ pub enum RunError {
     Srs(#[from] crate::rewrite::srs::SrsError),
     #[error(transparent)]
     Forwarding(#[from] crate::rewrite::pipeline::PipelineError),
+    #[error("chain: {0}")]
+    Chain(#[from] crate::chain::ChainError),
+    #[error("cannot read chain.activation_secret_file {path}: {source}")]
+    Secret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The activation endpoints' shared secret (config, or its file).
+fn activation_secret(config: &Config) -> Result<Option<Vec<u8>>, RunError> {
+    if let Some(path) = &config.chain.activation_secret_file {
+        let text = std::fs::read_to_string(path).map_err(|source| RunError::Secret {
+            path: path.clone(),
+            source,
+        })?;
+        return Ok(Some(text.trim().as_bytes().to_vec()));
+    }
+    Ok((!config.chain.activation_secret.is_empty())
+        .then(|| config.chain.activation_secret.as_bytes().to_vec()))
 }
 
 /// The node's listening sockets.
@@ -99,6 +119,28 @@ pub async fn run(
     };
     let forwarding = Arc::new(Forwarding::new(&config)?);
     let store = Arc::new(open_store(&config).await?);
+    if config.store.prewarm {
+        // In the background: mail is served meanwhile, just from colder pages.
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match store.prewarm() {
+                Ok((entries, bytes)) => tracing::info!(
+                    entries,
+                    mb = bytes / 1_000_000,
+                    ms = started.elapsed().as_millis() as u64,
+                    "store cache warmed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "store cache warm-up failed"),
+            }
+        });
+    }
+    let chain = if config.chain.enabled {
+        Some(crate::chain::Chain::new(&config, store.clone())?)
+    } else {
+        None
+    };
+    let activation_secret = activation_secret(&config)?;
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
             config.tls.cert.as_deref(),
@@ -140,7 +182,13 @@ pub async fn run(
         )),
         keys: Arc::new(keys),
         metrics,
+        activation: chain.as_ref().map(|c| c.activation.clone()),
+        activation_secret,
+        watcher: chain.as_ref().map(|c| c.watcher.clone()),
     };
+    if let Some(chain) = &chain {
+        tasks.spawn(chain.watcher.clone().run(stopped.clone()));
+    }
     let mut http_stop = stopped.clone();
     let http = axum::serve(listeners.http, api::router(state)).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -187,7 +235,7 @@ pub async fn run(
 async fn open_store(config: &Config) -> Result<Store, RunError> {
     let deadline = tokio::time::Instant::now() + STORE_LOCK_WAIT;
     loop {
-        match Store::open(&config.store_path()) {
+        match Store::open_with_cache(&config.store_path(), config.store.cache_size.0 as usize) {
             Err(StoreError::Locked(_)) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -203,6 +203,21 @@ impl ApiClient {
     }
 
     /// The raw log items (rendered by the API).
+    /// The watcher's state (`/v3/chain/status`).
+    pub async fn chain_status(&self) -> Result<Value, AdminError> {
+        let value = self.call(Method::GET, "/v3/chain/status", None).await?;
+        Ok(value["chain"].clone())
+    }
+
+    /// Asks the node to re-read history from `from` (its start_block when None).
+    pub async fn chain_resync(&self, from: Option<u64>) -> Result<u64, AdminError> {
+        let body = json!({ "from_block": from }).to_string().into_bytes();
+        let value = self
+            .call(Method::POST, "/v3/chain/resync", Some(body))
+            .await?;
+        Ok(value["from_block"].as_u64().unwrap_or(0))
+    }
+
     pub async fn logs(
         &self,
         domain: &str,

@@ -4,8 +4,10 @@
 
 mod aliases;
 pub mod auth;
+mod chain;
 pub mod client;
 mod domains;
+mod eas;
 mod error;
 pub mod logs;
 mod queue;
@@ -32,6 +34,12 @@ pub struct ApiState {
     pub admin: Arc<Admin>,
     pub keys: Arc<Vec<String>>,
     pub metrics: PrometheusHandle,
+    /// None when chain.enabled is off.
+    pub activation: Option<Arc<crate::chain::activation::Activation>>,
+    /// The shared secret of the activation endpoints, when configured.
+    pub activation_secret: Option<Vec<u8>>,
+    /// The watcher (for health, chain status and resync), when the chain is on.
+    pub watcher: Option<Arc<crate::chain::watcher::Watcher>>,
 }
 
 /// The whole HTTP API.
@@ -41,10 +49,12 @@ pub fn router(state: ApiState) -> Router {
         .merge(aliases::router())
         .merge(logs::router())
         .merge(queue::router())
+        .merge(chain::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .merge(eas::router())
         .nest("/v3", v3)
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .with_state(state)
@@ -57,10 +67,13 @@ async fn health(State(state): State<ApiState>) -> Response {
         .queue_due_list()
         .map(|l| l.len())
         .unwrap_or(0);
+    let chain = chain::view(&state);
+    let stale = chain["stale"].as_bool().unwrap_or(false);
     Json(json!({
-        "status": "ok",
+        "status": if stale { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "queue": queued,
+        "chain": chain,
     }))
     .into_response()
 }

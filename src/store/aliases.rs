@@ -38,10 +38,23 @@ pub struct AliasRecord {
     pub active: bool,
     #[serde(default)]
     pub source: Source,
+    /// For a chain-governed alias: what was revealed and must still hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<super::chain::ChainBinding>,
 }
 
-/// A domain's record and the first matching alias (index into the candidates).
-pub type Lookup = (Option<DomainRecord>, Option<(usize, AliasRecord)>);
+/// What one read tells about a recipient.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    pub domain: Option<DomainRecord>,
+    /// The first candidate with an alias (index into the candidates).
+    pub hit: Option<(usize, AliasRecord)>,
+    /// For a chain-governed domain: the name's state on chain.
+    pub name: Option<super::chain::NameState>,
+    /// For a chain-governed hit signed by someone other than the owner:
+    /// whether the signer holds MAINTAINER_ROLE.
+    pub signer_is_maintainer: bool,
+}
 
 fn yes() -> bool {
     true
@@ -104,6 +117,8 @@ impl Store {
             let start = alias_key(domain, "");
             let end = format!("{domain}\u{1}");
             aliases.retain_in(start.as_str()..end.as_str(), |_, _| false)?;
+            txn.open_table(super::chain::CHAIN_REVEALS)?
+                .retain_in(start.as_str()..end.as_str(), |_, _| false)?;
             existed
         };
         txn.commit()?;
@@ -111,17 +126,7 @@ impl Store {
     }
 
     pub fn domain_list(&self) -> Result<Vec<(String, DomainRecord)>, StoreError> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(DOMAINS)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            out.push((
-                k.value().to_string(),
-                decode("domains", k.value(), v.value())?,
-            ));
-        }
-        Ok(out)
+        self.read_all("domains", DOMAINS)
     }
 
     /// Looks up one alias (exact key; the caller normalizes).
@@ -141,17 +146,43 @@ impl Store {
         let txn = self.db().begin_read()?;
         let domains = txn.open_table(DOMAINS)?;
         let Some(record) = domains.get(domain)? else {
-            return Ok((None, None));
+            return Ok(Lookup::default());
         };
         let record: DomainRecord = decode("domains", domain, record.value())?;
         let aliases = txn.open_table(ALIASES)?;
+        let mut hit = None;
         for (i, local) in candidates.iter().enumerate() {
             let key = alias_key(domain, local);
             if let Some(v) = aliases.get(key.as_str())? {
-                return Ok((Some(record), Some((i, decode("aliases", &key, v.value())?))));
+                hit = Some((i, decode::<AliasRecord>("aliases", &key, v.value())?));
+                break;
             }
         }
-        Ok((Some(record), None))
+        let mut lookup = Lookup {
+            domain: Some(record),
+            hit,
+            ..Lookup::default()
+        };
+        if lookup
+            .domain
+            .as_ref()
+            .is_some_and(|d| d.source == Source::Chain)
+        {
+            let names = txn.open_table(super::chain::CHAIN_NAMES)?;
+            lookup.name = match names.get(domain)? {
+                Some(v) => Some(decode("chain_names", domain, v.value())?),
+                None => None,
+            };
+            if let (Some((_, alias)), Some(name)) = (&lookup.hit, &lookup.name)
+                && let Some(binding) = &alias.chain
+                && !binding.signer.eq_ignore_ascii_case(&name.owner)
+            {
+                let maintainers = txn.open_table(super::chain::CHAIN_MAINTAINERS)?;
+                let key = format!("{}\0{}", binding.tld, binding.signer.to_ascii_lowercase());
+                lookup.signer_is_maintainer = maintainers.get(key.as_str())?.is_some();
+            }
+        }
+        Ok(lookup)
     }
 
     /// Creates or replaces an alias, keeping its id and creation time when it
@@ -164,7 +195,7 @@ impl Store {
         source: Source,
     ) -> Result<AliasRecord, StoreError> {
         let txn = self.db().begin_write()?;
-        let record = put_alias(&txn, domain, local, forwards, source)?;
+        let record = put_alias(&txn, domain, local, forwards, source, None)?;
         txn.commit()?;
         Ok(record)
     }
@@ -178,7 +209,7 @@ impl Store {
         let txn = self.db().begin_write()?;
         let mut n = 0;
         for (domain, local, forwards) in items {
-            put_alias(&txn, &domain, &local, forwards, source)?;
+            put_alias(&txn, &domain, &local, forwards, source, None)?;
             n += 1;
         }
         txn.commit()?;
@@ -240,12 +271,16 @@ impl Store {
     }
 }
 
-fn put_alias(
+/// Writes an alias (new: next id, created now; existing: keeps id and
+/// created, active again) with its source and, for chain-governed aliases,
+/// the binding.
+pub(crate) fn put_alias(
     txn: &redb::WriteTransaction,
     domain: &str,
     local: &str,
     forwards: Vec<String>,
     source: Source,
+    chain: Option<super::chain::ChainBinding>,
 ) -> Result<AliasRecord, StoreError> {
     let mut table = txn.open_table(ALIASES)?;
     let key = alias_key(domain, local);
@@ -258,6 +293,7 @@ fn put_alias(
             forwards,
             source,
             active: true,
+            chain,
             ..old
         },
         None => {
@@ -270,6 +306,7 @@ fn put_alias(
                 created: unix_now(),
                 active: true,
                 source,
+                chain,
             }
         }
     };

@@ -3,6 +3,7 @@
 //! (redb locks the file); records are JSON so they can grow new fields.
 
 mod aliases;
+pub mod chain;
 mod log;
 mod queue;
 
@@ -63,15 +64,29 @@ pub struct Store {
     db: Database,
     ids: IdGenerator,
     pub(crate) log_ids: IdGenerator,
+    /// The newest block timestamp the watcher has seen (Unix s): names
+    /// expire by whichever is later, this or the wall clock.
+    pub(crate) chain_time: std::sync::atomic::AtomicU64,
 }
 
+/// The default page cache: enough to keep the tables RCPT reads (domains,
+/// aliases, names) of about two million aliases in memory.
+pub const DEFAULT_CACHE_SIZE: usize = 2 << 30;
+
 impl Store {
-    /// Opens (or creates) the store at `path`, creating every table.
+    /// Opens (or creates) the store at `path`, creating every table, with
+    /// the default page cache ([`DEFAULT_CACHE_SIZE`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_SIZE)
+    }
+
+    /// Like [`Store::open`] with a page cache of at most `cache_bytes`
+    /// (filled only as pages are read, so a small store stays small).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = match Database::create(path) {
+        let db = match Database::builder().set_cache_size(cache_bytes).create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked(path.display().to_string()));
@@ -82,6 +97,7 @@ impl Store {
             db,
             ids: IdGenerator::default(),
             log_ids: IdGenerator::default(),
+            chain_time: std::sync::atomic::AtomicU64::new(0),
         };
         let txn = store.db.begin_write()?;
         {
@@ -92,12 +108,53 @@ impl Store {
             txn.open_table(LOG)?;
             txn.open_table(LOG_TIME)?;
             txn.open_table(META)?;
+            txn.open_table(chain::CHAIN_NAMES)?;
+            txn.open_table(chain::CHAIN_NODES)?;
+            txn.open_table(chain::CHAIN_ALIAS_INDEX)?;
+            txn.open_table(chain::CHAIN_MAINTAINERS)?;
+            txn.open_table(chain::CHAIN_META)?;
+            txn.open_table(chain::CHAIN_REVEALS)?;
         }
         txn.commit()?;
         let (queue_max, log_max) = store.max_ids()?;
         store.ids.seed(queue_max);
         store.log_ids.seed(log_max);
+        store.chain_time.store(
+            store.chain_status()?.chain_time,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(store)
+    }
+
+    /// Reads every page of the tables RCPT consults (domains, aliases,
+    /// names, maintainer roles) into the page cache, so that the first
+    /// lookup of each alias after a start is as fast as the next ones (a
+    /// page read from the file costs ten times a cached one). Returns the
+    /// entries and bytes read.
+    pub fn prewarm(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        let mut count = |k: usize, v: usize| {
+            entries += 1;
+            bytes += (k + v) as u64;
+        };
+        for item in txn.open_table(DOMAINS)?.iter()? {
+            let (k, v) = item?;
+            count(k.value().len(), v.value().len());
+        }
+        for item in txn.open_table(ALIASES)?.iter()? {
+            let (k, v) = item?;
+            count(k.value().len(), v.value().len());
+        }
+        for item in txn.open_table(chain::CHAIN_NAMES)?.iter()? {
+            let (k, v) = item?;
+            count(k.value().len(), v.value().len());
+        }
+        for item in txn.open_table(chain::CHAIN_MAINTAINERS)?.iter()? {
+            let (k, _) = item?;
+            count(k.value().len(), 0);
+        }
+        Ok((entries, bytes))
     }
 
     pub(crate) fn db(&self) -> &Database {
@@ -181,6 +238,25 @@ pub(crate) fn decode<T: DeserializeOwned>(
         key: key.to_string(),
         reason: e.to_string(),
     })
+}
+
+impl Store {
+    /// Every record of a table keyed by name, decoded, in key order
+    /// (`name` says which table a corrupt record is in).
+    pub(crate) fn read_all<T: DeserializeOwned>(
+        &self,
+        name: &'static str,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), decode(name, k.value(), v.value())?));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -33,12 +33,24 @@ pub async fn raw(
     authorization: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let auth = authorization.map(|a| ("Authorization", a));
+    raw_with_headers(addr, method, path, auth.as_slice(), body).await
+}
+
+/// Sends a request with these extra headers and a raw body.
+pub async fn raw_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect HTTP");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(auth) = authorization {
-        req.push_str(&format!("Authorization: {auth}\r\n"));
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");

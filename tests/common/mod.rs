@@ -4,9 +4,12 @@
 // Each test binary uses only part of the helpers.
 #![allow(dead_code)]
 
+pub mod anvil;
 pub mod dns;
+pub mod eas;
 pub mod http;
 pub mod node;
+pub mod proxy;
 pub mod pyverify;
 pub mod relay;
 pub mod sink;

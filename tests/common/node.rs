@@ -147,14 +147,28 @@ enabled = false
         run(cmd)
     }
 
+    /// Appends TOML (whole new sections) to the config file.
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config).expect("read config");
+        config.push('\n');
+        config.push_str(text);
+        std::fs::write(&self.config, config).expect("write config");
+    }
+
     /// Starts `serve` and waits until both its ports answer.
     pub fn start(&self) -> Node {
+        self.start_env(&[])
+    }
+
+    /// Like [`NodeFiles::start`] with extra environment variables.
+    pub fn start_env(&self, env: &[(&str, &str)]) -> Node {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("open node log");
         let mut cmd = self.command();
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log);

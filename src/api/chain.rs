@@ -1,0 +1,73 @@
+//! `/v3/chain` (an eas-relay extension): the watcher's status, and resync
+//! (re-read history from a block and verify every alias again).
+
+use super::{ApiError, ApiState};
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/chain/status", get(status))
+        .route("/chain/resync", post(resync))
+}
+
+/// The chain part of `/health` and `/v3/chain/status`.
+pub fn view(state: &ApiState) -> Value {
+    let Some(watcher) = &state.watcher else {
+        return json!({ "enabled": false });
+    };
+    let h = &watcher.health;
+    let head = h.head.load(std::sync::atomic::Ordering::Relaxed);
+    let cursor = h.cursor.load(std::sync::atomic::Ordering::Relaxed);
+    let since = h.seconds_since_ok();
+    let stale = since.is_none_or(|s| s > state.config.chain.stale_after.0.as_secs());
+    json!({
+        "enabled": true,
+        "head": head,
+        "cursor": cursor,
+        "confirmations": state.config.chain.confirmations,
+        "lag": head.saturating_sub(cursor),
+        "seconds_since_ok": since,
+        "stale": stale,
+        "last_error": h.last_error.lock().expect("health lock").clone(),
+    })
+}
+
+async fn status(State(s): State<ApiState>) -> Json<Value> {
+    Json(json!({ "chain": view(&s), "success": true }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Resync {
+    from_block: Option<u64>,
+}
+
+/// Moves the watcher's cursor back; it then reads history forward and
+/// verifies every alias (progress: `/v3/chain/status`).
+async fn resync(
+    State(s): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Resync = if body.iter().all(u8::is_ascii_whitespace) {
+        Resync::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?
+    };
+    let Some(watcher) = &s.watcher else {
+        return Err(ApiError::Conflict {
+            field: "chain".into(),
+            message: "chain.enabled is off".into(),
+        });
+    };
+    let from = body.from_block.unwrap_or(s.config.chain.start_block);
+    watcher
+        .rewind_to(from)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    watcher.request_sweep();
+    Ok(Json(json!({ "from_block": from, "success": true })))
+}

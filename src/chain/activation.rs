@@ -1,0 +1,380 @@
+//! The activation endpoints' logic (EAS-compatible): check a revealed alias
+//! against the chain — the signature of the exact message, the signer's
+//! right over the name (owner, or an allowed maintainer), the name's expiry,
+//! the commitment — before the relay forwards anything; and forget aliases
+//! only once the chain has dropped them.
+
+use super::client::{At, ChainClient, ChainError, StateRead, StateValue};
+use super::registry::{Registries, Registry};
+use super::verify;
+use crate::address::{Mailbox, check_relay_tricks};
+use crate::store::chain::{Activated, ChainBinding, NameState, Reveal};
+use crate::store::{Store, StoreError};
+use alloy::primitives::B256;
+use std::sync::Arc;
+
+/// Why an activation request is refused (mapped to the EAS server's answers).
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invalid signature")]
+    InvalidSignature,
+    #[error("domain expired")]
+    Expired,
+    #[error("commitment mismatch")]
+    CommitmentMismatch { actual: B256, expected: B256 },
+    #[error("Not deactivated on contract")]
+    NotDeactivated,
+    #[error("Not all deactivated on contract")]
+    NotAllDeactivated,
+    #[error("chain unavailable: {0}")]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The body of `POST /activate`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ActivateRequest {
+    pub alias: String,
+    pub sld: String,
+    #[serde(rename = "forwardAddress")]
+    pub forward_address: String,
+    pub signature: String,
+    /// Which registry; the EAS frontend sends none (`.country`).
+    #[serde(default)]
+    pub tld: Option<String>,
+}
+
+/// Checks reveals against the chain and keeps the store in step.
+pub struct Activation {
+    client: ChainClient,
+    store: Arc<Store>,
+    registries: Arc<Registries>,
+    /// Domains that are the relay's own (SRS domain, hostname): never a forward.
+    own_domains: Vec<String>,
+}
+
+/// An alias as the EAS frontend accepts it: 1–32 of letters, digits, `.`,
+/// `_`, `-` (anchored: nothing else anywhere).
+pub fn valid_alias(alias: &str) -> bool {
+    (1..=32).contains(&alias.len())
+        && alias
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A second-level name: 1–63 of lower-case letters, digits and `-`.
+pub fn valid_sld(sld: &str) -> bool {
+    (1..=63).contains(&sld.len())
+        && sld
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl Activation {
+    pub fn new(
+        client: ChainClient,
+        store: Arc<Store>,
+        registries: Arc<Registries>,
+        own_domains: Vec<String>,
+    ) -> Activation {
+        Activation {
+            client,
+            store,
+            registries,
+            own_domains,
+        }
+    }
+
+    fn registry(&self, tld: Option<&str>) -> Result<&Registry, ActivationError> {
+        self.registries
+            .get(tld)
+            .ok_or_else(|| ActivationError::Invalid("unknown tld".into()))
+    }
+
+    fn check_alias_and_sld(alias: &str, sld: &str) -> Result<(), ActivationError> {
+        if !valid_alias(alias) {
+            return Err(ActivationError::Invalid(
+                "alias must be 1 to 32 letters, digits, '.', '_' or '-'".into(),
+            ));
+        }
+        if !valid_sld(sld) {
+            return Err(ActivationError::Invalid(
+                "sld must be 1 to 63 lower-case letters, digits or '-'".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_forward(&self, forward: &str) -> Result<Mailbox, ActivationError> {
+        let invalid =
+            || ActivationError::Invalid("forwardAddress must be a valid email address".into());
+        if forward.len() > 254 || check_relay_tricks(forward).is_err() {
+            return Err(invalid());
+        }
+        let mailbox = Mailbox::parse(forward).ok_or_else(invalid)?;
+        if !mailbox.local.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'<' | b'>' | b'(' | b')' | b'[' | b']' | b',' | b';' | b':'
+                )
+        }) {
+            return Err(invalid());
+        }
+        let own = self
+            .own_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&mailbox.domain))
+            || self.store.domain_get(&mailbox.domain)?.is_some();
+        if own {
+            return Err(ActivationError::Invalid(
+                "forwardAddress must not be at a domain this relay serves".into(),
+            ));
+        }
+        Ok(mailbox)
+    }
+
+    /// `POST /activate`: verify and record a revealed alias.
+    pub async fn activate(&self, req: &ActivateRequest) -> Result<(), ActivationError> {
+        Self::check_alias_and_sld(&req.alias, &req.sld)?;
+        self.check_forward(&req.forward_address)?;
+        let sig = verify::parse_signature(&req.signature)
+            .map_err(|e| ActivationError::Invalid(format!("signature: {e}")))?;
+        let registry = self.registry(req.tld.as_deref())?;
+        let tld = registry.tld.clone();
+        let text = verify::message(&req.alias, &req.sld, &tld, &req.forward_address);
+        let signer = verify::recover_signer(verify::message_digest(&text), &sig)
+            .map_err(|_| ActivationError::InvalidSignature)?;
+        let node = verify::node(&req.sld);
+        let alias_hash = verify::alias_hash(&req.alias);
+        let dc = registry.dc(&self.client).await?;
+        // The frontend calls right after its activate transaction: read the
+        // latest state (the watcher re-checks at confirmed blocks).
+        let head = self.client.latest().await?;
+        self.store.note_chain_time(head.timestamp);
+        let block = head.number;
+        let at = At::Number(block);
+        let values = self
+            .client
+            .read_many(
+                &[
+                    StateRead::OwnerOf {
+                        dc,
+                        sld: req.sld.clone(),
+                    },
+                    StateRead::NameExpires {
+                        dc,
+                        sld: req.sld.clone(),
+                    },
+                    StateRead::Commitment {
+                        eas: registry.eas,
+                        node,
+                        alias: alias_hash,
+                    },
+                    StateRead::MaintainerAllowed {
+                        eas: registry.eas,
+                        node,
+                    },
+                    StateRead::IsMaintainer {
+                        eas: registry.eas,
+                        account: signer,
+                    },
+                ],
+                at,
+            )
+            .await?;
+        // A registry that reverts for an unknown or expired name has no
+        // owner and no expiry to offer; a reverting role read grants nothing.
+        let values: Vec<StateValue> = values
+            .into_iter()
+            .zip([
+                StateValue::Address(alloy::primitives::Address::ZERO),
+                StateValue::Number(0),
+                StateValue::Hash(B256::ZERO),
+                StateValue::Bool(false),
+                StateValue::Bool(false),
+            ])
+            .map(|(v, nothing)| match v {
+                StateValue::Reverted(_) => nothing,
+                v => v,
+            })
+            .collect();
+        let (owner, expires, actual, maintainer_allowed, is_maintainer) = match values.as_slice() {
+            [
+                StateValue::Address(owner),
+                StateValue::Number(expires),
+                StateValue::Hash(actual),
+                StateValue::Bool(allowed),
+                StateValue::Bool(maintainer),
+            ] => (*owner, *expires, *actual, *allowed, *maintainer),
+            other => {
+                return Err(ActivationError::Chain(ChainError::Decode {
+                    what: "activation reads",
+                    detail: format!("{other:?}"),
+                }));
+            }
+        };
+        if signer != owner && !(maintainer_allowed && is_maintainer) {
+            return Err(ActivationError::InvalidSignature);
+        }
+        if expires <= self.store.expiry_now() {
+            return Err(ActivationError::Expired);
+        }
+        let expected = verify::commitment(&req.alias, &req.forward_address, &sig);
+        if actual != expected {
+            return Err(ActivationError::CommitmentMismatch { actual, expected });
+        }
+        let domain = format!("{}.{tld}", req.sld);
+        let binding = ChainBinding {
+            tld: tld.clone(),
+            sld: req.sld.clone(),
+            alias: req.alias.clone(),
+            commitment: hex(expected.as_slice()),
+            observed: hex(actual.as_slice()),
+            signer: hex(signer.as_slice()),
+            checked_block: block,
+        };
+        let name = NameState {
+            tld: tld.clone(),
+            sld: req.sld.clone(),
+            owner: hex(owner.as_slice()),
+            expires,
+            maintainer_allowed,
+            checked_block: block,
+        };
+        self.store.chain_activate(&Activated {
+            domain: domain.clone(),
+            local: req.alias.to_ascii_lowercase(),
+            node: node.0,
+            alias_hash: alias_hash.0,
+            binding,
+            reveal: Reveal {
+                forward: req.forward_address.clone(),
+                signature: hex(&sig),
+            },
+            name,
+        })?;
+        if signer != owner {
+            self.store.chain_apply(&crate::store::chain::ChainUpdate {
+                maintainers: vec![(tld, hex(signer.as_slice()), true)],
+                ..Default::default()
+            })?;
+        }
+        metrics::counter!("eas_chain_activations_total").increment(1);
+        tracing::info!(alias = %req.alias, %domain, signer = %signer, block, "alias activated");
+        Ok(())
+    }
+
+    /// `POST /deactivate`: forget an alias once its commitment is gone.
+    pub async fn deactivate(
+        &self,
+        alias: &str,
+        sld: &str,
+        tld: Option<&str>,
+    ) -> Result<(), ActivationError> {
+        Self::check_alias_and_sld(alias, sld)?;
+        let registry = self.registry(tld)?;
+        let node = verify::node(sld);
+        let alias_hash = verify::alias_hash(alias);
+        let on_chain = self
+            .client
+            .commitment(registry.eas, node, alias_hash, At::Latest)
+            .await?;
+        if on_chain != B256::ZERO {
+            return Err(ActivationError::NotDeactivated);
+        }
+        let domain = format!("{sld}.{}", registry.tld);
+        self.store.chain_forget_alias(
+            &domain,
+            &alias.to_ascii_lowercase(),
+            &node.0,
+            &alias_hash.0,
+            &registry.tld,
+        )?;
+        tracing::info!(%alias, %domain, "alias deactivated");
+        Ok(())
+    }
+
+    /// `POST /deactivate-all`: forget every alias of a name once the chain
+    /// has none.
+    pub async fn deactivate_all(
+        &self,
+        sld: &str,
+        tld: Option<&str>,
+    ) -> Result<(), ActivationError> {
+        Self::check_alias_and_sld("x", sld)?;
+        let registry = self.registry(tld)?;
+        let node = verify::node(sld);
+        if self
+            .client
+            .num_alias(registry.eas, node, At::Latest)
+            .await?
+            != 0
+        {
+            return Err(ActivationError::NotAllDeactivated);
+        }
+        let domain = format!("{sld}.{}", registry.tld);
+        for (local, record) in self.store.alias_list(&domain)? {
+            if let Some(binding) = record.chain {
+                self.store.chain_forget_alias(
+                    &domain,
+                    &local,
+                    &node.0,
+                    &verify::alias_hash(&binding.alias).0,
+                    &registry.tld,
+                )?;
+            }
+        }
+        tracing::info!(%domain, "all aliases deactivated");
+        Ok(())
+    }
+
+    /// `POST /check-alias`: whether the alias forwards now.
+    pub fn check_alias(
+        &self,
+        alias: &str,
+        sld: &str,
+        tld: Option<&str>,
+    ) -> Result<bool, ActivationError> {
+        Self::check_alias_and_sld(alias, sld)?;
+        let registry = self.registry(tld)?;
+        let Some(mailbox) = Mailbox::parse(&format!("{alias}@{sld}.{}", registry.tld)) else {
+            return Ok(false);
+        };
+        Ok(matches!(
+            crate::resolve::recipient(&self.store, &mailbox, "")?,
+            crate::resolve::Resolution::Forward { .. }
+        ))
+    }
+}
+
+/// 0x-prefixed lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + bytes.len() * 2);
+    s.push_str("0x");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchored_validation() {
+        assert!(valid_alias("hello.World_1-x"));
+        for bad in ["", "a b", "a@b", "x\n", "é", "hello\u{0}", &"a".repeat(33)] {
+            assert!(!valid_alias(bad), "{bad:?}");
+        }
+        assert!(valid_sld("fsociety-2"));
+        for bad in ["", "Fsociety", "a.b", "a_b", &"a".repeat(64), "a\nb"] {
+            assert!(!valid_sld(bad), "{bad:?}");
+        }
+        assert_eq!(hex(&[0, 255]), "0x00ff");
+    }
+}

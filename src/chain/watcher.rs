@@ -1,0 +1,622 @@
+//! The chain watcher: follows the head minus `confirmations`, finds what
+//! changed for the aliases and names the relay knows (alias events, or the
+//! calldata of transactions to the EAS contract; registry logs; role
+//! changes), re-reads the truth at the processed block, and moves its cursor
+//! (with the block hash) only once that is stored. A hash that no longer
+//! matches means a reorg: it rewinds to the fork and re-verifies everything.
+//! A periodic sweep re-verifies every alias in batches, catching what no
+//! event revealed. While the RPC is down the relay keeps answering from its
+//! cache and reports the staleness.
+
+use super::activation::hex;
+use super::client::{
+    At, BlockInfo, ChainClient, ChainError, ChainEvent, EasCall, StateRead, StateValue,
+};
+use super::registry::{Registries, Registry};
+use super::verify;
+use crate::config::ChainConfig;
+use crate::store::chain::{
+    ChainBinding, ChainStatus, ChainUpdate, Cursor, NameState, split_alias_key,
+};
+use crate::store::{Store, StoreError, now_ms};
+use alloy::primitives::{Address, B256};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the chain id is {found}, the config says {expected}")]
+    WrongChain { expected: u64, found: u64 },
+}
+
+/// What the rest of the relay can see of the watcher (health, metrics).
+#[derive(Debug, Default)]
+pub struct ChainHealth {
+    /// Unix ms of the last successful read of the chain.
+    pub last_ok_ms: AtomicU64,
+    pub head: AtomicU64,
+    /// Timestamp of the newest head seen (Unix s).
+    pub chain_time: AtomicU64,
+    pub cursor: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ChainHealth {
+    /// Seconds since the chain was last read successfully (None: never).
+    pub fn seconds_since_ok(&self) -> Option<u64> {
+        let ok = self.last_ok_ms.load(Ordering::Relaxed);
+        (ok != 0).then(|| now_ms().saturating_sub(ok) / 1000)
+    }
+
+    fn ok(&self, head: &BlockInfo) {
+        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+        self.head.store(head.number, Ordering::Relaxed);
+        self.chain_time.fetch_max(head.timestamp, Ordering::Relaxed);
+        *self.last_error.lock().expect("health lock") = None;
+        metrics::gauge!("eas_chain_head").set(head.number as f64);
+    }
+
+    fn failed(&self, error: &str) {
+        *self.last_error.lock().expect("health lock") = Some(error.to_string());
+        metrics::counter!("eas_chain_errors_total").increment(1);
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Processed blocks up to this one.
+    Advanced { to: u64, target: u64 },
+    /// Nothing new below head − confirmations.
+    Idle { cursor: u64 },
+    /// A reorg was found; the cursor went back to this block.
+    Rewound { to: u64 },
+}
+
+pub struct Watcher {
+    client: ChainClient,
+    store: Arc<Store>,
+    registries: Arc<Registries>,
+    config: ChainConfig,
+    pub health: Arc<ChainHealth>,
+    /// Set by `request_sweep` (resync): sweep at the next opportunity.
+    sweep_requested: std::sync::atomic::AtomicBool,
+    /// Held by a step and by a rewind, so a resync's rewind cannot be
+    /// overwritten by a step that read the cursor before it.
+    cursor_lock: tokio::sync::Mutex<()>,
+}
+
+/// What a block range touched, before the truth is read.
+#[derive(Default)]
+struct Touched {
+    /// Alias keys whose commitment must be read.
+    aliases: BTreeSet<String>,
+    /// Domains whose owner / expiry / maintainer flag must be read.
+    names: BTreeSet<String>,
+    /// (tld, account) whose MAINTAINER_ROLE must be read.
+    maintainers: BTreeSet<(String, Address)>,
+}
+
+impl Watcher {
+    pub fn new(
+        client: ChainClient,
+        store: Arc<Store>,
+        registries: Arc<Registries>,
+        config: ChainConfig,
+    ) -> Watcher {
+        Watcher {
+            client,
+            store,
+            registries,
+            config,
+            health: Arc::new(ChainHealth::default()),
+            sweep_requested: std::sync::atomic::AtomicBool::new(false),
+            cursor_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Asks the running watcher to verify every alias again soon.
+    pub fn request_sweep(&self) {
+        self.sweep_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Follows the chain until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.config.chain_id != 0 {
+            match self.client.chain_id().await {
+                Ok(id) if id != self.config.chain_id => {
+                    let e = WatchError::WrongChain {
+                        expected: self.config.chain_id,
+                        found: id,
+                    };
+                    tracing::error!(error = %e, "not following the chain");
+                    self.health.failed(&e.to_string());
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let mut next_sweep = tokio::time::Instant::now();
+        loop {
+            let outcome = self.step().await;
+            let mut idle = true;
+            match &outcome {
+                Ok(Step::Advanced { to, target }) => idle = to >= target,
+                Ok(Step::Idle { .. }) => {}
+                Ok(Step::Rewound { to }) => {
+                    tracing::warn!(
+                        block = to,
+                        "chain reorganized: rewound, verifying every alias"
+                    );
+                    next_sweep = tokio::time::Instant::now();
+                    idle = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "chain watcher step failed; serving from the cache");
+                    self.health.failed(&e.to_string());
+                }
+            }
+            self.publish();
+            if self.sweep_requested.swap(false, Ordering::Relaxed) {
+                next_sweep = tokio::time::Instant::now();
+            }
+            if outcome.is_ok() && tokio::time::Instant::now() >= next_sweep {
+                match self.sweep().await {
+                    Ok(n) => {
+                        tracing::debug!(aliases = n, "chain sweep done");
+                        next_sweep = tokio::time::Instant::now() + self.config.sweep_interval.0;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "chain sweep failed");
+                        self.health.failed(&e.to_string());
+                    }
+                }
+            }
+            if !idle {
+                if *stop.borrow() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll_interval.0) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    }
+
+    /// Records the status for `chain status` and the metrics.
+    fn publish(&self) {
+        let stale = self
+            .health
+            .seconds_since_ok()
+            .is_none_or(|s| s > self.config.stale_after.0.as_secs());
+        metrics::gauge!("eas_chain_stale").set(if stale { 1.0 } else { 0.0 });
+        if let Some(s) = self.health.seconds_since_ok() {
+            metrics::gauge!("eas_chain_seconds_since_ok").set(s as f64);
+        }
+        let status = ChainStatus {
+            last_ok_ms: self.health.last_ok_ms.load(Ordering::Relaxed),
+            head: self.health.head.load(Ordering::Relaxed),
+            chain_time: self.health.chain_time.load(Ordering::Relaxed),
+            last_error: self.health.last_error.lock().expect("health lock").clone(),
+        };
+        if let Err(e) = self.store.chain_set_status(&status) {
+            tracing::warn!(error = %e, "cannot record the chain status");
+        }
+    }
+
+    /// One step: reorg check, then one range of blocks (at most
+    /// max_block_range) processed and committed.
+    pub async fn step(&self) -> Result<Step, WatchError> {
+        let _cursor = self.cursor_lock.lock().await;
+        let head = self.client.latest().await?;
+        self.health.ok(&head);
+        // Expiry follows the chain's clock as soon as it is seen.
+        self.store.note_chain_time(head.timestamp);
+        let target = head.number.saturating_sub(self.config.confirmations);
+        let cursor = match self.store.chain_cursor()? {
+            Some(c) => c,
+            None => {
+                // A fresh node: from start_block, or from here (the sweep
+                // verifies whatever was activated before).
+                let start = if self.config.start_block > 0 {
+                    self.config.start_block - 1
+                } else {
+                    target
+                };
+                let hash = self.hash_of(start).await?;
+                let cursor = Cursor {
+                    number: start,
+                    hash,
+                };
+                self.store.chain_apply(&ChainUpdate {
+                    cursor: Some((cursor, vec![(start, hash)])),
+                    ..ChainUpdate::default()
+                })?;
+                cursor
+            }
+        };
+        self.health.cursor.store(cursor.number, Ordering::Relaxed);
+        // A different hash at the cursor, or no block there at all (the
+        // chain got shorter), means the processed blocks were replaced.
+        if cursor.number > 0
+            && self.client.block_hash(cursor.number).await?.map(|h| h.0) != Some(cursor.hash)
+        {
+            let to = self.fork_point().await?;
+            return Ok(Step::Rewound { to });
+        }
+        if cursor.number >= target {
+            return Ok(Step::Idle {
+                cursor: cursor.number,
+            });
+        }
+        let from = cursor.number + 1;
+        let to = target.min(cursor.number + self.config.max_block_range);
+        let touched = self.touched(from, to).await?;
+        let mut update = self.read_truth(&touched, to).await?;
+        let hash = self.hash_of(to).await?;
+        update.cursor = Some((Cursor { number: to, hash }, vec![(to, hash)]));
+        self.store.chain_apply(&update)?;
+        self.health.cursor.store(to, Ordering::Relaxed);
+        metrics::gauge!("eas_chain_cursor").set(to as f64);
+        Ok(Step::Advanced { to, target })
+    }
+
+    async fn hash_of(&self, number: u64) -> Result<[u8; 32], WatchError> {
+        match self.client.block_hash(number).await? {
+            Some(h) => Ok(h.0),
+            None => Err(ChainError::BlockNotFound(number).into()),
+        }
+    }
+
+    /// Walks back the recorded hashes to the newest block still on the
+    /// chain, rewinds there, and verifies everything (what the orphaned
+    /// blocks changed is not known any more).
+    async fn fork_point(&self) -> Result<u64, WatchError> {
+        let recent = self.store.chain_recent()?;
+        for (number, hash) in recent.iter().rev() {
+            if self.client.block_hash(*number).await?.map(|h| h.0) == Some(*hash) {
+                self.store.chain_reorg(Cursor {
+                    number: *number,
+                    hash: *hash,
+                })?;
+                metrics::counter!("eas_chain_reorgs_total").increment(1);
+                return Ok(*number);
+            }
+        }
+        // Deeper than what was recorded: start over from the oldest known
+        // block's parent (or the configured start) and verify everything.
+        let back = recent
+            .first()
+            .map(|(n, _)| n.saturating_sub(1))
+            .unwrap_or(self.config.start_block.saturating_sub(1));
+        let hash = self.hash_of(back).await?;
+        self.store.chain_reorg(Cursor { number: back, hash })?;
+        metrics::counter!("eas_chain_reorgs_total").increment(1);
+        Ok(back)
+    }
+
+    /// What the blocks [from, to] touched, among what the relay knows.
+    async fn touched(&self, from: u64, to: u64) -> Result<Touched, WatchError> {
+        let mut t = Touched::default();
+        for registry in &self.registries.list {
+            let dc = registry.dc(&self.client).await?;
+            let mut addresses = vec![dc];
+            addresses.extend(registry.log_addresses.iter().copied());
+            // The EAS contract's logs carry the role changes even when it has
+            // no alias events.
+            addresses.push(registry.eas);
+            for (_, event) in self.client.events(from, to, &addresses).await? {
+                self.note_event(registry, &event, &mut t)?;
+            }
+            if !registry.eas_events {
+                for (_, call) in self.client.eas_calls(from, to, registry.eas).await? {
+                    self.note_call(registry, &call, &mut t)?;
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    fn note_event(
+        &self,
+        r: &Registry,
+        event: &ChainEvent,
+        t: &mut Touched,
+    ) -> Result<(), StoreError> {
+        match event {
+            ChainEvent::AliasActivated { node, alias, .. }
+            | ChainEvent::AliasDeactivated { node, alias } => {
+                if let Some(key) = self.store.chain_alias_of(&node.0, &alias.0, &r.tld)? {
+                    t.aliases.insert(key);
+                }
+            }
+            ChainEvent::AllDeactivated { node } => self.note_all(r, node, t)?,
+            ChainEvent::MaintainerAccessToggled { node, .. }
+            | ChainEvent::NameTransferred { node, .. }
+            | ChainEvent::NameRenewed { node }
+            | ChainEvent::NameRegistered { node } => {
+                if let Some(domain) = self.store.chain_domain_of(&node.0, &r.tld)? {
+                    t.names.insert(domain);
+                }
+            }
+            ChainEvent::RoleChanged { role, account, .. } => {
+                if *role == verify::MAINTAINER_ROLE {
+                    t.maintainers.insert((r.tld.clone(), *account));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_call(&self, r: &Registry, call: &EasCall, t: &mut Touched) -> Result<(), StoreError> {
+        match call {
+            EasCall::Activate { name, alias } | EasCall::Deactivate { name, alias } => {
+                let node = verify::node(name);
+                if let Some(key) = self.store.chain_alias_of(&node.0, &alias.0, &r.tld)? {
+                    t.aliases.insert(key);
+                }
+            }
+            EasCall::DeactivateAll { name } => self.note_all(r, &verify::node(name), t)?,
+            EasCall::ToggleMaintainer { name } => {
+                if let Some(domain) = self.store.chain_domain_of(&verify::node(name).0, &r.tld)? {
+                    t.names.insert(domain);
+                }
+            }
+            EasCall::SetPublicAliases { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Every alias of a name (deactivateAll).
+    fn note_all(&self, r: &Registry, node: &B256, t: &mut Touched) -> Result<(), StoreError> {
+        if let Some(domain) = self.store.chain_domain_of(&node.0, &r.tld)? {
+            for (local, record) in self.store.alias_list(&domain)? {
+                if record.chain.is_some() {
+                    t.aliases.insert(format!("{domain}\0{local}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the truth for what was touched, at `block`.
+    async fn read_truth(&self, t: &Touched, block: u64) -> Result<ChainUpdate, WatchError> {
+        let mut bindings = Vec::new();
+        for key in &t.aliases {
+            let (domain, local) = split_alias_key(key);
+            if let Some(b) = self.store.alias_get(domain, local)?.and_then(|r| r.chain) {
+                bindings.push((key.clone(), b));
+            }
+        }
+        let mut names = Vec::new();
+        for domain in &t.names {
+            if let Some(state) = self.store.chain_name(domain)? {
+                names.push((domain.clone(), state));
+            }
+        }
+        self.verify(&bindings, &names, &t.maintainers, block).await
+    }
+
+    /// Re-reads commitments, name states and maintainer roles at `block`.
+    async fn verify(
+        &self,
+        bindings: &[(String, ChainBinding)],
+        names: &[(String, NameState)],
+        maintainers: &BTreeSet<(String, Address)>,
+        block: u64,
+    ) -> Result<ChainUpdate, WatchError> {
+        let mut reads = Vec::with_capacity(bindings.len() + names.len() * 3 + maintainers.len());
+        let mut usable_bindings = Vec::new();
+        for (key, b) in bindings {
+            let Some(r) = self.registries.get(Some(&b.tld)) else {
+                continue;
+            };
+            reads.push(StateRead::Commitment {
+                eas: r.eas,
+                node: verify::node(&b.sld),
+                alias: verify::alias_hash(&b.alias),
+            });
+            usable_bindings.push(key.clone());
+        }
+        let mut usable_names = Vec::new();
+        for (domain, n) in names {
+            let Some(r) = self.registries.get(Some(&n.tld)) else {
+                continue;
+            };
+            let dc = r.dc(&self.client).await?;
+            reads.push(StateRead::OwnerOf {
+                dc,
+                sld: n.sld.clone(),
+            });
+            reads.push(StateRead::NameExpires {
+                dc,
+                sld: n.sld.clone(),
+            });
+            reads.push(StateRead::MaintainerAllowed {
+                eas: r.eas,
+                node: verify::node(&n.sld),
+            });
+            usable_names.push((domain.clone(), n.clone()));
+        }
+        let mut usable_maintainers = Vec::new();
+        for (tld, account) in maintainers {
+            let Some(r) = self.registries.get(Some(tld)) else {
+                continue;
+            };
+            reads.push(StateRead::IsMaintainer {
+                eas: r.eas,
+                account: *account,
+            });
+            usable_maintainers.push((tld.clone(), *account));
+        }
+        let values = if reads.is_empty() {
+            Vec::new()
+        } else {
+            self.client.read_many(&reads, At::Number(block)).await?
+        };
+        let mut values = values.into_iter();
+        let bad = |what: &str| ChainError::Decode {
+            what: "state read",
+            detail: format!("unexpected answer for {what}"),
+        };
+        let mut update = ChainUpdate::default();
+        for key in usable_bindings {
+            match values.next() {
+                Some(StateValue::Hash(h)) => {
+                    update.commitments.push((key, hex(h.as_slice()), block))
+                }
+                _ => return Err(bad("a commitment").into()),
+            }
+        }
+        for (domain, old) in usable_names {
+            match (
+                values
+                    .next()
+                    .map(|v| reverted_as(v, StateValue::Address(Address::ZERO))),
+                values.next().map(|v| reverted_as(v, StateValue::Number(0))),
+                values
+                    .next()
+                    .map(|v| reverted_as(v, StateValue::Bool(false))),
+            ) {
+                (
+                    Some(StateValue::Address(owner)),
+                    Some(StateValue::Number(expires)),
+                    Some(StateValue::Bool(allowed)),
+                ) => {
+                    update.names.push((
+                        domain,
+                        NameState {
+                            owner: hex(owner.as_slice()),
+                            expires,
+                            maintainer_allowed: allowed,
+                            checked_block: block,
+                            ..old
+                        },
+                    ));
+                }
+                _ => return Err(bad("a name").into()),
+            }
+        }
+        for (tld, account) in usable_maintainers {
+            match values
+                .next()
+                .map(|v| reverted_as(v, StateValue::Bool(false)))
+            {
+                Some(StateValue::Bool(holds)) => {
+                    update
+                        .maintainers
+                        .push((tld, hex(account.as_slice()), holds))
+                }
+                _ => return Err(bad("a role").into()),
+            }
+        }
+        Ok(update)
+    }
+
+    /// Verifies every chain-governed alias and name again, in batches, at
+    /// the confirmed head (those last checked at that block or later are
+    /// current already). Returns how many aliases are now verified.
+    pub async fn sweep(&self) -> Result<usize, WatchError> {
+        let head = self.client.latest().await?;
+        self.health.ok(&head);
+        self.store.note_chain_time(head.timestamp);
+        // At the confirmed head; after a reorg to a shorter chain that can be
+        // below the fork point, whose state (canonical, already confirmed) is
+        // then the newest truth there is.
+        let cursor = self.store.chain_cursor()?.map_or(0, |c| c.number);
+        let block = head
+            .number
+            .saturating_sub(self.config.confirmations)
+            .max(cursor)
+            .min(head.number);
+        let bindings = self.store.chain_bindings()?;
+        let names = self.store.chain_names()?;
+        let total = bindings.len();
+        // Roles have no block of their own: every signer's is read.
+        let maintainers: BTreeSet<(String, Address)> = bindings
+            .iter()
+            .filter_map(|(_, b)| Some((b.tld.clone(), b.signer.parse::<Address>().ok()?)))
+            .collect();
+        // What was already read at this block or a later one (a resync's
+        // last range, an activation) needs no second read.
+        let bindings: Vec<_> = bindings
+            .into_iter()
+            .filter(|(_, b)| b.checked_block < block)
+            .collect();
+        let names: Vec<_> = names
+            .into_iter()
+            .filter(|(_, n)| n.checked_block < block)
+            .collect();
+        let batch = self.config.sweep_batch.max(1);
+        for chunk in bindings.chunks(batch) {
+            let update = self.verify(chunk, &[], &BTreeSet::new(), block).await?;
+            self.store.chain_apply(&update)?;
+        }
+        for chunk in names.chunks(batch) {
+            let update = self.verify(&[], chunk, &BTreeSet::new(), block).await?;
+            self.store.chain_apply(&update)?;
+        }
+        let update = self.verify(&[], &[], &maintainers, block).await?;
+        self.store.chain_apply(&update)?;
+        metrics::counter!("eas_chain_sweeps_total").increment(1);
+        Ok(total)
+    }
+
+    /// For `resync`: moves the cursor back to just before `from` (or to the
+    /// configured start) so that history is read again.
+    pub async fn rewind_to(&self, from: u64) -> Result<(), WatchError> {
+        let _cursor = self.cursor_lock.lock().await;
+        let back = from.saturating_sub(1);
+        let hash = self.hash_of(back).await?;
+        self.store
+            .chain_rewind(Some(Cursor { number: back, hash }))?;
+        self.health.cursor.store(back, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Processes until the cursor reaches head − confirmations, reporting
+    /// (cursor, target) after each step; then sweeps.
+    pub async fn catch_up(&self, mut progress: impl FnMut(u64, u64)) -> Result<usize, WatchError> {
+        loop {
+            match self.step().await? {
+                Step::Advanced { to, target } => {
+                    progress(to, target);
+                    if to >= target {
+                        break;
+                    }
+                }
+                Step::Idle { cursor } => {
+                    progress(cursor, cursor);
+                    break;
+                }
+                Step::Rewound { .. } => {}
+            }
+        }
+        self.sweep().await
+    }
+
+    /// How long to wait between polls.
+    pub fn poll_interval(&self) -> Duration {
+        self.config.poll_interval.0
+    }
+}
+
+/// A registry or role read that reverts means "nothing there": an ENS-style
+/// registrar's `ownerOf` reverts for an expired or unknown name, which must
+/// stop its aliases, not stall the watcher. (A reverting `getCommitment` is
+/// still an error: the EAS contract never reverts on it.)
+fn reverted_as(value: StateValue, nothing: StateValue) -> StateValue {
+    match value {
+        StateValue::Reverted(_) => nothing,
+        v => v,
+    }
+}

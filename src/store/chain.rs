@@ -1,0 +1,620 @@
+//! What the relay knows of the chain: for each chain-governed alias the
+//! revealed plaintext with the commitment it must match, each name's owner
+//! and expiry, the maintainers, and the watcher's cursor. The chain is the
+//! truth; these tables are the cache RCPT answers from (DESIGN §3).
+
+use super::aliases::put_alias;
+use super::{ALIASES, DOMAINS, Store, StoreError, decode, encode};
+use super::{AliasRecord, DomainRecord, Source};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// domain ("sld.tld") -> NameState
+pub(crate) const CHAIN_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_names");
+/// node (keccak256 of the sld, 32 bytes) ‖ tld -> domain
+pub(crate) const CHAIN_NODES: TableDefinition<&[u8], &str> = TableDefinition::new("chain_nodes");
+/// node ‖ alias hash (64 bytes) ‖ tld -> alias key ("domain\0local")
+pub(crate) const CHAIN_ALIAS_INDEX: TableDefinition<&[u8], &str> =
+    TableDefinition::new("chain_alias_index");
+/// "tld\0account" -> () for accounts holding MAINTAINER_ROLE
+pub(crate) const CHAIN_MAINTAINERS: TableDefinition<&str, ()> =
+    TableDefinition::new("chain_maintainers");
+/// "cursor" / "recent" / "status" -> JSON
+pub(crate) const CHAIN_META: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_meta");
+/// alias key → the reveal it was activated with ([`Reveal`]): evidence kept
+/// apart from the alias record, which RCPT reads and should stay small.
+pub(crate) const CHAIN_REVEALS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("chain_reveals");
+
+/// How many recent block hashes are kept to find where a reorg forked.
+pub const RECENT_BLOCKS: usize = 256;
+
+/// The revealed plaintext of a chain-governed alias and what it must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainBinding {
+    pub tld: String,
+    pub sld: String,
+    /// The alias exactly as activated (its keccak256 is on chain).
+    pub alias: String,
+    /// keccak256(alias | forward | signature), 0x-hex (the forward and the
+    /// signature are in the [`Reveal`]).
+    pub commitment: String,
+    /// The commitment on chain at the last check; forwarding needs equality.
+    pub observed: String,
+    /// The address that signed (0x-hex, lower case).
+    pub signer: String,
+    /// Block of the last check.
+    pub checked_block: u64,
+}
+
+impl ChainBinding {
+    pub fn commitment_holds(&self) -> bool {
+        self.observed.eq_ignore_ascii_case(&self.commitment)
+    }
+}
+
+/// What the owner revealed to activate an alias: the plaintext forward and
+/// the signature whose hash, with the alias, is the commitment on chain.
+/// Kept so that the activation can be shown, audited or passed to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reveal {
+    pub forward: String,
+    /// The 65-byte signature r‖s‖v, 0x-hex, exactly as sent.
+    pub signature: String,
+}
+
+/// A name's state on chain at the last check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameState {
+    pub tld: String,
+    pub sld: String,
+    /// 0x-hex, lower case.
+    pub owner: String,
+    /// Unix seconds.
+    pub expires: u64,
+    /// The owner lets maintainers manage the aliases.
+    pub maintainer_allowed: bool,
+    pub checked_block: u64,
+}
+
+/// The watcher's position: the last block fully processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub number: u64,
+    pub hash: [u8; 32],
+}
+
+/// Status of the chain connection as last recorded by the watcher.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStatus {
+    /// Unix ms of the last successful read of the chain.
+    pub last_ok_ms: u64,
+    pub head: u64,
+    /// Timestamp (Unix s) of the newest head seen.
+    #[serde(default)]
+    pub chain_time: u64,
+    pub last_error: Option<String>,
+}
+
+/// A processed block: (number, hash), kept to find the fork point of a reorg.
+pub type BlockSeen = (u64, [u8; 32]);
+
+/// Changes the watcher (or a sweep) found, applied in one transaction.
+#[derive(Debug, Default)]
+pub struct ChainUpdate {
+    /// (alias key, commitment on chain now, block).
+    pub commitments: Vec<(String, String, u64)>,
+    pub names: Vec<(String, NameState)>,
+    /// (tld, account, holds MAINTAINER_ROLE).
+    pub maintainers: Vec<(String, String, bool)>,
+    /// New cursor, with the hashes of the blocks processed.
+    pub cursor: Option<(Cursor, Vec<BlockSeen>)>,
+}
+
+fn node_key(node: &[u8; 32], tld: &str) -> Vec<u8> {
+    [node.as_slice(), tld.as_bytes()].concat()
+}
+
+fn alias_index_key(node: &[u8; 32], alias: &[u8; 32], tld: &str) -> Vec<u8> {
+    [node.as_slice(), alias.as_slice(), tld.as_bytes()].concat()
+}
+
+fn alias_key(domain: &str, local: &str) -> String {
+    format!("{domain}\0{local}")
+}
+
+/// Splits an alias key into (domain, local).
+pub fn split_alias_key(key: &str) -> (&str, &str) {
+    key.split_once('\0').unwrap_or((key, ""))
+}
+
+/// One verified activation, as [`Store::chain_activate`] records it.
+#[derive(Debug, Clone)]
+pub struct Activated {
+    /// `sld.tld`.
+    pub domain: String,
+    /// The alias in lower case (the lookup key).
+    pub local: String,
+    /// keccak256(sld).
+    pub node: [u8; 32],
+    /// keccak256(alias as activated).
+    pub alias_hash: [u8; 32],
+    pub binding: ChainBinding,
+    pub reveal: Reveal,
+    pub name: NameState,
+}
+
+fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecord, StoreError> {
+    let domain = a.domain.as_str();
+    let mut domains = txn.open_table(DOMAINS)?;
+    let existing: Option<DomainRecord> = match domains.get(domain)? {
+        Some(v) => Some(decode("domains", domain, v.value())?),
+        None => None,
+    };
+    let record = match existing {
+        Some(d) if d.source == Source::Chain => d,
+        // A static domain of the same name becomes chain-governed: the
+        // chain is the authority for names it rents.
+        _ => DomainRecord {
+            created: super::now_ms() / 1000,
+            active: true,
+            source: Source::Chain,
+        },
+    };
+    domains.insert(domain, encode(&record).as_slice())?;
+    txn.open_table(CHAIN_NAMES)?
+        .insert(domain, encode(&a.name).as_slice())?;
+    txn.open_table(CHAIN_NODES)?
+        .insert(node_key(&a.node, &a.binding.tld).as_slice(), domain)?;
+    let key = alias_key(domain, &a.local);
+    txn.open_table(CHAIN_ALIAS_INDEX)?.insert(
+        alias_index_key(&a.node, &a.alias_hash, &a.binding.tld).as_slice(),
+        key.as_str(),
+    )?;
+    txn.open_table(CHAIN_REVEALS)?
+        .insert(key.as_str(), encode(&a.reveal).as_slice())?;
+    put_alias(
+        txn,
+        domain,
+        &a.local,
+        vec![a.reveal.forward.clone()],
+        Source::Chain,
+        Some(a.binding.clone()),
+    )
+}
+
+impl Store {
+    /// Records an activation checked against the chain: the domain (as
+    /// chain-governed), the alias with its binding, the name's state, and the
+    /// indexes from the chain's hashes back to them. Replaces an earlier
+    /// binding of the same alias.
+    pub fn chain_activate(&self, activation: &Activated) -> Result<AliasRecord, StoreError> {
+        let txn = self.db().begin_write()?;
+        let record = activate_in(&txn, activation)?;
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Many activations in one transaction (imports, benchmarks, reveals
+    /// pushed by a peer): all or none.
+    pub fn chain_activate_many(&self, activations: &[Activated]) -> Result<(), StoreError> {
+        let txn = self.db().begin_write()?;
+        for a in activations {
+            activate_in(&txn, a)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The reveal an alias was activated with.
+    pub fn chain_reveal(&self, domain: &str, local: &str) -> Result<Option<Reveal>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CHAIN_REVEALS)?;
+        let key = alias_key(domain, local);
+        match table.get(key.as_str())? {
+            Some(v) => Ok(Some(decode("chain_reveals", &key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The state of a name (by domain).
+    pub fn chain_name(&self, domain: &str) -> Result<Option<NameState>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CHAIN_NAMES)?;
+        match table.get(domain)? {
+            Some(v) => Ok(Some(decode("chain_names", domain, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The domain a (node, tld) belongs to, when it has aliases here.
+    pub fn chain_domain_of(
+        &self,
+        node: &[u8; 32],
+        tld: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CHAIN_NODES)?;
+        Ok(table
+            .get(node_key(node, tld).as_slice())?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// The alias key of a (node, alias hash, tld), when it was revealed here.
+    pub fn chain_alias_of(
+        &self,
+        node: &[u8; 32],
+        alias_hash: &[u8; 32],
+        tld: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CHAIN_ALIAS_INDEX)?;
+        Ok(table
+            .get(alias_index_key(node, alias_hash, tld).as_slice())?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// Every chain-governed alias: (alias key, binding).
+    pub fn chain_bindings(&self) -> Result<Vec<(String, ChainBinding)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(ALIASES)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let record: AliasRecord = decode("aliases", k.value(), v.value())?;
+            if let Some(binding) = record.chain {
+                out.push((k.value().to_string(), binding));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every name with chain-governed aliases: (domain, state).
+    pub fn chain_names(&self) -> Result<Vec<(String, NameState)>, StoreError> {
+        self.read_all("chain_names", CHAIN_NAMES)
+    }
+
+    /// Forgets a chain-governed alias (after /deactivate confirmed it is off
+    /// chain). False when it was not known.
+    pub fn chain_forget_alias(
+        &self,
+        domain: &str,
+        local: &str,
+        node: &[u8; 32],
+        alias_hash: &[u8; 32],
+        tld: &str,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db().begin_write()?;
+        let found = {
+            txn.open_table(CHAIN_ALIAS_INDEX)?
+                .remove(alias_index_key(node, alias_hash, tld).as_slice())?;
+            let key = alias_key(domain, local);
+            txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
+            txn.open_table(ALIASES)?.remove(key.as_str())?.is_some()
+        };
+        txn.commit()?;
+        Ok(found)
+    }
+
+    /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld`.
+    pub fn chain_is_maintainer(&self, tld: &str, account: &str) -> Result<bool, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CHAIN_MAINTAINERS)?;
+        Ok(table
+            .get(format!("{tld}\0{}", account.to_ascii_lowercase()).as_str())?
+            .is_some())
+    }
+
+    /// Applies what the watcher found, and moves its cursor, atomically.
+    pub fn chain_apply(&self, update: &ChainUpdate) -> Result<(), StoreError> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut aliases = txn.open_table(ALIASES)?;
+            for (key, observed, block) in &update.commitments {
+                let record: Option<AliasRecord> = match aliases.get(key.as_str())? {
+                    Some(v) => Some(decode("aliases", key, v.value())?),
+                    None => None,
+                };
+                let Some(mut record) = record else { continue };
+                let Some(binding) = record.chain.as_mut() else {
+                    continue;
+                };
+                // A newer check (the activation itself) wins over an older one.
+                if binding.checked_block > *block {
+                    continue;
+                }
+                binding.observed = observed.to_ascii_lowercase();
+                binding.checked_block = *block;
+                aliases.insert(key.as_str(), encode(&record).as_slice())?;
+            }
+            let mut names = txn.open_table(CHAIN_NAMES)?;
+            for (domain, state) in &update.names {
+                let newer = match names.get(domain.as_str())? {
+                    Some(v) => {
+                        let old: NameState = decode("chain_names", domain, v.value())?;
+                        old.checked_block <= state.checked_block
+                    }
+                    None => false, // only names with aliases are kept
+                };
+                if newer {
+                    names.insert(domain.as_str(), encode(state).as_slice())?;
+                }
+            }
+            let mut maintainers = txn.open_table(CHAIN_MAINTAINERS)?;
+            for (tld, account, holds) in &update.maintainers {
+                let key = format!("{tld}\0{}", account.to_ascii_lowercase());
+                if *holds {
+                    maintainers.insert(key.as_str(), ())?;
+                } else {
+                    maintainers.remove(key.as_str())?;
+                }
+            }
+            if let Some((cursor, hashes)) = &update.cursor {
+                let mut meta = txn.open_table(CHAIN_META)?;
+                let mut recent: Vec<(u64, [u8; 32])> = match meta.get("recent")? {
+                    Some(v) => decode("chain_meta", "recent", v.value())?,
+                    None => Vec::new(),
+                };
+                recent.retain(|(n, _)| *n <= cursor.number);
+                recent.extend(hashes.iter().filter(|(n, _)| *n <= cursor.number));
+                recent.sort_by_key(|(n, _)| *n);
+                recent.dedup_by_key(|(n, _)| *n);
+                let excess = recent.len().saturating_sub(RECENT_BLOCKS);
+                recent.drain(..excess);
+                meta.insert("recent", encode(&recent).as_slice())?;
+                meta.insert("cursor", encode(cursor).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn chain_cursor(&self) -> Result<Option<Cursor>, StoreError> {
+        self.chain_meta("cursor")
+    }
+
+    /// Recent (block, hash) pairs, oldest first (to locate a fork).
+    pub fn chain_recent(&self) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
+        Ok(self.chain_meta("recent")?.unwrap_or_default())
+    }
+
+    /// Moves the cursor back (a reorg, or a resync from an older block).
+    pub fn chain_rewind(&self, cursor: Option<Cursor>) -> Result<(), StoreError> {
+        let txn = self.db().begin_write()?;
+        {
+            let mut meta = txn.open_table(CHAIN_META)?;
+            match cursor {
+                Some(c) => {
+                    let mut recent: Vec<(u64, [u8; 32])> = match meta.get("recent")? {
+                        Some(v) => decode("chain_meta", "recent", v.value())?,
+                        None => Vec::new(),
+                    };
+                    recent.retain(|(n, _)| *n <= c.number);
+                    meta.insert("recent", encode(&recent).as_slice())?;
+                    meta.insert("cursor", encode(&c).as_slice())?;
+                }
+                None => {
+                    meta.remove("cursor")?;
+                    meta.remove("recent")?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A reorg: the cursor goes back to `fork` (the newest block still on
+    /// the chain), and every check made at a later block loses its standing
+    /// (those blocks are gone): it counts as made before the fork, so the
+    /// next read replaces it even when made at a lower block than the
+    /// orphaned one.
+    pub fn chain_reorg(&self, fork: Cursor) -> Result<(), StoreError> {
+        // Below the fork: any read at the fork or later replaces them, and
+        // no sweep takes them for already checked.
+        let orphaned = fork.number.saturating_sub(1);
+        let txn = self.db().begin_write()?;
+        {
+            let mut aliases = txn.open_table(ALIASES)?;
+            let mut stale = Vec::new();
+            for entry in aliases.iter()? {
+                let (k, v) = entry?;
+                let mut record: AliasRecord = decode("aliases", k.value(), v.value())?;
+                if let Some(binding) = record.chain.as_mut()
+                    && binding.checked_block > fork.number
+                {
+                    binding.checked_block = orphaned;
+                    stale.push((k.value().to_string(), record));
+                }
+            }
+            for (key, record) in stale {
+                aliases.insert(key.as_str(), encode(&record).as_slice())?;
+            }
+            let mut names = txn.open_table(CHAIN_NAMES)?;
+            let mut stale = Vec::new();
+            for entry in names.iter()? {
+                let (k, v) = entry?;
+                let mut state: NameState = decode("chain_names", k.value(), v.value())?;
+                if state.checked_block > fork.number {
+                    state.checked_block = orphaned;
+                    stale.push((k.value().to_string(), state));
+                }
+            }
+            for (key, state) in stale {
+                names.insert(key.as_str(), encode(&state).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        self.chain_rewind(Some(fork))
+    }
+
+    pub fn chain_status(&self) -> Result<ChainStatus, StoreError> {
+        Ok(self.chain_meta("status")?.unwrap_or_default())
+    }
+
+    /// The newest block timestamp seen (Unix s; 0 before the first).
+    pub fn chain_time(&self) -> u64 {
+        self.chain_time.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Moves the chain's time forward (never back: a reorg does not make a
+    /// name young again).
+    pub fn note_chain_time(&self, timestamp: u64) {
+        self.chain_time
+            .fetch_max(timestamp, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// "Now" for expiry: the later of the wall clock and the chain's time,
+    /// so a name expires when either says so (a node whose clock lags the
+    /// chain still stops forwarding an expired name).
+    pub fn expiry_now(&self) -> u64 {
+        (super::now_ms() / 1000).max(self.chain_time())
+    }
+
+    /// Records the connection status (not fsynced: it is advice).
+    pub fn chain_set_status(&self, status: &ChainStatus) -> Result<(), StoreError> {
+        self.chain_time
+            .fetch_max(status.chain_time, std::sync::atomic::Ordering::Relaxed);
+        let mut txn = self.db().begin_write()?;
+        let _ = txn.set_durability(redb::Durability::None);
+        txn.open_table(CHAIN_META)?
+            .insert("status", encode(status).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn chain_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CHAIN_META)?;
+        match table.get(key)? {
+            Some(v) => Ok(Some(decode("chain_meta", key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(commitment: &str) -> ChainBinding {
+        ChainBinding {
+            tld: "country".into(),
+            sld: "fsociety".into(),
+            alias: "Hello".into(),
+            commitment: commitment.into(),
+            observed: commitment.into(),
+            signer: "0xaa".into(),
+            checked_block: 10,
+        }
+    }
+
+    fn name(owner: &str, block: u64) -> NameState {
+        NameState {
+            tld: "country".into(),
+            sld: "fsociety".into(),
+            owner: owner.into(),
+            expires: 2_000_000_000,
+            maintainer_allowed: true,
+            checked_block: block,
+        }
+    }
+
+    #[test]
+    fn activation_indexes_and_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (node, alias) = ([1u8; 32], [2u8; 32]);
+        let rec = s
+            .chain_activate(&Activated {
+                domain: "fsociety.country".into(),
+                local: "hello".into(),
+                node,
+                alias_hash: alias,
+                binding: binding("0xc1"),
+                reveal: Reveal {
+                    forward: "mr.robot@gmail.com".into(),
+                    signature: format!("0x{}1b", "11".repeat(64)),
+                },
+                name: name("0xaa", 10),
+            })
+            .unwrap();
+        assert_eq!(rec.forwards, vec!["mr.robot@gmail.com".to_string()]);
+        let reveal = s
+            .chain_reveal("fsociety.country", "hello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reveal.forward, "mr.robot@gmail.com");
+        assert_eq!(reveal.signature.len(), 132);
+        assert_eq!(
+            s.domain_get("fsociety.country").unwrap().unwrap().source,
+            Source::Chain
+        );
+        assert_eq!(
+            s.chain_domain_of(&node, "country").unwrap().as_deref(),
+            Some("fsociety.country")
+        );
+        assert_eq!(s.chain_domain_of(&node, "other").unwrap(), None);
+        let key = s.chain_alias_of(&node, &alias, "country").unwrap().unwrap();
+        assert_eq!(split_alias_key(&key), ("fsociety.country", "hello"));
+
+        // the chain moves on: commitment gone, name transferred
+        s.chain_apply(&ChainUpdate {
+            commitments: vec![(key.clone(), "0x00".into(), 12)],
+            names: vec![("fsociety.country".into(), name("0xbb", 12))],
+            maintainers: vec![("country".into(), "0xAA".into(), true)],
+            cursor: Some((
+                Cursor {
+                    number: 12,
+                    hash: [9; 32],
+                },
+                vec![(11, [8; 32]), (12, [9; 32])],
+            )),
+        })
+        .unwrap();
+        let b = s.chain_bindings().unwrap();
+        assert!(!b[0].1.commitment_holds());
+        assert_eq!(
+            s.chain_name("fsociety.country").unwrap().unwrap().owner,
+            "0xbb"
+        );
+        assert!(s.chain_is_maintainer("country", "0xaa").unwrap());
+        assert_eq!(s.chain_cursor().unwrap().unwrap().number, 12);
+        assert_eq!(
+            s.chain_recent().unwrap(),
+            vec![(11, [8; 32]), (12, [9; 32])]
+        );
+
+        // an older check never overwrites a newer one
+        s.chain_apply(&ChainUpdate {
+            commitments: vec![(key.clone(), "0xc1".into(), 11)],
+            names: vec![("fsociety.country".into(), name("0xaa", 11))],
+            ..ChainUpdate::default()
+        })
+        .unwrap();
+        assert!(!s.chain_bindings().unwrap()[0].1.commitment_holds());
+        assert_eq!(
+            s.chain_name("fsociety.country").unwrap().unwrap().owner,
+            "0xbb"
+        );
+
+        s.chain_rewind(Some(Cursor {
+            number: 11,
+            hash: [8; 32],
+        }))
+        .unwrap();
+        assert_eq!(s.chain_recent().unwrap(), vec![(11, [8; 32])]);
+        assert!(
+            s.chain_forget_alias("fsociety.country", "hello", &node, &alias, "country")
+                .unwrap()
+        );
+        assert!(
+            s.chain_alias_of(&node, &alias, "country")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(s.chain_reveal("fsociety.country", "hello").unwrap(), None);
+    }
+}
