@@ -43,7 +43,11 @@ fn conflict(field: &str, message: impl Into<String>) -> AdminError {
     }
 }
 
-/// A domain as the API and CLI show it (ImprovMX fields plus `source`).
+/// Aliases shown inside a domain (ImprovMX embeds the first ones).
+pub const DOMAIN_ALIASES_SHOWN: usize = 20;
+
+/// A domain as the API and CLI show it (ImprovMX fields, plus `source` and
+/// `aliases_total`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainView {
     pub domain: String,
@@ -51,11 +55,17 @@ pub struct DomainView {
     pub active: bool,
     /// Unix ms.
     pub added: u64,
+    pub notification_email: Option<String>,
+    pub webhook: Option<String>,
+    pub whitelabel: Option<String>,
     pub source: Source,
-    pub aliases: usize,
+    /// The first [`DOMAIN_ALIASES_SHOWN`] aliases.
+    pub aliases: Vec<AliasView>,
+    pub aliases_total: usize,
 }
 
-/// An alias as the API and CLI show it (ImprovMX fields).
+/// An alias as the API and CLI show it (ImprovMX fields, plus `active` and
+/// `source`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasView {
     pub alias: String,
@@ -65,7 +75,73 @@ pub struct AliasView {
     /// Unix ms.
     pub created: u64,
     pub active: bool,
+    #[serde(default)]
+    pub source: Source,
 }
+
+/// Changes to a domain's settings (`PUT /v3/domains/{d}`); absent fields
+/// stay as they are, `null` clears one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainUpdate {
+    #[serde(default, with = "double_option")]
+    pub notification_email: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub webhook: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub whitelabel: Option<Option<String>>,
+    /// eas-relay: false suspends the whole domain (mail to it is refused).
+    pub active: Option<bool>,
+}
+
+/// Tells an absent field (None) from an explicit `null` (Some(None)).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+/// One item of a bulk alias request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkItem {
+    pub alias: String,
+    pub forward: String,
+}
+
+/// `add`: create the aliases that do not exist, skip the others;
+/// `update`: create or replace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkBehavior {
+    #[default]
+    Add,
+    Update,
+}
+
+/// A bulk item that was refused, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkFailure {
+    pub alias: String,
+    pub forward: String,
+    pub errors: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// What a bulk request did, item by item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkResult {
+    pub added: Vec<AliasView>,
+    pub updated: Vec<AliasView>,
+    pub skipped: Vec<AliasView>,
+    pub failed: Vec<BulkFailure>,
+}
+
+/// Most items in one bulk request.
+pub const BULK_MAX: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueRecipientView {
@@ -133,7 +209,16 @@ fn alias_view(local: &str, r: &AliasRecord) -> AliasView {
         id: r.id,
         created: r.created * 1000,
         active: r.active,
+        source: r.source,
     }
+}
+
+/// What removing an alias did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    Deleted,
+    /// A chain-governed alias: suspended here, the chain still holds it.
+    Suspended,
 }
 
 /// How queue changes are made.
@@ -185,13 +270,20 @@ impl Admin {
     }
 
     fn domain_view(&self, name: &str, record: &DomainRecord) -> Result<DomainView, AdminError> {
+        let (total, first) =
+            self.store
+                .alias_page(name, |_| true, None, 0, DOMAIN_ALIASES_SHOWN)?;
         Ok(DomainView {
             domain: name.to_string(),
             display: name.to_string(),
             active: record.active,
             added: record.created * 1000,
+            notification_email: record.notification_email.clone(),
+            webhook: record.webhook.clone(),
+            whitelabel: record.whitelabel.clone(),
             source: record.source,
-            aliases: self.store.alias_list(name)?.len(),
+            aliases: first.iter().map(|(l, r)| alias_view(l, r)).collect(),
+            aliases_total: total,
         })
     }
 
@@ -201,6 +293,70 @@ impl Admin {
             .iter()
             .map(|(name, record)| self.domain_view(name, record))
             .collect()
+    }
+
+    /// One page (from 1) of the domains containing `q` (when given) that
+    /// are active or not (when `active` is given); and how many match.
+    pub fn domains_page(
+        &self,
+        q: Option<&str>,
+        active: Option<bool>,
+        page: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<DomainView>), AdminError> {
+        let q = q.map(str::to_lowercase);
+        let matching: Vec<(String, DomainRecord)> = self
+            .store
+            .domain_list()?
+            .into_iter()
+            .filter(|(name, record)| {
+                q.as_deref().is_none_or(|q| name.contains(q))
+                    && active.is_none_or(|a| record.active == a)
+            })
+            .collect();
+        let views = matching
+            .iter()
+            .skip(page.saturating_sub(1).saturating_mul(limit))
+            .take(limit)
+            .map(|(name, record)| self.domain_view(name, record))
+            .collect::<Result<_, _>>()?;
+        Ok((matching.len(), views))
+    }
+
+    /// Changes a domain's settings.
+    pub fn update_domain(
+        &self,
+        domain: &str,
+        update: DomainUpdate,
+    ) -> Result<DomainView, AdminError> {
+        let (name, mut record) = self.domain_record(domain)?;
+        if let Some(Some(email)) = &update.notification_email
+            && Mailbox::parse(email).is_none()
+        {
+            return Err(invalid(
+                "notification_email",
+                format!("`{email}` is not a valid email address"),
+            ));
+        }
+        if let Some(Some(url)) = &update.webhook
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid("webhook", "must be an http(s) URL"));
+        }
+        if let Some(v) = update.notification_email {
+            record.notification_email = v;
+        }
+        if let Some(v) = update.webhook {
+            record.webhook = v;
+        }
+        if let Some(v) = update.whitelabel {
+            record.whitelabel = v;
+        }
+        if let Some(active) = update.active {
+            record.active = active;
+        }
+        self.store.domain_put(&name, &record)?;
+        self.domain_view(&name, &record)
     }
 
     pub fn domain(&self, domain: &str) -> Result<DomainView, AdminError> {
@@ -239,6 +395,109 @@ impl Admin {
             .collect())
     }
 
+    /// One page (from 1) of a domain's aliases: those starting with
+    /// `alias`, and those whose name or forward contains `q` (when given);
+    /// and how many match.
+    pub fn aliases_page(
+        &self,
+        domain: &str,
+        q: Option<&str>,
+        alias: Option<&str>,
+        page: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<AliasView>), AdminError> {
+        let (name, _) = self.domain_record(domain)?;
+        let prefix = alias.map(str::to_lowercase).unwrap_or_default();
+        let q = q.map(str::to_lowercase);
+        let contains = |local: &str, r: &AliasRecord| {
+            let q = q.as_deref().unwrap_or_default();
+            local.contains(q) || r.forwards.iter().any(|f| f.to_lowercase().contains(q))
+        };
+        let offset = page.saturating_sub(1).saturating_mul(limit);
+        let (total, records) = self.store.alias_page(
+            &name,
+            |local| local.starts_with(&prefix),
+            q.is_some()
+                .then_some(&contains as &dyn Fn(&str, &AliasRecord) -> bool),
+            offset,
+            limit,
+        )?;
+        Ok((
+            total,
+            records.iter().map(|(l, r)| alias_view(l, r)).collect(),
+        ))
+    }
+
+    /// Adds or updates many aliases of one static domain, each item on its
+    /// own: invalid ones fail with their errors, the others are written in
+    /// one transaction.
+    pub fn bulk_aliases(
+        &self,
+        domain: &str,
+        items: &[BulkItem],
+        behavior: BulkBehavior,
+    ) -> Result<BulkResult, AdminError> {
+        let name = self.static_domain(domain)?;
+        if items.len() > BULK_MAX {
+            return Err(invalid(
+                "aliases",
+                format!("at most {BULK_MAX} aliases per request"),
+            ));
+        }
+        let mut result = BulkResult::default();
+        let mut writes: Vec<(String, Vec<String>, bool)> = Vec::new();
+        for item in items {
+            let checked = parse_alias(&item.alias)
+                .and_then(|local| Ok((local, self.parse_forwards(&item.forward)?)));
+            let (local, forwards) = match checked {
+                Ok(ok) => ok,
+                Err(AdminError::Invalid { field, message }) => {
+                    result.failed.push(BulkFailure {
+                        alias: item.alias.clone(),
+                        forward: item.forward.clone(),
+                        errors: [(field, vec![message])].into(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if writes.iter().any(|(l, _, _)| *l == local) {
+                result.failed.push(BulkFailure {
+                    alias: item.alias.clone(),
+                    forward: item.forward.clone(),
+                    errors: [("alias".into(), vec!["given twice in this request".into()])].into(),
+                });
+                continue;
+            }
+            match self.store.alias_get(&name, &local)? {
+                Some(existing) if behavior == BulkBehavior::Add => {
+                    result.skipped.push(alias_view(&local, &existing));
+                }
+                existing => writes.push((local, forwards, existing.is_some())),
+            }
+        }
+        let written = self.store.alias_put_many(
+            writes
+                .iter()
+                .map(|(local, forwards, _)| (name.clone(), local.clone(), forwards.clone())),
+            Source::Static,
+        )?;
+        debug_assert_eq!(written, writes.len());
+        for (local, _, existed) in writes {
+            let record = self
+                .store
+                .alias_get(&name, &local)?
+                .ok_or_else(|| AdminError::NotFound(format!("alias {local}@{name}")))?;
+            let view = alias_view(&local, &record);
+            if existed {
+                result.updated.push(view);
+            } else {
+                result.added.push(view);
+            }
+        }
+        Ok(result)
+    }
+
     pub fn alias(&self, domain: &str, alias: &str) -> Result<AliasView, AdminError> {
         let (name, _) = self.domain_record(domain)?;
         let local = parse_alias(alias)?;
@@ -273,13 +532,49 @@ impl Admin {
         Ok(alias_view(&local, &record))
     }
 
-    pub fn remove_alias(&self, domain: &str, alias: &str) -> Result<(), AdminError> {
-        let name = self.static_domain(domain)?;
+    /// `PUT` of an alias: a new `forward` (static domains only) and/or
+    /// `active` (suspend or resume; also for a chain-governed alias, whose
+    /// forward only the chain sets).
+    pub fn update_alias(
+        &self,
+        domain: &str,
+        alias: &str,
+        forward: Option<&str>,
+        active: Option<bool>,
+    ) -> Result<AliasView, AdminError> {
+        if forward.is_none() && active.is_none() {
+            return Err(invalid("forward", "give `forward`, `active` or both"));
+        }
+        let mut view = match forward {
+            Some(forward) => self.put_alias(domain, alias, forward, true)?,
+            None => self.alias(domain, alias)?,
+        };
+        if let Some(active) = active {
+            let (name, _) = self.domain_record(domain)?;
+            self.store.alias_set_active(&name, &view.alias, active)?;
+            view.active = active;
+        }
+        Ok(view)
+    }
+
+    /// Deletes an alias of a static domain; suspends one of a
+    /// chain-governed domain (the chain still holds it: deleting it here
+    /// would not stop a re-activation).
+    pub fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, AdminError> {
+        let (name, record) = self.domain_record(domain)?;
         let local = parse_alias(alias)?;
-        if !self.store.alias_remove(&name, &local)? {
+        let (found, removed) = if record.source == Source::Chain {
+            (
+                self.store.alias_set_active(&name, &local, false)?,
+                Removed::Suspended,
+            )
+        } else {
+            (self.store.alias_remove(&name, &local)?, Removed::Deleted)
+        };
+        if !found {
             return Err(AdminError::NotFound(format!("alias {local}@{name}")));
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Imports `alias@domain<TAB>forward[,forward...]` lines (blank lines
@@ -439,7 +734,7 @@ impl Admin {
     ) -> Result<Vec<LogEntry>, AdminError> {
         let (name, _) = self.domain_record(domain)?;
         let alias = alias.map(parse_alias).transpose()?;
-        let offset = page.saturating_sub(1) * limit;
+        let offset = page.saturating_sub(1).saturating_mul(limit);
         Ok(self
             .store
             .log_list(&name, alias.as_deref(), offset, limit)?)
@@ -543,7 +838,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join(",");
         assert!(a.put_alias("x.test", "many", &too_many, false).is_err());
-        assert_eq!(a.domain("x.test").unwrap().aliases, 1);
+        assert_eq!(a.domain("x.test").unwrap().aliases_total, 1);
         a.remove_alias("x.test", "hi").unwrap();
         assert!(matches!(
             a.remove_alias("x.test", "hi"),

@@ -436,21 +436,28 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
             );
         }
         Command::Alias(AliasCommand::List { domain }) => {
-            let domains = match domain {
-                Some(d) => vec![crate::admin::parse_domain(&d)?],
+            // Each domain with the aliases it shows inline (all of them
+            // when it has few: one request per domain would be slow, and
+            // rate limited, with thousands of domains).
+            let domains: Vec<(String, Option<Vec<AliasView>>)> = match domain {
+                Some(d) => vec![(crate::admin::parse_domain(&d)?, None)],
                 None => match &backend {
                     Backend::Local(a) => a.domains()?,
                     Backend::Remote(c) => c.domains().await?,
                 }
                 .into_iter()
-                .map(|d| d.domain)
+                .map(|d| {
+                    let complete = d.aliases.len() == d.aliases_total;
+                    (d.domain, complete.then_some(d.aliases))
+                })
                 .collect(),
             };
             let mut all = Vec::new();
-            for d in domains {
-                let aliases = match &backend {
-                    Backend::Local(a) => a.aliases(&d)?,
-                    Backend::Remote(c) => c.aliases(&d).await?,
+            for (d, shown) in domains {
+                let aliases = match (shown, &backend) {
+                    (Some(aliases), _) => aliases,
+                    (None, Backend::Local(a)) => a.aliases(&d)?,
+                    (None, Backend::Remote(c)) => c.aliases(&d).await?,
                 };
                 all.extend(aliases.into_iter().map(|a| (d.clone(), a)));
             }
@@ -471,15 +478,21 @@ async fn manage(config: Config, command: Command, json: bool) -> Result<(), Admi
         }
         Command::Alias(AliasCommand::Remove { address }) => {
             let (alias, domain) = split_address(&address)?;
-            match &backend {
+            let removed = match &backend {
                 Backend::Local(a) => a.remove_alias(domain, alias)?,
                 Backend::Remote(c) => c.remove_alias(domain, alias).await?,
-            }
+            };
             let (alias, domain) = (
                 crate::admin::parse_alias(alias)?,
                 crate::admin::parse_domain(domain)?,
             );
-            done(json, &(), &format!("removed {alias}@{domain}"));
+            let what = match removed {
+                crate::admin::Removed::Deleted => "removed",
+                crate::admin::Removed::Suspended => {
+                    "suspended (the domain is governed by the chain)"
+                }
+            };
+            done(json, &(), &format!("{what} {alias}@{domain}"));
         }
         Command::Alias(AliasCommand::Import { file }) => {
             let text = std::fs::read_to_string(&file).map_err(|e| AdminError::Invalid {
@@ -687,7 +700,7 @@ fn print_domains(domains: &[DomainView], json: bool) {
             d.domain,
             if d.active { "yes" } else { "no" },
             source.as_str().unwrap_or(""),
-            d.aliases
+            d.aliases_total
         );
     }
 }

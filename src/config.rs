@@ -172,6 +172,38 @@ pub struct HttpConfig {
     pub admin_keys: Vec<String>,
     /// File with one admin API key per line (secrets stay out of the config).
     pub admin_keys_file: Option<PathBuf>,
+    /// Origins (`https://app.example.org`, or `*`) whose browser pages may
+    /// call the API (CORS). Empty: no CORS headers, browsers refuse.
+    pub cors_origins: Vec<String>,
+    /// Send the defensive headers (nosniff, no framing, no referrer, no
+    /// caching, a CSP that loads nothing) with every answer.
+    pub security_headers: bool,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `*`, or `http(s)://host[:port]` with nothing after.
+fn valid_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host_ok = |h: &str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    };
+    match rest.rsplit_once(':') {
+        // host:port (an IPv6 literal is bracketed, so its colons come before `]`)
+        Some((host, port)) if !port.contains(']') => {
+            host_ok(host) && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        _ => host_ok(rest),
+    }
 }
 
 impl Default for HttpConfig {
@@ -180,6 +212,30 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("literal address"),
             admin_keys: Vec::new(),
             admin_keys_file: None,
+            cors_origins: Vec::new(),
+            security_headers: true,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Requests per minute allowed on the HTTP API (bursts up to the same
+/// number); 0 turns a limit off. Over the limit: 429 with Retry-After.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Per admin API key (the /v3 admin API).
+    pub per_key: u32,
+    /// Per client IP address (the /v3 admin API, before the key is checked,
+    /// and the EAS activation endpoints).
+    pub per_ip: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_key: 600,
+            per_ip: 1200,
         }
     }
 }
@@ -678,6 +734,15 @@ impl Config {
                     &format!("http.admin_keys[{i}]"),
                     "(secret)",
                     "an admin key must be at least 16 characters",
+                ));
+            }
+        }
+        for (i, origin) in self.http.cors_origins.iter().enumerate() {
+            if !valid_origin(origin) {
+                return Err(ConfigError::invalid(
+                    &format!("http.cors_origins[{i}]"),
+                    origin,
+                    "must be `*` or an origin like `https://app.example.org` (scheme, host, optional port; no path)",
                 ));
             }
         }

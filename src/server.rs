@@ -173,24 +173,23 @@ pub async fn run(
         forwarding,
     });
     tasks.spawn(smtp::server::run(listeners.smtp, smtp_ctx, stopped.clone()));
+    let admin = Admin::new(
+        config.clone(),
+        store.clone(),
+        QueueAccess::Live(queue.clone()),
+    );
     let state = ApiState {
-        config: config.clone(),
-        admin: Arc::new(Admin::new(
-            config.clone(),
-            store.clone(),
-            QueueAccess::Live(queue.clone()),
-        )),
-        keys: Arc::new(keys),
-        metrics,
         activation: chain.as_ref().map(|c| c.activation.clone()),
         activation_secret,
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
+        ..ApiState::new(config.clone(), Arc::new(admin), keys, metrics)
     };
     if let Some(chain) = &chain {
         tasks.spawn(chain.watcher.clone().run(stopped.clone()));
     }
     let mut http_stop = stopped.clone();
-    let http = axum::serve(listeners.http, api::router(state)).with_graceful_shutdown(async move {
+    let service = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http = axum::serve(listeners.http, service).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     });
     tasks.spawn(async move {

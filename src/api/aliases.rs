@@ -1,9 +1,12 @@
-//! `/v3/domains/{domain}/aliases`: list, create, show, update, delete
-//! (ImprovMX shapes; `forward` is a comma-separated list).
+//! `/v3/domains/{domain}/aliases`: list (`q`, `alias`, `page`, `limit`),
+//! create, show, update, delete, and bulk add/update, in ImprovMX's shapes
+//! (`forward` is a comma-separated list). Aliases of chain-governed domains
+//! are read-only here (409), except DELETE, which suspends one locally.
 
-use super::{ApiError, ApiJson, ApiState, Page};
-use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use super::{ApiError, ApiJson, ApiQuery, ApiState, Page};
+use crate::admin::{BulkBehavior, BulkItem, Removed};
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,11 +14,12 @@ use serde_json::{Value, json};
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/domains/{domain}/aliases", get(list).post(create))
+        .route("/domains/{domain}/aliases/bulk", post(bulk))
         .route(
             "/domains/{domain}/aliases/{alias}",
             get(show).put(update).delete(remove),
         )
-        .route("/aliases/import", axum::routing::post(import))
+        .route("/aliases/import", post(import))
 }
 
 /// eas-relay extension: `alias@domain<TAB>forward` lines in one transaction.
@@ -34,22 +38,30 @@ struct NewAlias {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AliasUpdate {
-    forward: String,
+    forward: Option<String>,
+    /// eas-relay: false suspends the alias, true resumes it.
+    active: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bulk {
+    aliases: Vec<BulkItem>,
+    #[serde(default)]
+    behavior: BulkBehavior,
 }
 
 async fn list(
     State(s): State<ApiState>,
     Path(domain): Path<String>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut aliases = s.admin.aliases(&domain)?;
-    if let Some(q) = page.q.as_deref().filter(|q| !q.is_empty()) {
-        let q = q.to_lowercase();
-        aliases.retain(|a| a.alias.contains(&q) || a.forward.to_lowercase().contains(&q));
-    }
+    let (total, aliases) =
+        s.admin
+            .aliases_page(&domain, page.q(), page.alias(), page.page(), page.limit())?;
     Ok(Json(json!({
-        "aliases": page.slice(&aliases),
-        "total": aliases.len(),
+        "aliases": aliases,
+        "total": total,
         "limit": page.limit(),
         "page": page.page(),
         "success": true,
@@ -67,6 +79,25 @@ async fn create(
     Ok(Json(json!({ "alias": alias, "success": true })))
 }
 
+/// Each item on its own: `added`, `updated`, `skipped` (exists, with
+/// `behavior: "add"`) and `failed` (with `errors` in the API's shape).
+async fn bulk(
+    State(s): State<ApiState>,
+    Path(domain): Path<String>,
+    ApiJson(body): ApiJson<Bulk>,
+) -> Result<Json<Value>, ApiError> {
+    let result = s
+        .admin
+        .bulk_aliases(&domain, &body.aliases, body.behavior)?;
+    Ok(Json(json!({
+        "added": result.added,
+        "updated": result.updated,
+        "skipped": result.skipped,
+        "failed": result.failed,
+        "success": true,
+    })))
+}
+
 async fn show(
     State(s): State<ApiState>,
     Path((domain, alias)): Path<(String, String)>,
@@ -81,7 +112,9 @@ async fn update(
     Path((domain, alias)): Path<(String, String)>,
     ApiJson(body): ApiJson<AliasUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    let alias = s.admin.put_alias(&domain, &alias, &body.forward, true)?;
+    let alias = s
+        .admin
+        .update_alias(&domain, &alias, body.forward.as_deref(), body.active)?;
     Ok(Json(json!({ "alias": alias, "success": true })))
 }
 
@@ -89,6 +122,8 @@ async fn remove(
     State(s): State<ApiState>,
     Path((domain, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.remove_alias(&domain, &alias)?;
-    Ok(Json(json!({ "success": true })))
+    Ok(Json(match s.admin.remove_alias(&domain, &alias)? {
+        Removed::Deleted => json!({ "success": true }),
+        Removed::Suspended => json!({ "suspended": true, "success": true }),
+    }))
 }

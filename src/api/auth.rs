@@ -67,11 +67,15 @@ fn read_key_file(path: &PathBuf) -> Result<Vec<String>, KeyError> {
 
 /// The key presented in an Authorization header, if any.
 pub fn presented_key(header: &str) -> Option<String> {
-    let header = header.trim();
-    if let Some(token) = header.strip_prefix("Bearer ") {
-        return Some(token.trim().to_string());
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let (scheme, credentials) = header.trim().split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.to_string());
     }
-    let credentials = header.strip_prefix("Basic ")?.trim();
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(credentials)
         .ok()
@@ -102,6 +106,8 @@ mod tests {
             Some("secret")
         );
         assert_eq!(presented_key("Basic api:secret").as_deref(), Some("secret"));
+        assert_eq!(presented_key("BASIC api:secret").as_deref(), Some("secret"));
+        assert_eq!(presented_key("bearer secret").as_deref(), Some("secret"));
         assert_eq!(presented_key("Bearer secret").as_deref(), Some("secret"));
         assert_eq!(presented_key("Basic user:secret"), None);
         assert_eq!(presented_key("Digest x"), None);

@@ -2,7 +2,7 @@
 //! running (the store is then locked by that node). It returns the same
 //! views as [`crate::admin::Admin`], so the CLI prints the same either way.
 
-use crate::admin::{AdminError, AliasView, DomainView, QueueView};
+use crate::admin::{AdminError, AliasView, DomainView, QueueView, Removed};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
@@ -12,8 +12,11 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// How long a command waits out the node's rate limit before giving up.
+const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(600);
+
 /// Most items the API returns per request (see `api::Page::limit`).
-const PAGE: usize = 1000;
+const PAGE: usize = super::MAX_LIMIT;
 
 pub struct ApiClient {
     addr: SocketAddr,
@@ -29,12 +32,39 @@ impl ApiClient {
         matches!(connected, Ok(Ok(_))).then_some(ApiClient { addr, key })
     }
 
+    /// One API call; over the node's rate limit it waits as told
+    /// (`Retry-After`) and tries again, for up to [`RATE_LIMIT_PATIENCE`].
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Value, AdminError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.call_once(method.clone(), path, body.clone()).await? {
+                Ok(value) => return Ok(value),
+                Err(wait) if started.elapsed() + wait <= RATE_LIMIT_PATIENCE => {
+                    tokio::time::sleep(wait).await;
+                }
+                Err(_) => {
+                    return Err(AdminError::Remote(format!(
+                        "admin API at {}: still rate limited after {} s (http.rate_limit)",
+                        self.addr,
+                        RATE_LIMIT_PATIENCE.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// One request: the answer, or (Ok(Err(wait))) rate limited.
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Result<Value, Duration>, AdminError> {
         let remote = |e: &dyn std::fmt::Display| {
             AdminError::Remote(format!("admin API at {}: {e}", self.addr))
         };
@@ -55,6 +85,15 @@ impl ApiClient {
             .map_err(|e| remote(&e))?;
         let response = sender.send_request(request).await.map_err(|e| remote(&e))?;
         let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let secs = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            return Ok(Err(Duration::from_secs(secs.clamp(1, 60))));
+        }
         let bytes = response
             .into_body()
             .collect()
@@ -63,7 +102,7 @@ impl ApiClient {
             .to_bytes();
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| remote(&e))?;
         if status.is_success() {
-            return Ok(value);
+            return Ok(Ok(value));
         }
         let (field, message) = value["errors"]
             .as_object()
@@ -163,9 +202,14 @@ impl ApiClient {
         parse(&value["alias"])
     }
 
-    pub async fn remove_alias(&self, domain: &str, alias: &str) -> Result<(), AdminError> {
+    pub async fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, AdminError> {
         let path = format!("/v3/domains/{}/aliases/{}", enc(domain), enc(alias));
-        self.call(Method::DELETE, &path, None).await.map(|_| ())
+        let value = self.call(Method::DELETE, &path, None).await?;
+        Ok(if value["suspended"] == true {
+            Removed::Suspended
+        } else {
+            Removed::Deleted
+        })
     }
 
     pub async fn import_aliases(&self, text: &str) -> Result<usize, AdminError> {

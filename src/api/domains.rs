@@ -1,7 +1,11 @@
-//! `/v3/domains`: list, add, show, delete (ImprovMX shapes).
+//! `/v3/domains`: list (`q`, `is_active`, `page`, `limit`), add, show,
+//! update, delete, and `/check` (the DNS records the relay needs, looked up
+//! live), in ImprovMX's shapes.
 
-use super::{ApiError, ApiJson, ApiState, Page};
-use axum::extract::{Path, Query, State};
+use super::{ApiError, ApiJson, ApiQuery, ApiState, Page};
+use crate::admin::DomainUpdate;
+use crate::dnscheck::{self, Check};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -10,26 +14,32 @@ use serde_json::{Value, json};
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/domains", get(list).post(add))
-        .route("/domains/{domain}", get(show).delete(remove))
+        .route("/domains/{domain}", get(show).put(update).delete(remove))
+        .route("/domains/{domain}/check", get(check))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewDomain {
     domain: String,
+    /// Accepted as ImprovMX does; kept with the domain.
+    #[serde(default)]
+    notification_email: Option<String>,
+    #[serde(default)]
+    whitelabel: Option<String>,
 }
 
 async fn list(
     State(s): State<ApiState>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut domains = s.admin.domains()?;
-    if let Some(q) = page.q.as_deref().filter(|q| !q.is_empty()) {
-        domains.retain(|d| d.domain.contains(&q.to_lowercase()));
-    }
+    let active = page.is_active()?;
+    let (total, domains) = s
+        .admin
+        .domains_page(page.q(), active, page.page(), page.limit())?;
     Ok(Json(json!({
-        "domains": page.slice(&domains),
-        "total": domains.len(),
+        "domains": domains,
+        "total": total,
         "limit": page.limit(),
         "page": page.page(),
         "success": true,
@@ -40,7 +50,22 @@ async fn add(
     State(s): State<ApiState>,
     ApiJson(body): ApiJson<NewDomain>,
 ) -> Result<Json<Value>, ApiError> {
-    let domain = s.admin.add_domain(&body.domain)?;
+    let mut domain = s.admin.add_domain(&body.domain)?;
+    if body.notification_email.is_some() || body.whitelabel.is_some() {
+        let settings = DomainUpdate {
+            notification_email: body.notification_email.map(Some),
+            whitelabel: body.whitelabel.map(Some),
+            ..DomainUpdate::default()
+        };
+        match s.admin.update_domain(&domain.domain, settings) {
+            Ok(updated) => domain = updated,
+            Err(e) => {
+                // All or nothing: a refused setting leaves no domain behind.
+                let _ = s.admin.remove_domain(&domain.domain);
+                return Err(e.into());
+            }
+        }
+    }
     Ok(Json(json!({ "domain": domain, "success": true })))
 }
 
@@ -53,10 +78,83 @@ async fn show(
     ))
 }
 
+async fn update(
+    State(s): State<ApiState>,
+    Path(domain): Path<String>,
+    ApiJson(body): ApiJson<DomainUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    let domain = s.admin.update_domain(&domain, body)?;
+    Ok(Json(json!({ "domain": domain, "success": true })))
+}
+
 async fn remove(
     State(s): State<ApiState>,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     s.admin.remove_domain(&domain)?;
     Ok(Json(json!({ "success": true })))
+}
+
+/// The records the relay needs for `domain`, looked up now through
+/// `outbound.nameservers`: ImprovMX's `records` summary (`mx`, `spf`,
+/// `dkim1`, `dkim2`, `dmarc`, each `{expected, values, valid}`), plus every
+/// check with what is wrong (`checks`, as `eas-relay dns check` prints them).
+async fn check(
+    State(s): State<ApiState>,
+    Path(domain): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = s.admin.domain(&domain)?.domain;
+    let config = s.config.clone();
+    let plan = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || dnscheck::Plan::load(&config, &name))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    let resolver =
+        crate::dns::resolver(&s.config.outbound.nameservers).map_err(ApiError::Internal)?;
+    let checks = dnscheck::check(&plan, &resolver).await;
+    let summary = |kind: &str, name: &str| {
+        checks
+            .iter()
+            .find(|c| c.check == kind && c.name == name)
+            .map(record)
+            .unwrap_or(Value::Null)
+    };
+    let dkim: Vec<&Check> = checks.iter().filter(|c| c.check == "DKIM").collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.required && !c.is_ok())
+        .map(|c| {
+            format!(
+                "{} {}: expected {}, found {}",
+                c.check, c.name, c.expected, c.found
+            )
+        })
+        .collect();
+    Ok(Json(json!({
+        "records": {
+            "mx": summary("MX", &name),
+            "spf": summary("SPF", &name),
+            "dkim1": dkim.first().map_or(Value::Null, |c| record(c)),
+            "dkim2": dkim.get(1).map_or(Value::Null, |c| record(c)),
+            "dmarc": summary("DMARC", &format!("_dmarc.{name}")),
+            "valid": dnscheck::passed(&checks),
+            "error": if failed.is_empty() { Value::Null } else { json!(failed.join("; ")) },
+            "provider": Value::Null,
+            "advanced": false,
+        },
+        "checks": checks,
+        "success": true,
+    })))
+}
+
+fn record(c: &Check) -> Value {
+    json!({
+        "name": c.name,
+        "expected": c.expected,
+        "values": c.found,
+        "valid": c.is_ok(),
+    })
 }

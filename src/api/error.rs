@@ -1,6 +1,7 @@
 //! The one error type of the HTTP API. Clients see ImprovMX's shape,
-//! `{"success": false, "errors": {field: [message]}}`; internal failures
-//! are logged here and shown only as "internal error".
+//! `{"success": false, "errors": {field: [message]}}` (plus `code` and
+//! `error`, which some ImprovMX clients read); internal failures are logged
+//! here and shown only as "internal error".
 
 use crate::admin::AdminError;
 use axum::Json;
@@ -12,8 +13,18 @@ use serde_json::json;
 pub enum ApiError {
     Unauthorized,
     NotFound(String),
-    Invalid { field: String, message: String },
-    Conflict { field: String, message: String },
+    Invalid {
+        field: String,
+        message: String,
+    },
+    Conflict {
+        field: String,
+        message: String,
+    },
+    /// Over a rate limit: wait this many seconds.
+    TooManyRequests {
+        retry_after: u64,
+    },
     Internal(String),
 }
 
@@ -39,6 +50,10 @@ impl From<AdminError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = match self {
+            ApiError::TooManyRequests { retry_after } => Some(retry_after),
+            _ => None,
+        };
         let (status, field, message) = match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -52,6 +67,11 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Invalid { field, message } => (StatusCode::BAD_REQUEST, field, message),
             ApiError::Conflict { field, message } => (StatusCode::CONFLICT, field, message),
+            ApiError::TooManyRequests { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit".into(),
+                format!("too many requests, retry in {retry_after} s"),
+            ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin API internal error");
                 (
@@ -61,8 +81,21 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let body = json!({ "success": false, "errors": { field: [message] } });
+        // `errors` is ImprovMX's shape for refused input; some clients read
+        // `error` and `code` instead (401, 404, 429): both are given.
+        let body = json!({
+            "success": false,
+            "code": status.as_u16(),
+            "error": message,
+            "errors": { field: [message] },
+        });
         let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

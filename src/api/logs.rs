@@ -1,9 +1,9 @@
 //! `/v3/domains/{domain}/logs[/{alias}]`: the delivery log, newest first,
 //! one item per recipient outcome with its event (ImprovMX-style fields).
 
-use super::{ApiError, ApiState, Page};
+use super::{ApiError, ApiQuery, ApiState, Page};
 use crate::store::{LogEntry, LogOutcome, format_queue_id};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ pub fn router() -> Router<ApiState> {
 async fn domain_logs(
     State(s): State<ApiState>,
     Path(domain): Path<String>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let logs = s.admin.logs(&domain, None, page.page(), page.limit())?;
     Ok(Json(render(&logs, &page)))
@@ -26,7 +26,7 @@ async fn domain_logs(
 async fn alias_logs(
     State(s): State<ApiState>,
     Path((domain, alias)): Path<(String, String)>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let logs = s
         .admin

@@ -2,6 +2,7 @@
 //! (ImprovMX-compatible domains and aliases, plus eas-relay's queue and
 //! delivery log), one router per resource, one error type.
 
+mod account;
 mod aliases;
 pub mod auth;
 mod chain;
@@ -9,22 +10,27 @@ pub mod client;
 mod domains;
 mod eas;
 mod error;
+pub mod limit;
 pub mod logs;
+mod openapi;
 mod queue;
 
 pub use error::ApiError;
 
 use crate::admin::Admin;
 use crate::config::Config;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use limit::{RateLimits, Verdict};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 /// What every handler can reach.
@@ -40,24 +46,147 @@ pub struct ApiState {
     pub activation_secret: Option<Vec<u8>>,
     /// The watcher (for health, chain status and resync), when the chain is on.
     pub watcher: Option<Arc<crate::chain::watcher::Watcher>>,
+    pub limits: Arc<RateLimits>,
 }
 
-/// The whole HTTP API.
+impl ApiState {
+    /// The state of an HTTP API without a chain.
+    pub fn new(
+        config: Arc<Config>,
+        admin: Arc<Admin>,
+        keys: Vec<String>,
+        metrics: PrometheusHandle,
+    ) -> ApiState {
+        ApiState {
+            limits: Arc::new(RateLimits::new(&config.http.rate_limit)),
+            config,
+            admin,
+            keys: Arc::new(keys),
+            metrics,
+            activation: None,
+            activation_secret: None,
+            watcher: None,
+        }
+    }
+}
+
+/// The whole HTTP API. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: the per-IP rate
+/// limit needs the client's address.
 pub fn router(state: ApiState) -> Router {
     let v3 = Router::new()
+        .merge(account::router())
         .merge(domains::router())
         .merge(aliases::router())
         .merge(logs::router())
         .merge(queue::router())
         .merge(chain::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
-    Router::new()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key))
+        // The document needs no key (it is the same for everyone).
+        .merge(openapi::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_ip));
+    let eas = eas::router().route_layer(middleware::from_fn_with_state(state.clone(), limit_ip));
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .merge(eas::router())
+        .merge(eas)
         .nest("/v3", v3)
-        .fallback(|| async { ApiError::NotFound("route".into()) })
-        .with_state(state)
+        .fallback(|| async { ApiError::NotFound("route".into()) });
+    if state.config.http.security_headers {
+        router = router.layer(middleware::map_response(security_headers));
+    }
+    if let Some(cors) = cors(&state.config.http.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
+}
+
+/// CORS for the configured origins (none: no CORS headers at all).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+                HeaderName::from_static(eas::SIGNATURE_HEADER),
+            ])
+            .expose_headers([
+                limit::LIMIT,
+                limit::REMAINING,
+                limit::RESET,
+                axum::http::header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
+}
+
+/// Headers that keep a browser from doing anything clever with an answer.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
+}
+
+/// The per-IP limit, before anything else is looked at.
+async fn limit_ip(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(limiter) = &state.limits.per_ip else {
+        return next.run(request).await;
+    };
+    // Without a socket (a request handed to the router in-process) every
+    // caller shares one budget.
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    limited(limiter.check(&ip), next.run(request)).await
+}
+
+/// Runs `handler` when the verdict allows it; either way the answer shows
+/// the budget.
+async fn limited(
+    verdict: Verdict,
+    handler: impl std::future::Future<Output = Response>,
+) -> Response {
+    match verdict {
+        Verdict::Allowed(budget) => {
+            let mut response = handler.await;
+            limit::write_budget(response.headers_mut(), budget);
+            response
+        }
+        Verdict::Refused(budget, wait) => {
+            let mut response = ApiError::TooManyRequests {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+            .into_response();
+            limit::write_budget(response.headers_mut(), budget);
+            response
+        }
+    }
 }
 
 async fn health(State(state): State<ApiState>) -> Response {
@@ -96,7 +225,10 @@ async fn require_key(State(state): State<ApiState>, request: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(auth::presented_key);
     match presented {
-        Some(key) if auth::is_valid(&key, &state.keys) => next.run(request).await,
+        Some(key) if auth::is_valid(&key, &state.keys) => match &state.limits.per_key {
+            Some(limiter) => limited(limiter.check(&key), next.run(request)).await,
+            None => next.run(request).await,
+        },
         _ => ApiError::Unauthorized.into_response(),
     }
 }
@@ -120,13 +252,42 @@ where
     }
 }
 
-/// `page` (from 1) and `limit` query parameters, bounded.
-#[derive(Debug, serde::Deserialize)]
+/// Query parameters whose errors (wrong type) come back in the API's
+/// error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::invalid("query", rejection.body_text())),
+        }
+    }
+}
+
+/// The query of a list: `page` (from 1), `limit` (1 to 100, default 50),
+/// and the filters `q`, `is_active` (domains) and `alias` (aliases).
+/// Parameters a list does not know are ignored, as ImprovMX does.
+#[derive(Debug, Default, serde::Deserialize)]
 pub struct Page {
     pub page: Option<usize>,
     pub limit: Option<usize>,
     pub q: Option<String>,
+    pub is_active: Option<String>,
+    pub alias: Option<String>,
 }
+
+/// Most items one page holds.
+pub const MAX_LIMIT: usize = 100;
 
 impl Page {
     pub fn page(&self) -> usize {
@@ -134,7 +295,30 @@ impl Page {
     }
 
     pub fn limit(&self) -> usize {
-        self.limit.unwrap_or(50).clamp(1, 1000)
+        self.limit.unwrap_or(50).clamp(1, MAX_LIMIT)
+    }
+
+    /// `q`, unless empty.
+    pub fn q(&self) -> Option<&str> {
+        self.q.as_deref().filter(|q| !q.is_empty())
+    }
+
+    /// `alias`, unless empty.
+    pub fn alias(&self) -> Option<&str> {
+        self.alias.as_deref().filter(|a| !a.is_empty())
+    }
+
+    /// `is_active`: `1`/`true` or `0`/`false`; absent or empty: no filter.
+    pub fn is_active(&self) -> Result<Option<bool>, ApiError> {
+        match self.is_active.as_deref() {
+            None | Some("") => Ok(None),
+            Some("1" | "true") => Ok(Some(true)),
+            Some("0" | "false") => Ok(Some(false)),
+            Some(other) => Err(ApiError::invalid(
+                "is_active",
+                format!("`{other}` is not 1, 0, true or false"),
+            )),
+        }
     }
 
     /// The slice of `items` this page shows.

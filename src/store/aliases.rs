@@ -23,6 +23,31 @@ pub struct DomainRecord {
     pub active: bool,
     #[serde(default)]
     pub source: Source,
+    /// Kept for ImprovMX clients that set them (`PUT /v3/domains/{d}`);
+    /// eas-relay sends no notifications and calls no webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whitelabel: Option<String>,
+}
+
+/// Keeps an alias (local part, record) in a listing.
+pub type AliasFilter<'a> = dyn Fn(&str, &AliasRecord) -> bool + 'a;
+
+impl DomainRecord {
+    /// An active domain created at `created` (Unix seconds).
+    pub fn new(created: u64, source: Source) -> DomainRecord {
+        DomainRecord {
+            created,
+            active: true,
+            source,
+            notification_email: None,
+            webhook: None,
+            whitelabel: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,11 +111,7 @@ impl Store {
             if table.get(domain)?.is_some() {
                 false
             } else {
-                let record = DomainRecord {
-                    created: unix_now(),
-                    active: true,
-                    source,
-                };
+                let record = DomainRecord::new(unix_now(), source);
                 table.insert(domain, encode(&record).as_slice())?;
                 true
             }
@@ -255,6 +276,49 @@ impl Store {
         Ok(existed)
     }
 
+    /// One page of a domain's aliases, ordered by local part: those whose
+    /// local part `keep_key` accepts, and then (when given) whose record
+    /// `keep` accepts; `offset` of them skipped, at most `limit` returned.
+    /// Also returns how many match in all. Only the records a filter or the
+    /// page needs are decoded, so an unfiltered page of a large domain
+    /// costs a key scan and `limit` decodes.
+    pub fn alias_page(
+        &self,
+        domain: &str,
+        keep_key: impl Fn(&str) -> bool,
+        keep: Option<&AliasFilter<'_>>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<(String, AliasRecord)>), StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(ALIASES)?;
+        let start = alias_key(domain, "");
+        let end = format!("{domain}\u{1}");
+        let mut total = 0;
+        let mut out = Vec::new();
+        for item in table.range(start.as_str()..end.as_str())? {
+            let (k, v) = item?;
+            let local = &k.value()[start.len()..];
+            if !keep_key(local) {
+                continue;
+            }
+            let in_page = total >= offset && out.len() < limit;
+            if let Some(keep) = keep {
+                let record: AliasRecord = decode("aliases", k.value(), v.value())?;
+                if !keep(local, &record) {
+                    continue;
+                }
+                if in_page {
+                    out.push((local.to_string(), record));
+                }
+            } else if in_page {
+                out.push((local.to_string(), decode("aliases", k.value(), v.value())?));
+            }
+            total += 1;
+        }
+        Ok((total, out))
+    }
+
     /// All aliases of a domain, ordered by local part.
     pub fn alias_list(&self, domain: &str) -> Result<Vec<(String, AliasRecord)>, StoreError> {
         let txn = self.db().begin_read()?;
@@ -272,7 +336,7 @@ impl Store {
 }
 
 /// Writes an alias (new: next id, created now; existing: keeps id and
-/// created, active again) with its source and, for chain-governed aliases,
+/// created, active again unless a suspended chain alias) with its source and, for chain-governed aliases,
 /// the binding.
 pub(crate) fn put_alias(
     txn: &redb::WriteTransaction,
@@ -291,8 +355,10 @@ pub(crate) fn put_alias(
     let record = match existing {
         Some(old) => AliasRecord {
             forwards,
+            // A chain alias suspended by the operator stays suspended when
+            // its owner activates it again.
+            active: source != Source::Chain || old.active,
             source,
-            active: true,
             chain,
             ..old
         },

@@ -155,11 +155,7 @@ fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecor
         Some(d) if d.source == Source::Chain => d,
         // A static domain of the same name becomes chain-governed: the
         // chain is the authority for names it rents.
-        _ => DomainRecord {
-            created: super::now_ms() / 1000,
-            active: true,
-            source: Source::Chain,
-        },
+        _ => DomainRecord::new(super::now_ms() / 1000, Source::Chain),
     };
     domains.insert(domain, encode(&record).as_slice())?;
     txn.open_table(CHAIN_NAMES)?

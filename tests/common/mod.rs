@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod anvil;
+pub mod api;
 pub mod dns;
 pub mod eas;
 pub mod http;
