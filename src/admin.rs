@@ -612,6 +612,21 @@ impl Admin {
                 ));
             }
         }
+        // A forward to a domain this import adds would loop, as one to a
+        // domain already served does.
+        for (n, (_, _, forwards)) in items.iter().enumerate() {
+            if let Some(f) = forwards.iter().find(|f| {
+                Mailbox::parse(f).is_some_and(|m| domains.contains(&m.domain.to_lowercase()))
+            }) {
+                return Err(invalid(
+                    "forward",
+                    format!(
+                        "alias {}: `{f}` is at a domain this import adds (a forwarding loop)",
+                        n + 1
+                    ),
+                ));
+            }
+        }
         for domain in &domains {
             self.store.domain_add(domain, Source::Static)?;
         }
@@ -859,5 +874,15 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2);
         assert_eq!(a.aliases("alias1.country").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn import_refuses_a_forward_to_a_domain_it_adds() {
+        let (_d, a) = admin();
+        let err = a
+            .import_aliases("a@one.test\tb@two.test\nb@two.test\tu@dest.test\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("forwarding loop"), "{err}");
+        assert!(a.domains().unwrap().is_empty(), "nothing imported");
     }
 }

@@ -113,6 +113,19 @@ mod tests {
         assert_eq!(presented_key("Digest x"), None);
     }
 
+    proptest::proptest! {
+        /// Any Authorization header a client sends is parsed without a
+        /// panic, and only `api` users yield a key.
+        #[test]
+        fn any_header_is_parsed_safely(header in "\\PC{0,80}") {
+            if let Some(key) = presented_key(&header) {
+                let lower = header.trim_start().to_ascii_lowercase();
+                proptest::prop_assert!(lower.starts_with("bearer") || lower.starts_with("basic"));
+                proptest::prop_assert!(header.contains(key.as_str()) || lower.starts_with("basic"));
+            }
+        }
+    }
+
     #[test]
     fn key_comparison() {
         let keys = vec![

@@ -21,6 +21,8 @@ pub enum ApiError {
         field: String,
         message: String,
     },
+    /// The route exists, not with this method.
+    MethodNotAllowed,
     /// Over a rate limit: wait this many seconds.
     TooManyRequests {
         retry_after: u64,
@@ -64,6 +66,11 @@ impl IntoResponse for ApiError {
                 StatusCode::NOT_FOUND,
                 "resource".into(),
                 format!("{what} not found"),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method".into(),
+                "method not allowed on this route (see Allow)".into(),
             ),
             ApiError::Invalid { field, message } => (StatusCode::BAD_REQUEST, field, message),
             ApiError::Conflict { field, message } => (StatusCode::CONFLICT, field, message),

@@ -92,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(eas)
         .nest("/v3", v3)
         .fallback(|| async { ApiError::NotFound("route".into()) });
+    router = router.layer(middleware::map_response(method_not_allowed));
     if state.config.http.security_headers {
         router = router.layer(middleware::map_response(security_headers));
     }
@@ -129,6 +130,21 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             ])
             .max_age(std::time::Duration::from_secs(3600)),
     )
+}
+
+/// axum answers an unserved method with an empty 405: give it the API's
+/// error body, keeping its `Allow` header.
+async fn method_not_allowed(response: Response) -> Response {
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let mut shaped = ApiError::MethodNotAllowed.into_response();
+    if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+        shaped
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    shaped
 }
 
 /// Headers that keep a browser from doing anything clever with an answer.
