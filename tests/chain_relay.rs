@@ -597,3 +597,100 @@ async fn without_a_chain_the_endpoints_say_so() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["chain"], json!({ "enabled": false }));
 }
+
+/// Two registries (`.country` with an EAS that emits events, `.club` with
+/// one that does not, each over its own name registry) on one chain: the
+/// same name and alias in both are separate aliases, each verified against
+/// its own contracts, and a deactivation in one leaves the other alone.
+#[tokio::test]
+async fn two_registries_govern_their_own_names() {
+    use alloy::primitives::U256;
+    use alloy::sol_types::SolCall;
+    use common::anvil::{EAS, TestRegistry, alias_name};
+    use eas_relay::config::RegistryConfig;
+
+    // The deployer's next two contracts (nonces 2 and 3, after the
+    // `.country` registry and EAS) will be `.club`'s.
+    let deployer = dev_signer(0).address();
+    let (club_dc, club_eas) = (deployer.create(2), deployer.create(3));
+    let t = ChainRelay::start_with(options(true), false, |c| {
+        c.chain.registries.push(RegistryConfig {
+            tld: "club".into(),
+            eas: format!("{club_eas:#x}"),
+            dc: format!("{club_dc:#x}"),
+            eas_events: false,
+            log_addresses: Vec::new(),
+        });
+    })
+    .await;
+    let admin = t.chain.admin.clone();
+    assert_eq!(t.chain.deploy_registry(&admin).await, club_dc);
+    assert_eq!(
+        t.chain.deploy_eas(&admin, club_dc, 10, false).await,
+        club_eas
+    );
+
+    // `.country`: hello → FORWARD, as everywhere else.
+    let (owner, a) = hello_on_chain(&t).await;
+    t.activated(&a).await;
+    // `.club`: the same owner registers the same name there and maps the
+    // same alias elsewhere, signing the text for `.club`.
+    let club_forward = "club.member@dest.test";
+    let register = TestRegistry::registerCall {
+        name: SLD.into(),
+        owner: owner.address(),
+        duration: U256::from(YEAR),
+    }
+    .abi_encode();
+    t.chain.call_tx(&admin, club_dc, register).await.unwrap();
+    let text = format!(
+        "You are about to authorize forwarding all emails sent to [hello@{SLD}.club] to [{club_forward}] instead"
+    );
+    let signature = personal_sign(&owner, &text);
+    let activate = EAS::activateCall {
+        name: SLD.into(),
+        aliasName: alias_name("hello"),
+        commitment: commitment_of("hello", club_forward, &signature),
+        publicAlias: String::new(),
+    }
+    .abi_encode();
+    t.chain.call_tx(&owner, club_eas, activate).await.unwrap();
+    let body = json!({
+        "alias": "hello",
+        "sld": SLD,
+        "tld": "club",
+        "forwardAddress": club_forward,
+        "signature": format!("0x{}", alloy::primitives::hex::encode(signature)),
+    });
+    assert_eq!(
+        t.post("/activate", body.clone()).await,
+        (200, json!({ "success": true }))
+    );
+    // The `.country` signature is no good for `.club` (other text).
+    let mut wrong = body.clone();
+    wrong["signature"] = json!(a.auth.signature_hex);
+    wrong["forwardAddress"] = json!(FORWARD);
+    let (status, _) = t.post("/activate", wrong).await;
+    assert_eq!(status, 401);
+
+    let club = format!("hello@{SLD}.club");
+    let got = t.deliver(&club, "to the club").await;
+    assert_eq!(got.rcpt_to, vec![club_forward.to_string()]);
+    let got = t.deliver(&hello(), "to the country").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
+
+    // Deactivated on `.club`'s EAS (seen in calldata): only `.club` stops.
+    let deactivate = EAS::deactivateCall {
+        name: SLD.into(),
+        aliasName: alias_name("hello"),
+    }
+    .abi_encode();
+    t.chain.call_tx(&owner, club_eas, deactivate).await.unwrap();
+    t.chain.mine(CONFIRMATIONS + 1).await;
+    t.wait_rcpt(&club, "550 5.1.1").await;
+    t.settle().await;
+    assert!(
+        t.rcpt(&hello()).await.starts_with("250"),
+        "country unaffected"
+    );
+}
