@@ -94,6 +94,26 @@ pub struct DomainUpdate {
     pub active: Option<bool>,
 }
 
+impl DomainUpdate {
+    /// Refuses settings that are not what they claim to be.
+    pub fn check(&self) -> Result<(), AdminError> {
+        if let Some(Some(email)) = &self.notification_email
+            && Mailbox::parse(email).is_none()
+        {
+            return Err(invalid(
+                "notification_email",
+                format!("`{email}` is not a valid email address"),
+            ));
+        }
+        if let Some(Some(url)) = &self.webhook
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid("webhook", "must be an http(s) URL"));
+        }
+        Ok(())
+    }
+}
+
 /// Tells an absent field (None) from an explicit `null` (Some(None)).
 mod double_option {
     use serde::{Deserialize, Deserializer};
@@ -330,19 +350,7 @@ impl Admin {
         update: DomainUpdate,
     ) -> Result<DomainView, AdminError> {
         let (name, mut record) = self.domain_record(domain)?;
-        if let Some(Some(email)) = &update.notification_email
-            && Mailbox::parse(email).is_none()
-        {
-            return Err(invalid(
-                "notification_email",
-                format!("`{email}` is not a valid email address"),
-            ));
-        }
-        if let Some(Some(url)) = &update.webhook
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(invalid("webhook", "must be an http(s) URL"));
-        }
+        update.check()?;
         if let Some(v) = update.notification_email {
             record.notification_email = v;
         }
@@ -476,20 +484,15 @@ impl Admin {
                 existing => writes.push((local, forwards, existing.is_some())),
             }
         }
-        let written = self.store.alias_put_many(
+        let records = self.store.alias_put_many(
             writes
                 .iter()
                 .map(|(local, forwards, _)| (name.clone(), local.clone(), forwards.clone())),
             Source::Static,
         )?;
-        debug_assert_eq!(written, writes.len());
-        for (local, _, existed) in writes {
-            let record = self
-                .store
-                .alias_get(&name, &local)?
-                .ok_or_else(|| AdminError::NotFound(format!("alias {local}@{name}")))?;
-            let view = alias_view(&local, &record);
-            if existed {
+        for ((local, _, existed), record) in writes.iter().zip(&records) {
+            let view = alias_view(local, record);
+            if *existed {
                 result.updated.push(view);
             } else {
                 result.added.push(view);
@@ -630,7 +633,7 @@ impl Admin {
         for domain in &domains {
             self.store.domain_add(domain, Source::Static)?;
         }
-        Ok(self.store.alias_put_many(items, Source::Static)?)
+        Ok(self.store.alias_put_many(items, Source::Static)?.len())
     }
 
     fn parse_forwards(&self, forward: &str) -> Result<Vec<String>, AdminError> {

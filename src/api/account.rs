@@ -15,7 +15,7 @@ async fn account(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let domains = s
         .admin
         .store()
-        .domain_list()
+        .domain_count()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let config = &s.config;
     let per_minute = config.http.rate_limit.per_key;
@@ -58,7 +58,7 @@ async fn account(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
                 "recipients_per_message": config.smtp.max_recipients,
                 "message_size": config.smtp.max_message_size.0,
             },
-            "domains": domains.len(),
+            "domains": domains,
         },
         "success": true,
     })))

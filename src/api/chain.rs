@@ -20,20 +20,14 @@ pub fn view(state: &ApiState) -> Value {
         return json!({ "enabled": false });
     };
     let h = &watcher.health;
-    let head = h.head.load(std::sync::atomic::Ordering::Relaxed);
-    let cursor = h.cursor.load(std::sync::atomic::Ordering::Relaxed);
-    let since = h.seconds_since_ok();
-    let stale = since.is_none_or(|s| s > state.config.chain.stale_after.0.as_secs());
-    json!({
-        "enabled": true,
-        "head": head,
-        "cursor": cursor,
-        "confirmations": state.config.chain.confirmations,
-        "lag": head.saturating_sub(cursor),
-        "seconds_since_ok": since,
-        "stale": stale,
-        "last_error": h.last_error.lock().expect("health lock").clone(),
-    })
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
+    crate::chain::watcher::status_view(
+        &state.config.chain,
+        load(&h.head),
+        load(&h.cursor),
+        load(&h.last_ok_ms),
+        h.last_error.lock().expect("health lock").clone(),
+    )
 }
 
 async fn status(State(s): State<ApiState>) -> Json<Value> {

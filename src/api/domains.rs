@@ -50,21 +50,18 @@ async fn add(
     State(s): State<ApiState>,
     ApiJson(body): ApiJson<NewDomain>,
 ) -> Result<Json<Value>, ApiError> {
+    let settings = DomainUpdate {
+        notification_email: body.notification_email.map(Some),
+        whitelabel: body.whitelabel.map(Some),
+        ..DomainUpdate::default()
+    };
+    // All or nothing: the name, then the settings, are checked before the
+    // domain is added.
+    crate::admin::parse_domain(&body.domain)?;
+    settings.check()?;
     let mut domain = s.admin.add_domain(&body.domain)?;
-    if body.notification_email.is_some() || body.whitelabel.is_some() {
-        let settings = DomainUpdate {
-            notification_email: body.notification_email.map(Some),
-            whitelabel: body.whitelabel.map(Some),
-            ..DomainUpdate::default()
-        };
-        match s.admin.update_domain(&domain.domain, settings) {
-            Ok(updated) => domain = updated,
-            Err(e) => {
-                // All or nothing: a refused setting leaves no domain behind.
-                let _ = s.admin.remove_domain(&domain.domain);
-                return Err(e.into());
-            }
-        }
+    if settings.notification_email.is_some() || settings.whitelabel.is_some() {
+        domain = s.admin.update_domain(&domain.domain, settings)?;
     }
     Ok(Json(json!({ "domain": domain, "success": true })))
 }

@@ -206,12 +206,7 @@ async fn limited(
 }
 
 async fn health(State(state): State<ApiState>) -> Response {
-    let queued = state
-        .admin
-        .store()
-        .queue_due_list()
-        .map(|l| l.len())
-        .unwrap_or(0);
+    let queued = state.admin.store().queue_due_count().unwrap_or(0);
     let chain = chain::view(&state);
     let stale = chain["stale"].as_bool().unwrap_or(false);
     Json(json!({
@@ -335,16 +330,5 @@ impl Page {
                 format!("`{other}` is not 1, 0, true or false"),
             )),
         }
-    }
-
-    /// The slice of `items` this page shows.
-    pub fn slice<T: Clone>(&self, items: &[T]) -> Vec<T> {
-        let start = (self.page() - 1).saturating_mul(self.limit());
-        items
-            .iter()
-            .skip(start)
-            .take(self.limit())
-            .cloned()
-            .collect()
     }
 }

@@ -100,6 +100,10 @@ impl Activation {
                 "alias must be 1 to 32 letters, digits, '.', '_' or '-'".into(),
             ));
         }
+        Self::check_sld(sld)
+    }
+
+    fn check_sld(sld: &str) -> Result<(), ActivationError> {
         if !valid_sld(sld) {
             return Err(ActivationError::Invalid(
                 "sld must be 1 to 63 lower-case letters, digits or '-'".into(),
@@ -197,10 +201,7 @@ impl Activation {
                 StateValue::Bool(false),
                 StateValue::Bool(false),
             ])
-            .map(|(v, nothing)| match v {
-                StateValue::Reverted(_) => nothing,
-                v => v,
-            })
+            .map(|(v, nothing)| v.or_if_reverted(nothing))
             .collect();
         let (owner, expires, actual, maintainer_allowed, is_maintainer) = match values.as_slice() {
             [
@@ -305,7 +306,7 @@ impl Activation {
         sld: &str,
         tld: Option<&str>,
     ) -> Result<(), ActivationError> {
-        Self::check_alias_and_sld("x", sld)?;
+        Self::check_sld(sld)?;
         let registry = self.registry(tld)?;
         let node = verify::node(sld);
         if self
@@ -353,12 +354,7 @@ impl Activation {
 
 /// 0x-prefixed lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(2 + bytes.len() * 2);
-    s.push_str("0x");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    alloy::primitives::hex::encode_prefixed(bytes)
 }
 
 #[cfg(test)]

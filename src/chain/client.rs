@@ -191,6 +191,18 @@ pub enum StateValue {
     Reverted(String),
 }
 
+impl StateValue {
+    /// A registry or role read that reverts means "nothing there": an
+    /// ENS-style registrar's `ownerOf` reverts for an expired or unknown
+    /// name, which must stop its aliases, not stall the reader.
+    pub fn or_if_reverted(self, nothing: StateValue) -> StateValue {
+        match self {
+            StateValue::Reverted(_) => nothing,
+            v => v,
+        }
+    }
+}
+
 /// Request sizes. The defaults suit a public RPC endpoint and a local node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

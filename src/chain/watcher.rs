@@ -16,7 +16,7 @@ use super::registry::{Registries, Registry};
 use super::verify;
 use crate::config::ChainConfig;
 use crate::store::chain::{
-    ChainBinding, ChainStatus, ChainUpdate, Cursor, NameState, split_alias_key,
+    ChainBinding, ChainStatus, ChainUpdate, Cursor, NameState, alias_key, split_alias_key,
 };
 use crate::store::{Store, StoreError, now_ms};
 use alloy::primitives::{Address, B256};
@@ -48,11 +48,42 @@ pub struct ChainHealth {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// Seconds since `last_ok_ms` (Unix ms of the last good read; 0: never).
+pub fn seconds_since(last_ok_ms: u64) -> Option<u64> {
+    (last_ok_ms != 0).then(|| now_ms().saturating_sub(last_ok_ms) / 1000)
+}
+
+/// Stale: never read, or not for longer than `chain.stale_after`.
+pub fn is_stale(seconds_since_ok: Option<u64>, config: &ChainConfig) -> bool {
+    seconds_since_ok.is_none_or(|s| s > config.stale_after.0.as_secs())
+}
+
+/// The watcher's state as `/health`, `/v3/chain/status` and `eas-relay
+/// chain status` show it.
+pub fn status_view(
+    config: &ChainConfig,
+    head: u64,
+    cursor: u64,
+    last_ok_ms: u64,
+    last_error: Option<String>,
+) -> serde_json::Value {
+    let since = seconds_since(last_ok_ms);
+    serde_json::json!({
+        "enabled": true,
+        "head": head,
+        "cursor": cursor,
+        "confirmations": config.confirmations,
+        "lag": head.saturating_sub(cursor),
+        "seconds_since_ok": since,
+        "stale": is_stale(since, config),
+        "last_error": last_error,
+    })
+}
+
 impl ChainHealth {
     /// Seconds since the chain was last read successfully (None: never).
     pub fn seconds_since_ok(&self) -> Option<u64> {
-        let ok = self.last_ok_ms.load(Ordering::Relaxed);
-        (ok != 0).then(|| now_ms().saturating_sub(ok) / 1000)
+        seconds_since(self.last_ok_ms.load(Ordering::Relaxed))
     }
 
     fn ok(&self, head: &BlockInfo) {
@@ -194,10 +225,7 @@ impl Watcher {
 
     /// Records the status for `chain status` and the metrics.
     fn publish(&self) {
-        let stale = self
-            .health
-            .seconds_since_ok()
-            .is_none_or(|s| s > self.config.stale_after.0.as_secs());
+        let stale = is_stale(self.health.seconds_since_ok(), &self.config);
         metrics::gauge!("eas_chain_stale").set(if stale { 1.0 } else { 0.0 });
         if let Some(s) = self.health.seconds_since_ok() {
             metrics::gauge!("eas_chain_seconds_since_ok").set(s as f64);
@@ -217,10 +245,7 @@ impl Watcher {
     /// max_block_range) processed and committed.
     pub async fn step(&self) -> Result<Step, WatchError> {
         let _cursor = self.cursor_lock.lock().await;
-        let head = self.client.latest().await?;
-        self.health.ok(&head);
-        // Expiry follows the chain's clock as soon as it is seen.
-        self.store.note_chain_time(head.timestamp);
+        let head = self.observe_head().await?;
         let target = head.number.saturating_sub(self.config.confirmations);
         let cursor = match self.store.chain_cursor()? {
             Some(c) => c,
@@ -268,6 +293,15 @@ impl Watcher {
         self.health.cursor.store(to, Ordering::Relaxed);
         metrics::gauge!("eas_chain_cursor").set(to as f64);
         Ok(Step::Advanced { to, target })
+    }
+
+    /// Reads the head; a good read counts for health, and expiry follows
+    /// the chain's clock as soon as it is seen.
+    async fn observe_head(&self) -> Result<BlockInfo, WatchError> {
+        let head = self.client.latest().await?;
+        self.health.ok(&head);
+        self.store.note_chain_time(head.timestamp);
+        Ok(head)
     }
 
     async fn hash_of(&self, number: u64) -> Result<[u8; 32], WatchError> {
@@ -381,7 +415,7 @@ impl Watcher {
         if let Some(domain) = self.store.chain_domain_of(&node.0, &r.tld)? {
             for (local, record) in self.store.alias_list(&domain)? {
                 if record.chain.is_some() {
-                    t.aliases.insert(format!("{domain}\0{local}"));
+                    t.aliases.insert(alias_key(&domain, &local));
                 }
             }
         }
@@ -469,6 +503,8 @@ impl Watcher {
             detail: format!("unexpected answer for {what}"),
         };
         let mut update = ChainUpdate::default();
+        // A reverting getCommitment stays an error (the EAS contract never
+        // reverts on it); registry and role reads that revert mean "nothing".
         for key in usable_bindings {
             match values.next() {
                 Some(StateValue::Hash(h)) => {
@@ -481,11 +517,13 @@ impl Watcher {
             match (
                 values
                     .next()
-                    .map(|v| reverted_as(v, StateValue::Address(Address::ZERO))),
-                values.next().map(|v| reverted_as(v, StateValue::Number(0))),
+                    .map(|v| v.or_if_reverted(StateValue::Address(Address::ZERO))),
                 values
                     .next()
-                    .map(|v| reverted_as(v, StateValue::Bool(false))),
+                    .map(|v| v.or_if_reverted(StateValue::Number(0))),
+                values
+                    .next()
+                    .map(|v| v.or_if_reverted(StateValue::Bool(false))),
             ) {
                 (
                     Some(StateValue::Address(owner)),
@@ -509,7 +547,7 @@ impl Watcher {
         for (tld, account) in usable_maintainers {
             match values
                 .next()
-                .map(|v| reverted_as(v, StateValue::Bool(false)))
+                .map(|v| v.or_if_reverted(StateValue::Bool(false)))
             {
                 Some(StateValue::Bool(holds)) => {
                     update
@@ -526,9 +564,7 @@ impl Watcher {
     /// the confirmed head (those last checked at that block or later are
     /// current already). Returns how many aliases are now verified.
     pub async fn sweep(&self) -> Result<usize, WatchError> {
-        let head = self.client.latest().await?;
-        self.health.ok(&head);
-        self.store.note_chain_time(head.timestamp);
+        let head = self.observe_head().await?;
         // At the confirmed head; after a reorg to a shorter chain that can be
         // below the fork point, whose state (canonical, already confirmed) is
         // then the newest truth there is.
@@ -607,16 +643,5 @@ impl Watcher {
     /// How long to wait between polls.
     pub fn poll_interval(&self) -> Duration {
         self.config.poll_interval.0
-    }
-}
-
-/// A registry or role read that reverts means "nothing there": an ENS-style
-/// registrar's `ownerOf` reverts for an expired or unknown name, which must
-/// stop its aliases, not stall the watcher. (A reverting `getCommitment` is
-/// still an error: the EAS contract never reverts on it.)
-fn reverted_as(value: StateValue, nothing: StateValue) -> StateValue {
-    match value {
-        StateValue::Reverted(_) => nothing,
-        v => v,
     }
 }

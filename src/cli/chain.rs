@@ -160,18 +160,13 @@ pub async fn status(config: Config, json_out: bool) -> Result<(), AdminError> {
                 Ok(head) => (head, recorded.last_error),
                 Err(e) => (recorded.head, Some(e.to_string())),
             };
-            let since = (recorded.last_ok_ms != 0)
-                .then(|| crate::store::now_ms().saturating_sub(recorded.last_ok_ms) / 1000);
-            json!({
-                "enabled": true,
-                "head": head,
-                "cursor": cursor,
-                "confirmations": config.chain.confirmations,
-                "lag": head.saturating_sub(cursor),
-                "seconds_since_ok": since,
-                "stale": since.is_none_or(|s| s > config.chain.stale_after.0.as_secs()),
-                "last_error": error,
-            })
+            crate::chain::watcher::status_view(
+                &config.chain,
+                head,
+                cursor,
+                recorded.last_ok_ms,
+                error,
+            )
         }
     };
     if json_out {

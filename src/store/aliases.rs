@@ -1,7 +1,7 @@
 //! Domains and aliases: the tables the recipient lookup reads on every RCPT.
 //! Keys are lower case; an alias key is `domain\0local`.
 
-use super::{ALIASES, DOMAINS, META, Store, StoreError, decode, encode};
+use super::{ALIASES, DOMAINS, META, Store, StoreError, decode, encode, get_decoded};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
@@ -85,8 +85,15 @@ fn yes() -> bool {
     true
 }
 
-fn alias_key(domain: &str, local: &str) -> String {
+/// The key of an alias in the aliases table (also how the chain tables
+/// name an alias): `domain NUL local`.
+pub fn alias_key(domain: &str, local: &str) -> String {
     format!("{domain}\0{local}")
+}
+
+/// Splits an alias key into (domain, local).
+pub fn split_alias_key(key: &str) -> (&str, &str) {
+    key.split_once('\0').unwrap_or((key, ""))
 }
 
 fn unix_now() -> u64 {
@@ -96,11 +103,7 @@ fn unix_now() -> u64 {
 impl Store {
     pub fn domain_get(&self, domain: &str) -> Result<Option<DomainRecord>, StoreError> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(DOMAINS)?;
-        match table.get(domain)? {
-            Some(v) => Ok(Some(decode("domains", domain, v.value())?)),
-            None => Ok(None),
-        }
+        get_decoded(&txn.open_table(DOMAINS)?, "domains", domain)
     }
 
     /// Adds a domain; returns false when it already existed (left unchanged).
@@ -146,6 +149,12 @@ impl Store {
         Ok(existed)
     }
 
+    /// How many domains there are (O(1)).
+    pub fn domain_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(redb::ReadableTableMetadata::len(&txn.open_table(DOMAINS)?)?)
+    }
+
     pub fn domain_list(&self) -> Result<Vec<(String, DomainRecord)>, StoreError> {
         self.read_all("domains", DOMAINS)
     }
@@ -153,12 +162,11 @@ impl Store {
     /// Looks up one alias (exact key; the caller normalizes).
     pub fn alias_get(&self, domain: &str, local: &str) -> Result<Option<AliasRecord>, StoreError> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(ALIASES)?;
-        let key = alias_key(domain, local);
-        match table.get(key.as_str())? {
-            Some(v) => Ok(Some(decode("aliases", &key, v.value())?)),
-            None => Ok(None),
-        }
+        get_decoded(
+            &txn.open_table(ALIASES)?,
+            "aliases",
+            &alias_key(domain, local),
+        )
     }
 
     /// One read for a recipient: the domain's record and the first of
@@ -190,16 +198,13 @@ impl Store {
             .is_some_and(|d| d.source == Source::Chain)
         {
             let names = txn.open_table(super::chain::CHAIN_NAMES)?;
-            lookup.name = match names.get(domain)? {
-                Some(v) => Some(decode("chain_names", domain, v.value())?),
-                None => None,
-            };
+            lookup.name = get_decoded(&names, "chain_names", domain)?;
             if let (Some((_, alias)), Some(name)) = (&lookup.hit, &lookup.name)
                 && let Some(binding) = &alias.chain
                 && !binding.signer.eq_ignore_ascii_case(&name.owner)
             {
                 let maintainers = txn.open_table(super::chain::CHAIN_MAINTAINERS)?;
-                let key = format!("{}\0{}", binding.tld, binding.signer.to_ascii_lowercase());
+                let key = super::chain::maintainer_key(&binding.tld, &binding.signer);
                 lookup.signer_is_maintainer = maintainers.get(key.as_str())?.is_some();
             }
         }
@@ -221,20 +226,22 @@ impl Store {
         Ok(record)
     }
 
-    /// Creates or replaces many aliases in one transaction.
+    /// Creates or replaces many aliases in one transaction; returns the
+    /// stored records, in the order given.
     pub fn alias_put_many(
         &self,
         items: impl IntoIterator<Item = (String, String, Vec<String>)>,
         source: Source,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<AliasRecord>, StoreError> {
         let txn = self.db().begin_write()?;
-        let mut n = 0;
-        for (domain, local, forwards) in items {
-            put_alias(&txn, &domain, &local, forwards, source, None)?;
-            n += 1;
-        }
+        let records = items
+            .into_iter()
+            .map(|(domain, local, forwards)| {
+                put_alias(&txn, &domain, &local, forwards, source, None)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         txn.commit()?;
-        Ok(n)
+        Ok(records)
     }
 
     /// Suspends (false) or resumes (true) an alias; false when it does not exist.
@@ -248,11 +255,7 @@ impl Store {
         let found = {
             let mut table = txn.open_table(ALIASES)?;
             let key = alias_key(domain, local);
-            let record: Option<AliasRecord> = match table.get(key.as_str())? {
-                Some(v) => Some(decode("aliases", &key, v.value())?),
-                None => None,
-            };
-            match record {
+            match get_decoded::<AliasRecord>(&table, "aliases", &key)? {
                 Some(mut record) => {
                     record.active = active;
                     table.insert(key.as_str(), encode(&record).as_slice())?;
@@ -321,17 +324,8 @@ impl Store {
 
     /// All aliases of a domain, ordered by local part.
     pub fn alias_list(&self, domain: &str) -> Result<Vec<(String, AliasRecord)>, StoreError> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(ALIASES)?;
-        let start = alias_key(domain, "");
-        let end = format!("{domain}\u{1}");
-        let mut out = Vec::new();
-        for item in table.range(start.as_str()..end.as_str())? {
-            let (k, v) = item?;
-            let local = k.value()[start.len()..].to_string();
-            out.push((local, decode("aliases", k.value(), v.value())?));
-        }
-        Ok(out)
+        let (_, all) = self.alias_page(domain, |_| true, None, 0, usize::MAX)?;
+        Ok(all)
     }
 }
 
@@ -348,10 +342,7 @@ pub(crate) fn put_alias(
 ) -> Result<AliasRecord, StoreError> {
     let mut table = txn.open_table(ALIASES)?;
     let key = alias_key(domain, local);
-    let existing: Option<AliasRecord> = match table.get(key.as_str())? {
-        Some(v) => Some(decode("aliases", &key, v.value())?),
-        None => None,
-    };
+    let existing: Option<AliasRecord> = get_decoded(&table, "aliases", &key)?;
     let record = match existing {
         Some(old) => AliasRecord {
             forwards,

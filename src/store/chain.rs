@@ -4,7 +4,7 @@
 //! truth; these tables are the cache RCPT answers from (DESIGN §3).
 
 use super::aliases::put_alias;
-use super::{ALIASES, DOMAINS, Store, StoreError, decode, encode};
+use super::{ALIASES, DOMAINS, Store, StoreError, decode, encode, get_decoded};
 use super::{AliasRecord, DomainRecord, Source};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -119,13 +119,12 @@ fn alias_index_key(node: &[u8; 32], alias: &[u8; 32], tld: &str) -> Vec<u8> {
     [node.as_slice(), alias.as_slice(), tld.as_bytes()].concat()
 }
 
-fn alias_key(domain: &str, local: &str) -> String {
-    format!("{domain}\0{local}")
-}
+pub use super::aliases::{alias_key, split_alias_key};
 
-/// Splits an alias key into (domain, local).
-pub fn split_alias_key(key: &str) -> (&str, &str) {
-    key.split_once('\0').unwrap_or((key, ""))
+/// The key of an account in CHAIN_MAINTAINERS: `tld NUL account` (hex,
+/// lower case).
+pub(crate) fn maintainer_key(tld: &str, account: &str) -> String {
+    format!("{tld}\0{}", account.to_ascii_lowercase())
 }
 
 /// One verified activation, as [`Store::chain_activate`] records it.
@@ -147,10 +146,7 @@ pub struct Activated {
 fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecord, StoreError> {
     let domain = a.domain.as_str();
     let mut domains = txn.open_table(DOMAINS)?;
-    let existing: Option<DomainRecord> = match domains.get(domain)? {
-        Some(v) => Some(decode("domains", domain, v.value())?),
-        None => None,
-    };
+    let existing: Option<DomainRecord> = get_decoded(&domains, "domains", domain)?;
     let record = match existing {
         Some(d) if d.source == Source::Chain => d,
         // A static domain of the same name becomes chain-governed: the
@@ -205,22 +201,17 @@ impl Store {
     /// The reveal an alias was activated with.
     pub fn chain_reveal(&self, domain: &str, local: &str) -> Result<Option<Reveal>, StoreError> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(CHAIN_REVEALS)?;
-        let key = alias_key(domain, local);
-        match table.get(key.as_str())? {
-            Some(v) => Ok(Some(decode("chain_reveals", &key, v.value())?)),
-            None => Ok(None),
-        }
+        get_decoded(
+            &txn.open_table(CHAIN_REVEALS)?,
+            "chain_reveals",
+            &alias_key(domain, local),
+        )
     }
 
     /// The state of a name (by domain).
     pub fn chain_name(&self, domain: &str) -> Result<Option<NameState>, StoreError> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(CHAIN_NAMES)?;
-        match table.get(domain)? {
-            Some(v) => Ok(Some(decode("chain_names", domain, v.value())?)),
-            None => Ok(None),
-        }
+        get_decoded(&txn.open_table(CHAIN_NAMES)?, "chain_names", domain)
     }
 
     /// The domain a (node, tld) belongs to, when it has aliases here.
@@ -296,9 +287,7 @@ impl Store {
     pub fn chain_is_maintainer(&self, tld: &str, account: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(CHAIN_MAINTAINERS)?;
-        Ok(table
-            .get(format!("{tld}\0{}", account.to_ascii_lowercase()).as_str())?
-            .is_some())
+        Ok(table.get(maintainer_key(tld, account).as_str())?.is_some())
     }
 
     /// Applies what the watcher found, and moves its cursor, atomically.
@@ -307,11 +296,9 @@ impl Store {
         {
             let mut aliases = txn.open_table(ALIASES)?;
             for (key, observed, block) in &update.commitments {
-                let record: Option<AliasRecord> = match aliases.get(key.as_str())? {
-                    Some(v) => Some(decode("aliases", key, v.value())?),
-                    None => None,
+                let Some(mut record) = get_decoded::<AliasRecord>(&aliases, "aliases", key)? else {
+                    continue;
                 };
-                let Some(mut record) = record else { continue };
                 let Some(binding) = record.chain.as_mut() else {
                     continue;
                 };
@@ -338,7 +325,7 @@ impl Store {
             }
             let mut maintainers = txn.open_table(CHAIN_MAINTAINERS)?;
             for (tld, account, holds) in &update.maintainers {
-                let key = format!("{tld}\0{}", account.to_ascii_lowercase());
+                let key = maintainer_key(tld, account);
                 if *holds {
                     maintainers.insert(key.as_str(), ())?;
                 } else {
@@ -483,11 +470,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<T>, StoreError> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(CHAIN_META)?;
-        match table.get(key)? {
-            Some(v) => Ok(Some(decode("chain_meta", key, v.value())?)),
-            None => Ok(None),
-        }
+        get_decoded(&txn.open_table(CHAIN_META)?, "chain_meta", key)
     }
 }
 

@@ -240,6 +240,19 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
+/// The record under `key` in a table keyed by name, decoded (`name` says
+/// which table a corrupt record is in); works on read and write tables.
+pub(crate) fn get_decoded<T: DeserializeOwned>(
+    table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key)? {
+        Some(v) => Ok(Some(decode(name, key, v.value())?)),
+        None => Ok(None),
+    }
+}
+
 impl Store {
     /// Every record of a table keyed by name, decoded, in key order
     /// (`name` says which table a corrupt record is in).

@@ -218,6 +218,15 @@ impl Store {
         Ok(out)
     }
 
+    /// How many messages have recipients pending (O(1): redb keeps the
+    /// table's length).
+    pub fn queue_due_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(redb::ReadableTableMetadata::len(
+            &txn.open_table(QUEUE_DUE)?,
+        )?)
+    }
+
     /// Removes due keys whose queue record is gone (after quarantine).
     pub fn queue_due_orphans(&self) -> Result<usize, StoreError> {
         let txn = self.db().begin_write()?;
@@ -287,6 +296,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.queue_due_list().unwrap(), vec![(50, 2), (100, 1)]);
+        assert_eq!(s.queue_due_count().unwrap(), 2);
         s.batch(true, |b| {
             let mut e = b.get(1)?.unwrap();
             e.recipients[0].next_attempt = 10;
