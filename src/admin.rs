@@ -2,7 +2,7 @@
 //! validation. The admin API calls them on a running node; the CLI calls
 //! them on the store directly when no node runs. Both print the same views.
 
-use crate::address::{Mailbox, normalize_domain};
+use crate::address::{ForwardError, Mailbox, parse_domain_name};
 use crate::config::Config;
 use crate::queue::{Queue, QueueError, Spool};
 use crate::store::{
@@ -656,25 +656,22 @@ impl Admin {
                 format!("at most {max} forwarding addresses"),
             ));
         }
+        let own = own_domains(&self.config);
         for f in &forwards {
-            let Some(mailbox) = Mailbox::parse(f) else {
-                return Err(invalid(
+            crate::address::check_forward(f, |domain| {
+                Ok(own.iter().any(|d| d == domain) || self.store.domain_get(domain)?.is_some())
+            })
+            .map_err(|e| match e {
+                ForwardError::Invalid(why) => invalid(
                     "forward",
-                    format!("`{f}` is not a valid email address"),
-                ));
-            };
-            if crate::address::check_relay_tricks(f).is_err() {
-                return Err(invalid(
-                    "forward",
-                    format!("`{f}` is not a plain email address"),
-                ));
-            }
-            if self.store.domain_get(&mailbox.domain)?.is_some() {
-                return Err(invalid(
+                    format!("`{f}` is not a valid email address: {why}"),
+                ),
+                ForwardError::Served => invalid(
                     "forward",
                     format!("`{f}` is at a domain this relay serves (a forwarding loop)"),
-                ));
-            }
+                ),
+                ForwardError::Lookup(e) => AdminError::Store(e),
+            })?;
         }
         Ok(forwards)
     }
@@ -759,10 +756,27 @@ impl Admin {
     }
 }
 
-/// A domain name as operators may register it.
+/// A domain name as operators may register it (the same rules as mail
+/// addresses: no code point IDNA2008 disallows, nothing silently dropped).
 pub fn parse_domain(domain: &str) -> Result<String, AdminError> {
-    normalize_domain(domain)
-        .ok_or_else(|| invalid("domain", format!("`{domain}` is not a valid domain name")))
+    parse_domain_name(domain).map_err(|e| {
+        invalid(
+            "domain",
+            format!(
+                "`{}` is not a valid domain name: {e}",
+                domain.escape_debug()
+            ),
+        )
+    })
+}
+
+/// The relay's own domains (its host name and SRS domain): never a
+/// forwarding address's, since mail there would come back.
+pub fn own_domains(config: &Config) -> Vec<String> {
+    vec![
+        config.hostname.to_ascii_lowercase(),
+        config.srs_domain().to_ascii_lowercase(),
+    ]
 }
 
 /// An alias local part: `*` (catch-all) or letters, digits, `.`, `_`, `-`,

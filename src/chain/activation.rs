@@ -7,7 +7,7 @@
 use super::client::{At, ChainClient, ChainError, StateRead, StateValue};
 use super::registry::{Registries, Registry};
 use super::verify;
-use crate::address::{Mailbox, check_relay_tricks};
+use crate::address::{ForwardError, Mailbox};
 use crate::store::chain::{Activated, ChainBinding, NameState, Reveal};
 use crate::store::{Store, StoreError};
 use alloy::primitives::B256;
@@ -113,32 +113,22 @@ impl Activation {
     }
 
     fn check_forward(&self, forward: &str) -> Result<Mailbox, ActivationError> {
-        let invalid =
-            || ActivationError::Invalid("forwardAddress must be a valid email address".into());
-        if forward.len() > 254 || check_relay_tricks(forward).is_err() {
-            return Err(invalid());
-        }
-        let mailbox = Mailbox::parse(forward).ok_or_else(invalid)?;
-        if !mailbox.local.bytes().all(|b| {
-            b.is_ascii_graphic()
-                && !matches!(
-                    b,
-                    b'<' | b'>' | b'(' | b')' | b'[' | b']' | b',' | b';' | b':'
-                )
-        }) {
-            return Err(invalid());
-        }
-        let own = self
-            .own_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(&mailbox.domain))
-            || self.store.domain_get(&mailbox.domain)?.is_some();
-        if own {
-            return Err(ActivationError::Invalid(
+        crate::address::check_forward(forward, |domain| {
+            Ok(self
+                .own_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+                || self.store.domain_get(domain)?.is_some())
+        })
+        .map_err(|e| match e {
+            ForwardError::Invalid(_) => {
+                ActivationError::Invalid("forwardAddress must be a valid email address".into())
+            }
+            ForwardError::Served => ActivationError::Invalid(
                 "forwardAddress must not be at a domain this relay serves".into(),
-            ));
-        }
-        Ok(mailbox)
+            ),
+            ForwardError::Lookup(e) => ActivationError::Store(e),
+        })
     }
 
     /// `POST /activate`: verify and record a revealed alias.

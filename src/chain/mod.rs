@@ -42,10 +42,7 @@ impl Chain {
             registries.clone(),
             config.chain.clone(),
         ));
-        let own = vec![
-            config.hostname.to_ascii_lowercase(),
-            config.srs_domain().to_ascii_lowercase(),
-        ];
+        let own = crate::admin::own_domains(config);
         let activation = Arc::new(activation::Activation::new(
             client.clone(),
             store,
