@@ -616,6 +616,35 @@ impl Default for ChainConfig {
     }
 }
 
+/// The largest `chain.max_clock_skew` accepted.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
+
+impl ChainConfig {
+    /// The TLD of the registry that governs `domain` (a host name, any
+    /// case): with the chain enabled, every name under a configured TLD,
+    /// registered or not, and its subdomains (and the TLD itself) belong to
+    /// the chain, never to the operator.
+    pub fn governing_tld(&self, domain: &str) -> Option<&str> {
+        if !self.enabled {
+            return None;
+        }
+        let domain = domain.strip_suffix('.').unwrap_or(domain).as_bytes();
+        self.registries.iter().map(|r| r.tld.as_str()).find(|tld| {
+            let tld = tld.as_bytes();
+            match domain.len().checked_sub(tld.len()) {
+                Some(0) => domain.eq_ignore_ascii_case(tld),
+                Some(dot) => {
+                    domain.get(dot - 1) == Some(&b'.')
+                        && domain
+                            .get(dot..)
+                            .is_some_and(|t| t.eq_ignore_ascii_case(tld))
+                }
+                None => false,
+            }
+        })
+    }
+}
+
 /// An Ethereum address in hex ("0x" and 40 hex digits, any case).
 pub fn is_address(s: &str) -> bool {
     s.strip_prefix("0x")

@@ -55,8 +55,9 @@ async fn activate_then_mail_forwards() {
     let t = ChainRelay::start().await;
     let owner = dev_signer(1);
     t.chain.register(SLD, owner.address(), YEAR).await.unwrap();
-    // Nothing is served before a reveal: the domain is not the relay's.
-    assert!(t.rcpt(&hello()).await.starts_with("550 5.7.1"));
+    // Nothing forwards before a reveal; the answer is the one every
+    // address under the chain-governed TLD gets that does not forward.
+    assert!(t.rcpt(&hello()).await.starts_with("550 5.1.1"));
 
     let a = t
         .chain

@@ -336,7 +336,7 @@ impl Activation {
             return Ok(false);
         };
         Ok(matches!(
-            crate::resolve::recipient(&self.store, &mailbox, "")?,
+            crate::resolve::recipient(&self.store, &mailbox, "", true)?,
             crate::resolve::Resolution::Forward { .. }
         ))
     }

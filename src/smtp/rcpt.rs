@@ -86,7 +86,10 @@ impl<T: Io> Session<T> {
             .and_then(|srs| resolve::srs_bounce(srs, &mailbox))
         {
             Some(bounce) => Ok(bounce),
-            None => resolve::recipient(&self.ctx.store, &mailbox, postmaster),
+            None => {
+                let governed = self.ctx.config.chain.governing_tld(&mailbox.domain);
+                resolve::recipient(&self.ctx.store, &mailbox, postmaster, governed.is_some())
+            }
         };
         match resolution {
             Ok(Resolution::Forward {

@@ -7,7 +7,7 @@ pub mod chain;
 mod log;
 mod queue;
 
-pub use aliases::{AliasFilter, AliasRecord, DomainRecord, Source};
+pub use aliases::{AliasFilter, AliasRecord, DomainRecord, Lookup, Source};
 pub use log::{LogEntry, LogOutcome};
 #[cfg(test)]
 pub(crate) use queue::sample_entry;
