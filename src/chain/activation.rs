@@ -219,6 +219,9 @@ impl Activation {
             return Err(ActivationError::CommitmentMismatch { actual, expected });
         }
         let domain = format!("{}.{tld}", req.sld);
+        let local = req.alias.to_ascii_lowercase();
+        self.check_case_variant(registry, &req.sld, &domain, &local, &req.alias, block)
+            .await?;
         let binding = ChainBinding {
             tld: tld.clone(),
             sld: req.sld.clone(),
@@ -238,7 +241,7 @@ impl Activation {
         };
         self.store.chain_activate(&Activated {
             domain: domain.clone(),
-            local: req.alias.to_ascii_lowercase(),
+            local,
             node: node.0,
             alias_hash: alias_hash.0,
             binding,
@@ -259,7 +262,64 @@ impl Activation {
         Ok(())
     }
 
+    /// The chain binding of `local@domain` this registry's name holds, if
+    /// any (never a static alias: /deactivate does not touch those).
+    fn binding_of(
+        &self,
+        registry: &Registry,
+        sld: &str,
+        domain: &str,
+        local: &str,
+    ) -> Result<Option<ChainBinding>, ActivationError> {
+        Ok(self
+            .store
+            .alias_get(domain, local)?
+            .and_then(|r| r.chain)
+            .filter(|b| b.tld == registry.tld && b.sld == sld))
+    }
+
+    /// Two on-chain aliases that differ only in case share one local key
+    /// here (mail matches in any case). The one activated first keeps it
+    /// while its commitment is on chain as revealed: a replayed reveal of
+    /// the other cannot take its place (the owner deactivates it first).
+    async fn check_case_variant(
+        &self,
+        registry: &Registry,
+        sld: &str,
+        domain: &str,
+        local: &str,
+        alias: &str,
+        block: u64,
+    ) -> Result<(), ActivationError> {
+        let Some(other) = self.binding_of(registry, sld, domain, local)? else {
+            return Ok(());
+        };
+        if other.alias == alias {
+            return Ok(());
+        }
+        let on_chain = self
+            .client
+            .commitment(
+                registry.eas,
+                verify::node(sld),
+                verify::alias_hash(&other.alias),
+                At::Number(block),
+            )
+            .await?;
+        if hex(on_chain.as_slice()).eq_ignore_ascii_case(&other.commitment) {
+            return Err(ActivationError::Invalid(format!(
+                "alias {} is active with another case ({}); deactivate it on chain first",
+                alias, other.alias
+            )));
+        }
+        Ok(())
+    }
+
     /// `POST /deactivate`: forget an alias once its commitment is gone.
+    /// Anyone may call it, so it removes only a chain record whose own
+    /// on-chain key (keccak256 of the alias exactly as activated, which
+    /// may differ in case from the request) reads zero, and answers
+    /// success only when the requested key reads zero as well.
     pub async fn deactivate(
         &self,
         alias: &str,
@@ -269,28 +329,39 @@ impl Activation {
         Self::check_alias_and_sld(alias, sld)?;
         let registry = self.registry(tld)?;
         let node = verify::node(sld);
-        let alias_hash = verify::alias_hash(alias);
-        let on_chain = self
-            .client
-            .commitment(registry.eas, node, alias_hash, At::Latest)
-            .await?;
-        if on_chain != B256::ZERO {
-            return Err(ActivationError::NotDeactivated);
-        }
         let domain = format!("{sld}.{}", registry.tld);
-        self.store.chain_forget_alias(
-            &domain,
-            &alias.to_ascii_lowercase(),
-            &node.0,
-            &alias_hash.0,
-            &registry.tld,
-        )?;
-        tracing::info!(%alias, %domain, "alias deactivated");
+        let local = alias.to_ascii_lowercase();
+        let binding = self.binding_of(registry, sld, &domain, &local)?;
+        let mut exact = vec![alias];
+        if let Some(b) = &binding
+            && b.alias != alias
+        {
+            exact.push(b.alias.as_str());
+        }
+        for a in exact {
+            let on_chain = self
+                .client
+                .commitment(registry.eas, node, verify::alias_hash(a), At::Latest)
+                .await?;
+            if on_chain != B256::ZERO {
+                return Err(ActivationError::NotDeactivated);
+            }
+        }
+        if let Some(b) = binding {
+            let alias_hash = verify::alias_hash(&b.alias);
+            if self
+                .store
+                .chain_forget_alias(&domain, &local, &b, &node.0, &alias_hash.0)?
+            {
+                tracing::info!(alias = %b.alias, %domain, "alias deactivated");
+            }
+        }
         Ok(())
     }
 
-    /// `POST /deactivate-all`: forget every alias of a name once the chain
-    /// has none.
+    /// `POST /deactivate-all`: once `getNumAlias` is zero, forget every
+    /// chain alias of the name whose own on-chain key reads zero (the
+    /// counter alone is not trusted to mean every commitment is gone).
     pub async fn deactivate_all(
         &self,
         sld: &str,
@@ -308,16 +379,51 @@ impl Activation {
             return Err(ActivationError::NotAllDeactivated);
         }
         let domain = format!("{sld}.{}", registry.tld);
-        for (local, record) in self.store.alias_list(&domain)? {
-            if let Some(binding) = record.chain {
-                self.store.chain_forget_alias(
-                    &domain,
-                    &local,
-                    &node.0,
-                    &verify::alias_hash(&binding.alias).0,
-                    &registry.tld,
-                )?;
+        let bindings: Vec<(String, ChainBinding)> = self
+            .store
+            .alias_list(&domain)?
+            .into_iter()
+            .filter_map(|(local, r)| Some((local, r.chain?)))
+            .filter(|(_, b)| b.tld == registry.tld && b.sld == sld)
+            .collect();
+        let reads: Vec<StateRead> = bindings
+            .iter()
+            .map(|(_, b)| StateRead::Commitment {
+                eas: registry.eas,
+                node,
+                alias: verify::alias_hash(&b.alias),
+            })
+            .collect();
+        let values = if reads.is_empty() {
+            Vec::new()
+        } else {
+            self.client.read_many(&reads, At::Latest).await?
+        };
+        if values.len() != bindings.len() {
+            return Err(ActivationError::Chain(ChainError::Decode {
+                what: "commitments",
+                detail: format!("{} answers to {} reads", values.len(), bindings.len()),
+            }));
+        }
+        let mut left = 0;
+        for ((local, b), value) in bindings.iter().zip(values) {
+            match value {
+                StateValue::Hash(h) if h == B256::ZERO => {
+                    let alias_hash = verify::alias_hash(&b.alias);
+                    self.store
+                        .chain_forget_alias(&domain, local, b, &node.0, &alias_hash.0)?;
+                }
+                StateValue::Hash(_) => left += 1,
+                other => {
+                    return Err(ActivationError::Chain(ChainError::Decode {
+                        what: "commitment",
+                        detail: format!("{other:?}"),
+                    }));
+                }
             }
+        }
+        if left > 0 {
+            return Err(ActivationError::NotAllDeactivated);
         }
         tracing::info!(%domain, "all aliases deactivated");
         Ok(())

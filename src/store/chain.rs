@@ -261,26 +261,41 @@ impl Store {
         self.read_all("chain_names", CHAIN_NAMES)
     }
 
-    /// Forgets a chain-governed alias (after /deactivate confirmed it is off
-    /// chain). False when it was not known.
+    /// Forgets the chain-governed alias `local@domain` whose binding is
+    /// still `expected` (after /deactivate saw that binding's own on-chain
+    /// key read zero), with its reveal and the index entry of its on-chain
+    /// key (`node`, `alias_hash` of the exact alias, `tld`). A static
+    /// alias, or a binding that changed since (a new activation), is left
+    /// alone: false.
     pub fn chain_forget_alias(
         &self,
         domain: &str,
         local: &str,
+        expected: &ChainBinding,
         node: &[u8; 32],
         alias_hash: &[u8; 32],
-        tld: &str,
     ) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
-        let found = {
-            txn.open_table(CHAIN_ALIAS_INDEX)?
-                .remove(alias_index_key(node, alias_hash, tld).as_slice())?;
-            let key = alias_key(domain, local);
-            txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
-            txn.open_table(ALIASES)?.remove(key.as_str())?.is_some()
+        let key = alias_key(domain, local);
+        let forgotten = {
+            let mut aliases = txn.open_table(ALIASES)?;
+            let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+            let same = current.and_then(|r| r.chain).is_some_and(|b| {
+                b.tld == expected.tld
+                    && b.sld == expected.sld
+                    && b.alias == expected.alias
+                    && b.commitment.eq_ignore_ascii_case(&expected.commitment)
+            });
+            if same {
+                aliases.remove(key.as_str())?;
+                txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
+                txn.open_table(CHAIN_ALIAS_INDEX)?
+                    .remove(alias_index_key(node, alias_hash, &expected.tld).as_slice())?;
+            }
+            same
         };
         txn.commit()?;
-        Ok(found)
+        Ok(forgotten)
     }
 
     /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld`.
@@ -585,8 +600,36 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(s.chain_recent().unwrap(), vec![(11, [8; 32])]);
+        // Only the binding that was checked is forgotten: not another one
+        // (a case variant, a newer activation), never a static alias.
+        let other = ChainBinding {
+            alias: "HELLO".into(),
+            ..binding("0xc1")
+        };
         assert!(
-            s.chain_forget_alias("fsociety.country", "hello", &node, &alias, "country")
+            !s.chain_forget_alias("fsociety.country", "hello", &other, &node, &alias)
+                .unwrap()
+        );
+        s.alias_put(
+            "fsociety.country",
+            "static",
+            vec!["u@dest.test".into()],
+            Source::Static,
+        )
+        .unwrap();
+        assert!(
+            !s.chain_forget_alias(
+                "fsociety.country",
+                "static",
+                &binding("0xc1"),
+                &node,
+                &alias
+            )
+            .unwrap()
+        );
+        assert!(s.alias_get("fsociety.country", "static").unwrap().is_some());
+        assert!(
+            s.chain_forget_alias("fsociety.country", "hello", &binding("0xC1"), &node, &alias)
                 .unwrap()
         );
         assert!(
