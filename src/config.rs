@@ -587,6 +587,10 @@ pub struct ChainConfig {
     pub start_block: u64,
     /// Most blocks per eth_getLogs / block scan request.
     pub max_block_range: u64,
+    /// How far a confirmed block's timestamp may run ahead of the wall
+    /// clock and still count for expiry; a later one is not believed (a
+    /// bad or hostile RPC answer would otherwise expire every alias).
+    pub max_clock_skew: HumanDuration,
     pub registries: Vec<RegistryConfig>,
     /// Shared secret of the activation endpoints (HMAC-SHA256 of the body in
     /// X-EAS-Signature); empty: no HMAC (the chain checks apply either way).
@@ -609,6 +613,7 @@ impl Default for ChainConfig {
             sweep_batch: 500,
             start_block: 0,
             max_block_range: 2000,
+            max_clock_skew: HumanDuration::secs(600),
             registries: Vec::new(),
             activation_secret: String::new(),
             activation_secret_file: None,
@@ -944,6 +949,14 @@ impl Config {
                 "chain.max_block_range",
                 0,
                 "must be greater than 0",
+            ));
+        }
+        if c.max_clock_skew.0 > MAX_CLOCK_SKEW {
+            return Err(ConfigError::invalid(
+                "chain.max_clock_skew",
+                c.max_clock_skew,
+                "must be at most 1d: a block timestamp that far ahead of the clock \
+                 would expire names early",
             ));
         }
         if c.registries.is_empty() {
@@ -1492,6 +1505,14 @@ mod tests {
         assert_eq!(key, "chain.rpc_url");
         let (key, _, _) = invalid_key(&ok.replace("\"country\"", "\"a.b\""));
         assert_eq!(key, "chain.registries[0].tld");
+        let (key, value, reason) =
+            invalid_key(&ok.replace("enabled = true", "enabled = true\nmax_clock_skew = \"2d\""));
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("chain.max_clock_skew", "2d")
+        );
+        assert!(reason.contains("at most 1d"), "{reason}");
+        assert_eq!(c.chain.max_clock_skew.0.as_secs(), 600);
     }
 
     #[test]

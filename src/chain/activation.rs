@@ -148,7 +148,6 @@ impl Activation {
         // The frontend calls right after its activate transaction: read the
         // latest state (the watcher re-checks at confirmed blocks).
         let head = self.client.latest().await?;
-        self.store.note_chain_time(head.timestamp);
         let block = head.number;
         let at = At::Number(block);
         let values = self
