@@ -187,16 +187,7 @@ async fn deactivation_on_chain_is_followed(eas_events: bool) {
         (200, json!({ "exist": false }))
     );
     // Now the EAS frontend's /deactivate is accepted and the record goes.
-    assert_eq!(
-        t.post("/deactivate", json!({ "sld": SLD, "alias": "hello" }))
-            .await,
-        (200, json!({ "success": true }))
-    );
-    let (_, aliases) = t
-        .relay
-        .api("GET", &format!("/v3/domains/{DOMAIN}/aliases"), None)
-        .await;
-    assert_eq!(aliases["aliases"], json!([]), "{aliases}");
+    t.deactivated(SLD, "hello").await;
 }
 
 #[tokio::test]
