@@ -129,6 +129,15 @@ pub fn parse_domain_name(domain: &str) -> Result<String, AddressError> {
     if domain.len() > MAX_ADDRESS {
         return Err(AddressError::Syntax("domain too long"));
     }
+    let lower = domain.to_ascii_lowercase();
+    if lower.is_ascii() && !lower.contains("xn--") {
+        // The common case: nothing to decode, nothing that IDNA maps.
+        return if crate::config::is_hostname(&lower) {
+            Ok(lower)
+        } else {
+            Err(AddressError::Syntax("not a host name"))
+        };
+    }
     let mut ascii = String::with_capacity(domain.len());
     for (i, label) in domain.split('.').enumerate() {
         if i > 0 {

@@ -1533,6 +1533,34 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
+        /// A domain (from RCPT, the admin API) is governed exactly when it
+        /// is a registry's TLD or ends in `.` and that TLD, in any case, with
+        /// at most one trailing dot; never with the chain off. Total on any
+        /// text.
+        #[test]
+        fn governing_tld_is_exact(
+            domain in "[a-zA-Z.]{0,12}(country|COUNTRY|xcountry|countr)?\\.?",
+            any in "\\PC{0,40}",
+        ) {
+            let mut c = ChainConfig {
+                enabled: true,
+                ..ChainConfig::default()
+            };
+            c.registries = vec![RegistryConfig {
+                tld: "country".into(),
+                eas: String::new(),
+                dc: String::new(),
+                eas_events: true,
+                log_addresses: Vec::new(),
+            }];
+            let d = domain.strip_suffix('.').unwrap_or(&domain).to_ascii_lowercase();
+            let expected = d == "country" || d.ends_with(".country");
+            proptest::prop_assert_eq!(c.governing_tld(&domain).is_some(), expected);
+            let _ = c.governing_tld(&any);
+            c.enabled = false;
+            proptest::prop_assert!(c.governing_tld(&domain).is_none());
+        }
+
         /// Fuzz: any text is either a valid config or a precise error.
         #[test]
         fn parsing_is_total(text in "\\PC{0,200}") {
