@@ -93,7 +93,7 @@ fn mailbox(local: &str, domain: &str) -> Mailbox {
 }
 
 fn lookup(store: &Store, rcpt: &Mailbox) -> Resolution {
-    resolve::recipient(store, rcpt, "").expect("lookup")
+    resolve::recipient(store, rcpt, "", true).expect("lookup")
 }
 
 fn percentiles(store: &Store, n: usize, samples: usize) {

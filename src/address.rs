@@ -1,8 +1,57 @@
-//! Mail addresses: splitting, domain normalization (lower case, IDNA), and
+//! Mail addresses: splitting, domain normalization (lower case, IDNA2008),
 //! the checks that refuse every relay trick (source routes, `%` hacks,
-//! quoted locals with `@`, bang paths, IP literals).
+//! quoted locals with `@`, bang paths, IP literals), and the one validation
+//! of forwarding addresses that `/activate`, the admin API and the CLI share.
+//!
+//! A domain is accepted only in the form it would be registered in: UTS #46
+//! processing must change nothing but letter case. A code point that
+//! processing would drop (U+200B ZERO WIDTH SPACE, U+00AD SOFT HYPHEN, U+FEFF),
+//! map (full-width letters, compatibility forms) or refuse, and one that is
+//! not a letter, mark or digit (symbols, punctuation: IDNA2008 disallows
+//! them), makes the whole address invalid instead of silently vanishing, so
+//! that `fsoc\u{200B}iety.country` never reaches `fsociety.country`.
 
+use icu_properties::CodePointMapData;
+use icu_properties::props::GeneralCategory;
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 use std::fmt;
+
+/// Longest address text looked at (RFC 5321: 256 octets for a path); a
+/// longer one is refused before any Unicode processing.
+const MAX_ADDRESS: usize = 512;
+
+/// Why an address or a domain name is refused. SMTP answers `Syntax` with
+/// `501` and the two others with `553` (the name itself is not allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Not of the form `local@domain`, or a part is empty or too long.
+    #[error("{0}")]
+    Syntax(&'static str),
+    /// The domain holds a code point IDNA2008 does not allow.
+    #[error("the domain contains {}, which IDNA2008 does not allow", CodePoint(*.0))]
+    CodePoint(char),
+    /// A label that is not valid IDNA2008 as a whole (bad Punycode, joiners
+    /// or right-to-left rules).
+    #[error("the domain has a label that is not valid IDNA2008")]
+    BadLabel,
+}
+
+impl AddressError {
+    /// Whether the address is well formed but names something not allowed
+    /// (SMTP `553`), rather than malformed (`501`).
+    pub fn is_disallowed_name(self) -> bool {
+        !matches!(self, AddressError::Syntax(_))
+    }
+}
+
+/// Shows a code point as `U+200B`.
+struct CodePoint(char);
+
+impl fmt::Display for CodePoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "U+{:04X}", u32::from(self.0))
+    }
+}
 
 /// A normalized mailbox: domain in lower-case ASCII (punycode), local part
 /// as given (case is the destination's business; lookups lower-case it).
@@ -13,14 +62,36 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// Parses `local@domain`, normalizing the domain. None when malformed.
+    /// Parses `local@domain`, normalizing the domain. None when malformed
+    /// or not allowed ([`Mailbox::check`] says why).
     pub fn parse(addr: &str) -> Option<Mailbox> {
-        let (local, domain) = addr.rsplit_once('@')?;
-        if local.is_empty() || local.len() > 64 {
-            return None;
+        Self::check(addr).ok()
+    }
+
+    /// Parses `local@domain` (as smtp-proto hands it over: unquoted),
+    /// normalizing the domain. The local part must be 1 to 64 octets
+    /// without `@` or control characters.
+    pub fn check(addr: &str) -> Result<Mailbox, AddressError> {
+        if addr.len() > MAX_ADDRESS {
+            return Err(AddressError::Syntax("address too long"));
         }
-        let domain = normalize_domain(domain)?;
-        Some(Mailbox {
+        let (local, domain) = addr
+            .rsplit_once('@')
+            .ok_or(AddressError::Syntax("no '@' and domain"))?;
+        if local.is_empty() {
+            return Err(AddressError::Syntax("empty local part"));
+        }
+        if local.len() > 64 {
+            return Err(AddressError::Syntax("local part longer than 64 octets"));
+        }
+        if local.contains('@') {
+            return Err(AddressError::Syntax("more than one '@'"));
+        }
+        if local.chars().any(char::is_control) {
+            return Err(AddressError::Syntax("control character in the local part"));
+        }
+        let domain = parse_domain_name(domain)?;
+        Ok(Mailbox {
             local: local.to_string(),
             domain,
         })
@@ -39,21 +110,141 @@ impl fmt::Display for Mailbox {
 }
 
 /// Lower-cases and IDNA-encodes a domain; None for IP literals, empty
-/// labels and anything that is not a host name.
+/// labels, code points IDNA2008 does not allow, and anything that is not a
+/// host name ([`parse_domain_name`] says why).
 pub fn normalize_domain(domain: &str) -> Option<String> {
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
-    if domain.is_empty() || domain.starts_with('[') || domain.len() > 253 {
-        return None;
-    }
-    let ascii = if domain.is_ascii() {
-        domain.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(domain).ok()?
-    };
-    crate::config::is_hostname(&ascii).then_some(ascii)
+    parse_domain_name(domain).ok()
 }
 
-/// Why a recipient address is refused as an attempt to relay.
+/// A domain name in its lower-case ASCII (punycode) form, or why not. One
+/// trailing dot is allowed.
+pub fn parse_domain_name(domain: &str) -> Result<String, AddressError> {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.is_empty() {
+        return Err(AddressError::Syntax("empty domain"));
+    }
+    if domain.starts_with('[') {
+        return Err(AddressError::Syntax("address literals are not accepted"));
+    }
+    if domain.len() > MAX_ADDRESS {
+        return Err(AddressError::Syntax("domain too long"));
+    }
+    let lower = domain.to_ascii_lowercase();
+    if lower.is_ascii() && !lower.contains("xn--") {
+        // The common case: nothing to decode, nothing that IDNA maps.
+        return if crate::config::is_hostname(&lower) {
+            Ok(lower)
+        } else {
+            Err(AddressError::Syntax("not a host name"))
+        };
+    }
+    let mut ascii = String::with_capacity(domain.len());
+    for (i, label) in domain.split('.').enumerate() {
+        if i > 0 {
+            ascii.push('.');
+        }
+        ascii.push_str(&label_to_ascii(label)?);
+    }
+    if crate::config::is_hostname(&ascii) {
+        Ok(ascii)
+    } else {
+        Err(AddressError::Syntax("not a host name"))
+    }
+}
+
+/// One label in lower-case ASCII: as is for an ASCII label (a `xn--` one
+/// must decode to a valid label that encodes back to itself), punycode for
+/// a Unicode label that UTS #46 leaves unchanged but for case.
+fn label_to_ascii(label: &str) -> Result<String, AddressError> {
+    if label.is_empty() {
+        return Err(AddressError::Syntax("empty label"));
+    }
+    let uts46 = Uts46::new();
+    if label.is_ascii() {
+        let lower = label.to_ascii_lowercase();
+        if lower.starts_with("xn--") {
+            let (unicode, result) =
+                uts46.to_unicode(lower.as_bytes(), AsciiDenyList::STD3, Hyphens::Allow);
+            result.map_err(|_| AddressError::BadLabel)?;
+            check_code_points(&unicode)?;
+            let back = uts46
+                .to_ascii(
+                    unicode.as_bytes(),
+                    AsciiDenyList::STD3,
+                    Hyphens::Allow,
+                    DnsLength::Ignore,
+                )
+                .map_err(|_| AddressError::BadLabel)?;
+            if back != lower {
+                return Err(AddressError::BadLabel);
+            }
+        }
+        return Ok(lower);
+    }
+    let lower = label.to_lowercase();
+    // The offending code point itself, when one is to blame on its own.
+    let blame = || {
+        lower
+            .chars()
+            .find(|&c| !c.is_ascii() && !code_point_ok(&uts46, c))
+            .map_or(AddressError::BadLabel, AddressError::CodePoint)
+    };
+    let ascii = uts46
+        .to_ascii(
+            label.as_bytes(),
+            AsciiDenyList::STD3,
+            Hyphens::Allow,
+            DnsLength::Ignore,
+        )
+        .map_err(|_| blame())?;
+    let (unicode, result) = uts46.to_unicode(ascii.as_bytes(), AsciiDenyList::STD3, Hyphens::Allow);
+    if result.is_err() || unicode != lower {
+        return Err(blame());
+    }
+    check_code_points(&unicode)?;
+    Ok(ascii.into_owned())
+}
+
+/// Every non-ASCII code point of a label (UTS #46 output: lower case, NFC)
+/// is a letter, a mark or a decimal digit, as IDNA2008 requires (RFC 5892:
+/// symbols and punctuation are DISALLOWED).
+fn check_code_points(label: &str) -> Result<(), AddressError> {
+    let categories = CodePointMapData::<GeneralCategory>::new();
+    match label.chars().find(|&c| {
+        !c.is_ascii()
+            && !matches!(
+                categories.get(c),
+                GeneralCategory::LowercaseLetter
+                    | GeneralCategory::OtherLetter
+                    | GeneralCategory::ModifierLetter
+                    | GeneralCategory::NonspacingMark
+                    | GeneralCategory::SpacingMark
+                    | GeneralCategory::DecimalNumber
+            )
+    }) {
+        Some(c) => Err(AddressError::CodePoint(c)),
+        None => Ok(()),
+    }
+}
+
+/// Whether `c` alone survives UTS #46 unchanged and is allowed.
+fn code_point_ok(uts46: &Uts46, c: char) -> bool {
+    let mut buf = [0u8; 4];
+    let text = c.encode_utf8(&mut buf);
+    let Ok(ascii) = uts46.to_ascii(
+        text.as_bytes(),
+        AsciiDenyList::STD3,
+        Hyphens::Allow,
+        DnsLength::Ignore,
+    ) else {
+        return false;
+    };
+    let (unicode, result) = uts46.to_unicode(ascii.as_bytes(), AsciiDenyList::STD3, Hyphens::Allow);
+    result.is_ok() && unicode == *text && check_code_points(text).is_ok()
+}
+
+/// Why a recipient address is refused as an attempt to relay (`550 5.7.1`),
+/// or as malformed (`Malformed`: a syntax error, `501 5.1.3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayTrick {
     SourceRoute,
@@ -78,10 +269,16 @@ impl RelayTrick {
 }
 
 /// Checks the address text a client sent in RCPT TO (between `<` and `>`,
-/// before any unquoting) for relay tricks.
+/// before any unquoting) for relay tricks. An address that is merely
+/// malformed (`<@d>`, `<info@@d>`, `<info@>`, no `@`) is `Malformed`: a
+/// source route is `@host[,@host]:` before a mailbox.
 pub fn check_relay_tricks(raw: &str) -> Result<(), RelayTrick> {
     if raw.starts_with('@') {
-        return Err(RelayTrick::SourceRoute);
+        return Err(if raw.contains(':') {
+            RelayTrick::SourceRoute
+        } else {
+            RelayTrick::Malformed
+        });
     }
     if raw.contains('"') || raw.contains('\\') {
         return Err(RelayTrick::QuotedLocal);
@@ -98,8 +295,11 @@ pub fn check_relay_tricks(raw: &str) -> Result<(), RelayTrick> {
     if local.contains('!') {
         return Err(RelayTrick::BangPath);
     }
-    if local.contains('@') || local.contains(':') || local.contains(',') {
+    if local.contains(':') || local.contains(',') {
         return Err(RelayTrick::SourceRoute);
+    }
+    if local.is_empty() || local.contains('@') || domain.is_empty() {
+        return Err(RelayTrick::Malformed);
     }
     Ok(())
 }
@@ -107,8 +307,74 @@ pub fn check_relay_tricks(raw: &str) -> Result<(), RelayTrick> {
 /// Extracts the raw path of an `RCPT TO:<...>` command line as sent.
 pub fn raw_path(line: &str) -> Option<&str> {
     let start = line.find('<')? + 1;
-    let end = start + line[start..].find('>')?;
-    Some(&line[start..end])
+    let end = start + line.get(start..)?.find('>')?;
+    line.get(start..end)
+}
+
+/// Why a forwarding address is refused; `E` is the error of the lookup that
+/// says whether the relay serves a domain.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError<E> {
+    /// Not a plain `local@domain` the relay can deliver to (the reason).
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// At a domain the relay serves: forwarding there would loop.
+    #[error("at a domain this relay serves (a forwarding loop)")]
+    Served,
+    #[error(transparent)]
+    Lookup(E),
+}
+
+/// Longest forwarding address (RFC 5321 path, without the brackets).
+pub const MAX_FORWARD: usize = 254;
+
+/// The one check of a forwarding address, for `/activate`, the admin API
+/// (single, bulk, import) and the CLI: at most [`MAX_FORWARD`] octets, no
+/// whitespace or control character (CR, LF: it is written into SMTP
+/// commands), no `<>`, none of the relay tricks, a valid [`Mailbox`] whose
+/// local part is printable ASCII without specials, and not at a domain
+/// `served` says the relay serves (called with the normalized domain).
+pub fn check_forward<E>(
+    forward: &str,
+    served: impl FnOnce(&str) -> Result<bool, E>,
+) -> Result<Mailbox, ForwardError<E>> {
+    if forward.len() > MAX_FORWARD {
+        return Err(ForwardError::Invalid("longer than 254 octets"));
+    }
+    if forward
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+    {
+        return Err(ForwardError::Invalid(
+            "whitespace, control characters and '<' '>' are not allowed",
+        ));
+    }
+    if let Err(trick) = check_relay_tricks(forward) {
+        return Err(ForwardError::Invalid(trick.describe()));
+    }
+    let mailbox = Mailbox::check(forward).map_err(|e| {
+        ForwardError::Invalid(match e {
+            AddressError::Syntax(why) => why,
+            AddressError::CodePoint(_) | AddressError::BadLabel => {
+                "the domain has code points IDNA2008 does not allow"
+            }
+        })
+    })?;
+    if !mailbox.local.bytes().all(|b| {
+        b.is_ascii_graphic()
+            && !matches!(
+                b,
+                b'<' | b'>' | b'(' | b')' | b'[' | b']' | b',' | b';' | b':'
+            )
+    }) {
+        return Err(ForwardError::Invalid(
+            "the local part must be printable ASCII without specials",
+        ));
+    }
+    if served(&mailbox.domain).map_err(ForwardError::Lookup)? {
+        return Err(ForwardError::Served);
+    }
+    Ok(mailbox)
 }
 
 #[cfg(test)]
@@ -125,10 +391,81 @@ mod tests {
             Mailbox::parse("a@bücher.example").unwrap().domain,
             "xn--bcher-kva.example"
         );
+        assert_eq!(
+            Mailbox::parse("a@BÜCHER.example").unwrap().domain,
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            Mailbox::parse("a@XN--BCHER-KVA.example.").unwrap().domain,
+            "xn--bcher-kva.example"
+        );
         assert!(Mailbox::parse("a@[127.0.0.1]").is_none());
         assert!(Mailbox::parse("nodomain").is_none());
         assert!(Mailbox::parse("@x.test").is_none());
         assert!(Mailbox::parse("a@bad..test").is_none());
+    }
+
+    #[test]
+    fn malformed_addresses_are_syntax_errors() {
+        for bad in [
+            "info@@d.test",
+            "@d.test",
+            "info@",
+            "info",
+            "",
+            "a\r\nb@d.test",
+            "a\0@d.test",
+            &format!("{}@d.test", "a".repeat(65)),
+            &format!("a@{}.test", "b".repeat(600)),
+        ] {
+            assert!(
+                matches!(Mailbox::check(bad), Err(AddressError::Syntax(_))),
+                "{bad:?}: {:?}",
+                Mailbox::check(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn code_points_idna2008_disallows_are_refused_not_dropped() {
+        for (bad, c) in [
+            ("fsoc\u{200B}iety.country", '\u{200B}'),
+            ("fsoc\u{00AD}iety.country", '\u{00AD}'),
+            ("\u{FEFF}fsociety.country", '\u{FEFF}'),
+            ("ｆsociety.country", 'ｆ'),
+            ("b\u{00FC}cher\u{2665}.example", '\u{2665}'),
+        ] {
+            assert_eq!(
+                parse_domain_name(bad),
+                Err(AddressError::CodePoint(c)),
+                "{bad:?}"
+            );
+            let addr = format!("info@{bad}");
+            assert!(Mailbox::check(&addr).unwrap_err().is_disallowed_name());
+        }
+        // Joiners outside their context, decomposed (not NFC) text, an
+        // ideographic full stop, bad punycode: refused too.
+        for bad in [
+            "pay\u{200D}pal.example",
+            "bu\u{0308}cher.example",
+            "a\u{3002}example",
+            "xn--zz.example",
+            "xn--bcher-kva\u{200B}.example",
+        ] {
+            assert!(parse_domain_name(bad).is_err(), "{bad:?}");
+        }
+        // A punycode label that decodes to a dropped code point.
+        let smuggled = idna::punycode::encode_str("fsoc\u{200B}iety").unwrap();
+        let err = parse_domain_name(&format!("xn--{smuggled}.country")).unwrap_err();
+        assert!(err.is_disallowed_name(), "{err:?}");
+        // Real IDNs still work, in any script.
+        for good in ["bücher.example", "münchen.de", "пример.рф", "例え.jp"] {
+            assert!(parse_domain_name(good).is_ok(), "{good:?}");
+        }
+        assert_eq!(
+            AddressError::CodePoint('\u{200B}').to_string(),
+            "the domain contains U+200B, which IDNA2008 does not allow"
+        );
     }
 
     #[test]
@@ -154,6 +491,13 @@ mod tests {
             Err(RelayTrick::IpLiteral)
         );
         assert_eq!(check_relay_tricks("hello+tag@a.country"), Ok(()));
+        for malformed in ["@d.test", "info@@d.test", "info@", "info", "@"] {
+            assert_eq!(
+                check_relay_tricks(malformed),
+                Err(RelayTrick::Malformed),
+                "{malformed:?}"
+            );
+        }
     }
 
     #[test]
@@ -162,6 +506,58 @@ mod tests {
         assert_eq!(raw_path("RCPT TO:<@x:a@b.c>"), Some("@x:a@b.c"));
         assert_eq!(raw_path("RCPT TO:a@b.c"), None);
     }
+
+    fn never_served(_: &str) -> Result<bool, ()> {
+        Ok(false)
+    }
+
+    #[test]
+    fn forwards_are_plain_deliverable_addresses() {
+        assert_eq!(
+            check_forward("Mr.Robot@Gmail.com", never_served)
+                .unwrap()
+                .domain,
+            "gmail.com"
+        );
+        for bad in [
+            "u@dest.test\r\nRCPT TO:<x@evil.test>",
+            "u\n@dest.test",
+            "<u@dest.test>",
+            "u @dest.test",
+            "u@dest.test>",
+            "\"u\"@dest.test",
+            "u%v@dest.test",
+            "@a:u@dest.test",
+            "u@[127.0.0.1]",
+            "u@@dest.test",
+            "u@",
+            "not-an-address",
+            "u(x)@dest.test",
+            "ü@dest.test",
+            "u@dest\u{200B}.test",
+            &format!("{}@dest.test", "u".repeat(250)),
+        ] {
+            assert!(
+                matches!(
+                    check_forward(bad, never_served),
+                    Err(ForwardError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let served = |d: &str| Ok::<_, ()>(d == "relay.test");
+        assert!(matches!(
+            check_forward("x@RELAY.test", served),
+            Err(ForwardError::Served)
+        ));
+        assert!(matches!(
+            check_forward("x@dest.test", |_| Err("store down")),
+            Err(ForwardError::Lookup("store down"))
+        ));
+    }
+
+    /// Code points that UTS #46 drops silently (the attack of issue 9).
+    const DROPPED: [char; 5] = ['\u{200B}', '\u{00AD}', '\u{FEFF}', '\u{2060}', '\u{180B}'];
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
@@ -172,9 +568,46 @@ mod tests {
             if let Some(m) = Mailbox::parse(&addr) {
                 proptest::prop_assert!(crate::config::is_hostname(&m.domain));
                 proptest::prop_assert!(!m.local.is_empty());
+                proptest::prop_assert!(!m.local.contains('@'));
             }
             let _ = check_relay_tricks(&addr);
             let _ = raw_path(&addr);
+            let _ = check_forward(&addr, never_served);
+        }
+
+        /// What a domain is accepted as is exactly what was sent, up to
+        /// case: nothing is dropped or mapped on the way.
+        #[test]
+        fn an_accepted_domain_is_what_was_sent(domain in "[a-zA-Z0-9\\u{00AD}\\u{200B}\\u{FEFF}ÄäöüßéЖж例え♥ｆ.\\-]{1,40}") {
+            if let Ok(ascii) = parse_domain_name(&domain) {
+                let sent = domain.strip_suffix('.').unwrap_or(&domain).to_lowercase();
+                for (got, sent) in ascii.split('.').zip(sent.split('.')) {
+                    if sent.is_ascii() {
+                        proptest::prop_assert_eq!(got, sent);
+                    } else {
+                        let (unicode, result) = idna::domain_to_unicode(got);
+                        proptest::prop_assert!(result.is_ok());
+                        proptest::prop_assert_eq!(unicode.as_str(), sent);
+                    }
+                }
+                proptest::prop_assert_eq!(ascii.split('.').count(), sent.split('.').count());
+            }
+        }
+
+        /// A dropped code point anywhere in a valid domain makes it invalid.
+        #[test]
+        fn a_dropped_code_point_is_never_accepted(
+            label in "[a-z0-9äöü]{1,20}",
+            at in 0usize..21,
+            which in 0usize..DROPPED.len(),
+        ) {
+            let mut chars: Vec<char> = label.chars().collect();
+            chars.insert(at.min(chars.len()), DROPPED[which]);
+            let domain: String = chars.into_iter().collect::<String>() + ".country";
+            proptest::prop_assert!(parse_domain_name(&domain).is_err());
+            let addr = format!("info@{domain}");
+            proptest::prop_assert!(Mailbox::check(&addr).is_err());
+            proptest::prop_assert!(check_forward(&addr, never_served).is_err());
         }
     }
 }

@@ -2,7 +2,7 @@
 //! validation. The admin API calls them on a running node; the CLI calls
 //! them on the store directly when no node runs. Both print the same views.
 
-use crate::address::{Mailbox, normalize_domain};
+use crate::address::{ForwardError, Mailbox, parse_domain_name};
 use crate::config::Config;
 use crate::queue::{Queue, QueueError, Spool};
 use crate::store::{
@@ -276,9 +276,25 @@ impl Admin {
         }
     }
 
+    /// Refuses (409) a name under a chain-governed TLD: the operator may
+    /// not claim it, whoever holds it on chain (or nobody yet).
+    fn not_chain_governed(&self, name: &str) -> Result<(), AdminError> {
+        match self.config.chain.governing_tld(name) {
+            Some(tld) => Err(conflict(
+                "domain",
+                format!(
+                    "{name} is under .{tld}, whose names are governed by the chain: \
+                     its owner activates aliases on chain and with POST /activate"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The normalized name of a domain whose aliases the operator manages
-    /// (refused for chain-governed domains).
+    /// (refused under a chain-governed TLD and for chain-governed domains).
     fn static_domain(&self, domain: &str) -> Result<String, AdminError> {
+        self.not_chain_governed(&parse_domain(domain)?)?;
         let (name, record) = self.domain_record(domain)?;
         if record.source == Source::Chain {
             return Err(conflict(
@@ -374,6 +390,7 @@ impl Admin {
 
     pub fn add_domain(&self, domain: &str) -> Result<DomainView, AdminError> {
         let name = parse_domain(domain)?;
+        self.not_chain_governed(&name)?;
         if !self.store.domain_add(&name, Source::Static)? {
             return Err(conflict("domain", format!("{name} is already registered")));
         }
@@ -560,24 +577,51 @@ impl Admin {
         Ok(view)
     }
 
-    /// Deletes an alias of a static domain; suspends one of a
-    /// chain-governed domain (the chain still holds it: deleting it here
-    /// would not stop a re-activation).
+    /// Deletes a static alias; suspends a chain-governed one (the chain
+    /// still holds it: deleting it here would not stop a re-activation).
+    /// A static alias left in a chain-governed domain is deleted.
     pub fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, AdminError> {
-        let (name, record) = self.domain_record(domain)?;
+        let (name, _) = self.domain_record(domain)?;
         let local = parse_alias(alias)?;
-        let (found, removed) = if record.source == Source::Chain {
-            (
-                self.store.alias_set_active(&name, &local, false)?,
-                Removed::Suspended,
-            )
+        let Some(record) = self.store.alias_get(&name, &local)? else {
+            return Err(AdminError::NotFound(format!("alias {local}@{name}")));
+        };
+        let found = if record.chain.is_some() {
+            self.store.alias_set_active(&name, &local, false)?
         } else {
-            (self.store.alias_remove(&name, &local)?, Removed::Deleted)
+            self.store.alias_remove(&name, &local)?
         };
         if !found {
             return Err(AdminError::NotFound(format!("alias {local}@{name}")));
         }
-        Ok(removed)
+        Ok(if record.chain.is_some() {
+            Removed::Suspended
+        } else {
+            Removed::Deleted
+        })
+    }
+
+    /// Static records that do not forward because they are under a
+    /// chain-governed TLD: static domains there (`domain`) and static
+    /// aliases left in chain-governed domains (`alias@domain`). They
+    /// predate the TLD being governed; the operator may remove them.
+    pub fn static_under_chain(&self) -> Result<Vec<String>, AdminError> {
+        let mut found = Vec::new();
+        for (name, record) in self.store.domain_list()? {
+            if self.config.chain.governing_tld(&name).is_none() {
+                continue;
+            }
+            if record.source == Source::Static {
+                found.push(name);
+                continue;
+            }
+            for (local, alias) in self.store.alias_list(&name)? {
+                if alias.chain.is_none() {
+                    found.push(format!("{local}@{name}"));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Imports `alias@domain<TAB>forward[,forward...]` lines (blank lines
@@ -606,6 +650,7 @@ impl Admin {
             items.push((domain, local, forwards));
         }
         for domain in &domains {
+            self.not_chain_governed(domain)?;
             if let Some(record) = self.store.domain_get(domain)?
                 && record.source == Source::Chain
             {
@@ -656,25 +701,22 @@ impl Admin {
                 format!("at most {max} forwarding addresses"),
             ));
         }
+        let own = own_domains(&self.config);
         for f in &forwards {
-            let Some(mailbox) = Mailbox::parse(f) else {
-                return Err(invalid(
+            crate::address::check_forward(f, |domain| {
+                Ok(own.iter().any(|d| d == domain) || self.store.domain_get(domain)?.is_some())
+            })
+            .map_err(|e| match e {
+                ForwardError::Invalid(why) => invalid(
                     "forward",
-                    format!("`{f}` is not a valid email address"),
-                ));
-            };
-            if crate::address::check_relay_tricks(f).is_err() {
-                return Err(invalid(
-                    "forward",
-                    format!("`{f}` is not a plain email address"),
-                ));
-            }
-            if self.store.domain_get(&mailbox.domain)?.is_some() {
-                return Err(invalid(
+                    format!("`{f}` is not a valid email address: {why}"),
+                ),
+                ForwardError::Served => invalid(
                     "forward",
                     format!("`{f}` is at a domain this relay serves (a forwarding loop)"),
-                ));
-            }
+                ),
+                ForwardError::Lookup(e) => AdminError::Store(e),
+            })?;
         }
         Ok(forwards)
     }
@@ -759,10 +801,27 @@ impl Admin {
     }
 }
 
-/// A domain name as operators may register it.
+/// A domain name as operators may register it (the same rules as mail
+/// addresses: no code point IDNA2008 disallows, nothing silently dropped).
 pub fn parse_domain(domain: &str) -> Result<String, AdminError> {
-    normalize_domain(domain)
-        .ok_or_else(|| invalid("domain", format!("`{domain}` is not a valid domain name")))
+    parse_domain_name(domain).map_err(|e| {
+        invalid(
+            "domain",
+            format!(
+                "`{}` is not a valid domain name: {e}",
+                domain.escape_debug()
+            ),
+        )
+    })
+}
+
+/// The relay's own domains (its host name and SRS domain): never a
+/// forwarding address's, since mail there would come back.
+pub fn own_domains(config: &Config) -> Vec<String> {
+    vec![
+        config.hostname.to_ascii_lowercase(),
+        config.srs_domain().to_ascii_lowercase(),
+    ]
 }
 
 /// An alias local part: `*` (catch-all) or letters, digits, `.`, `_`, `-`,
@@ -877,6 +936,75 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2);
         assert_eq!(a.aliases("alias1.country").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn names_under_a_chain_governed_tld_cannot_be_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        // A static domain from before the TLD was governed.
+        store.domain_add("old.country", Source::Static).unwrap();
+        store
+            .alias_put(
+                "old.country",
+                "a",
+                vec!["u@dest.test".into()],
+                Source::Static,
+            )
+            .unwrap();
+        let mut config = Config::default();
+        config.chain.enabled = true;
+        config.chain.registries = vec![crate::config::RegistryConfig {
+            tld: "country".into(),
+            eas: format!("0x{}", "11".repeat(20)),
+            dc: String::new(),
+            eas_events: true,
+            log_addresses: Vec::new(),
+        }];
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let a = Admin::new(Arc::new(config), store, QueueAccess::Offline(spool));
+        let refused = |r: Result<_, AdminError>| match r {
+            Err(AdminError::Conflict { field, message }) => {
+                assert_eq!(field, "domain");
+                assert!(message.contains("/activate"), "{message}");
+            }
+            Err(e) => panic!("expected 409, got {e}"),
+            Ok(_) => panic!("expected 409, got success"),
+        };
+        for name in ["unclaimed.country", "A.B.Country", "country", "x.country."] {
+            refused(a.add_domain(name).map(|_| ()));
+        }
+        refused(
+            a.put_alias("old.country", "b", "u@dest.test", false)
+                .map(|_| ()),
+        );
+        refused(
+            a.update_alias("old.country", "a", Some("v@dest.test"), None)
+                .map(|_| ()),
+        );
+        let item = BulkItem {
+            alias: "c".into(),
+            forward: "u@dest.test".into(),
+        };
+        refused(
+            a.bulk_aliases("unclaimed.country", &[item], BulkBehavior::Add)
+                .map(|_| ()),
+        );
+        refused(
+            a.import_aliases("x@unclaimed.country\tu@dest.test\n")
+                .map(|_| ()),
+        );
+        // Names that only look alike are the operator's.
+        a.add_domain("country.example").unwrap();
+        a.add_domain("xcountry").unwrap();
+        // What is left from before is reported, and can be removed.
+        assert_eq!(a.static_under_chain().unwrap(), vec!["old.country"]);
+        assert_eq!(
+            a.remove_alias("old.country", "a").unwrap(),
+            Removed::Deleted
+        );
+        a.remove_domain("old.country").unwrap();
+        assert!(a.static_under_chain().unwrap().is_empty());
     }
 
     #[test]

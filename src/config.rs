@@ -587,6 +587,10 @@ pub struct ChainConfig {
     pub start_block: u64,
     /// Most blocks per eth_getLogs / block scan request.
     pub max_block_range: u64,
+    /// How far a confirmed block's timestamp may run ahead of the wall
+    /// clock and still count for expiry; a later one is not believed (a
+    /// bad or hostile RPC answer would otherwise expire every alias).
+    pub max_clock_skew: HumanDuration,
     pub registries: Vec<RegistryConfig>,
     /// Shared secret of the activation endpoints (HMAC-SHA256 of the body in
     /// X-EAS-Signature); empty: no HMAC (the chain checks apply either way).
@@ -609,10 +613,40 @@ impl Default for ChainConfig {
             sweep_batch: 500,
             start_block: 0,
             max_block_range: 2000,
+            max_clock_skew: HumanDuration::secs(600),
             registries: Vec::new(),
             activation_secret: String::new(),
             activation_secret_file: None,
         }
+    }
+}
+
+/// The largest `chain.max_clock_skew` accepted.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
+
+impl ChainConfig {
+    /// The TLD of the registry that governs `domain` (a host name, any
+    /// case): with the chain enabled, every name under a configured TLD,
+    /// registered or not, and its subdomains (and the TLD itself) belong to
+    /// the chain, never to the operator.
+    pub fn governing_tld(&self, domain: &str) -> Option<&str> {
+        if !self.enabled {
+            return None;
+        }
+        let domain = domain.strip_suffix('.').unwrap_or(domain).as_bytes();
+        self.registries.iter().map(|r| r.tld.as_str()).find(|tld| {
+            let tld = tld.as_bytes();
+            match domain.len().checked_sub(tld.len()) {
+                Some(0) => domain.eq_ignore_ascii_case(tld),
+                Some(dot) => {
+                    domain.get(dot - 1) == Some(&b'.')
+                        && domain
+                            .get(dot..)
+                            .is_some_and(|t| t.eq_ignore_ascii_case(tld))
+                }
+                None => false,
+            }
+        })
     }
 }
 
@@ -915,6 +949,14 @@ impl Config {
                 "chain.max_block_range",
                 0,
                 "must be greater than 0",
+            ));
+        }
+        if c.max_clock_skew.0 > MAX_CLOCK_SKEW {
+            return Err(ConfigError::invalid(
+                "chain.max_clock_skew",
+                c.max_clock_skew,
+                "must be at most 1d: a block timestamp that far ahead of the clock \
+                 would expire names early",
             ));
         }
         if c.registries.is_empty() {
@@ -1463,6 +1505,14 @@ mod tests {
         assert_eq!(key, "chain.rpc_url");
         let (key, _, _) = invalid_key(&ok.replace("\"country\"", "\"a.b\""));
         assert_eq!(key, "chain.registries[0].tld");
+        let (key, value, reason) =
+            invalid_key(&ok.replace("enabled = true", "enabled = true\nmax_clock_skew = \"2d\""));
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("chain.max_clock_skew", "2d")
+        );
+        assert!(reason.contains("at most 1d"), "{reason}");
+        assert_eq!(c.chain.max_clock_skew.0.as_secs(), 600);
     }
 
     #[test]
@@ -1482,6 +1532,34 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A domain (from RCPT, the admin API) is governed exactly when it
+        /// is a registry's TLD or ends in `.` and that TLD, in any case, with
+        /// at most one trailing dot; never with the chain off. Total on any
+        /// text.
+        #[test]
+        fn governing_tld_is_exact(
+            domain in "[a-zA-Z.]{0,12}(country|COUNTRY|xcountry|countr)?\\.?",
+            any in "\\PC{0,40}",
+        ) {
+            let mut c = ChainConfig {
+                enabled: true,
+                ..ChainConfig::default()
+            };
+            c.registries = vec![RegistryConfig {
+                tld: "country".into(),
+                eas: String::new(),
+                dc: String::new(),
+                eas_events: true,
+                log_addresses: Vec::new(),
+            }];
+            let d = domain.strip_suffix('.').unwrap_or(&domain).to_ascii_lowercase();
+            let expected = d == "country" || d.ends_with(".country");
+            proptest::prop_assert_eq!(c.governing_tld(&domain).is_some(), expected);
+            let _ = c.governing_tld(&any);
+            c.enabled = false;
+            proptest::prop_assert!(c.governing_tld(&domain).is_none());
+        }
 
         /// Fuzz: any text is either a valid config or a precise error.
         #[test]

@@ -5,7 +5,7 @@
 use crate::address::Mailbox;
 use crate::rewrite::srs::Srs;
 use crate::store::chain::{ChainBinding, NameState};
-use crate::store::{Store, StoreError};
+use crate::store::{AliasRecord, Lookup, Source, Store, StoreError};
 
 /// The local part of a catch-all alias.
 pub const CATCH_ALL: &str = "*";
@@ -67,11 +67,15 @@ pub fn srs_bounce(srs: &Srs, mailbox: &Mailbox) -> Option<Resolution> {
 pub const POSTMASTER: &str = "postmaster";
 
 /// Resolves one recipient against the store; `postmaster` (may be empty)
-/// takes `postmaster@` of served domains that have no alias for it.
+/// takes `postmaster@` of served static domains that have no alias for it.
+/// `governed`: the domain is under a chain-governed TLD
+/// ([`crate::config::ChainConfig::governing_tld`]), where only the chain
+/// decides (see [`governed`]).
 pub fn recipient(
     store: &Store,
     mailbox: &Mailbox,
     postmaster: &str,
+    governed: bool,
 ) -> Result<Resolution, StoreError> {
     let local = mailbox.local_key();
     let mut candidates: Vec<&str> = vec![local.as_str()];
@@ -82,6 +86,9 @@ pub fn recipient(
     }
     candidates.push(CATCH_ALL);
     let lookup = store.lookup(&mailbox.domain, &candidates)?;
+    if governed {
+        return Ok(self::governed(store, mailbox, &candidates, lookup));
+    }
     let chain_ok = match &lookup.hit {
         Some((_, alias)) => match &alias.chain {
             Some(binding) => chain_rule_holds(
@@ -115,10 +122,41 @@ pub fn recipient(
     }
 }
 
+/// Under a chain-governed TLD an address forwards only through a chain
+/// alias of a chain-governed name whose alias rule holds. A static domain
+/// or alias there (left from before the TLD was governed, or made by
+/// hand) never forwards, and nor does `aliases.postmaster`: the owner
+/// activates a `postmaster` alias like any other. Every address that does
+/// not forward, whether its name is registered, has aliases, has expired
+/// or is unknown here, is `UnknownUser`: one answer (`550 5.1.1`), which
+/// tells nobody whether a name has aliases, and which never relays.
+fn governed(store: &Store, mailbox: &Mailbox, candidates: &[&str], lookup: Lookup) -> Resolution {
+    let forwards = |alias: &AliasRecord| {
+        alias.active
+            && !alias.forwards.is_empty()
+            && alias.chain.as_ref().is_some_and(|binding| {
+                chain_rule_holds(
+                    binding,
+                    lookup.name.as_ref(),
+                    lookup.signer_is_maintainer,
+                    store.expiry_now(),
+                )
+            })
+    };
+    match (&lookup.domain, &lookup.hit) {
+        (Some(d), Some((i, alias))) if d.active && d.source == Source::Chain && forwards(alias) => {
+            Resolution::Forward {
+                alias: format!("{}@{}", candidates[*i], mailbox.domain),
+                destinations: alias.forwards.clone(),
+            }
+        }
+        _ => Resolution::UnknownUser,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Source;
 
     fn setup() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -230,7 +268,7 @@ mod tests {
     }
 
     fn resolve(s: &Store, addr: &str) -> Resolution {
-        recipient(s, &Mailbox::parse(addr).unwrap(), "").unwrap()
+        recipient(s, &Mailbox::parse(addr).unwrap(), "", false).unwrap()
     }
 
     fn forward(alias: &str, dests: &[&str]) -> Resolution {
@@ -313,8 +351,9 @@ mod tests {
     #[test]
     fn postmaster_falls_back_to_the_configured_address() {
         let (_d, s) = setup();
-        let pm =
-            |addr: &str| recipient(&s, &Mailbox::parse(addr).unwrap(), "ops@ops.test").unwrap();
+        let pm = |addr: &str| {
+            recipient(&s, &Mailbox::parse(addr).unwrap(), "ops@ops.test", false).unwrap()
+        };
         assert_eq!(
             pm("PostMaster@d.country"),
             forward("postmaster@d.country", &["ops@ops.test"])
@@ -368,6 +407,46 @@ mod tests {
         })
         .unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn under_a_governed_tld_only_the_chain_forwards_and_every_refusal_is_the_same() {
+        let future = crate::store::now_ms() / 1000 + 3600;
+        let (_d, s) = chain_setup("0xaa", "0xaa", future);
+        // Static records under the TLD: a domain, and an alias left in the
+        // chain-governed domain.
+        s.domain_add("d.country", Source::Static).unwrap();
+        for (domain, local) in [("d.country", "hello"), ("fsociety.country", "legacy")] {
+            s.alias_put(domain, local, vec!["x@dest.test".into()], Source::Static)
+                .unwrap();
+        }
+        let governed = |addr: &str| {
+            recipient(&s, &Mailbox::parse(addr).unwrap(), "ops@ops.test", true).unwrap()
+        };
+        assert_eq!(
+            governed("HELLO+x@fsociety.country"),
+            forward("hello@fsociety.country", &["mr.robot@gmail.com"])
+        );
+        for addr in [
+            "hello@d.country",
+            "legacy@fsociety.country",
+            "nobody@fsociety.country",
+            "postmaster@fsociety.country",
+            "hello@unregistered.country",
+            "hello@sub.fsociety.country",
+        ] {
+            assert_eq!(governed(addr), Resolution::UnknownUser, "{addr}");
+        }
+        // Not governed (chain disabled): the static records forward.
+        assert_eq!(
+            resolve(&s, "hello@d.country"),
+            forward("hello@d.country", &["x@dest.test"])
+        );
+        // A suspended domain answers the same as everything else.
+        let mut d = s.domain_get("fsociety.country").unwrap().unwrap();
+        d.active = false;
+        s.domain_put("fsociety.country", &d).unwrap();
+        assert_eq!(governed("hello@fsociety.country"), Resolution::UnknownUser);
     }
 
     #[test]

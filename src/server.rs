@@ -76,6 +76,27 @@ fn activation_secret(config: &Config) -> Result<Option<Vec<u8>>, RunError> {
         .then(|| config.chain.activation_secret.as_bytes().to_vec()))
 }
 
+/// Says in the log which static domains and aliases are under a
+/// chain-governed TLD: they do not forward (the chain alone decides there),
+/// and the operator may remove them.
+fn warn_static_under_chain(admin: &Admin) {
+    /// Records named one by one; the rest are counted.
+    const NAMED: usize = 20;
+    match admin.static_under_chain() {
+        Ok(found) if found.is_empty() => {}
+        Ok(found) => {
+            let named = found.iter().take(NAMED).cloned().collect::<Vec<_>>();
+            tracing::warn!(
+                count = found.len(),
+                records = %named.join(", "),
+                "static domains or aliases under a chain-governed TLD do not forward; \
+                 remove them with `eas-relay domain remove` / `alias remove`"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list static records under chain TLDs"),
+    }
+}
+
 /// The node's listening sockets.
 pub struct Listeners {
     pub smtp: TcpListener,
@@ -173,16 +194,23 @@ pub async fn run(
         forwarding,
     });
     tasks.spawn(smtp::server::run(listeners.smtp, smtp_ctx, stopped.clone()));
-    let admin = Admin::new(
+    let admin = Arc::new(Admin::new(
         config.clone(),
         store.clone(),
         QueueAccess::Live(queue.clone()),
-    );
+    ));
+    if config.chain.enabled {
+        // In the background: it reads every alias of governed domains.
+        tokio::task::spawn_blocking({
+            let admin = admin.clone();
+            move || warn_static_under_chain(&admin)
+        });
+    }
     let state = ApiState {
         activation: chain.as_ref().map(|c| c.activation.clone()),
         activation_secret,
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
-        ..ApiState::new(config.clone(), Arc::new(admin), keys, metrics)
+        ..ApiState::new(config.clone(), admin, keys, metrics)
     };
     if let Some(chain) = &chain {
         tasks.spawn(chain.watcher.clone().run(stopped.clone()));

@@ -7,7 +7,7 @@
 use super::client::{At, ChainClient, ChainError, StateRead, StateValue};
 use super::registry::{Registries, Registry};
 use super::verify;
-use crate::address::{Mailbox, check_relay_tricks};
+use crate::address::{ForwardError, Mailbox};
 use crate::store::chain::{Activated, ChainBinding, NameState, Reveal};
 use crate::store::{Store, StoreError};
 use alloy::primitives::B256;
@@ -113,32 +113,22 @@ impl Activation {
     }
 
     fn check_forward(&self, forward: &str) -> Result<Mailbox, ActivationError> {
-        let invalid =
-            || ActivationError::Invalid("forwardAddress must be a valid email address".into());
-        if forward.len() > 254 || check_relay_tricks(forward).is_err() {
-            return Err(invalid());
-        }
-        let mailbox = Mailbox::parse(forward).ok_or_else(invalid)?;
-        if !mailbox.local.bytes().all(|b| {
-            b.is_ascii_graphic()
-                && !matches!(
-                    b,
-                    b'<' | b'>' | b'(' | b')' | b'[' | b']' | b',' | b';' | b':'
-                )
-        }) {
-            return Err(invalid());
-        }
-        let own = self
-            .own_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(&mailbox.domain))
-            || self.store.domain_get(&mailbox.domain)?.is_some();
-        if own {
-            return Err(ActivationError::Invalid(
+        crate::address::check_forward(forward, |domain| {
+            Ok(self
+                .own_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+                || self.store.domain_get(domain)?.is_some())
+        })
+        .map_err(|e| match e {
+            ForwardError::Invalid(_) => {
+                ActivationError::Invalid("forwardAddress must be a valid email address".into())
+            }
+            ForwardError::Served => ActivationError::Invalid(
                 "forwardAddress must not be at a domain this relay serves".into(),
-            ));
-        }
-        Ok(mailbox)
+            ),
+            ForwardError::Lookup(e) => ActivationError::Store(e),
+        })
     }
 
     /// `POST /activate`: verify and record a revealed alias.
@@ -158,7 +148,6 @@ impl Activation {
         // The frontend calls right after its activate transaction: read the
         // latest state (the watcher re-checks at confirmed blocks).
         let head = self.client.latest().await?;
-        self.store.note_chain_time(head.timestamp);
         let block = head.number;
         let at = At::Number(block);
         let values = self
@@ -229,6 +218,9 @@ impl Activation {
             return Err(ActivationError::CommitmentMismatch { actual, expected });
         }
         let domain = format!("{}.{tld}", req.sld);
+        let local = req.alias.to_ascii_lowercase();
+        self.check_case_variant(registry, &req.sld, &domain, &local, &req.alias, block)
+            .await?;
         let binding = ChainBinding {
             tld: tld.clone(),
             sld: req.sld.clone(),
@@ -248,7 +240,7 @@ impl Activation {
         };
         self.store.chain_activate(&Activated {
             domain: domain.clone(),
-            local: req.alias.to_ascii_lowercase(),
+            local,
             node: node.0,
             alias_hash: alias_hash.0,
             binding,
@@ -269,7 +261,64 @@ impl Activation {
         Ok(())
     }
 
+    /// The chain binding of `local@domain` this registry's name holds, if
+    /// any (never a static alias: /deactivate does not touch those).
+    fn binding_of(
+        &self,
+        registry: &Registry,
+        sld: &str,
+        domain: &str,
+        local: &str,
+    ) -> Result<Option<ChainBinding>, ActivationError> {
+        Ok(self
+            .store
+            .alias_get(domain, local)?
+            .and_then(|r| r.chain)
+            .filter(|b| b.tld == registry.tld && b.sld == sld))
+    }
+
+    /// Two on-chain aliases that differ only in case share one local key
+    /// here (mail matches in any case). The one activated first keeps it
+    /// while its commitment is on chain as revealed: a replayed reveal of
+    /// the other cannot take its place (the owner deactivates it first).
+    async fn check_case_variant(
+        &self,
+        registry: &Registry,
+        sld: &str,
+        domain: &str,
+        local: &str,
+        alias: &str,
+        block: u64,
+    ) -> Result<(), ActivationError> {
+        let Some(other) = self.binding_of(registry, sld, domain, local)? else {
+            return Ok(());
+        };
+        if other.alias == alias {
+            return Ok(());
+        }
+        let on_chain = self
+            .client
+            .commitment(
+                registry.eas,
+                verify::node(sld),
+                verify::alias_hash(&other.alias),
+                At::Number(block),
+            )
+            .await?;
+        if hex(on_chain.as_slice()).eq_ignore_ascii_case(&other.commitment) {
+            return Err(ActivationError::Invalid(format!(
+                "alias {} is active with another case ({}); deactivate it on chain first",
+                alias, other.alias
+            )));
+        }
+        Ok(())
+    }
+
     /// `POST /deactivate`: forget an alias once its commitment is gone.
+    /// Anyone may call it, so it removes only a chain record whose own
+    /// on-chain key (keccak256 of the alias exactly as activated, which
+    /// may differ in case from the request) reads zero, and answers
+    /// success only when the requested key reads zero as well.
     pub async fn deactivate(
         &self,
         alias: &str,
@@ -279,28 +328,39 @@ impl Activation {
         Self::check_alias_and_sld(alias, sld)?;
         let registry = self.registry(tld)?;
         let node = verify::node(sld);
-        let alias_hash = verify::alias_hash(alias);
-        let on_chain = self
-            .client
-            .commitment(registry.eas, node, alias_hash, At::Latest)
-            .await?;
-        if on_chain != B256::ZERO {
-            return Err(ActivationError::NotDeactivated);
-        }
         let domain = format!("{sld}.{}", registry.tld);
-        self.store.chain_forget_alias(
-            &domain,
-            &alias.to_ascii_lowercase(),
-            &node.0,
-            &alias_hash.0,
-            &registry.tld,
-        )?;
-        tracing::info!(%alias, %domain, "alias deactivated");
+        let local = alias.to_ascii_lowercase();
+        let binding = self.binding_of(registry, sld, &domain, &local)?;
+        let mut exact = vec![alias];
+        if let Some(b) = &binding
+            && b.alias != alias
+        {
+            exact.push(b.alias.as_str());
+        }
+        for a in exact {
+            let on_chain = self
+                .client
+                .commitment(registry.eas, node, verify::alias_hash(a), At::Latest)
+                .await?;
+            if on_chain != B256::ZERO {
+                return Err(ActivationError::NotDeactivated);
+            }
+        }
+        if let Some(b) = binding {
+            let alias_hash = verify::alias_hash(&b.alias);
+            if self
+                .store
+                .chain_forget_alias(&domain, &local, &b, &node.0, &alias_hash.0)?
+            {
+                tracing::info!(alias = %b.alias, %domain, "alias deactivated");
+            }
+        }
         Ok(())
     }
 
-    /// `POST /deactivate-all`: forget every alias of a name once the chain
-    /// has none.
+    /// `POST /deactivate-all`: once `getNumAlias` is zero, forget every
+    /// chain alias of the name whose own on-chain key reads zero (the
+    /// counter alone is not trusted to mean every commitment is gone).
     pub async fn deactivate_all(
         &self,
         sld: &str,
@@ -318,16 +378,51 @@ impl Activation {
             return Err(ActivationError::NotAllDeactivated);
         }
         let domain = format!("{sld}.{}", registry.tld);
-        for (local, record) in self.store.alias_list(&domain)? {
-            if let Some(binding) = record.chain {
-                self.store.chain_forget_alias(
-                    &domain,
-                    &local,
-                    &node.0,
-                    &verify::alias_hash(&binding.alias).0,
-                    &registry.tld,
-                )?;
+        let bindings: Vec<(String, ChainBinding)> = self
+            .store
+            .alias_list(&domain)?
+            .into_iter()
+            .filter_map(|(local, r)| Some((local, r.chain?)))
+            .filter(|(_, b)| b.tld == registry.tld && b.sld == sld)
+            .collect();
+        let reads: Vec<StateRead> = bindings
+            .iter()
+            .map(|(_, b)| StateRead::Commitment {
+                eas: registry.eas,
+                node,
+                alias: verify::alias_hash(&b.alias),
+            })
+            .collect();
+        let values = if reads.is_empty() {
+            Vec::new()
+        } else {
+            self.client.read_many(&reads, At::Latest).await?
+        };
+        if values.len() != bindings.len() {
+            return Err(ActivationError::Chain(ChainError::Decode {
+                what: "commitments",
+                detail: format!("{} answers to {} reads", values.len(), bindings.len()),
+            }));
+        }
+        let mut left = 0;
+        for ((local, b), value) in bindings.iter().zip(values) {
+            match value {
+                StateValue::Hash(h) if h == B256::ZERO => {
+                    let alias_hash = verify::alias_hash(&b.alias);
+                    self.store
+                        .chain_forget_alias(&domain, local, b, &node.0, &alias_hash.0)?;
+                }
+                StateValue::Hash(_) => left += 1,
+                other => {
+                    return Err(ActivationError::Chain(ChainError::Decode {
+                        what: "commitment",
+                        detail: format!("{other:?}"),
+                    }));
+                }
             }
+        }
+        if left > 0 {
+            return Err(ActivationError::NotAllDeactivated);
         }
         tracing::info!(%domain, "all aliases deactivated");
         Ok(())
@@ -346,7 +441,7 @@ impl Activation {
             return Ok(false);
         };
         Ok(matches!(
-            crate::resolve::recipient(&self.store, &mailbox, "")?,
+            crate::resolve::recipient(&self.store, &mailbox, "", true)?,
             crate::resolve::Resolution::Forward { .. }
         ))
     }

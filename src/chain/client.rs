@@ -350,13 +350,22 @@ impl ChainClient {
 
     /// The hash of block `number`, None when the node has no such block.
     pub async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+        Ok(self.block(number).await?.map(|b| b.hash))
+    }
+
+    /// Block `number` (hash and timestamp), None when the node has none.
+    pub async fn block(&self, number: u64) -> Result<Option<BlockInfo>, ChainError> {
         let block: Option<BlockHeader> = self
             .request(
                 "eth_getBlockByNumber",
                 (BlockNumberOrTag::Number(number), false),
             )
             .await?;
-        Ok(block.map(|b| b.hash))
+        Ok(block.map(|b| BlockInfo {
+            number: b.number.to(),
+            hash: b.hash,
+            timestamp: b.timestamp.to(),
+        }))
     }
 
     /// `EAS.getCommitment(node, alias)`; zero when the alias is not active.

@@ -30,6 +30,7 @@ impl Chain {
     /// Builds the client, registries, watcher and activation checks from the
     /// config (no network yet).
     pub fn new(config: &Config, store: Arc<crate::store::Store>) -> Result<Chain, ChainError> {
+        store.set_chain_clock_skew(config.chain.max_clock_skew.0.as_secs());
         let client = ChainClient::new(&config.chain.rpc_url, config.chain.request_timeout.0)?
             .with_limits(Limits {
                 max_log_range: config.chain.max_block_range,
@@ -42,10 +43,7 @@ impl Chain {
             registries.clone(),
             config.chain.clone(),
         ));
-        let own = vec![
-            config.hostname.to_ascii_lowercase(),
-            config.srs_domain().to_ascii_lowercase(),
-        ];
+        let own = crate::admin::own_domains(config);
         let activation = Arc::new(activation::Activation::new(
             client.clone(),
             store,

@@ -42,8 +42,6 @@ pub struct ChainHealth {
     /// Unix ms of the last successful read of the chain.
     pub last_ok_ms: AtomicU64,
     pub head: AtomicU64,
-    /// Timestamp of the newest head seen (Unix s).
-    pub chain_time: AtomicU64,
     pub cursor: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
@@ -89,7 +87,6 @@ impl ChainHealth {
     fn ok(&self, head: &BlockInfo) {
         self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
         self.head.store(head.number, Ordering::Relaxed);
-        self.chain_time.fetch_max(head.timestamp, Ordering::Relaxed);
         *self.last_error.lock().expect("health lock") = None;
         metrics::gauge!("eas_chain_head").set(head.number as f64);
     }
@@ -122,6 +119,9 @@ pub struct Watcher {
     /// Held by a step and by a rewind, so a resync's rewind cannot be
     /// overwritten by a step that read the cursor before it.
     cursor_lock: tokio::sync::Mutex<()>,
+    /// The last confirmed block's timestamp was too far ahead of the clock
+    /// (so the warning is logged once per run of such blocks).
+    time_refused: std::sync::atomic::AtomicBool,
 }
 
 /// What a block range touched, before the truth is read.
@@ -150,6 +150,7 @@ impl Watcher {
             health: Arc::new(ChainHealth::default()),
             sweep_requested: std::sync::atomic::AtomicBool::new(false),
             cursor_lock: tokio::sync::Mutex::new(()),
+            time_refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -233,7 +234,7 @@ impl Watcher {
         let status = ChainStatus {
             last_ok_ms: self.health.last_ok_ms.load(Ordering::Relaxed),
             head: self.health.head.load(Ordering::Relaxed),
-            chain_time: self.health.chain_time.load(Ordering::Relaxed),
+            chain_time: self.store.chain_time(),
             last_error: self.health.last_error.lock().expect("health lock").clone(),
         };
         if let Err(e) = self.store.chain_set_status(&status) {
@@ -257,15 +258,16 @@ impl Watcher {
                 } else {
                     target
                 };
-                let hash = self.hash_of(start).await?;
+                let block = self.block_at(start).await?;
                 let cursor = Cursor {
                     number: start,
-                    hash,
+                    hash: block.hash.0,
                 };
                 self.store.chain_apply(&ChainUpdate {
-                    cursor: Some((cursor, vec![(start, hash)])),
+                    cursor: Some((cursor, vec![(start, cursor.hash)])),
                     ..ChainUpdate::default()
                 })?;
+                self.note_time(&block);
                 cursor
             }
         };
@@ -287,27 +289,54 @@ impl Watcher {
         let to = target.min(cursor.number + self.config.max_block_range);
         let touched = self.touched(from, to).await?;
         let mut update = self.read_truth(&touched, to).await?;
-        let hash = self.hash_of(to).await?;
+        let block = self.block_at(to).await?;
+        let hash = block.hash.0;
         update.cursor = Some((Cursor { number: to, hash }, vec![(to, hash)]));
         self.store.chain_apply(&update)?;
+        self.note_time(&block);
         self.health.cursor.store(to, Ordering::Relaxed);
         metrics::gauge!("eas_chain_cursor").set(to as f64);
         Ok(Step::Advanced { to, target })
     }
 
-    /// Reads the head; a good read counts for health, and expiry follows
-    /// the chain's clock as soon as it is seen.
+    /// Reads the head; a good read counts for health. Its timestamp does
+    /// not count for expiry: the head is not confirmed yet.
     async fn observe_head(&self) -> Result<BlockInfo, WatchError> {
         let head = self.client.latest().await?;
         self.health.ok(&head);
-        self.store.note_chain_time(head.timestamp);
         Ok(head)
     }
 
-    async fn hash_of(&self, number: u64) -> Result<[u8; 32], WatchError> {
-        match self.client.block_hash(number).await? {
-            Some(h) => Ok(h.0),
+    async fn block_at(&self, number: u64) -> Result<BlockInfo, WatchError> {
+        match self.client.block(number).await? {
+            Some(b) => Ok(b),
             None => Err(ChainError::BlockNotFound(number).into()),
+        }
+    }
+
+    async fn hash_of(&self, number: u64) -> Result<[u8; 32], WatchError> {
+        Ok(self.block_at(number).await?.hash.0)
+    }
+
+    /// Expiry follows the time of the newest confirmed block processed
+    /// (`block`, now the cursor's), never a head that may still be
+    /// replaced, and not a timestamp further ahead of the wall clock than
+    /// `chain.max_clock_skew`: such a block is reported and its time is
+    /// not believed.
+    fn note_time(&self, block: &BlockInfo) {
+        let ahead = block.timestamp as f64 - (now_ms() / 1000) as f64;
+        metrics::gauge!("eas_chain_time_ahead_seconds").set(ahead);
+        if self.store.note_chain_time(block.timestamp) {
+            self.time_refused.store(false, Ordering::Relaxed);
+        } else if !self.time_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                block = block.number,
+                timestamp = block.timestamp,
+                ahead_s = ahead,
+                max_clock_skew = %self.config.max_clock_skew,
+                "a confirmed block's timestamp is too far ahead of the clock; \
+                 not used for expiry (is the RPC endpoint or this host's clock wrong?)"
+            );
         }
     }
 
@@ -317,11 +346,16 @@ impl Watcher {
     async fn fork_point(&self) -> Result<u64, WatchError> {
         let recent = self.store.chain_recent()?;
         for (number, hash) in recent.iter().rev() {
-            if self.client.block_hash(*number).await?.map(|h| h.0) == Some(*hash) {
+            let Some(block) = self.client.block(*number).await? else {
+                continue;
+            };
+            if block.hash.0 == *hash {
                 self.store.chain_reorg(Cursor {
                     number: *number,
                     hash: *hash,
                 })?;
+                // The time of the abandoned blocks is gone with them.
+                self.note_time(&block);
                 metrics::counter!("eas_chain_reorgs_total").increment(1);
                 return Ok(*number);
             }
@@ -332,8 +366,12 @@ impl Watcher {
             .first()
             .map(|(n, _)| n.saturating_sub(1))
             .unwrap_or(self.config.start_block.saturating_sub(1));
-        let hash = self.hash_of(back).await?;
-        self.store.chain_reorg(Cursor { number: back, hash })?;
+        let block = self.block_at(back).await?;
+        self.store.chain_reorg(Cursor {
+            number: back,
+            hash: block.hash.0,
+        })?;
+        self.note_time(&block);
         metrics::counter!("eas_chain_reorgs_total").increment(1);
         Ok(back)
     }

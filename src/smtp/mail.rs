@@ -45,12 +45,18 @@ impl<T: Io> Session<T> {
                     "Error: SMTPUTF8 is required for a non-ASCII address",
                 ));
             }
-            if Mailbox::parse(sender).is_none() {
-                return self.error(Reply::new(
-                    501,
-                    [5, 1, 7],
-                    "Error: bad sender address syntax",
-                ));
+            // Malformed: 501; a domain with code points IDNA2008 does not
+            // allow is well formed but not allowed: 553 (as at RCPT).
+            match Mailbox::check(sender) {
+                Ok(_) => {}
+                Err(e) if e.is_disallowed_name() => {
+                    let text = format!("Error: sender address not allowed: {e}");
+                    return self.error(Reply::owned(553, [5, 1, 7], text));
+                }
+                Err(e) => {
+                    let text = format!("Error: bad sender address syntax: {e}");
+                    return self.error(Reply::owned(501, [5, 1, 7], text));
+                }
             }
         }
         self.txn = Some(Transaction {

@@ -28,11 +28,15 @@ impl<T: Io> Session<T> {
         // (lossily decoded: an invalid byte must not skip the check).
         let text = String::from_utf8_lossy(line);
         let raw = raw_path(&text);
-        if let Some(Err(trick)) = raw.map(check_relay_tricks)
-            && !to.address.is_empty()
-        {
-            let text = format!("Error: relay access denied: {}", trick.describe());
-            return self.reject(Reply::owned(550, [5, 7, 1], text), "relay_denied");
+        match raw.map(check_relay_tricks) {
+            Some(Err(RelayTrick::Malformed)) if !to.address.is_empty() => {
+                return self.reject(bad_syntax("malformed address"), "bad_address");
+            }
+            Some(Err(trick)) if !to.address.is_empty() => {
+                let text = format!("Error: relay access denied: {}", trick.describe());
+                return self.reject(Reply::owned(550, [5, 7, 1], text), "relay_denied");
+            }
+            _ => {}
         }
         if std::str::from_utf8(line).is_err() {
             // smtp-proto decoded it lossily; a catch-all would take it.
@@ -51,10 +55,9 @@ impl<T: Io> Session<T> {
             ));
         }
         let postmaster = &self.ctx.config.aliases.postmaster;
-        if address.is_empty()
-            && raw.is_some_and(|r| r.eq_ignore_ascii_case(resolve::POSTMASTER))
-            && !postmaster.is_empty()
-        {
+        let bare_postmaster =
+            address.is_empty() && raw.is_some_and(|r| r.eq_ignore_ascii_case(resolve::POSTMASTER));
+        if bare_postmaster && !postmaster.is_empty() {
             // The bare `<postmaster>` of RFC 5321 §4.5.1.
             let txn = self.txn.as_mut().expect("checked above");
             txn.recipients.push(AcceptedRecipient {
@@ -65,15 +68,16 @@ impl<T: Io> Session<T> {
             self.reply(&Reply::new(250, [2, 1, 5], "Recipient OK"));
             return Flow::Continue;
         }
-        let Some(mailbox) = Mailbox::parse(address) else {
-            return self.reject(
-                Reply::new(
-                    550,
-                    [5, 1, 1],
-                    "Error: recipient address rejected: user unknown",
-                ),
-                "unknown_user",
-            );
+        let mailbox = match Mailbox::check(address) {
+            Ok(mailbox) => mailbox,
+            Err(_) if bare_postmaster => {
+                return self.reject(unknown_user(), "unknown_user");
+            }
+            Err(e) if e.is_disallowed_name() => {
+                let text = format!("Error: recipient address not allowed: {e}");
+                return self.reject(Reply::owned(553, [5, 1, 3], text), "bad_address");
+            }
+            Err(e) => return self.reject(bad_syntax(&e.to_string()), "bad_address"),
         };
         let resolution = match self
             .ctx
@@ -82,7 +86,10 @@ impl<T: Io> Session<T> {
             .and_then(|srs| resolve::srs_bounce(srs, &mailbox))
         {
             Some(bounce) => Ok(bounce),
-            None => resolve::recipient(&self.ctx.store, &mailbox, postmaster),
+            None => {
+                let governed = self.ctx.config.chain.governing_tld(&mailbox.domain);
+                resolve::recipient(&self.ctx.store, &mailbox, postmaster, governed.is_some())
+            }
         };
         match resolution {
             Ok(Resolution::Forward {
@@ -98,14 +105,7 @@ impl<T: Io> Session<T> {
                 self.reply(&Reply::new(250, [2, 1, 5], "Recipient OK"));
                 Flow::Continue
             }
-            Ok(Resolution::UnknownUser) => self.reject(
-                Reply::new(
-                    550,
-                    [5, 1, 1],
-                    "Error: recipient address rejected: user unknown",
-                ),
-                "unknown_user",
-            ),
+            Ok(Resolution::UnknownUser) => self.reject(unknown_user(), "unknown_user"),
             Ok(Resolution::BadBounceAddress) => self.reject(
                 Reply::new(550, [5, 1, 1], "Error: invalid or expired bounce address"),
                 "bad_bounce_address",
@@ -128,7 +128,8 @@ impl<T: Io> Session<T> {
 
     /// An RCPT TO smtp-proto cannot parse. It refuses address literals
     /// (`u@[127.0.0.1]`), which are relay attempts like the other tricks
-    /// and get the same `550 5.7.1`; anything else is bad syntax.
+    /// and get the same `550 5.7.1`; anything else (`<@d>`, `<info@@d>`)
+    /// is bad syntax, `501 5.1.3`.
     pub(super) fn rcpt_unparsed(&mut self, line: &[u8]) -> Flow {
         let text = String::from_utf8_lossy(line);
         match raw_path(&text).map(check_relay_tricks) {
@@ -136,11 +137,27 @@ impl<T: Io> Session<T> {
                 let text = format!("Error: relay access denied: {}", trick.describe());
                 self.reject(Reply::owned(550, [5, 7, 1], text), "relay_denied")
             }
-            _ => self.error(Reply::new(
-                501,
-                [5, 1, 3],
-                "Error: bad recipient address syntax",
-            )),
+            _ => self.reject(bad_syntax("malformed address"), "bad_address"),
         }
     }
+}
+
+/// The one answer to every address that does not forward: the same for a
+/// name that is not registered, has no alias, has expired or is suspended,
+/// so that RCPT tells nobody which names have aliases.
+fn unknown_user() -> Reply {
+    Reply::new(
+        550,
+        [5, 1, 1],
+        "Error: recipient address rejected: user unknown",
+    )
+}
+
+/// A recipient address that is not `local@domain` (`501 5.1.3`).
+fn bad_syntax(why: &str) -> Reply {
+    Reply::owned(
+        501,
+        [5, 1, 3],
+        format!("Error: bad recipient address syntax: {why}"),
+    )
 }

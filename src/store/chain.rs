@@ -8,6 +8,11 @@ use super::{ALIASES, DOMAINS, Store, StoreError, decode, encode, get_decoded};
 use super::{AliasRecord, DomainRecord, Source};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+
+fn unix_now() -> u64 {
+    super::now_ms() / 1000
+}
 
 /// domain ("sld.tld") -> NameState
 pub(crate) const CHAIN_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_names");
@@ -90,7 +95,7 @@ pub struct ChainStatus {
     /// Unix ms of the last successful read of the chain.
     pub last_ok_ms: u64,
     pub head: u64,
-    /// Timestamp (Unix s) of the newest head seen.
+    /// The chain's time (Unix s): of the newest confirmed block processed.
     #[serde(default)]
     pub chain_time: u64,
     pub last_error: Option<String>,
@@ -261,26 +266,41 @@ impl Store {
         self.read_all("chain_names", CHAIN_NAMES)
     }
 
-    /// Forgets a chain-governed alias (after /deactivate confirmed it is off
-    /// chain). False when it was not known.
+    /// Forgets the chain-governed alias `local@domain` whose binding is
+    /// still `expected` (after /deactivate saw that binding's own on-chain
+    /// key read zero), with its reveal and the index entry of its on-chain
+    /// key (`node`, `alias_hash` of the exact alias, `tld`). A static
+    /// alias, or a binding that changed since (a new activation), is left
+    /// alone: false.
     pub fn chain_forget_alias(
         &self,
         domain: &str,
         local: &str,
+        expected: &ChainBinding,
         node: &[u8; 32],
         alias_hash: &[u8; 32],
-        tld: &str,
     ) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
-        let found = {
-            txn.open_table(CHAIN_ALIAS_INDEX)?
-                .remove(alias_index_key(node, alias_hash, tld).as_slice())?;
-            let key = alias_key(domain, local);
-            txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
-            txn.open_table(ALIASES)?.remove(key.as_str())?.is_some()
+        let key = alias_key(domain, local);
+        let forgotten = {
+            let mut aliases = txn.open_table(ALIASES)?;
+            let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+            let same = current.and_then(|r| r.chain).is_some_and(|b| {
+                b.tld == expected.tld
+                    && b.sld == expected.sld
+                    && b.alias == expected.alias
+                    && b.commitment.eq_ignore_ascii_case(&expected.commitment)
+            });
+            if same {
+                aliases.remove(key.as_str())?;
+                txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
+                txn.open_table(CHAIN_ALIAS_INDEX)?
+                    .remove(alias_index_key(node, alias_hash, &expected.tld).as_slice())?;
+            }
+            same
         };
         txn.commit()?;
-        Ok(found)
+        Ok(forgotten)
     }
 
     /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld`.
@@ -434,29 +454,55 @@ impl Store {
         Ok(self.chain_meta("status")?.unwrap_or_default())
     }
 
-    /// The newest block timestamp seen (Unix s; 0 before the first).
+    /// The timestamp of the newest confirmed block processed (Unix s; 0
+    /// before the first, and after a reorg until the next).
     pub fn chain_time(&self) -> u64 {
-        self.chain_time.load(std::sync::atomic::Ordering::Relaxed)
+        self.chain_time.load(Ordering::Relaxed)
     }
 
-    /// Moves the chain's time forward (never back: a reorg does not make a
-    /// name young again).
-    pub fn note_chain_time(&self, timestamp: u64) {
-        self.chain_time
-            .fetch_max(timestamp, std::sync::atomic::Ordering::Relaxed);
+    /// Sets how far ahead of the wall clock the chain's time is believed
+    /// (`chain.max_clock_skew`, s); a stored chain time beyond that (from
+    /// an earlier run, or an older version that took any head's time) is
+    /// dropped at once.
+    pub fn set_chain_clock_skew(&self, secs: u64) {
+        self.chain_skew.store(secs, Ordering::Relaxed);
+        let time = self.chain_time();
+        if time > unix_now().saturating_add(secs) {
+            tracing::warn!(
+                chain_time = time,
+                "the stored chain time is ahead of the clock by more than \
+                 chain.max_clock_skew; not used"
+            );
+            self.chain_time.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The chain's time is now `timestamp`, the time of the newest
+    /// confirmed block the watcher processed (it goes back after a reorg,
+    /// or to 0 when unknown). A timestamp further ahead of the wall clock
+    /// than the allowed skew is refused (false) and the time left as it
+    /// was: one bad answer must not expire every alias.
+    pub fn note_chain_time(&self, timestamp: u64) -> bool {
+        let limit = unix_now().saturating_add(self.chain_skew.load(Ordering::Relaxed));
+        if timestamp > limit {
+            return false;
+        }
+        self.chain_time.store(timestamp, Ordering::Relaxed);
+        true
     }
 
     /// "Now" for expiry: the later of the wall clock and the chain's time,
     /// so a name expires when either says so (a node whose clock lags the
-    /// chain still stops forwarding an expired name).
+    /// chain still stops forwarding an expired name). The chain's time
+    /// counts only up to the allowed skew ahead of the wall clock.
     pub fn expiry_now(&self) -> u64 {
-        (super::now_ms() / 1000).max(self.chain_time())
+        let now = unix_now();
+        let ahead = now.saturating_add(self.chain_skew.load(Ordering::Relaxed));
+        now.max(self.chain_time().min(ahead))
     }
 
     /// Records the connection status (not fsynced: it is advice).
     pub fn chain_set_status(&self, status: &ChainStatus) -> Result<(), StoreError> {
-        self.chain_time
-            .fetch_max(status.chain_time, std::sync::atomic::Ordering::Relaxed);
         let mut txn = self.db().begin_write()?;
         let _ = txn.set_durability(redb::Durability::None);
         txn.open_table(CHAIN_META)?
@@ -499,6 +545,38 @@ mod tests {
             maintainer_allowed: true,
             checked_block: block,
         }
+    }
+
+    #[test]
+    fn chain_time_is_bounded_by_the_clock_and_follows_reorgs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let s = Store::open(&path).unwrap();
+        s.set_chain_clock_skew(600);
+        let now = unix_now();
+        let far = now + 10 * 365 * 86_400;
+        // Far ahead: not believed, and "now" stays the wall clock.
+        assert!(!s.note_chain_time(far));
+        assert_eq!(s.chain_time(), 0);
+        assert!(s.expiry_now() <= unix_now());
+        // Within the skew: believed; it may also go back (a reorg).
+        assert!(s.note_chain_time(now + 300));
+        assert!(s.expiry_now() >= now + 300);
+        assert!(s.note_chain_time(now - 60));
+        assert_eq!(s.chain_time(), now - 60);
+        assert!(s.expiry_now() >= now);
+        // A far-future time stored by an earlier run (or version) is
+        // dropped when the node starts, and never counts meanwhile.
+        s.chain_set_status(&ChainStatus {
+            chain_time: far,
+            ..ChainStatus::default()
+        })
+        .unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert!(s.expiry_now() <= unix_now() + 600);
+        s.set_chain_clock_skew(600);
+        assert_eq!(s.chain_time(), 0);
     }
 
     #[test]
@@ -585,8 +663,36 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(s.chain_recent().unwrap(), vec![(11, [8; 32])]);
+        // Only the binding that was checked is forgotten: not another one
+        // (a case variant, a newer activation), never a static alias.
+        let other = ChainBinding {
+            alias: "HELLO".into(),
+            ..binding("0xc1")
+        };
         assert!(
-            s.chain_forget_alias("fsociety.country", "hello", &node, &alias, "country")
+            !s.chain_forget_alias("fsociety.country", "hello", &other, &node, &alias)
+                .unwrap()
+        );
+        s.alias_put(
+            "fsociety.country",
+            "static",
+            vec!["u@dest.test".into()],
+            Source::Static,
+        )
+        .unwrap();
+        assert!(
+            !s.chain_forget_alias(
+                "fsociety.country",
+                "static",
+                &binding("0xc1"),
+                &node,
+                &alias
+            )
+            .unwrap()
+        );
+        assert!(s.alias_get("fsociety.country", "static").unwrap().is_some());
+        assert!(
+            s.chain_forget_alias("fsociety.country", "hello", &binding("0xC1"), &node, &alias)
                 .unwrap()
         );
         assert!(

@@ -7,7 +7,7 @@ pub mod chain;
 mod log;
 mod queue;
 
-pub use aliases::{AliasFilter, AliasRecord, DomainRecord, Source};
+pub use aliases::{AliasFilter, AliasRecord, DomainRecord, Lookup, Source};
 pub use log::{LogEntry, LogOutcome};
 #[cfg(test)]
 pub(crate) use queue::sample_entry;
@@ -64,9 +64,13 @@ pub struct Store {
     db: Database,
     ids: IdGenerator,
     pub(crate) log_ids: IdGenerator,
-    /// The newest block timestamp the watcher has seen (Unix s): names
-    /// expire by whichever is later, this or the wall clock.
+    /// The timestamp of the newest confirmed block the watcher processed
+    /// (Unix s, 0: none): names expire by whichever is later, this or the
+    /// wall clock (see `Store::expiry_now`).
     pub(crate) chain_time: std::sync::atomic::AtomicU64,
+    /// How far (s) the chain's time may run ahead of the wall clock and
+    /// still be believed (`chain.max_clock_skew`).
+    pub(crate) chain_skew: std::sync::atomic::AtomicU64,
 }
 
 /// The default page cache: enough to keep the tables RCPT reads (domains,
@@ -98,6 +102,12 @@ impl Store {
             ids: IdGenerator::default(),
             log_ids: IdGenerator::default(),
             chain_time: std::sync::atomic::AtomicU64::new(0),
+            chain_skew: std::sync::atomic::AtomicU64::new(
+                crate::config::ChainConfig::default()
+                    .max_clock_skew
+                    .0
+                    .as_secs(),
+            ),
         };
         let txn = store.db.begin_write()?;
         {

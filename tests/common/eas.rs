@@ -128,6 +128,22 @@ impl ChainRelay {
         );
     }
 
+    /// `POST /deactivate` of `alias@sld.country` that must succeed; the
+    /// name then has no alias left here.
+    pub async fn deactivated(&self, sld: &str, alias: &str) {
+        assert_eq!(
+            self.post("/deactivate", json!({ "sld": sld, "alias": alias }))
+                .await,
+            (200, json!({ "success": true })),
+            "/deactivate {alias}@{sld}"
+        );
+        let (_, aliases) = self
+            .relay
+            .api("GET", &format!("/v3/domains/{sld}.country/aliases"), None)
+            .await;
+        assert_eq!(aliases["aliases"], json!([]), "{aliases}");
+    }
+
     /// The watcher's view (`GET /v3/chain/status`).
     pub async fn chain_status(&self) -> Value {
         let (status, body) = self.relay.api("GET", "/v3/chain/status", None).await;

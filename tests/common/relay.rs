@@ -101,6 +101,13 @@ impl TestRelay {
         super::http::request(self.http, method, path, Some(&self.key), body).await
     }
 
+    /// `POST /v3/aliases/import` with `text` (alias lines, not JSON);
+    /// returns (status, body).
+    pub async fn import(&self, text: &str) -> (u16, String) {
+        let bearer = format!("Bearer {}", self.key);
+        super::http::raw(self.http, "POST", "/v3/aliases/import", Some(&bearer), text).await
+    }
+
     /// Adds `domain` and an alias `local@domain -> forward` via the admin API.
     pub async fn alias(&self, local: &str, domain: &str, forward: &str) {
         let (status, body) = self
