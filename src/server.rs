@@ -156,7 +156,7 @@ pub async fn run(
     let spool = Spool::open(&config.spool_dir()).map_err(QueueError::Spool)?;
     let started = Queue::start(store.clone(), spool, QueueSettings::from_config(&config))?;
     let queue = started.queue;
-    let outbound = Arc::new(Outbound::new(&config));
+    let outbound = Arc::new(Outbound::new(&config)?);
     let (stop, stopped) = watch::channel(false);
 
     let smtp_addr = listeners.smtp.local_addr().ok();

@@ -212,6 +212,8 @@ fn config_check_opens_the_files_the_config_names() {
     std::fs::write(&keys, "# keys\nabcdefghijklmnop-0123\n").unwrap();
     let empty_keys = d.join("empty.keys");
     std::fs::write(&empty_keys, "# none\n").unwrap();
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
     let missing = d.join("missing.pem").display().to_string();
     let write = |name: &str, text: String| {
         let file = d.join(name);
@@ -266,6 +268,15 @@ fn config_check_opens_the_files_the_config_names() {
             "key `http.admin_keys_file`",
             "empty.keys",
             "holds no key",
+        ),
+        (
+            format!(
+                "[outbound]\ntls = \"verified\"\ntls_ca_file = \"{}\"\n",
+                ca.display()
+            ),
+            "key `outbound.tls_ca_file`",
+            "ca.pem",
+            "no PEM certificate",
         ),
         (
             dkim_key(&missing),
