@@ -72,11 +72,13 @@ pub fn server_config(
             reason: "no PEM certificate in the file".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Load {
+    let key_error = |reason: String| TlsError::Load {
         what: "key",
         path: key_path.clone(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let pem = crate::files::read_secret(&key_path).map_err(|e| key_error(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| key_error(e.to_string()))?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -106,7 +108,7 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        crate::files::create_private_dir(dir).map_err(fail)?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
