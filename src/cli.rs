@@ -296,6 +296,16 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
             reason: e.to_string(),
         });
     }
+    if let (Some(file), crate::config::TlsPolicy::Verified) =
+        (&config.outbound.tls_ca_file, config.outbound.tls)
+        && let Err(e) = crate::tls::verifying_client_config(Some(file))
+    {
+        return Err(ConfigError::Invalid {
+            key: "outbound.tls_ca_file".into(),
+            value: shown(file),
+            reason: e.to_string(),
+        });
+    }
     // Configured DKIM keys must load (generated ones are made at start).
     if !config.dkim.keys.is_empty() {
         use crate::rewrite::keys::{KeyError, load};

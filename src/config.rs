@@ -312,8 +312,13 @@ impl Default for QueueConfig {
 pub enum TlsPolicy {
     /// Use STARTTLS when offered, plain text otherwise.
     Opportunistic,
-    /// Never deliver in plain text: a host without working STARTTLS is skipped.
+    /// Never deliver in plain text: a host without working STARTTLS is
+    /// skipped. The certificate is not checked, so this defeats passive
+    /// eavesdropping only.
     Required,
+    /// Like `Required`, and the certificate must chain to a trusted root
+    /// (system roots plus `outbound.tls_ca_file`) and name the MX host.
+    Verified,
     /// Never use STARTTLS.
     Disabled,
 }
@@ -339,6 +344,12 @@ pub struct OutboundConfig {
     pub max_messages_per_connection: usize,
     /// DNS servers ("ip:port") for MX lookups; empty: the system resolver.
     pub nameservers: Vec<SocketAddr>,
+    /// Non-public networks (CIDR) that MX hosts may resolve to; empty: only
+    /// public addresses are delivered to. Routes are never filtered.
+    pub allow_networks: Vec<crate::outbound::network::Network>,
+    /// Extra trusted CA certificates (PEM) for `tls = "verified"`, added to
+    /// the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
     /// Fixed next hop per destination domain ("host:port"), bypassing MX.
     pub routes: BTreeMap<String, String>,
 }
@@ -357,6 +368,8 @@ impl Default for OutboundConfig {
             idle_timeout: HumanDuration::secs(30),
             max_messages_per_connection: 100,
             nameservers: Vec::new(),
+            allow_networks: Vec::new(),
+            tls_ca_file: None,
             routes: BTreeMap::new(),
         }
     }
@@ -822,6 +835,15 @@ impl Config {
             "outbound.max_messages_per_connection",
             self.outbound.max_messages_per_connection,
         )?;
+        if let Some(file) = &self.outbound.tls_ca_file
+            && self.outbound.tls != TlsPolicy::Verified
+        {
+            return Err(ConfigError::invalid(
+                "outbound.tls_ca_file",
+                format!("\"{}\"", file.display()),
+                "is used only with outbound.tls = \"verified\" (no certificate is checked otherwise)",
+            ));
+        }
         if !self.srs.domain.is_empty() && !is_hostname(&self.srs.domain) {
             return Err(ConfigError::invalid(
                 "srs.domain",
@@ -1429,6 +1451,21 @@ mod tests {
         assert_eq!(key, "outbound.routes.\"a.test\"");
         let (key, _, _) = invalid_key("[queue]\nretry_initial = \"2h\"\nretry_max = \"1h\"\n");
         assert_eq!(key, "queue.retry_max");
+    }
+
+    #[test]
+    fn outbound_networks_and_ca_file_are_checked() {
+        let c = parse("[outbound]\nallow_networks = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(c.outbound.allow_networks.len(), 2);
+        let (key, value, reason) = invalid_key("[outbound]\nallow_networks = [\"10.1.2.3/8\"]\n");
+        assert_eq!(key, "outbound.allow_networks[0]");
+        assert!(value.contains("10.1.2.3/8"), "{value}");
+        assert!(reason.contains("10.0.0.0/8"), "{reason}");
+        let (key, _, reason) = invalid_key("[outbound]\ntls_ca_file = \"/ca.pem\"\n");
+        assert_eq!(key, "outbound.tls_ca_file");
+        assert!(reason.contains("verified"), "{reason}");
+        let c = parse("[outbound]\ntls = \"verified\"\ntls_ca_file = \"/ca.pem\"\n").unwrap();
+        assert_eq!(c.outbound.tls, TlsPolicy::Verified);
     }
 
     #[test]

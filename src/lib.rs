@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod dnscheck;
+pub mod files;
 pub mod message;
 pub mod observe;
 pub mod outbound;

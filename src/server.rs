@@ -66,7 +66,7 @@ pub enum RunError {
 /// The activation endpoints' shared secret (config, or its file).
 fn activation_secret(config: &Config) -> Result<Option<Vec<u8>>, RunError> {
     if let Some(path) = &config.chain.activation_secret_file {
-        let text = std::fs::read_to_string(path).map_err(|source| RunError::Secret {
+        let text = crate::files::read_secret_string(path).map_err(|source| RunError::Secret {
             path: path.clone(),
             source,
         })?;
@@ -127,7 +127,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+    crate::files::data_dir(&config.data_dir).map_err(|source| RunError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
@@ -177,7 +177,7 @@ pub async fn run(
     let spool = Spool::open(&config.spool_dir()).map_err(QueueError::Spool)?;
     let started = Queue::start(store.clone(), spool, QueueSettings::from_config(&config))?;
     let queue = started.queue;
-    let outbound = Arc::new(Outbound::new(&config));
+    let outbound = Arc::new(Outbound::new(&config)?);
     let (stop, stopped) = watch::channel(false);
 
     let smtp_addr = listeners.smtp.local_addr().ok();

@@ -1,6 +1,7 @@
 //! TLS material: the server certificate for inbound STARTTLS (loaded from
 //! the config, or self-signed and kept in data_dir/tls/ on first start) and
-//! the client configuration for outbound opportunistic TLS.
+//! the client configurations for outbound TLS: opportunistic (any
+//! certificate) and verified (system roots plus an optional CA file).
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -27,6 +28,10 @@ pub enum TlsError {
     Generate(String),
     #[error("TLS certificate and key do not fit together: {0}")]
     Config(#[from] rustls::Error),
+    #[error(
+        "outbound.tls = \"verified\" but no trusted root certificate was found (system roots: {0}); install the system's CA certificates or set outbound.tls_ca_file"
+    )]
+    NoRoots(String),
 }
 
 /// The one crypto provider of the process (aws-lc-rs).
@@ -67,11 +72,13 @@ pub fn server_config(
             reason: "no PEM certificate in the file".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Load {
+    let key_error = |reason: String| TlsError::Load {
         what: "key",
         path: key_path.clone(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let pem = crate::files::read_secret(&key_path).map_err(|e| key_error(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| key_error(e.to_string()))?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -101,7 +108,7 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        crate::files::create_private_dir(dir).map_err(fail)?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -126,6 +133,50 @@ pub fn client_config() -> Arc<rustls::ClientConfig> {
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
         .with_no_client_auth();
     Arc::new(config)
+}
+
+/// Client config for outbound STARTTLS that verifies the server's
+/// certificate (chain to a trusted root, validity, and the host name given
+/// at connect time). Trusted: the system's roots and the certificates in
+/// `ca_file`. Fails when there is no root at all, since nothing could then
+/// be delivered.
+pub fn verifying_client_config(
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "cannot read some of the system's root certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    if ignored > 0 {
+        tracing::debug!(ignored, "system root certificates rustls cannot use");
+    }
+    let system = format!("{added} loaded, {} errors", native.errors.len());
+    if let Some(path) = ca_file {
+        let load = |reason: String| TlsError::Load {
+            what: "CA file (outbound.tls_ca_file)",
+            path: path.to_path_buf(),
+            reason,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| load(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(load("no PEM certificate in the file".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| load(e.to_string()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoRoots(system));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[derive(Debug)]

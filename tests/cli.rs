@@ -9,6 +9,7 @@ mod common;
 use common::node::{CliOutput, NodeFiles, NodeOptions, clean_command, free_addr, run};
 use common::sink::{SinkOptions, TestSink};
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -194,6 +195,11 @@ fn config_check_names_the_key_the_value_and_the_reason() {
     assert!(out.stderr.contains("needs a file"), "{}", out.stderr);
 }
 
+/// Makes a secret file the owner's alone (the relay refuses others).
+fn private(path: &Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 #[test]
 fn config_check_opens_the_files_the_config_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,14 +210,29 @@ fn config_check_opens_the_files_the_config_names() {
         let key = d.join(format!("{name}-key.pem"));
         std::fs::write(&cert, c.cert.pem()).unwrap();
         std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        // Key files must be the owner's alone.
+        private(&key);
         (cert.display().to_string(), key.display().to_string())
     };
     let (cert, key) = pair("a");
     let (_, other_key) = pair("b");
     let keys = d.join("admin.keys");
     std::fs::write(&keys, "# keys\nabcdefghijklmnop-0123\n").unwrap();
+    private(&keys);
     let empty_keys = d.join("empty.keys");
     std::fs::write(&empty_keys, "# none\n").unwrap();
+    private(&empty_keys);
+    let open_keys = d.join("open.keys");
+    std::fs::write(&open_keys, "abcdefghijklmnop-0123\n").unwrap();
+    let (_, open_key) = pair("open");
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A certificate where a key belongs (private, so that its content is judged).
+    let not_a_key = d.join("cert-as-key.pem");
+    std::fs::copy(&cert, &not_a_key).unwrap();
+    private(&not_a_key);
+    let not_a_key = not_a_key.display().to_string();
+    let ca = d.join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
     let missing = d.join("missing.pem").display().to_string();
     let write = |name: &str, text: String| {
         let file = d.join(name);
@@ -268,15 +289,36 @@ fn config_check_opens_the_files_the_config_names() {
             "holds no key",
         ),
         (
+            format!("[http]\nadmin_keys_file = \"{}\"\n", open_keys.display()),
+            "key `http.admin_keys_file`",
+            "open.keys",
+            "mode 0644",
+        ),
+        (
+            tls(&cert, &open_key),
+            "key `tls.key`",
+            open_key.as_str(),
+            "mode 0644",
+        ),
+        (
+            format!(
+                "[outbound]\ntls = \"verified\"\ntls_ca_file = \"{}\"\n",
+                ca.display()
+            ),
+            "key `outbound.tls_ca_file`",
+            "ca.pem",
+            "no PEM certificate",
+        ),
+        (
             dkim_key(&missing),
             "key `dkim.keys[0].key`",
             missing.as_str(),
             "No such file",
         ),
         (
-            dkim_key(&cert),
+            dkim_key(&not_a_key),
             "key `dkim.keys[0].key`",
-            cert.as_str(),
+            not_a_key.as_str(),
             "not a usable DKIM key",
         ),
     ];

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use base64::Engine;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +51,9 @@ pub fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, KeyError>
     Ok(vec![key])
 }
 
-fn read_key_file(path: &PathBuf) -> Result<Vec<String>, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|e| KeyError::Read(path.clone(), e))?;
+fn read_key_file(path: &Path) -> Result<Vec<String>, KeyError> {
+    let text = crate::files::read_secret_string(path)
+        .map_err(|e| KeyError::Read(path.to_path_buf(), e))?;
     let keys: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -60,7 +61,7 @@ fn read_key_file(path: &PathBuf) -> Result<Vec<String>, KeyError> {
         .map(str::to_string)
         .collect();
     if keys.is_empty() {
-        return Err(KeyError::Empty(path.clone()));
+        return Err(KeyError::Empty(path.to_path_buf()));
     }
     Ok(keys)
 }

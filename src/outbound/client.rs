@@ -1,6 +1,8 @@
 //! The SMTP client side: greeting, EHLO (HELO fallback), STARTTLS, and one
 //! mail transaction with per-recipient replies, pipelined when the server
 //! offers PIPELINING. Replies are parsed by smtp-proto's sans-IO receiver.
+//! No command leaves with a CR or LF inside it: an address carrying a line
+//! break would otherwise smuggle its own commands into the conversation.
 
 use super::{DeliveryStatus, Envelope, Payload};
 use crate::smtp::reply::Reply;
@@ -31,6 +33,8 @@ pub enum ClientError {
     Rejected(Reply),
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    #[error("refused to send a command with a line break inside it")]
+    LineBreak,
 }
 
 impl ClientError {
@@ -230,6 +234,19 @@ impl SmtpClient {
         rcpts: &[String],
         payload: &Payload,
     ) -> Result<Verdicts, TxnError> {
+        if has_line_break(&envelope.sender) {
+            let r = Reply::new(
+                550,
+                [5, 1, 7],
+                "the envelope sender contains a line break; not sent",
+            );
+            return Ok(all_failed(rcpts, &r));
+        }
+        if rcpts.iter().any(|r| has_line_break(r)) {
+            return self
+                .send_skipping_line_breaks(envelope, rcpts, payload)
+                .await;
+        }
         if self.caps.size > 0 && payload.size > self.caps.size {
             let r = Reply::owned(
                 552,
@@ -268,9 +285,12 @@ impl SmtpClient {
         mail.push_str("\r\n");
         let before = TxnError::BeforeData;
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
+            check_line(&mail).map_err(before)?;
             let mut batch = mail;
             for r in rcpts {
-                batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+                let rcpt = format!("RCPT TO:<{r}>\r\n");
+                check_line(&rcpt).map_err(before)?;
+                batch.push_str(&rcpt);
             }
             batch.push_str("DATA\r\n");
             self.write(batch.as_bytes(), self.timeouts.command)
@@ -386,6 +406,45 @@ impl SmtpClient {
         Ok(verdicts)
     }
 
+    /// `send` for the recipients without a line break; the others fail
+    /// permanently (their address can never be written as a command).
+    async fn send_skipping_line_breaks(
+        &mut self,
+        envelope: &Envelope,
+        rcpts: &[String],
+        payload: &Payload,
+    ) -> Result<Verdicts, TxnError> {
+        let clean: Vec<String> = rcpts
+            .iter()
+            .filter(|r| !has_line_break(r))
+            .cloned()
+            .collect();
+        let mut sent = if clean.is_empty() {
+            Vec::new()
+        } else {
+            Box::pin(self.send(envelope, &clean, payload)).await?
+        }
+        .into_iter();
+        let refused = Reply::new(
+            553,
+            [5, 1, 3],
+            "the forwarding address contains a line break; not sent",
+        );
+        let lost = Reply::new(451, [4, 3, 0], "no verdict for this recipient");
+        Ok(rcpts
+            .iter()
+            .map(|r| {
+                if has_line_break(r) {
+                    (DeliveryStatus::Failed, refused.clone())
+                } else {
+                    // One verdict per clean recipient, in order.
+                    sent.next()
+                        .unwrap_or((DeliveryStatus::Deferred, lost.clone()))
+                }
+            })
+            .collect())
+    }
+
     /// Ends a DATA phase that has nothing to send.
     async fn finish_empty_data(&mut self) -> Result<(), ClientError> {
         self.command(".\r\n", "empty DATA reply").await.map(|_| ())
@@ -402,6 +461,7 @@ impl SmtpClient {
     }
 
     async fn command(&mut self, line: &str, what: &'static str) -> Result<Reply, ClientError> {
+        check_line(line)?;
         self.write(line.as_bytes(), self.timeouts.command).await?;
         self.read_reply(self.timeouts.command, what).await
     }
@@ -446,6 +506,23 @@ impl SmtpClient {
     }
 }
 
+/// The same permanent failure for every recipient.
+fn all_failed(rcpts: &[String], reply: &Reply) -> Verdicts {
+    vec![(DeliveryStatus::Failed, reply.clone()); rcpts.len()]
+}
+
+fn has_line_break(s: &str) -> bool {
+    s.contains(['\r', '\n'])
+}
+
+/// A command line's only line break must be its final CRLF.
+fn check_line(line: &str) -> Result<(), ClientError> {
+    match line.strip_suffix("\r\n") {
+        Some(body) if !has_line_break(body) => Ok(()),
+        _ => Err(ClientError::LineBreak),
+    }
+}
+
 fn status_of(reply: &Reply) -> DeliveryStatus {
     if reply.is_permanent() {
         DeliveryStatus::Failed
@@ -477,9 +554,16 @@ fn parse_capabilities(text: &str) -> Capabilities {
     caps
 }
 
-/// Builds the TLS connector for outbound STARTTLS.
+/// Builds the TLS connector for outbound STARTTLS (any certificate).
 pub fn tls_connector() -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::clone(&crate::tls::client_config()))
+}
+
+/// Builds the TLS connector that verifies certificates and host names.
+pub fn verifying_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, crate::tls::TlsError> {
+    crate::tls::verifying_client_config(ca_file).map(tokio_rustls::TlsConnector::from)
 }
 
 #[cfg(test)]
@@ -495,5 +579,33 @@ mod tests {
         assert_eq!(caps.size, 1000);
         let caps = parse_capabilities("mx.test");
         assert!(!caps.pipelining && caps.esmtp);
+    }
+
+    #[test]
+    fn command_lines_with_inner_line_breaks_are_refused() {
+        assert!(check_line("RCPT TO:<a@b.test>\r\n").is_ok());
+        assert!(check_line(".\r\n").is_ok());
+        for bad in [
+            "RCPT TO:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n",
+            "RCPT TO:<a@b.test\n>\r\n",
+            "RCPT TO:<a@b.test\r>\r\n",
+            "RCPT TO:<a@b.test>",
+            "RCPT TO:<a@b.test>\n",
+        ] {
+            assert!(
+                matches!(check_line(bad), Err(ClientError::LineBreak)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever an address holds, its RCPT line is written only when it
+        /// is one line.
+        #[test]
+        fn any_address_is_one_command_or_none(addr in "\\PC{0,40}|[a-z@.\r\n>]{0,20}") {
+            let line = format!("RCPT TO:<{addr}>\r\n");
+            proptest::prop_assert_eq!(check_line(&line).is_ok(), !has_line_break(&addr));
+        }
     }
 }

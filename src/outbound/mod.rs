@@ -1,10 +1,11 @@
 //! Outbound delivery: for one destination domain, find the hosts (route or
-//! MX), connect with opportunistic or required STARTTLS, send the message to
+//! MX), connect with opportunistic, required or verified STARTTLS, send the message to
 //! the domain's recipients and map every reply to delivered / deferred /
 //! failed. Connections are reused, and capped per destination and in all.
 
 pub mod client;
 pub mod mx;
+pub mod network;
 mod pool;
 
 use crate::config::{Config, TlsPolicy};
@@ -91,9 +92,14 @@ enum Tried {
 }
 
 impl Outbound {
-    pub fn new(config: &Config) -> Outbound {
+    /// Fails only when `tls = "verified"` has no trusted roots to verify with.
+    pub fn new(config: &Config) -> Result<Outbound, crate::tls::TlsError> {
         let o = &config.outbound;
-        Outbound {
+        let connector = match o.tls {
+            TlsPolicy::Verified => client::verifying_connector(o.tls_ca_file.as_deref())?,
+            _ => client::tls_connector(),
+        };
+        Ok(Outbound {
             router: Router::new(config),
             pool: Pool::new(
                 o.idle_timeout.0,
@@ -103,13 +109,13 @@ impl Outbound {
             total: Semaphore::new(o.max_connections),
             helo: config.helo_name().to_string(),
             tls: o.tls,
-            connector: client::tls_connector(),
+            connector,
             timeouts: Timeouts {
                 connect: o.connect_timeout.0,
                 command: o.command_timeout.0,
                 data: o.data_timeout.0,
             },
-        }
+        })
     }
 
     /// Delivers one message to the recipients of one domain. Returns one
@@ -137,17 +143,7 @@ impl Outbound {
         }
         let hops = match self.router.next_hops(domain).await {
             Ok(hops) => hops,
-            Err(e) if e.is_permanent() => {
-                let reply = e.reply();
-                return rcpts
-                    .iter()
-                    .map(|_| Attempt {
-                        status: DeliveryStatus::Failed,
-                        reply: reply.clone(),
-                        server: None,
-                    })
-                    .collect();
-            }
+            Err(e) if e.is_permanent() => return fail_all(rcpts, e.reply()),
             Err(e) => return defer_all(rcpts, e.reply(), None),
         };
         let mut last = Reply::owned(
@@ -156,15 +152,28 @@ impl Outbound {
             format!("no host for {domain} could be reached"),
         );
         let mut last_server = None;
+        // Whether every address found was refused as non-public: then the
+        // domain cannot be routed (permanent), rather than unreachable.
+        let (mut refused, mut only_refused) = (false, true);
         for hop in hops {
             let addrs = match self.router.addresses(&hop.host).await {
                 Ok(addrs) => addrs,
                 Err(e) => {
                     last = e.reply();
+                    only_refused = false;
                     continue;
                 }
             };
             for ip in addrs {
+                if !self.router.may_connect(&hop, ip) {
+                    // Logged for the operator only: the reply names neither
+                    // the host nor the address (the sender may see it).
+                    metrics::counter!("eas_outbound_refused_addresses_total").increment(1);
+                    tracing::debug!(host = %hop.host, %ip, "MX address is not public; not connecting");
+                    refused = true;
+                    continue;
+                }
+                only_refused = false;
                 let addr = SocketAddr::new(ip, hop.port);
                 let client = match self.connect(&hop.host, addr).await {
                     Ok(client) => client,
@@ -188,6 +197,9 @@ impl Outbound {
                 }
             }
         }
+        if refused && only_refused {
+            return fail_all(rcpts, not_public());
+        }
         defer_all(rcpts, last, last_server)
     }
 
@@ -204,7 +216,8 @@ impl Outbound {
                     tls.hello(&self.helo).await.map_err(|e| e.as_reply())?;
                     Ok(tls)
                 }
-                Err(e) if self.tls == TlsPolicy::Required => Err(e.as_reply()),
+                // A failed verification is a failed handshake: never plain text.
+                Err(e) if self.tls != TlsPolicy::Opportunistic => Err(e.as_reply()),
                 Err(e) => {
                     // Opportunistic: a broken TLS stack must not stop mail.
                     tracing::info!(%host, %addr, error = %e, "STARTTLS failed, retrying in plain text");
@@ -215,7 +228,7 @@ impl Outbound {
                     Ok(plain)
                 }
             },
-            TlsPolicy::Required => Err(Reply::owned(
+            TlsPolicy::Required | TlsPolicy::Verified => Err(Reply::owned(
                 451,
                 [4, 7, 4],
                 format!("TLS is required but {host} does not offer STARTTLS"),
@@ -279,6 +292,26 @@ impl Outbound {
     pub fn reap_interval(&self) -> Duration {
         Duration::from_secs(5)
     }
+}
+
+/// The reply when every address of a domain's mail servers is internal.
+fn not_public() -> Reply {
+    Reply::new(
+        550,
+        [5, 4, 4],
+        "the destination's mail servers have no public address; not delivered",
+    )
+}
+
+fn fail_all(rcpts: &[String], reply: Reply) -> Vec<Attempt> {
+    rcpts
+        .iter()
+        .map(|_| Attempt {
+            status: DeliveryStatus::Failed,
+            reply: reply.clone(),
+            server: None,
+        })
+        .collect()
 }
 
 fn defer_all(rcpts: &[String], reply: Reply, server: Option<String>) -> Vec<Attempt> {

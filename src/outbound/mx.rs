@@ -1,7 +1,11 @@
 //! Where mail for a domain goes: a configured route, else the MX hosts in
 //! preference order (equal preferences shuffled), else the domain itself
 //! (implicit MX); a null MX (RFC 7505) means the domain takes no mail.
+//! Addresses found through DNS must be public unless the operator allowed
+//! their network (`outbound.allow_networks`); a route is the operator's own
+//! choice and is not filtered.
 
+use super::network::{Network, may_connect};
 use crate::config::{Config, parse_host_port};
 use crate::smtp::reply::Reply;
 use hickory_resolver::TokioResolver;
@@ -41,6 +45,8 @@ impl RouteError {
 pub struct NextHop {
     pub host: String,
     pub port: u16,
+    /// From `outbound.routes` (its addresses are not filtered).
+    pub route: bool,
 }
 
 /// DNS-based routing with the configured overrides.
@@ -48,6 +54,7 @@ pub struct Router {
     resolver: Result<TokioResolver, String>,
     routes: BTreeMap<String, NextHop>,
     port: u16,
+    allowed: Vec<Network>,
 }
 
 impl Router {
@@ -58,14 +65,26 @@ impl Router {
             .iter()
             .filter_map(|(domain, target)| {
                 let (host, port) = parse_host_port(target)?;
-                Some((domain.to_ascii_lowercase(), NextHop { host, port }))
+                let hop = NextHop {
+                    host,
+                    port,
+                    route: true,
+                };
+                Some((domain.to_ascii_lowercase(), hop))
             })
             .collect();
         Router {
             resolver: crate::dns::resolver(&config.outbound.nameservers),
             routes,
             port: config.outbound.port,
+            allowed: config.outbound.allow_networks.clone(),
         }
+    }
+
+    /// True when delivery to `hop` may connect to `ip`: a route's addresses
+    /// always, others when public or in an allowed network.
+    pub fn may_connect(&self, hop: &NextHop, ip: IpAddr) -> bool {
+        hop.route || may_connect(ip, &self.allowed)
     }
 
     fn resolver(&self) -> Result<&TokioResolver, RouteError> {
@@ -86,6 +105,7 @@ impl Router {
                 return Ok(vec![NextHop {
                     host: domain.to_string(),
                     port: self.port,
+                    route: false,
                 }]);
             }
             Err(e) => return Err(RouteError::Temporary(domain.into(), describe(&e))),
@@ -105,6 +125,7 @@ impl Router {
             return Ok(vec![NextHop {
                 host: domain.to_string(),
                 port: self.port,
+                route: false,
             }]);
         }
         mx.shuffle(&mut rand::rng());
@@ -114,6 +135,7 @@ impl Router {
             .map(|(_, host)| NextHop {
                 host: host.trim_end_matches('.').to_ascii_lowercase(),
                 port: self.port,
+                route: false,
             })
             .collect())
     }

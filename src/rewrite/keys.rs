@@ -240,7 +240,7 @@ pub fn load(config: &Config) -> Result<Vec<SelectorKey>, KeyError> {
 }
 
 fn load_file(path: &Path, algorithm: KeyAlgorithm, config_key: &str) -> Result<KeyPair, KeyError> {
-    let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+    let pem = crate::files::read_secret(path).map_err(|source| KeyError::Read {
         key: config_key.to_string(),
         path: path.to_path_buf(),
         source,
@@ -398,7 +398,8 @@ mod tests {
             .map(|pkcs8| pkcs8_to_pkcs1(pkcs8.as_ref()))
             .unwrap();
         let rsa_path = dir.path().join("rsa1.pem");
-        std::fs::write(&rsa_path, pem_encode("RSA PRIVATE KEY", &pkcs1)).unwrap();
+        crate::tls::write_private(&rsa_path, pem_encode("RSA PRIVATE KEY", &pkcs1).as_bytes())
+            .unwrap();
 
         let mut config = config(dir.path());
         config.dkim.keys = vec![
@@ -457,10 +458,22 @@ mod tests {
         let ed_path = dir.path().join("ed.pem");
         generate(KeyAlgorithm::Ed25519, &ed_path).unwrap();
         let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "hello\n").unwrap();
+        crate::tls::write_private(&garbage, b"hello\n").unwrap();
         let missing = dir.path().join("missing.pem");
+        let open = dir.path().join("open.pem");
+        std::fs::copy(&ed_path, &open).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
 
         let cases = [
+            (
+                open.clone(),
+                KeyAlgorithm::Ed25519,
+                "cannot read DKIM key file",
+                "mode 0644",
+            ),
             (
                 missing.clone(),
                 KeyAlgorithm::Rsa,

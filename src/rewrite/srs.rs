@@ -346,7 +346,7 @@ pub fn generated_secret_path(config: &crate::config::Config) -> PathBuf {
 /// The secrets of a file: one a line, verbatim but for the line end (as
 /// postsrsd reads its secret file), blank lines and `#` comments skipped.
 fn read_secret_file(path: &Path) -> Result<Vec<Vec<u8>>, SrsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::files::read_secret_string(path).map_err(|e| {
         SrsError::Secrets(format!(
             "cannot read SRS secret file {}: {e}",
             path.display()
@@ -856,9 +856,9 @@ mod tests {
     fn configured_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secrets");
-        std::fs::write(
+        crate::tls::write_private(
             &file,
-            "# rotated 2024\n\nfile-secret-1\r\n  # old\nfile-secret-2\n",
+            b"# rotated 2024\n\nfile-secret-1\r\n  # old\nfile-secret-2\n",
         )
         .unwrap();
         let mut config = Config {
@@ -894,7 +894,7 @@ mod tests {
         assert_eq!(s.reverse_at(&old, T).unwrap(), "u@x.org");
         assert!(!generated_secret_path(&config).exists());
         // A file without secrets, or none at all, is an error.
-        std::fs::write(&file, "# nothing\n\n").unwrap();
+        crate::tls::write_private(&file, b"# nothing\n\n").unwrap();
         assert!(matches!(
             Srs::from_config(&config),
             Err(SrsError::Secrets(_))

@@ -59,6 +59,25 @@ pub enum StoreError {
     },
 }
 
+/// Creates the store file 0600 before redb opens it (redb would create it
+/// with the umask's mode; it holds forwarding addresses); an existing
+/// store file open to others is made 0600.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            crate::files::restrict_own_file(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Handle to the store; cheap to share behind an `Arc`.
 pub struct Store {
     db: Database,
@@ -88,8 +107,9 @@ impl Store {
     /// (filled only as pages are read, so a small store stays small).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::files::create_private_dir(dir)?;
         }
+        create_private_file(path)?;
         let db = match Database::builder().set_cache_size(cache_bytes).create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {

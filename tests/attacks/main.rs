@@ -10,3 +10,5 @@ mod common;
 
 mod addresses;
 mod chain;
+mod files;
+mod outbound;

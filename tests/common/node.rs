@@ -99,6 +99,8 @@ retry_max = "{rm}"
 [outbound]
 connect_timeout = "2s"
 command_timeout = "5s"
+# Test destinations listen on loopback.
+allow_networks = ["127.0.0.0/8", "::1/128"]
 
 # Tests send DNS queries only to loopback; these have no DNS server.
 [auth]

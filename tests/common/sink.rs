@@ -37,6 +37,8 @@ struct Shared {
     /// Reply to the final dot instead of 250 (None: accept).
     data_reply: Mutex<Option<String>>,
     connections: AtomicUsize,
+    /// Every command line received, in order (without the message data).
+    commands: Mutex<Vec<String>>,
     arrived: Notify,
     /// Connection tasks, aborted by `stop` (a stopped host drops its
     /// connections too).
@@ -58,6 +60,9 @@ pub struct SinkOptions {
     pub size: usize,
     /// Bind this address instead of 127.0.0.1:0.
     pub bind: Option<SocketAddr>,
+    /// STARTTLS with this certificate (DER) and key (PKCS#8 DER) instead
+    /// of a self-signed one for mx.dest.test.
+    pub certificate: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl TestSink {
@@ -77,16 +82,18 @@ impl TestSink {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         let acceptor = options.starttls.then(|| {
-            let cert = generate_simple_self_signed(vec!["mx.dest.test".into()]).unwrap();
-            let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
-                .unwrap();
+            let (cert, key) = options.certificate.clone().unwrap_or_else(|| {
+                let c = generate_simple_self_signed(vec!["mx.dest.test".into()]).unwrap();
+                (c.cert.der().to_vec(), c.signing_key.serialize_der())
+            });
+            let key = rustls_pki_types::PrivateKeyDer::try_from(key).unwrap();
             let config = rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::aws_lc_rs::default_provider(),
             ))
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .with_single_cert(vec![cert.into()], key)
             .unwrap();
             tokio_rustls::TlsAcceptor::from(Arc::new(config))
         });
@@ -136,6 +143,11 @@ impl TestSink {
 
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// The command lines received so far, on every connection.
+    pub fn commands(&self) -> Vec<String> {
+        self.shared.commands.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` messages arrived; panics after `limit`.
@@ -208,6 +220,11 @@ async fn serve(
         let Some(line) = conn.line().await else {
             return;
         };
+        shared
+            .commands
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&line).trim_end().to_string());
         let request = Request::parse(&mut line.iter()).map(|r| r.into_owned());
         let reply = match request {
             Ok(Request::Ehlo { host }) => {
