@@ -8,6 +8,7 @@ mod commit;
 pub mod dsn;
 pub mod ops;
 mod recovery;
+pub mod redact;
 mod scheduler;
 pub mod spool;
 
