@@ -205,17 +205,42 @@ async fn limited(
     }
 }
 
+/// `/health`: `"ok"`, `"degraded"` (the chain view is stale) or, with
+/// HTTP 503, `"failing"` (a queue worker died or is stuck: mail is not
+/// moving).
 async fn health(State(state): State<ApiState>) -> Response {
     let queued = state.admin.store().queue_due_count().unwrap_or(0);
     let chain = chain::view(&state);
     let stale = chain["stale"].as_bool().unwrap_or(false);
-    Json(json!({
-        "status": if stale { "degraded" } else { "ok" },
+    let workers = state
+        .admin
+        .queue_health()
+        .map(|h| h.states())
+        .unwrap_or_default();
+    let failing = workers
+        .iter()
+        .any(|(_, s)| *s != crate::queue::health::State::Ok);
+    let components: serde_json::Map<String, serde_json::Value> = workers
+        .iter()
+        .map(|(name, s)| (name.to_string(), json!(s.as_str())))
+        .collect();
+    let status = match (failing, stale) {
+        (true, _) => "failing",
+        (false, true) => "degraded",
+        (false, false) => "ok",
+    };
+    let body = Json(json!({
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "queue": queued,
         "chain": chain,
-    }))
-    .into_response()
+        "components": components,
+    }));
+    if failing {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    } else {
+        body.into_response()
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

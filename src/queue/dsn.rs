@@ -98,6 +98,7 @@ pub fn build(
         smtputf8: !entry.sender.is_ascii(),
         body_8bit: has_8bit(&msg),
         is_dsn: true,
+        sender_authenticated: false,
         recipients: vec![QueuedRecipient {
             address: entry.sender.clone(),
             rcpt: entry.sender.clone(),
@@ -142,7 +143,7 @@ fn original_headers(original: &[u8], max: usize) -> &[u8] {
 }
 
 /// The address the sender knows: the one it wrote to.
-fn shown_address(rcpt: &QueuedRecipient) -> &str {
+pub(super) fn shown_address(rcpt: &QueuedRecipient) -> &str {
     [&rcpt.rcpt, &rcpt.alias, &rcpt.address]
         .into_iter()
         .find(|a| !a.is_empty())

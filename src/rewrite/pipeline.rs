@@ -27,6 +27,10 @@ pub struct Prepared {
     pub message: Vec<u8>,
     /// one line for the log, e.g. "spf=pass dkim=pass dmarc=pass arc=none from_rewritten=no"
     pub verdicts: String,
+    /// The envelope sender passed SPF, or a DKIM signature aligned with the
+    /// From domain passed: a DSN to it is no backscatter. False when
+    /// verification is off or timed out.
+    pub sender_authenticated: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -169,9 +173,14 @@ impl Forwarding {
         out.extend_from_slice(&added);
         out.extend_from_slice(ar_header.as_bytes());
         out.extend_from_slice(signed);
+        let spf_pass = verdicts
+            .spf_mail_from
+            .as_ref()
+            .is_some_and(|s| s.result() == mail_auth::SpfResult::Pass);
         Ok(Prepared {
             message: out,
             verdicts: verdict_line,
+            sender_authenticated: spf_pass || verdicts.dkim_aligned(),
         })
     }
 
@@ -181,6 +190,7 @@ impl Forwarding {
             return Ok(Prepared {
                 message,
                 verdicts: line,
+                sender_authenticated: false,
             });
         }
         let added = self.signer.sign(&message, None, None).map_err(|e| {
@@ -193,6 +203,7 @@ impl Forwarding {
         Ok(Prepared {
             message: out,
             verdicts: line,
+            sender_authenticated: false,
         })
     }
 

@@ -12,3 +12,4 @@ mod addresses;
 mod chain;
 mod files;
 mod outbound;
+mod queue;
