@@ -357,3 +357,77 @@ impl Page {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Queue, QueueSettings, Spool};
+    use crate::store::Store;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+
+    /// A stuck committer turns `/health` to 503 "failing", naming it; the
+    /// other fields stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_fails_while_the_committer_is_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.queue.stall_timeout = crate::config::HumanDuration(Duration::from_millis(200));
+        let config = Arc::new(config);
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let started =
+            Queue::start(store.clone(), spool, QueueSettings::from_config(&config)).unwrap();
+        let queue = started.queue;
+        let admin = Arc::new(Admin::new(
+            config.clone(),
+            store.clone(),
+            crate::admin::QueueAccess::Live(queue.clone()),
+        ));
+        let state = ApiState::new(config, admin, vec![], crate::observe::metrics_handle());
+        let get = |state: ApiState| async move {
+            let response = health(State(state)).await;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        };
+        let (status, body) = get(state.clone()).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("ok")),
+            "{body}"
+        );
+
+        let txn = store.db().begin_write().unwrap();
+        let pending = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.retry(None).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let (status, body) = get(state.clone()).await;
+            if status == 503 {
+                break body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(body["status"], "failing", "{body}");
+        assert_eq!(body["components"]["committer"], "stalled", "{body}");
+        assert_eq!(body["components"]["scheduler"], "ok", "{body}");
+        assert!(
+            body["version"].is_string() && body["queue"].is_u64(),
+            "{body}"
+        );
+        drop(txn);
+        assert!(pending.await.unwrap().is_ok());
+        let (status, _) = get(state).await;
+        assert_eq!(status, 200);
+    }
+}

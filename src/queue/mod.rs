@@ -284,6 +284,60 @@ impl Queue {
 mod tests {
     use super::*;
 
+    /// A committer that cannot get the store's write transaction shows as
+    /// stalled after `stall_timeout`, and healthy again once it commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_committer_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let settings = QueueSettings {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(1),
+            max_age: Duration::from_secs(60),
+            max_inflight: 1,
+            hostname: "relay.test".into(),
+            dsn_authenticated_only: true,
+            log_addresses: false,
+            stall_timeout: Duration::from_millis(300),
+        };
+        let started = Queue::start(store.clone(), spool, settings).unwrap();
+        let queue = started.queue;
+        let health = queue.health().clone();
+        assert!(health.healthy());
+        // Whatever holds the store's one write transaction holds the committer.
+        let txn = store.db().begin_write().unwrap();
+        let enqueue = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                queue
+                    .enqueue(crate::store::sample_entry(7, 0), b"x".to_vec())
+                    .await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while health.healthy() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reported stuck"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            health
+                .states()
+                .contains(&("committer", health::State::Stalled))
+        );
+        drop(txn);
+        assert!(enqueue.await.unwrap().is_ok());
+        assert!(health.healthy());
+        drop(queue);
+        tokio::task::spawn_blocking(move || started.committer.join())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let s = QueueSettings {

@@ -219,9 +219,16 @@ mod tests {
 
     #[test]
     fn kelvin_sign_before_the_address_does_not_panic() {
-        let reply = "550 5.1.1 \u{212A}\u{212A}\u{212A} <mr.robot@dest.test>: unknown";
-        let out = redact(reply, &private(None));
-        assert_eq!(out, "550 5.1.1 ??? <hello@fsociety.country>: unknown");
+        for n in 1..=4 {
+            let kelvins = "\u{212A}".repeat(n);
+            let reply = format!("550 5.1.1 {kelvins} <mr.robot@dest.test>: unknown");
+            let out = redact(&reply, &private(None));
+            let masked = "?".repeat(n);
+            assert_eq!(
+                out,
+                format!("550 5.1.1 {masked} <hello@fsociety.country>: unknown")
+            );
+        }
     }
 
     #[test]

@@ -173,14 +173,10 @@ impl Forwarding {
         out.extend_from_slice(&added);
         out.extend_from_slice(ar_header.as_bytes());
         out.extend_from_slice(signed);
-        let spf_pass = verdicts
-            .spf_mail_from
-            .as_ref()
-            .is_some_and(|s| s.result() == mail_auth::SpfResult::Pass);
         Ok(Prepared {
             message: out,
             verdicts: verdict_line,
-            sender_authenticated: spf_pass || verdicts.dkim_aligned(),
+            sender_authenticated: verdicts.sender_authenticated(),
         })
     }
 
