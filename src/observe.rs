@@ -121,3 +121,28 @@ pub fn init_logging(filter: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_addresses_are_tokens_unless_shown() {
+        let token = loggable_address("Mr.Robot@Dest.Test", false);
+        assert!(
+            token.starts_with("forward#") && token.len() == 16,
+            "{token}"
+        );
+        assert!(!token.to_lowercase().contains("robot"));
+        assert_eq!(
+            token,
+            loggable_address("mr.robot@dest.test", false),
+            "stable"
+        );
+        assert_ne!(token, loggable_address("other@dest.test", false));
+        assert_eq!(
+            loggable_address("mr.robot@dest.test", true),
+            "mr.robot@dest.test"
+        );
+    }
+}

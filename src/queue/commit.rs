@@ -235,12 +235,21 @@ impl Committer {
             Commit::Results { id, results, .. } => {
                 Applied::Recorded(self.record(b, *id, results, now, after)?)
             }
-            Commit::Retry { id, .. } => {
+            Commit::Retry { id: only, .. } => {
                 let mut n = 0;
-                for id in ops::targets(&self.store, *id)? {
-                    if ops::retry(b, id, now)? {
-                        n += 1;
-                        after.due.push((id, now));
+                for id in ops::targets(&self.store, *only)? {
+                    match ops::retry(b, id, now) {
+                        Ok(true) => {
+                            n += 1;
+                            after.due.push((id, now));
+                        }
+                        Ok(false) => {}
+                        // "Retry all" is not stopped by one damaged record
+                        // (recovery quarantines it at the next start).
+                        Err(StoreError::Corrupt { reason, .. }) if only.is_none() => {
+                            tracing::error!(id = %format_queue_id(id), %reason, "retry: damaged queue record skipped");
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 Applied::Retried(n)
@@ -258,7 +267,13 @@ impl Committer {
                 if let Some(raw) = b.remove_raw(*id)? {
                     // Without the files in quarantine the entry stays queued
                     // (the transaction fails): kept, never dropped.
-                    self.spool.quarantine(*id, &raw, reason)?;
+                    self.spool
+                        .quarantine(*id, &raw, reason)
+                        .map_err(|e| StoreError::Corrupt {
+                            table: "queue",
+                            key: format_queue_id(*id),
+                            reason: format!("cannot move to quarantine: {e}"),
+                        })?;
                     tracing::error!(id = %format_queue_id(*id), %reason, "queue entry quarantined");
                     metrics::counter!("eas_queue_quarantined_total").increment(1);
                     after.removed.push(*id);
@@ -572,6 +587,26 @@ mod tests {
             .quarantine_dir()
             .join(format!("{}.eml", format_queue_id(PANICS)));
         assert!(eml.exists(), "the body is kept");
+    }
+
+    #[test]
+    fn retry_all_skips_a_damaged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _events) = committer(dir.path());
+        c.store.batch(true, |b| b.put(sample_entry(1, 50))).unwrap();
+        let txn = c.store.db().begin_write().unwrap();
+        txn.open_table(crate::store::QUEUE)
+            .unwrap()
+            .insert(2, b"{damaged".as_slice())
+            .unwrap();
+        txn.open_table(crate::store::QUEUE_DUE)
+            .unwrap()
+            .insert((10, 2), ())
+            .unwrap();
+        txn.commit().unwrap();
+        let (done, mut retried) = oneshot::channel();
+        c.commit(vec![Commit::Retry { id: None, done }]);
+        assert_eq!(retried.try_recv().unwrap().unwrap(), 1);
     }
 
     #[test]
