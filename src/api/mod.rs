@@ -427,7 +427,16 @@ mod tests {
         );
         drop(txn);
         assert!(pending.await.unwrap().is_ok());
-        let (status, _) = get(state).await;
-        assert_eq!(status, 200);
+        // Healthy again once the committer is done with that batch (it
+        // answers the batch's waiters just before).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = get(state.clone()).await;
+            if status == 200 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

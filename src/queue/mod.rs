@@ -330,7 +330,14 @@ mod tests {
         );
         drop(txn);
         assert!(enqueue.await.unwrap().is_ok());
-        assert!(health.healthy());
+        // The committer answers a batch's waiters, then marks itself idle.
+        while !health.healthy() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never healthy again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         drop(queue);
         tokio::task::spawn_blocking(move || started.committer.join())
             .await
