@@ -5,7 +5,8 @@
 //! for each request head (`http.header_timeout`, from its first byte), for
 //! each request body (`http.body_timeout`, whole, then `408`), and for a
 //! kept-alive connection waiting for its next request, or a client not
-//! reading its answer (`http.idle_timeout`).
+//! reading its answer (`http.idle_timeout`). A new connection that sends
+//! nothing has the header deadline.
 
 use crate::config::HttpConfig;
 use crate::net::Seats;
@@ -137,6 +138,8 @@ struct Activity {
     idle_since: Instant,
     /// When the first byte of the next request head arrived.
     head_since: Option<Instant>,
+    /// A request was answered on this connection: it is kept alive, not new.
+    served: bool,
 }
 
 type Shared = Arc<Mutex<Activity>>;
@@ -152,8 +155,10 @@ impl Activity {
         if self.in_flight > 0 {
             return None;
         }
+        // A new connection that says nothing is a head that does not come.
         Some(match self.head_since {
             Some(since) => since + timeouts.header,
+            None if !self.served => self.idle_since + timeouts.header,
             None => self.idle_since + timeouts.idle,
         })
     }
@@ -171,6 +176,7 @@ async fn connection(
         in_flight: 0,
         idle_since: Instant::now(),
         head_since: None,
+        served: false,
     }));
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -210,6 +216,7 @@ async fn connection(
                     let mut a = lock(&activity);
                     a.in_flight = a.in_flight.saturating_sub(1);
                     a.idle_since = Instant::now();
+                    a.served = true;
                 }
                 Ok::<_, std::convert::Infallible>(response)
             }
