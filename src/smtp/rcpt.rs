@@ -110,10 +110,6 @@ impl<T: Io> Session<T> {
                 Flow::Continue
             }
             Ok(Resolution::UnknownUser) => self.reject(unknown_user(), "unknown_user"),
-            Ok(Resolution::BadBounceAddress) => self.reject(
-                Reply::new(550, [5, 1, 1], "Error: invalid or expired bounce address"),
-                "bad_bounce_address",
-            ),
             Ok(Resolution::NotLocal) => self.reject(
                 Reply::new(550, [5, 7, 1], "Error: relay access denied"),
                 "relay_denied",
