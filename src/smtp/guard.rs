@@ -109,46 +109,89 @@ impl BounceBudget {
 }
 
 /// Failures per client network within a fixed window (from its first
-/// failure).
+/// failure). Networks past the table's capacity share one overflow count:
+/// filling the table (many addresses, or IPv6 /64s) must not make the
+/// failures of the next networks free.
 pub struct FailureCounter {
     max: u32,
     window: Duration,
-    table: Mutex<HashMap<NetKey, (Instant, u32)>>,
+    capacity: usize,
+    table: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    by_network: HashMap<NetKey, (Instant, u32)>,
+    /// The networks not in `by_network` because it was full, together.
+    overflow: Option<(Instant, u32)>,
+    /// When expired entries were last dropped: a full table is swept at
+    /// most once a [`SWEEP_EVERY`], not on every failure (a sweep holds the
+    /// lock for the whole table).
+    swept: Option<Instant>,
+}
+
+/// Least time between two sweeps of a full table.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// True while a count that began at `since` is in `window` and has reached `max`.
+fn over(entry: Option<&(Instant, u32)>, window: Duration, max: u32) -> bool {
+    entry.is_some_and(|(since, n)| since.elapsed() < window && *n >= max)
+}
+
+/// Counts one failure in `entry` (restarting an expired window); the count.
+fn count(entry: &mut (Instant, u32), window: Duration) -> u32 {
+    if entry.0.elapsed() >= window {
+        *entry = (Instant::now(), 0);
+    }
+    entry.1 = entry.1.saturating_add(1);
+    entry.1
 }
 
 impl FailureCounter {
     pub fn new(max: u32, window: Duration) -> FailureCounter {
+        FailureCounter::with_capacity(max, window, MAX_KEYS)
+    }
+
+    fn with_capacity(max: u32, window: Duration, capacity: usize) -> FailureCounter {
         FailureCounter {
             max,
             window,
-            table: Mutex::new(HashMap::new()),
+            capacity,
+            table: Mutex::new(Failures::default()),
         }
     }
 
     /// True when `net` has used up its failures in the current window.
     pub fn blocked(&self, net: NetKey) -> bool {
         let table = lock(&self.table);
-        table
-            .get(&net)
-            .is_some_and(|(since, n)| since.elapsed() < self.window && *n >= self.max)
+        match table.by_network.get(&net) {
+            Some(entry) => over(Some(entry), self.window, self.max),
+            None if table.by_network.len() >= self.capacity => {
+                over(table.overflow.as_ref(), self.window, self.max)
+            }
+            None => false,
+        }
     }
 
     /// Counts one failure of `net`; true when it is now blocked.
     pub fn record(&self, net: NetKey) -> bool {
         let mut table = lock(&self.table);
         let window = self.window;
-        if !table.contains_key(&net) && table.len() >= MAX_KEYS {
-            table.retain(|_, (since, _)| since.elapsed() < window);
-            if table.len() >= MAX_KEYS {
-                return false;
+        let full = |t: &Failures| t.by_network.len() >= self.capacity;
+        if !table.by_network.contains_key(&net) && full(&table) {
+            if table.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                table.swept = Some(Instant::now());
+                table
+                    .by_network
+                    .retain(|_, (since, _)| since.elapsed() < window);
+            }
+            if full(&table) {
+                let entry = table.overflow.get_or_insert((Instant::now(), 0));
+                return count(entry, window) >= self.max;
             }
         }
-        let entry = table.entry(net).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= window {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        entry.1 >= self.max
+        let entry = table.by_network.entry(net).or_insert((Instant::now(), 0));
+        count(entry, window) >= self.max
     }
 }
 
@@ -186,5 +229,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert!(!f.blocked(net));
         assert!(!f.record(net));
+    }
+
+    #[test]
+    fn networks_past_the_capacity_share_one_count() {
+        let f = FailureCounter::with_capacity(2, Duration::from_secs(3600), 3);
+        let net = |i: u8| NetKey::of(std::net::IpAddr::from([192, 0, 2, i]));
+        for i in 0..3 {
+            assert!(!f.record(net(i)));
+        }
+        // The table is full: the next networks are counted together, and
+        // are not free to guess.
+        assert!(!f.record(net(10)));
+        assert!(f.record(net(11)));
+        assert!(f.blocked(net(12)));
+        assert!(!f.blocked(net(0)), "tracked networks keep their own count");
+        assert!(f.record(net(0)));
+        assert!(f.blocked(net(0)));
     }
 }
