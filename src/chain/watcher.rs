@@ -97,6 +97,21 @@ impl ChainHealth {
     }
 }
 
+/// The next blocks to process after `cursor` towards `target` (head −
+/// confirmations): `[from, to]`, at most `max_range` blocks, never past
+/// `target`; None when the cursor is there already (or past it: a node
+/// whose head went below the cursor). The numbers come from the RPC
+/// endpoint, so nothing here may overflow: a head of `u64::MAX` gives a
+/// range that ends at the target, never one that wraps round to block 0.
+pub fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)> {
+    if cursor >= target {
+        return None;
+    }
+    let from = cursor.checked_add(1)?;
+    let to = target.min(cursor.saturating_add(max_range.max(1)));
+    Some((from, to))
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -254,7 +269,7 @@ impl Watcher {
                 // A fresh node: from start_block, or from here (the sweep
                 // verifies whatever was activated before).
                 let start = if self.config.start_block > 0 {
-                    self.config.start_block - 1
+                    self.config.start_block.saturating_sub(1)
                 } else {
                     target
                 };
@@ -280,13 +295,12 @@ impl Watcher {
             let to = self.fork_point().await?;
             return Ok(Step::Rewound { to });
         }
-        if cursor.number >= target {
+        let Some((from, to)) = next_range(cursor.number, target, self.config.max_block_range)
+        else {
             return Ok(Step::Idle {
                 cursor: cursor.number,
             });
-        }
-        let from = cursor.number + 1;
-        let to = target.min(cursor.number + self.config.max_block_range);
+        };
         let touched = self.touched(from, to).await?;
         let mut update = self.read_truth(&touched, to).await?;
         let block = self.block_at(to).await?;
@@ -683,3 +697,7 @@ impl Watcher {
         self.config.poll_interval.0
     }
 }
+
+#[cfg(test)]
+#[path = "watcher_tests.rs"]
+mod tests;
