@@ -112,6 +112,16 @@ impl Activation {
         Ok(())
     }
 
+    /// The form of a forward alone: what anyone may be told.
+    fn check_forward_syntax(forward: &str) -> Result<Mailbox, ActivationError> {
+        crate::address::check_forward(forward, |_| Ok::<_, StoreError>(false)).map_err(|_| {
+            ActivationError::Invalid("forwardAddress must be a valid email address".into())
+        })
+    }
+
+    /// The whole check of a forward, including whether the relay serves its
+    /// domain. Only for a caller whose signature has been verified: the
+    /// answer tells which domains the relay serves.
     fn check_forward(&self, forward: &str) -> Result<Mailbox, ActivationError> {
         crate::address::check_forward(forward, |domain| {
             Ok(self
@@ -131,10 +141,14 @@ impl Activation {
         })
     }
 
-    /// `POST /activate`: verify and record a revealed alias.
+    /// `POST /activate`: verify and record a revealed alias. Before the
+    /// signature is verified as the name's owner's (or an allowed
+    /// maintainer's) a request is judged only by its form, so that nobody
+    /// can learn from the errors which domains the relay serves or which
+    /// names have aliases here; the served-domain check comes after.
     pub async fn activate(&self, req: &ActivateRequest) -> Result<(), ActivationError> {
         Self::check_alias_and_sld(&req.alias, &req.sld)?;
-        self.check_forward(&req.forward_address)?;
+        Self::check_forward_syntax(&req.forward_address)?;
         let sig = verify::parse_signature(&req.signature)
             .map_err(|e| ActivationError::Invalid(format!("signature: {e}")))?;
         let registry = self.registry(req.tld.as_deref())?;
@@ -210,6 +224,9 @@ impl Activation {
         if signer != owner && !(maintainer_allowed && is_maintainer) {
             return Err(ActivationError::InvalidSignature);
         }
+        // Signed by whoever manages the name: now it may learn that the
+        // forward's domain is served here (a forwarding loop).
+        self.check_forward(&req.forward_address)?;
         if expires <= self.store.expiry_now() {
             return Err(ActivationError::Expired);
         }

@@ -4,7 +4,7 @@
 //! RCPT which names have aliases. Against a real chain (anvil with the
 //! project's contracts) and a relay following it.
 
-use crate::common::anvil::{Chain, ChainOptions, YEAR, dev_signer};
+use crate::common::anvil::{Chain, ChainOptions, YEAR, authorize, dev_signer};
 use crate::common::eas::{CONFIRMATIONS, ChainRelay, DOMAIN, SLD, WATCH_LIMIT, chain_config};
 use crate::common::node::{ADMIN_KEY, NodeFiles, NodeOptions, free_addr};
 use crate::common::relay::TestRelay;
@@ -148,6 +148,61 @@ async fn a_replayed_reveal_of_a_case_variant_cannot_take_over_a_live_alias() {
     t.activated(&variant).await;
     let got = t.deliver(&at("hello", SLD), "now the variant").await;
     assert_eq!(got.rcpt_to, vec!["second@dest.test".to_string()]);
+}
+
+// ---------------------------------------------------------------------------
+// /activate as an oracle (review of items 2, 3, 13)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn probing_activate_without_a_valid_signature_cannot_tell_which_domains_are_served() {
+    let t = ChainRelay::start().await;
+    let owner = alias_of(&t, SLD, "hello", FORWARD, YEAR).await;
+    t.relay.alias("hello", "example.org", "op@dest.test").await;
+
+    // Forwards at a static domain, at a chain-governed name with aliases,
+    // at a name without, and at a domain the relay does not serve; signed
+    // by nobody (garbage) and by someone who does not own the name.
+    let stranger = dev_signer(2);
+    let mut answers = Vec::new();
+    for forward in [
+        "x@example.org",
+        "x@fsociety.country",
+        "x@nobody.country",
+        "x@unserved.test",
+    ] {
+        let garbage = json!({
+            "alias": "probe",
+            "sld": SLD,
+            "forwardAddress": forward,
+            "signature": format!("0x{}1b", "11".repeat(64)),
+        });
+        answers.push((forward, "garbage", t.post("/activate", garbage).await));
+        let signed = authorize(&stranger, SLD, "probe", forward);
+        answers.push((forward, "stranger", t.activate(&signed).await));
+    }
+    for (forward, who, answer) in &answers {
+        assert_eq!(
+            answer,
+            &(401, json!({ "error": "invalid signature" })),
+            "{who} → {forward}"
+        );
+    }
+
+    // The owner is still told that a served domain would loop.
+    let looping = t
+        .chain
+        .activate(&owner, SLD, "loop", "x@example.org")
+        .await
+        .unwrap();
+    let (status, body) = t.activate(&looping).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("serves")),
+        "{body}"
+    );
+    let got = t.deliver(&at("hello", SLD), "ordinary").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
 }
 
 // ---------------------------------------------------------------------------
