@@ -230,6 +230,12 @@ async fn deactivate_all_stops_every_alias(eas_events: bool) {
         t.post("/deactivate-all", json!({ "sld": SLD })).await,
         (200, json!({ "success": true }))
     );
+    // Confirmed gone: the watcher removes the records.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while t.aliases_of(SLD).await != json!([]) {
+        assert!(std::time::Instant::now() < deadline, "not removed");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod bindings;
 pub mod client;
+pub mod deactivation;
 pub mod registry;
 pub mod verify;
 pub mod watcher;

@@ -297,6 +297,7 @@ impl Watcher {
         }
         let Some((from, to)) = next_range(cursor.number, target, self.config.max_block_range)
         else {
+            self.settle_deactivations(cursor.number).await;
             return Ok(Step::Idle {
                 cursor: cursor.number,
             });
@@ -310,7 +311,29 @@ impl Watcher {
         self.note_time(&block);
         self.health.cursor.store(to, Ordering::Relaxed);
         metrics::gauge!("eas_chain_cursor").set(to as f64);
+        self.settle_deactivations(to).await;
         Ok(Step::Advanced { to, target })
+    }
+
+    /// Removes the aliases `/deactivate` marked whose key reads zero at the
+    /// confirmed block `block` (see [`super::deactivation`]). A failure is
+    /// logged and retried at the next step: it does not hold the cursor.
+    async fn settle_deactivations(&self, block: u64) {
+        let settled = super::deactivation::settle(
+            &self.client,
+            &self.store,
+            &self.registries,
+            block,
+            self.config.sweep_batch,
+        )
+        .await;
+        match settled {
+            Ok(s) if s.removed + s.kept > 0 => {
+                tracing::debug!(block, ?s, "deactivations settled");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, block, "cannot settle deactivations yet"),
+        }
     }
 
     /// Reads the head; a good read counts for health. Its timestamp does

@@ -119,6 +119,60 @@ async fn anyone_calling_deactivate_with_another_case_cannot_delete_a_live_alias(
 }
 
 #[tokio::test]
+async fn a_zero_read_at_deactivate_that_the_chain_does_not_confirm_cannot_remove_an_alias() {
+    let t = ChainRelay::start().await;
+    let owner = alias_of(&t, SLD, "hello", FORWARD, YEAR).await;
+    alias_of(&t, SLD, "other", "other@dest.test", YEAR).await;
+    t.settle().await;
+    let before = t.chain.snapshot().await;
+
+    // The endpoint the relay reads shows the alias deactivated (a block
+    // that is about to be replaced, a lagging or lying node); anyone calls
+    // /deactivate then, and is told success.
+    t.chain.deactivate(&owner, SLD, "hello").await.unwrap();
+    assert_eq!(
+        t.post("/deactivate", json!({ "alias": "hello", "sld": SLD }))
+            .await,
+        (200, json!({ "success": true }))
+    );
+    // Until confirmed, the alias still forwards.
+    let got = t.deliver(&at("hello", SLD), "not confirmed yet").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
+
+    // The chain the relay confirms still commits to the alias.
+    assert!(t.chain.revert(before).await);
+    t.chain.mine(CONFIRMATIONS + 3).await;
+    t.settle().await;
+    let head = t.chain.block_number().await;
+    t.chain.mine(1).await;
+    t.wait_for_cursor(head + 1 - CONFIRMATIONS).await;
+    let aliases = t.aliases_of(SLD).await;
+    assert!(
+        aliases.to_string().contains("\"hello\""),
+        "the alias was removed: {aliases}"
+    );
+    let got = t.deliver(&at("hello", SLD), "still the owner's").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
+
+    // A real deactivation, once confirmed, removes it; others still flow.
+    t.chain.deactivate(&owner, SLD, "hello").await.unwrap();
+    t.chain.mine(CONFIRMATIONS).await;
+    t.wait_rcpt(&at("hello", SLD), "550 5.1.1").await;
+    assert_eq!(
+        t.post("/deactivate", json!({ "alias": "hello", "sld": SLD }))
+            .await,
+        (200, json!({ "success": true }))
+    );
+    let deadline = Instant::now() + WATCH_LIMIT;
+    while t.aliases_of(SLD).await.to_string().contains("\"hello\"") {
+        assert!(Instant::now() < deadline, "never removed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let got = t.deliver(&at("other", SLD), "ordinary").await;
+    assert_eq!(got.rcpt_to, vec!["other@dest.test".to_string()]);
+}
+
+#[tokio::test]
 async fn a_replayed_reveal_of_a_case_variant_cannot_take_over_a_live_alias() {
     let t = ChainRelay::start().await;
     let owner = alias_of(&t, SLD, "hello", FORWARD, YEAR).await;
