@@ -486,3 +486,51 @@ async fn rcpt_answers_do_not_tell_which_names_have_aliases() {
     let got = t.deliver(&at("hello", "alpha"), "ordinary").await;
     assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
 }
+
+#[tokio::test]
+async fn postmaster_at_a_chain_governed_name_tells_nothing_unless_the_owner_activated_it() {
+    let t = ChainRelay::start_with(ChainOptions::default(), false, |c| {
+        c.aliases.postmaster = "ops@dest.test".into();
+    })
+    .await;
+    let owner = alias_of(&t, "alpha", "hello", FORWARD, YEAR).await;
+    alias_of(&t, "gamma", "hello", FORWARD, YEAR).await;
+    t.chain
+        .register("beta", owner.address(), YEAR)
+        .await
+        .unwrap();
+    t.chain.deactivate(&owner, "gamma", "hello").await.unwrap();
+    t.chain.mine(CONFIRMATIONS).await;
+    t.wait_rcpt(&at("hello", "gamma"), "550").await;
+
+    // The operator's postmaster does not apply under the TLD: postmaster
+    // at a name with aliases, one without, one whose aliases are gone, and
+    // one nobody registered answers like any address that does not forward.
+    let reference = t.rcpt(&at("nobody", "alpha")).await;
+    assert!(reference.starts_with("550 5.1.1"), "{reference}");
+    for rcpt in [
+        at("postmaster", "alpha"),
+        at("PostMaster", "alpha"),
+        at("postmaster+x", "alpha"),
+        at("postmaster", "beta"),
+        at("postmaster", "gamma"),
+        at("postmaster", "unregistered"),
+        "postmaster@mail.alpha.country".into(),
+    ] {
+        assert_eq!(t.rcpt(&rcpt).await, reference, "RCPT TO:<{rcpt}>");
+    }
+    // The bare <postmaster> is the operator's, as on any relay.
+    assert_eq!(
+        crate::common::eas::rcpt_reply(t.relay.smtp, "postmaster").await,
+        "250 2.1.5 Recipient OK"
+    );
+
+    // The owner activates a postmaster alias: it forwards to the owner's
+    // choice, never to the operator's.
+    alias_of(&t, "alpha", "postmaster", "owner-pm@dest.test", YEAR).await;
+    let got = t.deliver(&at("postmaster", "alpha"), "to the owner").await;
+    assert_eq!(got.rcpt_to, vec!["owner-pm@dest.test".to_string()]);
+    assert_eq!(t.rcpt(&at("postmaster", "beta")).await, reference);
+    let got = t.deliver(&at("hello", "alpha"), "ordinary").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
+}
