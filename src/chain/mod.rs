@@ -6,6 +6,7 @@ pub mod activation;
 pub mod bindings;
 pub mod client;
 pub mod deactivation;
+mod health;
 pub mod registry;
 pub mod verify;
 pub mod watcher;

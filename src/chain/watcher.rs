@@ -12,6 +12,7 @@ use super::activation::hex;
 use super::client::{
     At, BlockInfo, ChainClient, ChainError, ChainEvent, EasCall, StateRead, StateValue,
 };
+pub use super::health::{ChainHealth, is_stale, seconds_since, status_view};
 use super::registry::{Registries, Registry};
 use super::verify;
 use crate::config::ChainConfig;
@@ -21,8 +22,8 @@ use crate::store::chain::{
 use crate::store::{Store, StoreError, now_ms};
 use alloy::primitives::{Address, B256};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -34,67 +35,6 @@ pub enum WatchError {
     Store(#[from] StoreError),
     #[error("the chain id is {found}, the config says {expected}")]
     WrongChain { expected: u64, found: u64 },
-}
-
-/// What the rest of the relay can see of the watcher (health, metrics).
-#[derive(Debug, Default)]
-pub struct ChainHealth {
-    /// Unix ms of the last successful read of the chain.
-    pub last_ok_ms: AtomicU64,
-    pub head: AtomicU64,
-    pub cursor: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
-}
-
-/// Seconds since `last_ok_ms` (Unix ms of the last good read; 0: never).
-pub fn seconds_since(last_ok_ms: u64) -> Option<u64> {
-    (last_ok_ms != 0).then(|| now_ms().saturating_sub(last_ok_ms) / 1000)
-}
-
-/// Stale: never read, or not for longer than `chain.stale_after`.
-pub fn is_stale(seconds_since_ok: Option<u64>, config: &ChainConfig) -> bool {
-    seconds_since_ok.is_none_or(|s| s > config.stale_after.0.as_secs())
-}
-
-/// The watcher's state as `/health`, `/v3/chain/status` and `eas-relay
-/// chain status` show it.
-pub fn status_view(
-    config: &ChainConfig,
-    head: u64,
-    cursor: u64,
-    last_ok_ms: u64,
-    last_error: Option<String>,
-) -> serde_json::Value {
-    let since = seconds_since(last_ok_ms);
-    serde_json::json!({
-        "enabled": true,
-        "head": head,
-        "cursor": cursor,
-        "confirmations": config.confirmations,
-        "lag": head.saturating_sub(cursor),
-        "seconds_since_ok": since,
-        "stale": is_stale(since, config),
-        "last_error": last_error,
-    })
-}
-
-impl ChainHealth {
-    /// Seconds since the chain was last read successfully (None: never).
-    pub fn seconds_since_ok(&self) -> Option<u64> {
-        seconds_since(self.last_ok_ms.load(Ordering::Relaxed))
-    }
-
-    fn ok(&self, head: &BlockInfo) {
-        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
-        self.head.store(head.number, Ordering::Relaxed);
-        *self.last_error.lock().expect("health lock") = None;
-        metrics::gauge!("eas_chain_head").set(head.number as f64);
-    }
-
-    fn failed(&self, error: &str) {
-        *self.last_error.lock().expect("health lock") = Some(error.to_string());
-        metrics::counter!("eas_chain_errors_total").increment(1);
-    }
 }
 
 /// The next blocks to process after `cursor` towards `target` (head −
