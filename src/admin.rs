@@ -264,6 +264,14 @@ impl Admin {
         }
     }
 
+    /// The running node's queue workers (None offline).
+    pub fn queue_health(&self) -> Option<Arc<crate::queue::health::Health>> {
+        match &self.queue {
+            QueueAccess::Live(queue) => Some(queue.health().clone()),
+            QueueAccess::Offline(_) => None,
+        }
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

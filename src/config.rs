@@ -109,12 +109,16 @@ fn default_hostname() -> String {
 pub struct LogConfig {
     /// tracing filter, e.g. "info" or "eas_relay=debug"; RUST_LOG wins if set.
     pub level: String,
+    /// Print forwarding addresses (and unredacted replies) in INFO logs;
+    /// otherwise a stable token `forward#<hash>` stands for each address.
+    pub addresses: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            addresses: false,
         }
     }
 }
@@ -325,6 +329,12 @@ pub struct QueueConfig {
     pub max_age: HumanDuration,
     /// Messages being delivered at once (bounds memory of the scheduler).
     pub max_inflight: usize,
+    /// Send a DSN only when the sender passed SPF (MAIL FROM) or aligned
+    /// DKIM at reception: bounces to forged senders are backscatter.
+    pub dsn_authenticated_only: bool,
+    /// The committer or scheduler busy with one piece of work for longer is
+    /// reported stuck (`/health` 503, `eas_component_healthy` 0).
+    pub stall_timeout: HumanDuration,
 }
 
 impl Default for QueueConfig {
@@ -334,6 +344,8 @@ impl Default for QueueConfig {
             retry_max: HumanDuration::secs(3600),
             max_age: HumanDuration::secs(5 * 24 * 3600),
             max_inflight: 1000,
+            dsn_authenticated_only: true,
+            stall_timeout: HumanDuration::secs(120),
         }
     }
 }
@@ -863,6 +875,13 @@ impl Config {
         }
         nonzero_duration("queue.max_age", self.queue.max_age)?;
         positive("queue.max_inflight", self.queue.max_inflight)?;
+        if self.queue.stall_timeout.0 < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "queue.stall_timeout",
+                self.queue.stall_timeout,
+                "must be at least 1s (a group commit takes an fsync)",
+            ));
+        }
         if self.outbound.port == 0 {
             return Err(ConfigError::invalid("outbound.port", 0, "must not be 0"));
         }

@@ -58,6 +58,18 @@ fn describe() {
         "queue entries moved to quarantine"
     );
     describe_counter!(
+        "eas_dsn_withheld_total",
+        "DSNs not sent because the sender passed neither SPF nor aligned DKIM"
+    );
+    describe_counter!(
+        "eas_queue_commit_panics_total",
+        "group commits that panicked outside the per-operation isolation"
+    );
+    describe_gauge!(
+        "eas_component_healthy",
+        "1 while a queue worker (committer, scheduler) is alive and not stuck, else 0"
+    );
+    describe_counter!(
         "eas_deliveries_total",
         "delivery attempts per recipient, by outcome (delivered, deferred, bounced)"
     );
@@ -75,6 +87,28 @@ fn describe() {
         metrics::counter!("eas_deliveries_total", "outcome" => outcome).increment(0);
     }
     metrics::gauge!("eas_queue_depth").set(0.0);
+    metrics::counter!("eas_dsn_withheld_total").increment(0);
+}
+
+/// How a forwarding address appears in INFO logs: itself when `show`
+/// (`log.addresses`), otherwise a stable token, `forward#` and the first
+/// 8 hex digits of the SHA-256 of its lower case, so that one address's
+/// lines can be followed without the log naming it.
+pub fn loggable_address(address: &str, show: bool) -> String {
+    if show {
+        return address.to_string();
+    }
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        address.to_lowercase().as_bytes(),
+    );
+    let hex: String = digest
+        .as_ref()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("forward#{hex}")
 }
 
 /// Logs to stderr with `filter` (RUST_LOG wins when set). Safe to call twice.
@@ -86,4 +120,29 @@ pub fn init_logging(filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_addresses_are_tokens_unless_shown() {
+        let token = loggable_address("Mr.Robot@Dest.Test", false);
+        assert!(
+            token.starts_with("forward#") && token.len() == 16,
+            "{token}"
+        );
+        assert!(!token.to_lowercase().contains("robot"));
+        assert_eq!(
+            token,
+            loggable_address("mr.robot@dest.test", false),
+            "stable"
+        );
+        assert_ne!(token, loggable_address("other@dest.test", false));
+        assert_eq!(
+            loggable_address("mr.robot@dest.test", true),
+            "mr.robot@dest.test"
+        );
+    }
 }

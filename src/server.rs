@@ -186,6 +186,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let scheduler = Scheduler::new(queue.clone(), started.events, outbound.clone());
     tasks.spawn(scheduler.run(stopped.clone(), DELIVERY_GRACE));
+    tasks.spawn(queue.health().clone().supervise(stopped.clone()));
     let smtp_ctx = Arc::new(SmtpContext {
         guards: smtp::guard::Guards::from_config(&config),
         config: config.clone(),
@@ -239,6 +240,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    queue.health().stopping();
     let _ = stop.send(true);
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {

@@ -321,6 +321,8 @@ async fn spf_verdicts_and_temporary_errors() {
                 && ar.contains(&format!("smtp.mailfrom={from}")),
             "{domain}: {ar}"
         );
+        // Only a sender that passed may get a DSN (queue.dsn_authenticated_only).
+        assert_eq!(out.sender_authenticated, expected == "pass", "{domain}");
     }
     // SERVFAIL: the sender is told to retry (RFC 7372 SPF validation error).
     let reply = prepare(
@@ -424,6 +426,12 @@ async fn dkim_pass_fail_none_and_key_errors() {
             out.verdicts.contains(verdict),
             "{verdict}: {}",
             out.verdicts
+        );
+        // No SPF record: only the aligned, passing signature authenticates.
+        assert_eq!(
+            out.sender_authenticated,
+            verdict == "dkim=pass:sender.example",
+            "{verdict}"
         );
         let got = auth_results(&out.message);
         assert!(got.contains(ar), "{ar}: {got}");

@@ -146,7 +146,11 @@ async fn permanent_failures_bounce_to_the_sender_naming_the_alias() {
     dns.add_a("mx.dest.test", Ipv4Addr::LOCALHOST);
     dns.null_mx("nullmx.test");
     // gone.test: NXDOMAIN
-    let relay = relay(&dns, dest.addr.port(), Some(&bounces), |_| {}).await;
+    // Sender checks are off in these tests: DSNs to unverified senders on.
+    let relay = relay(&dns, dest.addr.port(), Some(&bounces), |c| {
+        c.queue.dsn_authenticated_only = false;
+    })
+    .await;
     relay
         .alias("one", "d.country", "unknown.user@dest.test")
         .await;
@@ -314,6 +318,8 @@ async fn undeliverable_mail_expires_with_a_dsn() {
     dns.add_a("mx.dest.test", Ipv4Addr::LOCALHOST);
     let relay = relay(&dns, dest.addr.port(), Some(&bounces), |c| {
         c.queue.max_age = HumanDuration::parse("1s").unwrap();
+        // Sender checks are off in these tests: DSNs to unverified senders on.
+        c.queue.dsn_authenticated_only = false;
     })
     .await;
     relay.alias("a", "d.country", "u@dest.test").await;

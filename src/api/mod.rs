@@ -209,17 +209,42 @@ async fn limited(
     }
 }
 
+/// `/health`: `"ok"`, `"degraded"` (the chain view is stale) or, with
+/// HTTP 503, `"failing"` (a queue worker died or is stuck: mail is not
+/// moving).
 async fn health(State(state): State<ApiState>) -> Response {
     let queued = state.admin.store().queue_due_count().unwrap_or(0);
     let chain = chain::view(&state);
     let stale = chain["stale"].as_bool().unwrap_or(false);
-    Json(json!({
-        "status": if stale { "degraded" } else { "ok" },
+    let workers = state
+        .admin
+        .queue_health()
+        .map(|h| h.states())
+        .unwrap_or_default();
+    let failing = workers
+        .iter()
+        .any(|(_, s)| *s != crate::queue::health::State::Ok);
+    let components: serde_json::Map<String, serde_json::Value> = workers
+        .iter()
+        .map(|(name, s)| (name.to_string(), json!(s.as_str())))
+        .collect();
+    let status = match (failing, stale) {
+        (true, _) => "failing",
+        (false, true) => "degraded",
+        (false, false) => "ok",
+    };
+    let body = Json(json!({
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "queue": queued,
         "chain": chain,
-    }))
-    .into_response()
+        "components": components,
+    }));
+    if failing {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    } else {
+        body.into_response()
+    }
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -333,6 +358,89 @@ impl Page {
                 "is_active",
                 format!("`{other}` is not 1, 0, true or false"),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Queue, QueueSettings, Spool};
+    use crate::store::Store;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+
+    /// A stuck committer turns `/health` to 503 "failing", naming it; the
+    /// other fields stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_fails_while_the_committer_is_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.queue.stall_timeout = crate::config::HumanDuration(Duration::from_millis(200));
+        let config = Arc::new(config);
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let started =
+            Queue::start(store.clone(), spool, QueueSettings::from_config(&config)).unwrap();
+        let queue = started.queue;
+        let admin = Arc::new(Admin::new(
+            config.clone(),
+            store.clone(),
+            crate::admin::QueueAccess::Live(queue.clone()),
+        ));
+        let state = ApiState::new(config, admin, vec![], crate::observe::metrics_handle());
+        let get = |state: ApiState| async move {
+            let response = health(State(state)).await;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        };
+        let (status, body) = get(state.clone()).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("ok")),
+            "{body}"
+        );
+
+        let txn = store.db().begin_write().unwrap();
+        let pending = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.retry(None).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let (status, body) = get(state.clone()).await;
+            if status == 503 {
+                break body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(body["status"], "failing", "{body}");
+        assert_eq!(body["components"]["committer"], "stalled", "{body}");
+        assert_eq!(body["components"]["scheduler"], "ok", "{body}");
+        assert!(
+            body["version"].is_string() && body["queue"].is_u64(),
+            "{body}"
+        );
+        drop(txn);
+        assert!(pending.await.unwrap().is_ok());
+        // Healthy again once the committer is done with that batch (it
+        // answers the batch's waiters just before).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = get(state.clone()).await;
+            if status == 200 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -233,6 +233,38 @@ impl Verdicts<'_> {
         self.dmarc.dkim_result() == &DmarcResult::Pass
     }
 
+    /// The envelope sender is vouched for: its SPF (MAIL FROM) passed, or
+    /// a DKIM signature passed whose domain is the From domain or a parent
+    /// of it (relaxed alignment; the DMARC verdict when the From domain
+    /// publishes a record, otherwise checked here, where a one-label
+    /// domain never aligns). Only such senders get DSNs
+    /// (`queue.dsn_authenticated_only`): a bounce to a forged sender is
+    /// backscatter.
+    pub fn sender_authenticated(&self) -> bool {
+        let spf_pass = self
+            .spf_mail_from
+            .as_ref()
+            .is_some_and(|s| s.result() == SpfResult::Pass);
+        if spf_pass || self.dkim_aligned() {
+            return true;
+        }
+        let from = self
+            .dmarc
+            .domain()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        !from.is_empty()
+            && self.dkim.iter().any(|o| {
+                let d = o
+                    .signature()
+                    .map(|s| s.d.trim_end_matches('.').to_ascii_lowercase())
+                    .unwrap_or_default();
+                *o.result() == DkimResult::Pass
+                    && d.contains('.')
+                    && (from == d || from.ends_with(&format!(".{d}")))
+            })
+    }
+
     /// The From domain publishes `p=quarantine` or `p=reject` (after `sp=`,
     /// `np=` and `t=y` are applied).
     pub fn strict_dmarc_policy(&self) -> bool {

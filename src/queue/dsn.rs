@@ -2,11 +2,13 @@
 //! mail that then failed. They name the alias the sender wrote to, never the
 //! private forwarding address behind it (also scrubbed from remote replies).
 
-use crate::message::{has_8bit, header_len, rfc2822_now, sanitize_header_text};
+use crate::message::{has_8bit, header_len, rfc2822_now};
 use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id};
 
-/// Most bytes of the original header returned in the report.
-const MAX_ORIGINAL_HEADER: usize = 64 * 1024;
+/// Most bytes of the original header returned in the report: enough for
+/// the sender to recognise its message, too little to make the relay a
+/// reflector of someone's bulk headers.
+pub const MAX_ORIGINAL_HEADER: usize = 4 * 1024;
 
 /// Builds the DSN entry (null sender, to the original sender) and message.
 pub fn build(
@@ -34,8 +36,7 @@ pub fn build(
             "\r\nFinal-Recipient: rfc822; {shown}\r\nOriginal-Recipient: rfc822; {shown}\r\nAction: failed\r\nStatus: {status}\r\nDiagnostic-Code: smtp; {reply}\r\n"
         ));
     }
-    let headers = &original[..header_len(original).min(original.len())];
-    let headers = &headers[..headers.len().min(MAX_ORIGINAL_HEADER)];
+    let headers = original_headers(original, MAX_ORIGINAL_HEADER);
 
     let mut msg = Vec::with_capacity(2048 + headers.len());
     msg.extend_from_slice(
@@ -97,6 +98,7 @@ pub fn build(
         smtputf8: !entry.sender.is_ascii(),
         body_8bit: has_8bit(&msg),
         is_dsn: true,
+        sender_authenticated: false,
         recipients: vec![QueuedRecipient {
             address: entry.sender.clone(),
             rcpt: entry.sender.clone(),
@@ -111,8 +113,37 @@ pub fn build(
     (dsn, msg)
 }
 
+/// The whole header fields of `original` that fit in `max` bytes (a field
+/// with its continuation lines is kept whole or not at all).
+fn original_headers(original: &[u8], max: usize) -> &[u8] {
+    let all = original
+        .get(..header_len(original).min(original.len()))
+        .unwrap_or_default();
+    if all.len() <= max {
+        return all;
+    }
+    let mut end = 0;
+    let mut pos = 0;
+    while pos < all.len() && pos <= max {
+        // A field ends before a line that does not start with white space.
+        let line_end = all
+            .get(pos..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+            .map_or(all.len(), |i| pos + i + 1);
+        if line_end > max {
+            break;
+        }
+        let next = all.get(line_end).copied();
+        if !matches!(next, Some(b' ' | b'\t')) {
+            end = line_end;
+        }
+        pos = line_end;
+    }
+    all.get(..end).unwrap_or_default()
+}
+
 /// The address the sender knows: the one it wrote to.
-fn shown_address(rcpt: &QueuedRecipient) -> &str {
+pub(super) fn shown_address(rcpt: &QueuedRecipient) -> &str {
     [&rcpt.rcpt, &rcpt.alias, &rcpt.address]
         .into_iter()
         .find(|a| !a.is_empty())
@@ -120,27 +151,18 @@ fn shown_address(rcpt: &QueuedRecipient) -> &str {
         .unwrap_or("")
 }
 
-/// Replaces the private forwarding address with the alias and keeps the
-/// text to one printable ASCII line.
+/// Replaces the private forwarding address with the alias, the forwarding
+/// domain with "the destination", and keeps the text to one printable
+/// ASCII line (see [`super::redact`]).
 fn redact(reply: &str, rcpt: &QueuedRecipient) -> String {
-    let mut text = sanitize_header_text(reply);
-    let shown = shown_address(rcpt);
-    if shown != rcpt.address && !rcpt.address.is_empty() {
-        let lower = text.to_lowercase();
-        let needle = rcpt.address.to_lowercase();
-        let mut out = String::with_capacity(text.len());
-        let mut pos = 0;
-        while let Some(found) = lower[pos..].find(&needle) {
-            out.push_str(&text[pos..pos + found]);
-            out.push_str(shown);
-            pos += found + needle.len();
-        }
-        out.push_str(&text[pos..]);
-        text = out;
-    }
-    text.chars()
-        .map(|c| if c.is_ascii() { c } else { '?' })
-        .collect()
+    super::redact::redact(
+        reply,
+        &super::redact::Private {
+            address: &rcpt.address,
+            shown: shown_address(rcpt),
+            server: None,
+        },
+    )
 }
 
 /// The RFC 3463 status of a stored reply like "550 5.1.1 ...".
@@ -230,6 +252,51 @@ mod tests {
         assert_eq!(dsn.sender, "");
         assert!(dsn.is_dsn);
         assert_eq!(dsn.recipients[0].address, "a@example.org");
+    }
+
+    #[test]
+    fn original_headers_are_cut_at_a_field_boundary() {
+        let mut original = b"Subject: hi\r\nX-Long: a\r\n b\r\n".to_vec();
+        for i in 0..500 {
+            original.extend_from_slice(format!("X-Junk-{i}: {}\r\n", "j".repeat(40)).as_bytes());
+        }
+        original.extend_from_slice(b"\r\nbody\r\n");
+        let cut = original_headers(&original, MAX_ORIGINAL_HEADER);
+        assert!(cut.len() <= MAX_ORIGINAL_HEADER && cut.len() > MAX_ORIGINAL_HEADER - 100);
+        assert!(cut.starts_with(b"Subject: hi\r\nX-Long: a\r\n b\r\n"));
+        assert!(cut.ends_with(b"\r\n"));
+        let next = original.get(cut.len()..cut.len() + 6).unwrap();
+        assert_eq!(next, b"X-Junk", "the cut falls before a field");
+        // A folded field that does not fit is left out whole.
+        let folded = b"A: 1\r\nB: 2\r\n 3\r\n 4\r\n\r\n";
+        assert_eq!(original_headers(folded, 12), b"A: 1\r\n");
+        assert_eq!(original_headers(folded, 100), folded);
+    }
+
+    proptest::proptest! {
+        /// Any reply and forwarding address: the DSN builds, its text parts
+        /// are ASCII and never name the forwarding address.
+        #[test]
+        fn dsn_of_any_reply_never_names_the_forward(
+            reply in "\\PC{0,80}",
+            local in "[a-zA-Z0-9.\u{212A}\u{130}\u{e9}]{1,10}",
+            domain in "[a-zA-Z0-9\u{212A}.-]{1,10}",
+        ) {
+            let address = format!("{local}@{domain}");
+            let rcpt = QueuedRecipient {
+                address: address.clone(),
+                last_reply: Some(format!("550 {reply} <{address}> {reply}")),
+                ..failed_rcpt()
+            };
+            let original = b"Subject: hi\r\n\r\nbody";
+            let (_, msg) = build(&entry("a@example.org"), &[&rcpt], original, "relay.test", 2, 1);
+            let text = String::from_utf8(msg).unwrap();
+            proptest::prop_assert!(text.is_ascii());
+            proptest::prop_assert!(
+                super::super::redact::find_ci(&text, &address).is_none(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

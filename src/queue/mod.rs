@@ -6,8 +6,10 @@
 
 mod commit;
 pub mod dsn;
+pub mod health;
 pub mod ops;
 mod recovery;
+pub mod redact;
 mod scheduler;
 pub mod spool;
 
@@ -17,7 +19,7 @@ pub use spool::Spool;
 
 use crate::outbound::DeliveryStatus;
 use crate::smtp::reply::Reply;
-use crate::store::{QueueEntry, Store, StoreError};
+use crate::store::{self, QueueEntry, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -44,6 +46,12 @@ pub struct QueueSettings {
     pub max_inflight: usize,
     /// Host name used in DSNs.
     pub hostname: String,
+    /// Send a DSN only for senders that passed SPF or aligned DKIM.
+    pub dsn_authenticated_only: bool,
+    /// Print forwarding addresses in INFO logs (otherwise a stable token).
+    pub log_addresses: bool,
+    /// A worker busy with one piece of work for longer is reported stuck.
+    pub stall_timeout: Duration,
 }
 
 impl QueueSettings {
@@ -54,6 +62,9 @@ impl QueueSettings {
             max_age: config.queue.max_age.0,
             max_inflight: config.queue.max_inflight,
             hostname: config.hostname.clone(),
+            dsn_authenticated_only: config.queue.dsn_authenticated_only,
+            log_addresses: config.log.addresses,
+            stall_timeout: config.queue.stall_timeout.0,
         }
     }
 
@@ -125,6 +136,7 @@ struct Inner {
     settings: QueueSettings,
     commits: mpsc::UnboundedSender<Commit>,
     events: mpsc::UnboundedSender<Event>,
+    health: Arc<health::Health>,
 }
 
 /// What [`Queue::start`] gives back: the handle, the scheduler's event
@@ -150,11 +162,13 @@ impl Queue {
         for &(id, due) in &recovered.due {
             let _ = event_tx.send(Event::Due { id, due });
         }
+        let health = health::Health::new(settings.stall_timeout);
         let committer = commit::Committer {
             store: store.clone(),
             spool: spool.clone(),
             settings: settings.clone(),
             events: event_tx.clone(),
+            health: health.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("queue-commit".into())
@@ -166,6 +180,7 @@ impl Queue {
                 settings,
                 commits: commit_tx,
                 events: event_tx,
+                health,
             }),
         };
         Ok(Started {
@@ -186,6 +201,11 @@ impl Queue {
 
     pub fn settings(&self) -> &QueueSettings {
         &self.inner.settings
+    }
+
+    /// The committer's and scheduler's health (for `/health`).
+    pub fn health(&self) -> &Arc<health::Health> {
+        &self.inner.health
     }
 
     /// Makes a message durable: spool file fsynced, then metadata committed
@@ -215,8 +235,14 @@ impl Queue {
         Ok(id)
     }
 
-    /// Records delivery outcomes; returns the entry's next due time.
+    /// Records delivery outcomes; returns the entry's next due time. When
+    /// the committer never answers, the outcome was not recorded: the
+    /// entry is tried again after the first retry delay.
     pub(crate) async fn record(&self, id: u64, results: Vec<RcptResult>) -> Option<u64> {
+        let retry_later = || {
+            let delay = u64::try_from(self.inner.settings.retry_initial.as_millis());
+            Some(store::now_ms().saturating_add(delay.unwrap_or(u64::MAX)))
+        };
         let (done, rx) = oneshot::channel();
         if self
             .inner
@@ -224,9 +250,9 @@ impl Queue {
             .send(Commit::Results { id, results, done })
             .is_err()
         {
-            return None;
+            return retry_later();
         }
-        rx.await.ok().flatten()
+        rx.await.unwrap_or_else(|_| retry_later())
     }
 
     /// Makes pending recipients of `id` (or of every entry) due now.
@@ -258,6 +284,67 @@ impl Queue {
 mod tests {
     use super::*;
 
+    /// A committer that cannot get the store's write transaction shows as
+    /// stalled after `stall_timeout`, and healthy again once it commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_committer_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let settings = QueueSettings {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(1),
+            max_age: Duration::from_secs(60),
+            max_inflight: 1,
+            hostname: "relay.test".into(),
+            dsn_authenticated_only: true,
+            log_addresses: false,
+            stall_timeout: Duration::from_millis(300),
+        };
+        let started = Queue::start(store.clone(), spool, settings).unwrap();
+        let queue = started.queue;
+        let health = queue.health().clone();
+        assert!(health.healthy());
+        // Whatever holds the store's one write transaction holds the committer.
+        let txn = store.db().begin_write().unwrap();
+        let enqueue = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                queue
+                    .enqueue(crate::store::sample_entry(7, 0), b"x".to_vec())
+                    .await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while health.healthy() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reported stuck"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            health
+                .states()
+                .contains(&("committer", health::State::Stalled))
+        );
+        drop(txn);
+        assert!(enqueue.await.unwrap().is_ok());
+        // The committer answers a batch's waiters, then marks itself idle.
+        while !health.healthy() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never healthy again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(queue);
+        tokio::task::spawn_blocking(move || started.committer.join())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let s = QueueSettings {
@@ -266,6 +353,9 @@ mod tests {
             max_age: Duration::from_secs(3600),
             max_inflight: 10,
             hostname: "relay.test".into(),
+            dsn_authenticated_only: true,
+            log_addresses: false,
+            stall_timeout: Duration::from_secs(60),
         };
         assert_eq!(s.backoff(1), Duration::from_secs(60));
         assert_eq!(s.backoff(2), Duration::from_secs(120));

@@ -15,6 +15,8 @@ use tokio::task::JoinSet;
 
 /// Recipients due within this many ms of now go out in the same attempt.
 const DUE_SLACK_MS: u64 = 1000;
+/// Delivery attempts of one entry that may panic before it is quarantined.
+const MAX_PANICS: u32 = 3;
 
 pub struct Scheduler {
     queue: Queue,
@@ -28,6 +30,8 @@ pub struct Scheduler {
     after_flight: HashMap<u64, u64>,
     tasks: JoinSet<(u64, Option<u64>)>,
     task_ids: HashMap<tokio::task::Id, u64>,
+    /// Entries whose delivery task panicked, and how often.
+    panics: HashMap<u64, u32>,
 }
 
 impl Scheduler {
@@ -46,6 +50,7 @@ impl Scheduler {
             after_flight: HashMap::new(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
+            panics: HashMap::new(),
         }
     }
 
@@ -53,7 +58,12 @@ impl Scheduler {
     /// finish for up to `grace` (their outcomes are recorded) and abandons
     /// the rest (they are retried after restart: at worst a duplicate).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let health = self.queue.health().clone();
+        let _alive = health.scheduler.alive_guard(&health);
         loop {
+            // Busy from here until it waits again: a turn that never ends
+            // (a blocking call, an endless loop) shows as stalled.
+            health.scheduler.busy();
             self.dispatch();
             metrics::gauge!("eas_queue_depth")
                 .set((self.scheduled.len() + self.inflight.len()) as f64);
@@ -68,6 +78,7 @@ impl Scheduler {
                     _ => std::future::pending().await,
                 }
             };
+            health.scheduler.idle();
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(event) => self.handle(event),
@@ -154,6 +165,7 @@ impl Scheduler {
         let (id, next) = match done {
             Ok((task, (id, next))) => {
                 self.task_ids.remove(&task);
+                self.panics.remove(&id);
                 (id, next)
             }
             Err(e) => {
@@ -161,7 +173,19 @@ impl Scheduler {
                     return;
                 };
                 tracing::error!(id = %format_queue_id(id), error = %e, "delivery task failed");
-                let retry = now_ms() + self.queue.settings().retry_initial.as_millis() as u64;
+                let panics = self.panics.entry(id).or_default();
+                *panics = panics.saturating_add(1);
+                if *panics >= MAX_PANICS {
+                    // This entry, not the queue: it goes to quarantine.
+                    self.panics.remove(&id);
+                    self.inflight.remove(&id);
+                    self.after_flight.remove(&id);
+                    self.queue
+                        .quarantine(id, format!("delivery failed {MAX_PANICS} times: {e}"));
+                    return;
+                }
+                let delay = self.queue.settings().retry_initial.as_millis();
+                let retry = now_ms().saturating_add(u64::try_from(delay).unwrap_or(u64::MAX));
                 (id, Some(retry))
             }
         };
@@ -180,10 +204,18 @@ impl Scheduler {
 /// One delivery attempt of one queue entry: every due recipient, grouped by
 /// destination domain, domains in parallel. Returns the next due time.
 async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option<u64> {
-    let retry_later = || Some(now_ms() + queue.settings().retry_initial.as_millis() as u64);
+    let retry_later = || {
+        let delay = u64::try_from(queue.settings().retry_initial.as_millis());
+        Some(now_ms().saturating_add(delay.unwrap_or(u64::MAX)))
+    };
     let entry = match queue.store().queue_get(id) {
         Ok(Some(entry)) => entry,
         Ok(None) => return None,
+        Err(e @ crate::store::StoreError::Corrupt { .. }) => {
+            // This record, not the queue: keep it in quarantine.
+            queue.quarantine(id, format!("queue record does not decode: {e}"));
+            return None;
+        }
         Err(e) => {
             tracing::error!(id = %format_queue_id(id), error = %e, "cannot read queue entry");
             return retry_later();

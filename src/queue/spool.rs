@@ -36,14 +36,10 @@ impl Spool {
 
     /// Writes the message and fsyncs the file (not the directory: see
     /// [`Spool::sync_dir`], done once per group commit).
+    /// A failed write removes its partial file (the file is new: an id is
+    /// never reused, so nothing else is lost).
     pub fn write(&self, id: u64, message: &[u8]) -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(self.path(id))?;
-        file.write_all(message)?;
-        file.sync_data()
+        write_new(&self.path(id), |file| file.write_all(message))
     }
 
     /// Makes new directory entries durable.
@@ -102,9 +98,44 @@ impl Spool {
     }
 }
 
+/// Creates `path` (0600, must not exist), fills it with `fill` and syncs
+/// it; on any failure after creation the partial file is removed.
+fn write_new(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let written = fill(&mut file).and_then(|()| file.sync_data());
+    if written.is_err() {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        let failed = write_new(&path, |f| {
+            f.write_all(b"half a message")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert!(!path.exists(), "the partial file is removed");
+        // An existing file (another message) is never touched.
+        std::fs::write(&path, b"other").unwrap();
+        assert!(write_new(&path, |f| f.write_all(b"x")).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"other");
+    }
 
     #[test]
     fn write_read_remove_and_quarantine() {

@@ -27,6 +27,10 @@ pub struct Prepared {
     pub message: Vec<u8>,
     /// one line for the log, e.g. "spf=pass dkim=pass dmarc=pass arc=none from_rewritten=no"
     pub verdicts: String,
+    /// The envelope sender passed SPF, or a DKIM signature aligned with the
+    /// From domain passed: a DSN to it is no backscatter. False when
+    /// verification is off or timed out.
+    pub sender_authenticated: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -172,6 +176,7 @@ impl Forwarding {
         Ok(Prepared {
             message: out,
             verdicts: verdict_line,
+            sender_authenticated: verdicts.sender_authenticated(),
         })
     }
 
@@ -181,6 +186,7 @@ impl Forwarding {
             return Ok(Prepared {
                 message,
                 verdicts: line,
+                sender_authenticated: false,
             });
         }
         let added = self.signer.sign(&message, None, None).map_err(|e| {
@@ -193,6 +199,7 @@ impl Forwarding {
         Ok(Prepared {
             message: out,
             verdicts: line,
+            sender_authenticated: false,
         })
     }
 

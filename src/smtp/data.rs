@@ -228,6 +228,7 @@ impl<T: Io> Session<T> {
             smtputf8: txn.smtputf8,
             body_8bit,
             is_dsn: false,
+            sender_authenticated: prepared.sender_authenticated,
             recipients,
             due: None,
         };

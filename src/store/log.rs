@@ -4,6 +4,9 @@
 
 use super::{LOG, LOG_TIME, Store, StoreError, decode};
 use redb::{ReadableDatabase, ReadableTable};
+
+/// Most log entries deleted in one transaction of a purge.
+pub const PURGE_BATCH: usize = 1000;
 use serde::{Deserialize, Serialize};
 
 /// What happened to one recipient on one attempt.
@@ -92,15 +95,45 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes entries older than `before_ms`; returns how many.
+    /// Deletes entries older than `before_ms`; returns how many. Works in
+    /// transactions of at most [`PURGE_BATCH`] entries, so the committer
+    /// (which needs the store's one write transaction) waits for one short
+    /// batch at most, never for the whole purge.
     pub fn log_purge(&self, before_ms: u64) -> Result<usize, StoreError> {
-        let cutoff = before_ms << 12;
-        let txn = self.db().begin_write()?;
+        let mut total = 0;
+        loop {
+            let n = self.log_purge_batch(before_ms, PURGE_BATCH)?;
+            total += n;
+            if n < PURGE_BATCH {
+                return Ok(total);
+            }
+            // Let a waiting committer in between two batches.
+            std::thread::yield_now();
+        }
+    }
+
+    /// Deletes at most `max` entries older than `before_ms` in one
+    /// transaction; returns how many.
+    pub fn log_purge_batch(&self, before_ms: u64, max: usize) -> Result<usize, StoreError> {
+        // Log ids are (unix ms << 12 | sequence); an absurd time cannot
+        // overflow into a wrong cutoff.
+        let cutoff = before_ms
+            .checked_shl(12)
+            .filter(|c| c >> 12 == before_ms)
+            .unwrap_or(u64::MAX);
+        let mut txn = self.db().begin_write()?;
+        // A purge lost in a crash is simply done again: no fsync of its own.
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Corrupt {
+                table: "transaction",
+                key: "durability".into(),
+                reason: e.to_string(),
+            })?;
         let n = {
             let mut time = txn.open_table(LOG_TIME)?;
             let mut log = txn.open_table(LOG)?;
             let mut old = Vec::new();
-            for item in time.range(..cutoff)? {
+            for item in time.range(..cutoff)?.take(max) {
                 let (k, v) = item?;
                 old.push((k.value(), v.value().to_string()));
             }
@@ -169,5 +202,25 @@ mod tests {
         assert_eq!(s.log_purge(1).unwrap(), 0);
         assert_eq!(s.log_purge(crate::store::now_ms() + 1).unwrap(), 1);
         assert!(s.log_list("x.test", None, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn purge_goes_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.batch(true, |b| {
+            for _ in 0..5 {
+                b.log(entry("a@x.test", LogOutcome::Delivered))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let later = crate::store::now_ms() + 1;
+        assert_eq!(s.log_purge_batch(later, 2).unwrap(), 2);
+        assert_eq!(s.log_list("x.test", None, 0, 10).unwrap().len(), 3);
+        assert_eq!(s.log_purge_batch(later, 2).unwrap(), 2);
+        assert_eq!(s.log_purge_batch(later, 2).unwrap(), 1);
+        assert_eq!(s.log_purge_batch(later, 2).unwrap(), 0);
+        assert_eq!(s.log_purge(u64::MAX).unwrap(), 0, "no overflow");
     }
 }

@@ -13,5 +13,6 @@ mod chain;
 mod files;
 mod http_slots;
 mod outbound;
+mod queue;
 mod smtp_slots;
 mod srs;
