@@ -5,6 +5,7 @@
 
 mod data;
 mod ehlo;
+mod incoming;
 mod mail;
 mod rcpt;
 pub mod reply;

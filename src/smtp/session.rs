@@ -42,8 +42,10 @@ pub(crate) struct Transaction {
     pub sender: String,
     pub smtputf8: bool,
     pub recipients: Vec<AcceptedRecipient>,
-    /// Message bytes received so far (DATA, or BDAT chunks).
+    /// Message bytes of the input at hand, on their way to `incoming`.
     pub body: Vec<u8>,
+    /// The message so far (header in memory, body streamed to a file).
+    pub incoming: super::incoming::Incoming,
     /// A BDAT chunk failed: the transaction ends with this reply at LAST.
     pub failed: Option<Reply>,
     /// BDAT chunks are being sent: the message is under way (no DATA now,
@@ -273,20 +275,21 @@ impl<T: Io> Session<T> {
                     flow
                 }
                 State::Data(mut receiver) => {
-                    let txn = self.txn.as_mut().expect("DATA runs inside a transaction");
+                    let Some(txn) = self.txn.as_mut() else {
+                        return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
+                    };
                     let done = receiver.ingest(&mut bytes, Some(&mut txn.body));
-                    let too_big = txn.body.len() as u64 > self.ctx.config.smtp.max_message_size.0;
-                    if too_big {
-                        txn.body = Vec::new();
-                    }
-                    match (done, too_big) {
-                        (true, true) => self.refuse_oversize(),
-                        (true, false) => self.end_of_message().await,
-                        (false, true) => {
-                            self.state = State::DataDiscard(receiver, oversize_reply());
+                    txn.incoming.push(&txn.body);
+                    txn.body.clear();
+                    txn.incoming.spill().await;
+                    match (done, txn.incoming.failed()) {
+                        (true, Some(refusal)) => self.refuse(refusal),
+                        (true, None) => self.end_of_message().await,
+                        (false, Some(refusal)) => {
+                            self.state = State::DataDiscard(receiver, refusal.reply());
                             Flow::Continue
                         }
-                        (false, false) => {
+                        (false, None) => {
                             self.state = State::Data(receiver);
                             Flow::Continue
                         }
@@ -296,18 +299,35 @@ impl<T: Io> Session<T> {
                     let done = receiver.ingest(&mut bytes, None);
                     if done {
                         self.txn = None;
-                        self.reject(reply, "too_big")
+                        let reason = match reply.code {
+                            552 if reply.text.contains("header") => "header",
+                            552 => "too_big",
+                            554 => "header",
+                            _ => "queue_error",
+                        };
+                        self.reject(reply, reason)
                     } else {
                         self.state = State::DataDiscard(receiver, reply);
                         Flow::Continue
                     }
                 }
                 State::Bdat { mut receiver, size } => {
-                    let txn = self.txn.as_mut().expect("BDAT runs inside a transaction");
+                    let Some(txn) = self.txn.as_mut() else {
+                        return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
+                    };
                     let mut it = bytes.iter();
                     let done = receiver.ingest(&mut it, &mut txn.body);
                     bytes = it.as_slice();
-                    if done {
+                    txn.incoming.push(&txn.body);
+                    txn.body.clear();
+                    txn.incoming.spill().await;
+                    if let (true, Some(refusal)) = (done, txn.incoming.failed()) {
+                        // Refused while streaming (the rest of the chunk was
+                        // drained unkept): the transaction ends with the
+                        // refusal at LAST.
+                        txn.failed = Some(refusal.reply());
+                        self.bdat_refused(refusal.reply(), receiver.is_last, true)
+                    } else if done {
                         self.bdat_chunk_done(size, receiver.is_last).await
                     } else {
                         self.state = State::Bdat { receiver, size };
@@ -449,9 +469,19 @@ impl<T: Io> Session<T> {
         self.error(reply)
     }
 
-    fn refuse_oversize(&mut self) -> Flow {
+    fn refuse(&mut self, refusal: super::incoming::Refusal) -> Flow {
         self.txn = None;
-        self.reject(oversize_reply(), "too_big")
+        self.reject(refusal.reply(), refusal.reason())
+    }
+
+    /// The limits a message is held to while it arrives.
+    pub(crate) fn limits(&self) -> super::incoming::Limits {
+        let smtp = &self.ctx.config.smtp;
+        super::incoming::Limits {
+            max_size: smtp.max_message_size.0,
+            max_header_size: smtp.max_header_size.0,
+            max_header_fields: smtp.max_header_fields,
+        }
     }
 }
 
