@@ -11,4 +11,5 @@ mod common;
 mod addresses;
 mod chain;
 mod files;
+mod message;
 mod outbound;
