@@ -132,7 +132,9 @@ impl<T: Io> Session<T> {
         let Some(txn) = self.txn.take() else {
             return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
         };
-        match self.accept(txn).await {
+        // Boxed: the end of a message (checks, queueing) is a large future
+        // that idle sessions need not carry.
+        match Box::pin(self.accept(txn)).await {
             Ok(reply) => {
                 self.reply(&reply);
                 Flow::Continue

@@ -19,8 +19,11 @@ use tokio::sync::watch;
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Bytes read per call; sessions hold one such buffer each.
+/// Bytes read per call in DATA and BDAT.
 const READ_BUFFER: usize = 8 * 1024;
+
+/// Bytes read per call between commands (a longer line is read in pieces).
+const COMMAND_BUFFER: usize = 1024;
 
 /// What the client said in HELO/EHLO.
 pub(crate) struct Helo {
@@ -108,7 +111,9 @@ pub async fn handle<T: Io>(
     let mut session = Session::new(ctx, stream, peer, shutdown);
     session.greet();
     if session.flush().await.is_ok() && session.run().await == Flow::StartTls {
-        session.upgrade().await;
+        // Boxed: the TLS session's future is allocated only when needed,
+        // not carried by every session (idle sessions cost memory).
+        Box::pin(session.upgrade()).await;
     }
     metrics::gauge!("eas_smtp_sessions_active").decrement(1.0);
 }
@@ -184,8 +189,17 @@ impl<T: Io> Session<T> {
 
     /// Reads and handles input until the session ends or asks for TLS.
     pub(crate) async fn run(&mut self) -> Flow {
-        let mut buf = vec![0u8; READ_BUFFER];
+        let mut buf = Vec::new();
         loop {
+            // A small buffer between commands (most sessions wait there,
+            // and 10,000 idle ones must stay cheap), a large one for data.
+            let want = match self.state {
+                State::Command => COMMAND_BUFFER,
+                _ => READ_BUFFER,
+            };
+            if buf.len() != want {
+                buf = vec![0u8; want];
+            }
             // Shutdown interrupts a session between commands, not one in the
             // middle of a message (DATA, or a BDAT transaction under way):
             // that one is told after its message is answered.
