@@ -126,6 +126,36 @@ Authentication-Results: \"mx.relay.test\"; arc=pass\r\nSubject: hi\r\n\r\n";
         assert!(strip_own(b"Authentication-Results: mx.relay.test.evil; x\r\n\r\n", ID).is_none());
     }
 
+    fn arc_header(seal_domain: &str, aar_id: &str) -> String {
+        format!(
+            "ARC-Seal: i=1; a=rsa-sha256; t=1; cv=none; d={seal_domain}; s=s1; b=AAAA\r\n\
+             ARC-Message-Signature: i=1; a=rsa-sha256; c=relaxed/relaxed; d={seal_domain}; s=s1;\r\n\
+             \th=from; t=1; bh=AAAA; b=AAAA\r\n\
+             ARC-Authentication-Results: i=1; {aar_id}; dkim=pass header.d=bank.example\r\n\
+             From: <a@b.example>\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn arc_results_in_our_name_are_trusted_only_under_our_seal() {
+        let judge = |seal: &str, id: &str| {
+            let header = arc_header(seal, id);
+            let message = AuthenticatedMessage::parse(header.as_bytes()).unwrap();
+            assert_eq!(message.aar_headers.len(), 1, "{header}");
+            forged_arc_results(&message, ID, "relay.test")
+        };
+        assert!(judge("evil.example", "mx.relay.test"), "forged in our name");
+        assert!(judge("evil.example", "MX.RELAY.TEST"), "in any case");
+        assert!(
+            !judge("relay.test", "mx.relay.test"),
+            "our own earlier seal"
+        );
+        assert!(
+            !judge("evil.example", "evil.example"),
+            "someone else's results"
+        );
+    }
+
     proptest::proptest! {
         /// Any header: never panics, only ever removes whole fields.
         #[test]
