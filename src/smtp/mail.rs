@@ -67,6 +67,7 @@ impl<T: Io> Session<T> {
             incoming: super::incoming::Incoming::new(self.ctx.queue.spool().clone(), self.limits()),
             failed: None,
             chunking: false,
+            bounce_to: None,
         });
         self.reply(&Reply::new(250, [2, 1, 0], "Sender OK"));
         Flow::Continue

@@ -11,5 +11,8 @@ mod common;
 mod addresses;
 mod chain;
 mod files;
+mod http_slots;
 mod message;
 mod outbound;
+mod smtp_slots;
+mod srs;
