@@ -64,8 +64,9 @@ pub(crate) struct Transaction {
 pub(crate) enum State {
     Command,
     Data(DataReceiver),
-    /// Draining a DATA body that will be refused with the reply.
-    DataDiscard(DataReceiver, Reply),
+    /// Draining a DATA body that will be refused (limit crossed, or a
+    /// local write failure).
+    DataDiscard(DataReceiver, super::incoming::Refusal),
     Bdat {
         receiver: BdatReceiver,
         size: usize,
@@ -366,7 +367,7 @@ impl<T: Io> Session<T> {
                         (true, Some(refusal)) => self.refuse(refusal),
                         (true, None) => self.end_of_message().await,
                         (false, Some(refusal)) => {
-                            self.state = State::DataDiscard(receiver, refusal.reply());
+                            self.state = State::DataDiscard(receiver, refusal);
                             Flow::Continue
                         }
                         (false, None) => {
@@ -375,19 +376,12 @@ impl<T: Io> Session<T> {
                         }
                     }
                 }
-                State::DataDiscard(mut receiver, reply) => {
+                State::DataDiscard(mut receiver, refusal) => {
                     let done = receiver.ingest(&mut bytes, None);
                     if done {
-                        self.txn = None;
-                        let reason = match reply.code {
-                            552 if reply.text.contains("header") => "header",
-                            552 => "too_big",
-                            554 => "header",
-                            _ => "queue_error",
-                        };
-                        self.reject(reply, reason)
+                        self.refuse(refusal)
                     } else {
-                        self.state = State::DataDiscard(receiver, reply);
+                        self.state = State::DataDiscard(receiver, refusal);
                         Flow::Continue
                     }
                 }
