@@ -145,6 +145,10 @@ pub struct SmtpConfig {
     pub max_line_length: usize,
     pub max_recipients: usize,
     pub max_message_size: ByteSize,
+    /// Header section of a message (refused with 552 5.3.4 beyond it).
+    pub max_header_size: ByteSize,
+    /// Header fields of a message (refused with 554 5.6.0 beyond it).
+    pub max_header_fields: usize,
     pub max_received_headers: usize,
     pub max_errors: usize,
     pub starttls: bool,
@@ -165,6 +169,8 @@ impl Default for SmtpConfig {
             max_line_length: 2048,
             max_recipients: 100,
             max_message_size: ByteSize(25 * 1024 * 1024),
+            max_header_size: ByteSize(256 * 1024),
+            max_header_fields: 1000,
             max_received_headers: 50,
             max_errors: 20,
             starttls: true,
@@ -498,6 +504,9 @@ pub struct AuthConfig {
     /// Answer 451 4.7.x when a lookup fails temporarily (never for a
     /// missing record).
     pub tempfail_on_dns_error: bool,
+    /// DKIM signatures verified per message (the topmost); the others are
+    /// ignored (RFC 6376 §6.1 lets a verifier limit them).
+    pub max_dkim_signatures: usize,
 }
 
 impl Default for AuthConfig {
@@ -506,6 +515,7 @@ impl Default for AuthConfig {
             enabled: true,
             reject_dmarc_failures: true,
             tempfail_on_dns_error: true,
+            max_dkim_signatures: 5,
         }
     }
 }
@@ -809,6 +819,29 @@ impl Config {
                 "store.cache_size",
                 self.store.cache_size,
                 "must be at least 16MiB",
+            ));
+        }
+        if !(1..=1000).contains(&self.auth.max_dkim_signatures) {
+            return Err(ConfigError::invalid(
+                "auth.max_dkim_signatures",
+                self.auth.max_dkim_signatures,
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.smtp.max_header_fields) {
+            return Err(ConfigError::invalid(
+                "smtp.max_header_fields",
+                self.smtp.max_header_fields,
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.smtp.max_header_size.0 < 1024
+            || self.smtp.max_header_size.0 > self.smtp.max_message_size.0.max(1024)
+        {
+            return Err(ConfigError::invalid(
+                "smtp.max_header_size",
+                self.smtp.max_header_size,
+                "must be at least 1KiB and at most smtp.max_message_size",
             ));
         }
         if self.smtp.max_message_size.0 < 1024 {

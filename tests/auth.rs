@@ -167,9 +167,9 @@ fn auth_results(message: &[u8]) -> String {
 /// The part of `out` after the relay's own fields is exactly `arrived`.
 fn ends_with(out: &Prepared, arrived: &[u8]) {
     assert!(
-        out.message.ends_with(arrived),
+        out.bytes().ends_with(arrived),
         "the original message was altered:\n{}",
-        String::from_utf8_lossy(&out.message)
+        String::from_utf8_lossy(&out.bytes())
     );
 }
 
@@ -210,7 +210,7 @@ async fn aligned_sender_passes_and_gets_signed_and_sealed_verifiably() {
     );
     ends_with(&out, &message);
     assert_eq!(
-        names(&out.message)[..7],
+        names(&out.bytes())[..7],
         [
             "arc-seal",
             "arc-message-signature",
@@ -221,7 +221,7 @@ async fn aligned_sender_passes_and_gets_signed_and_sealed_verifiably() {
             "received"
         ]
     );
-    let ar = auth_results(&out.message);
+    let ar = auth_results(&out.bytes());
     assert!(ar.starts_with(&format!("{HOST};")), "{ar}");
     for needle in [
         "spf=pass",
@@ -233,7 +233,7 @@ async fn aligned_sender_passes_and_gets_signed_and_sealed_verifiably() {
         assert!(ar.contains(needle), "{needle:?} not in {ar}");
     }
 
-    let report = w.verify(&out.message);
+    let report = w.verify(&out.bytes());
     let ed = report.dkim(RELAY_DOMAIN, "eas-ed25519");
     assert!(
         ed.valid && ed.a == "ed25519-sha256" && ed.error.is_none(),
@@ -254,7 +254,7 @@ async fn aligned_sender_passes_and_gets_signed_and_sealed_verifiably() {
     assert_eq!((seal.instance, seal.cv.as_str()), (1, "none"));
     assert!(seal.ams_valid && seal.as_valid && seal.domain == RELAY_DOMAIN);
     // The AAR carries the same verdicts as the Authentication-Results.
-    let aar = values(&out.message, "ARC-Authentication-Results").remove(0);
+    let aar = values(&out.bytes(), "ARC-Authentication-Results").remove(0);
     assert!(aar.starts_with(&format!("i=1; {HOST};")), "{aar}");
     assert!(aar.contains("dmarc=pass"), "{aar}");
 }
@@ -271,7 +271,7 @@ async fn oversigned_from_breaks_the_relay_signature_when_a_from_is_added() {
         "a@sender.example",
     )
     .await;
-    let h = values(&out.message, "DKIM-Signature")
+    let h = values(&out.bytes(), "DKIM-Signature")
         .into_iter()
         .map(|v| {
             let h = v.split("h=").nth(1).unwrap().split(';').next().unwrap();
@@ -283,10 +283,10 @@ async fn oversigned_from_breaks_the_relay_signature_when_a_from_is_added() {
         h[0],
         "content-type:mime-version:message-id:date:subject:to:from:from"
     );
-    assert!(w.verify(&out.message).dkim.iter().all(|c| c.valid));
+    assert!(w.verify(&out.bytes()).dkim.iter().all(|c| c.valid));
     // A From added on top now breaks both relay signatures.
     let mut forged = b"From: ceo@relay.test\r\n".to_vec();
-    forged.extend_from_slice(&out.message);
+    forged.extend_from_slice(&out.bytes());
     let report = w.verify(&forged);
     assert!(report.dkim.iter().all(|c| !c.valid), "{report:?}");
 }
@@ -315,7 +315,7 @@ async fn spf_verdicts_and_temporary_errors() {
             "{domain}: {}",
             out.verdicts
         );
-        let ar = auth_results(&out.message);
+        let ar = auth_results(&out.bytes());
         assert!(
             ar.contains(&format!("spf={expected} ("))
                 && ar.contains(&format!("smtp.mailfrom={from}")),
@@ -344,7 +344,7 @@ async fn spf_verdicts_and_temporary_errors() {
         "a@broken.example",
     )
     .await;
-    assert!(auth_results(&out.message).contains("spf=temperror"));
+    assert!(auth_results(&out.bytes()).contains("spf=temperror"));
 }
 
 #[tokio::test]
@@ -364,7 +364,7 @@ async fn helo_identity_is_checked_and_used_for_the_null_sender() {
         "{}",
         out.verdicts
     );
-    let ar = auth_results(&out.message);
+    let ar = auth_results(&out.bytes());
     assert!(ar.contains(&format!("smtp.helo={HELO}")), "{ar}");
     assert!(!ar.contains("smtp.mailfrom"), "{ar}");
 
@@ -433,7 +433,7 @@ async fn dkim_pass_fail_none_and_key_errors() {
             verdict == "dkim=pass:sender.example",
             "{verdict}"
         );
-        let got = auth_results(&out.message);
+        let got = auth_results(&out.bytes());
         assert!(got.contains(ar), "{ar}: {got}");
     }
 
@@ -493,7 +493,7 @@ async fn dmarc_reject_failure_is_refused_with_550() {
         "{}",
         out.verdicts
     );
-    assert!(auth_results(&out.message).contains("dmarc=fail"));
+    assert!(auth_results(&out.bytes()).contains("dmarc=fail"));
 }
 
 #[tokio::test]
@@ -527,19 +527,19 @@ async fn strict_sender_without_aligned_dkim_gets_from_rewritten() {
         out.verdicts
     );
     assert_eq!(
-        values(&out.message, "From"),
+        values(&out.bytes(), "From"),
         [format!("\"Boss\" <forwarder@{RELAY_DOMAIN}>")]
     );
     assert_eq!(
-        values(&out.message, "Reply-To"),
+        values(&out.bytes(), "Reply-To"),
         ["Boss <boss@strict.example>"]
     );
     assert_eq!(
-        values(&out.message, "X-Original-From"),
+        values(&out.bytes(), "X-Original-From"),
         ["Boss <boss@strict.example>"]
     );
     // Nothing else changed: the message minus the From field is the original.
-    let text = String::from_utf8(out.message.clone()).unwrap();
+    let text = String::from_utf8(out.bytes().clone()).unwrap();
     let tail = text
         .split_once("From: \"Boss\"")
         .unwrap()
@@ -554,7 +554,7 @@ async fn strict_sender_without_aligned_dkim_gets_from_rewritten() {
         .1;
     assert_eq!(tail, original_tail);
     // The relay's signatures cover the new From and verify; the seal too.
-    let report = w.verify(&out.message);
+    let report = w.verify(&out.bytes());
     assert!(report.dkim(RELAY_DOMAIN, "eas-ed25519").valid);
     assert!(report.dkim(RELAY_DOMAIN, "eas-rsa").valid);
     assert_eq!(
@@ -593,9 +593,9 @@ async fn from_is_left_alone_unless_strict_and_unaligned() {
         "{}",
         out.verdicts
     );
-    assert_eq!(values(&out.message, "From"), ["a@strict.example"]);
-    assert!(values(&out.message, "Reply-To").is_empty());
-    assert!(w.verify(&out.message).dkim("strict.example", "s2026").valid);
+    assert_eq!(values(&out.bytes(), "From"), ["a@strict.example"]);
+    assert!(values(&out.bytes(), "Reply-To").is_empty());
+    assert!(w.verify(&out.bytes()).dkim("strict.example", "s2026").valid);
 
     // p=none, or no DMARC record at all: forwarded as is even though it fails.
     for domain in ["relaxed.example", "nodmarc.example"] {
@@ -606,7 +606,7 @@ async fn from_is_left_alone_unless_strict_and_unaligned() {
             "{}",
             out.verdicts
         );
-        assert_eq!(values(&out.message, "From"), [from]);
+        assert_eq!(values(&out.bytes(), "From"), [from]);
     }
 
     // Switched off: never rewritten.
@@ -628,7 +628,7 @@ async fn from_is_left_alone_unless_strict_and_unaligned() {
         "{}",
         out.verdicts
     );
-    assert_eq!(values(&out.message, "From"), ["a@quarantine.example"]);
+    assert_eq!(values(&out.bytes(), "From"), ["a@quarantine.example"]);
 }
 
 #[tokio::test]
@@ -751,7 +751,7 @@ async fn existing_arc_chain_is_continued_with_instance_2() {
     assert!(out.verdicts.ends_with("arc_sealed=yes"), "{}", out.verdicts);
     ends_with(&out, &message);
 
-    let report = w.verify(&out.message);
+    let report = w.verify(&out.bytes());
     assert_eq!(
         report.arc_cv.as_deref(),
         Some("pass"),
@@ -786,12 +786,12 @@ async fn broken_arc_chain_is_not_sealed() {
     let out = accepted(&f, &message, "a@sender.example").await;
     assert!(out.verdicts.contains("arc=fail"), "{}", out.verdicts);
     assert!(out.verdicts.ends_with("arc_sealed=no"), "{}", out.verdicts);
-    assert!(auth_results(&out.message).contains("arc=fail"));
+    assert!(auth_results(&out.bytes()).contains("arc=fail"));
     // Only the other forwarder's ARC fields: no set of ours.
-    assert_eq!(values(&out.message, "ARC-Seal").len(), 1);
+    assert_eq!(values(&out.bytes(), "ARC-Seal").len(), 1);
     ends_with(&out, &message);
     // The DKIM signatures are still there and valid.
-    let report = w.verify(&out.message);
+    let report = w.verify(&out.bytes());
     assert!(report.dkim(RELAY_DOMAIN, "eas-ed25519").valid);
 }
 
@@ -812,11 +812,11 @@ async fn switches_turn_each_part_off() {
     let out = accepted(&f, &message, "a@strict.example").await;
     assert_eq!(out.verdicts, "auth=off from_rewritten=no");
     assert_eq!(
-        names(&out.message)[..3],
+        names(&out.bytes())[..3],
         ["dkim-signature", "dkim-signature", "received"]
     );
     ends_with(&out, &message);
-    assert!(w.verify(&out.message).dkim.iter().all(|c| c.valid));
+    assert!(w.verify(&out.bytes()).dkim.iter().all(|c| c.valid));
 
     // dkim and arc off: only the verdicts are added.
     w.config.auth.enabled = true;
@@ -826,7 +826,7 @@ async fn switches_turn_each_part_off() {
     let f = w.forwarding();
     let out = accepted(&f, &message, "a@strict.example").await;
     assert_eq!(
-        names(&out.message)[..2],
+        names(&out.bytes())[..2],
         ["authentication-results", "received"]
     );
 
@@ -846,10 +846,10 @@ async fn switches_turn_each_part_off() {
     let f = w.forwarding();
     assert_eq!(f.dkim_records().len(), 1);
     let out = accepted(&f, &message, "a@strict.example").await;
-    let report = w.verify(&out.message);
+    let report = w.verify(&out.bytes());
     assert_eq!(report.dkim.len(), 1);
     assert!(report.dkim(RELAY_DOMAIN, "ed1").valid);
-    assert!(values(&out.message, "ARC-Seal")[0].contains("a=ed25519-sha256"));
+    assert!(values(&out.bytes(), "ARC-Seal")[0].contains("a=ed25519-sha256"));
 }
 
 #[tokio::test]
@@ -960,11 +960,11 @@ async fn prepare_cost() {
         let f = w.forwarding();
         let out = accepted(&f, &message, "a@sender.example").await; // warm the caches
         assert_eq!(
-            values(&out.message, "ARC-Seal").len(),
+            values(&out.bytes(), "ARC-Seal").len(),
             usize::from(!arc.is_empty())
         );
         assert_eq!(
-            values(&out.message, "DKIM-Signature").len(),
+            values(&out.bytes(), "DKIM-Signature").len(),
             signatures + 1,
             "{label}"
         );
@@ -1022,7 +1022,7 @@ async fn signatures_verify_for_every_field_length() {
         let prepared = prepare(&forwarding, &arrived(&signed), "a@sender.example")
             .await
             .expect("accepted");
-        let report = w.verify(&prepared.message);
+        let report = w.verify(&prepared.bytes());
         for sel in [format!("{selector}e"), format!("{selector}r")] {
             let check = report.dkim(&domain, &sel);
             assert!(check.valid, "d={domain} s={sel}: {check:?}");
@@ -1072,7 +1072,7 @@ async fn an_arc_only_key_seals_without_signing_dkim() {
     )
     .await
     .expect("accepted");
-    let report = w.verify(&prepared.message);
+    let report = w.verify(&prepared.bytes());
     assert_eq!(
         report.dkim.len(),
         1,
@@ -1080,6 +1080,7 @@ async fn an_arc_only_key_seals_without_signing_dkim() {
     );
     assert!(report.dkim(RELAY_DOMAIN, "ed").valid, "{report:?}");
     assert_eq!(report.arc_cv.as_deref(), Some("pass"), "{report:?}");
-    let text = String::from_utf8_lossy(&prepared.message);
+    let bytes = prepared.bytes();
+    let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("ARC-Seal: i=1; a=rsa-sha256;"), "{text}");
 }

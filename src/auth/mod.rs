@@ -4,6 +4,7 @@
 //! temporary DNS errors); and the one Authentication-Results header
 //! (RFC 8601) that records them.
 
+pub mod body;
 pub mod dns;
 
 use crate::config::Config;

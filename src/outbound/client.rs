@@ -384,9 +384,7 @@ impl SmtpClient {
             return Ok(verdicts);
         }
         let after = TxnError::AfterData;
-        self.write(&payload.data, self.timeouts.data)
-            .await
-            .map_err(after)?;
+        self.write_payload(payload).await.map_err(after)?;
         let final_reply = self
             .read_reply(self.timeouts.data, "final reply")
             .await
@@ -464,6 +462,32 @@ impl SmtpClient {
         check_line(line)?;
         self.write(line.as_bytes(), self.timeouts.command).await?;
         self.read_reply(self.timeouts.command, what).await
+    }
+
+    /// Streams the message in chunks, dot-stuffed, and the final `.` line.
+    /// The data timeout applies to each chunk (RFC 5321 §4.5.3.2.5: per
+    /// block of data, not to the whole message).
+    async fn write_payload(&mut self, payload: &Payload) -> Result<(), ClientError> {
+        use tokio::io::AsyncReadExt;
+        let mut reader = payload.reader().await.map_err(ClientError::Io)?;
+        let mut stuffer = super::DotStuffer::default();
+        let mut chunk = vec![0u8; super::PAYLOAD_CHUNK];
+        let mut out = Vec::with_capacity(super::PAYLOAD_CHUNK + super::PAYLOAD_CHUNK / 8);
+        loop {
+            let n = reader.read(&mut chunk).await.map_err(ClientError::Io)?;
+            let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
+                break;
+            };
+            out.clear();
+            stuffer.stuff(read, &mut out);
+            tokio::time::timeout(self.timeouts.data, self.stream.write_all(&out))
+                .await
+                .map_err(|_| ClientError::Timeout("sending"))?
+                .map_err(ClientError::Io)?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.write(&out, self.timeouts.data).await
     }
 
     async fn write(&mut self, bytes: &[u8], limit: Duration) -> Result<(), ClientError> {

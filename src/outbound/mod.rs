@@ -43,34 +43,112 @@ pub struct Envelope {
     pub body_8bit: bool,
 }
 
-/// The message ready for the DATA phase: dot-stuffed, with the final
-/// `.` line, computed once per attempt and shared by all destinations.
+/// The message for the DATA phase. It is read from its spool file in
+/// chunks and dot-stuffed on the way ([`DotStuffer`]) by every destination
+/// that takes it, so a delivery holds one chunk of it, never the message.
 #[derive(Debug)]
 pub struct Payload {
-    pub data: Vec<u8>,
+    source: Source,
     /// Size of the message itself (for SIZE=).
     pub size: usize,
 }
 
+#[derive(Debug)]
+enum Source {
+    Memory(Vec<u8>),
+    File(std::path::PathBuf),
+}
+
+/// Bytes read from the message per write to the destination.
+pub const PAYLOAD_CHUNK: usize = 64 * 1024;
+
 impl Payload {
+    /// A message held in memory (tests, tools).
     pub fn new(message: &[u8]) -> Payload {
-        let mut data = Vec::with_capacity(message.len() + message.len() / 64 + 5);
-        let mut line_start = true;
-        for &b in message {
-            if line_start && b == b'.' {
-                data.push(b'.');
-            }
-            data.push(b);
-            line_start = b == b'\n';
-        }
-        if !message.is_empty() && !message.ends_with(b"\r\n") {
-            data.extend_from_slice(b"\r\n");
-        }
-        data.extend_from_slice(b".\r\n");
         Payload {
-            data,
             size: message.len(),
+            source: Source::Memory(message.to_vec()),
         }
+    }
+
+    /// The message in `path` (a spool file) of `size` bytes.
+    pub fn file(path: std::path::PathBuf, size: usize) -> Payload {
+        Payload {
+            source: Source::File(path),
+            size,
+        }
+    }
+
+    /// A reader of the message bytes (not yet stuffed).
+    pub async fn reader(
+        &self,
+    ) -> std::io::Result<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>> {
+        Ok(match &self.source {
+            Source::Memory(bytes) => Box::new(bytes.as_slice()),
+            Source::File(path) => Box::new(tokio::fs::File::open(path).await?),
+        })
+    }
+}
+
+/// SMTP transparency (RFC 5321 §4.5.2) for a message written in chunks: a
+/// `.` that starts a line gets another, and the end adds the CRLF the
+/// message may lack and the final `.` line.
+#[derive(Debug, Clone, Copy)]
+pub struct DotStuffer {
+    line_start: bool,
+    /// The message ends with CRLF so far (or is empty).
+    ends_with_crlf: bool,
+    last: Option<u8>,
+    empty: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer {
+            line_start: true,
+            ends_with_crlf: false,
+            last: None,
+            empty: true,
+        }
+    }
+}
+
+impl DotStuffer {
+    /// Appends the stuffed form of `chunk` to `out`.
+    pub fn stuff(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(&final_byte) = chunk.last() else {
+            return;
+        };
+        let mut start = 0;
+        if self.line_start && chunk.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        for nl in memchr::memchr_iter(b'\n', chunk) {
+            if chunk.get(nl + 1) == Some(&b'.') {
+                out.extend_from_slice(chunk.get(start..=nl).unwrap_or_default());
+                out.push(b'.');
+                start = nl + 1;
+            }
+        }
+        out.extend_from_slice(chunk.get(start..).unwrap_or_default());
+        let before = if chunk.len() >= 2 {
+            chunk.get(chunk.len() - 2).copied()
+        } else {
+            self.last
+        };
+        self.ends_with_crlf = before == Some(b'\r') && final_byte == b'\n';
+        self.last = Some(final_byte);
+        self.line_start = final_byte == b'\n';
+        self.empty = false;
+    }
+
+    /// Appends the end of the data: CRLF when the message lacks it, then
+    /// the `.` line.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !self.empty && !self.ends_with_crlf {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
     }
 }
 
@@ -329,14 +407,62 @@ fn defer_all(rcpts: &[String], reply: Reply, server: Option<String>) -> Vec<Atte
 mod tests {
     use super::*;
 
+    /// The whole message stuffed at once (what the chunks must add up to).
+    fn stuffed_whole(message: &[u8]) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut line_start = true;
+        for &b in message {
+            if line_start && b == b'.' {
+                data.push(b'.');
+            }
+            data.push(b);
+            line_start = b == b'\n';
+        }
+        if !message.is_empty() && !message.ends_with(b"\r\n") {
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        data
+    }
+
+    fn stuffed(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut stuffer = DotStuffer::default();
+        for chunk in chunks {
+            stuffer.stuff(chunk, &mut out);
+        }
+        stuffer.finish(&mut out);
+        out
+    }
+
     #[test]
     fn dot_stuffing_and_terminator() {
         assert_eq!(
-            Payload::new(b".a\r\nb\r\n..c\r\n").data,
+            stuffed(&[b".a\r\nb\r\n..c\r\n"]),
             b"..a\r\nb\r\n...c\r\n.\r\n"
         );
-        assert_eq!(Payload::new(b"no newline").data, b"no newline\r\n.\r\n");
-        assert_eq!(Payload::new(b"").data, b".\r\n");
+        assert_eq!(stuffed(&[b"no newline"]), b"no newline\r\n.\r\n");
+        assert_eq!(stuffed(&[]), b".\r\n");
+        assert_eq!(stuffed(&[b"a\r", b"\n", b".b\r\n"]), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(stuffed(&[b"a\r", b"\n"]), b"a\r\n.\r\n");
         assert_eq!(Payload::new(b"x\r\n").size, 3);
+    }
+
+    proptest::proptest! {
+        /// Stuffing in chunks, cut anywhere, equals stuffing the whole.
+        #[test]
+        fn chunked_stuffing_is_whole_stuffing(
+            msg in proptest::collection::vec(proptest::prop_oneof![
+                proptest::prelude::Just(b'.'), proptest::prelude::Just(b'\r'),
+                proptest::prelude::Just(b'\n'), proptest::prelude::any::<u8>()
+            ], 0..200),
+            cut_a in 0usize..200,
+            cut_b in 0usize..200,
+        ) {
+            let a = cut_a.min(msg.len());
+            let b = cut_b.min(msg.len()).max(a);
+            let got = stuffed(&[&msg[..a], &msg[a..b], &msg[b..]]);
+            proptest::prop_assert_eq!(got, stuffed_whole(&msg));
+        }
     }
 }

@@ -210,10 +210,17 @@ impl Queue {
 
     /// Makes a message durable: spool file fsynced, then metadata committed
     /// (grouped with concurrent commits). Returns only once both are on disk.
-    pub async fn enqueue(&self, entry: QueueEntry, message: Vec<u8>) -> Result<u64, QueueError> {
+    pub async fn enqueue(
+        &self,
+        entry: QueueEntry,
+        message: impl Into<spool::Message>,
+    ) -> Result<u64, QueueError> {
         let id = entry.id;
         let spool = self.inner.spool.clone();
-        tokio::task::spawn_blocking(move || spool.write(id, &message))
+        let message = message.into();
+        // The message (and its incoming file) is dropped on the blocking
+        // thread: removing a large file takes a while.
+        tokio::task::spawn_blocking(move || spool.write_message(id, &message))
             .await
             .map_err(|_| QueueError::Closed)??;
         let due = entry.next_due().unwrap_or(0);

@@ -224,9 +224,11 @@ async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option
     if entry.is_finished() {
         return None;
     }
-    let spool = queue.spool().clone();
-    let body = match tokio::task::spawn_blocking(move || spool.read(id)).await {
-        Ok(Ok(body)) => body,
+    // Only the size now: each destination streams the file itself.
+    let path = queue.spool().path(id);
+    let stat = path.clone();
+    let size = match tokio::task::spawn_blocking(move || std::fs::metadata(stat)).await {
+        Ok(Ok(meta)) => usize::try_from(meta.len()).unwrap_or(usize::MAX),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             queue.quarantine(id, "spool file missing at delivery".into());
             return None;
@@ -262,8 +264,7 @@ async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option
         smtputf8: entry.smtputf8,
         body_8bit: entry.body_8bit,
     });
-    let payload = Arc::new(Payload::new(&body));
-    drop(body);
+    let payload = Arc::new(Payload::file(path, size));
     let mut attempts = JoinSet::new();
     for (domain, indexes) in by_domain {
         let rcpts: Vec<String> = indexes

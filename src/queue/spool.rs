@@ -1,9 +1,11 @@
 //! The spool: one file per queued message body, named by queue id, written
 //! and fsynced before the store commit that references it. Damaged entries
-//! are moved to `quarantine/`, never deleted.
+//! are moved to `quarantine/`, never deleted. A message still arriving is
+//! streamed to a private file under `incoming/` (removed when dropped), so
+//! no body is ever held whole in memory.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -12,18 +14,177 @@ use std::path::{Path, PathBuf};
 pub struct Spool {
     dir: PathBuf,
     quarantine: PathBuf,
+    incoming: PathBuf,
+}
+
+/// A message to spool: the header block (ours and the message's, up to and
+/// including the empty line) and the body.
+#[derive(Debug)]
+pub struct Message {
+    pub head: Vec<u8>,
+    pub body: Body,
+}
+
+/// Where a message body is: small ones in memory, large ones in the file
+/// they were streamed to while arriving.
+#[derive(Debug)]
+pub enum Body {
+    Memory(Vec<u8>),
+    File(IncomingFile),
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Memory(bytes) => bytes.len() as u64,
+            Body::File(file) => file.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `each` with the body in chunks of at most [`CHUNK`] bytes, in
+    /// order (blocking: file reads).
+    pub fn for_each_chunk(&self, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+        match self {
+            Body::Memory(bytes) => {
+                bytes.chunks(CHUNK).for_each(each);
+                Ok(())
+            }
+            Body::File(file) => {
+                let mut reader = File::open(&file.path)?;
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let n = reader.read(&mut buf)?;
+                    let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                        return Ok(());
+                    };
+                    each(chunk);
+                }
+            }
+        }
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    /// A whole message as one block (DSNs, tests).
+    fn from(message: Vec<u8>) -> Message {
+        Message {
+            head: Vec::new(),
+            body: Body::Memory(message),
+        }
+    }
+}
+
+/// Bytes read or written at a time when a body is streamed.
+pub const CHUNK: usize = 64 * 1024;
+
+/// A body being received: a private file in `incoming/`, removed when this
+/// is dropped (the message was refused, the client went away, or it has
+/// been copied into the spool).
+#[derive(Debug)]
+pub struct IncomingFile {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl IncomingFile {
+    /// Appends `bytes` (blocking).
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.len = self.len.saturating_add(bytes.len() as u64);
+        Ok(())
+    }
+}
+
+impl Drop for IncomingFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Spool {
     /// Opens (creating) `dir` and `dir/../quarantine`.
+    /// Also opens `dir/../incoming`, emptied: what is there was being
+    /// received when the relay stopped, and was never acknowledged.
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
-        let quarantine = dir.parent().unwrap_or(dir).join("quarantine");
+        let parent = dir.parent().unwrap_or(dir);
+        let quarantine = parent.join("quarantine");
         std::fs::create_dir_all(&quarantine)?;
+        let incoming = parent.join("incoming");
+        std::fs::create_dir_all(&incoming)?;
+        for entry in std::fs::read_dir(&incoming)? {
+            let path = entry?.path();
+            if path.is_file() {
+                std::fs::remove_file(&path)?;
+            }
+        }
         Ok(Spool {
             dir: dir.to_path_buf(),
             quarantine,
+            incoming,
         })
+    }
+
+    /// A new private file for a body being received (blocking).
+    pub fn incoming(&self) -> std::io::Result<IncomingFile> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = self
+                .incoming
+                .join(format!("{}-{n}.part", std::process::id()));
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => return Ok(IncomingFile { file, path, len: 0 }),
+                // Left by an earlier process with the same pid: next name.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes a message as spool file `id`: the head, then the body (copied
+    /// from its incoming file in the kernel, never through memory), and
+    /// fsyncs it. A failed write leaves no partial file behind.
+    pub fn write_message(&self, id: u64, message: &Message) -> std::io::Result<()> {
+        let path = self.path(id);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let written = (|| {
+            file.write_all(&message.head)?;
+            match &message.body {
+                Body::Memory(bytes) => file.write_all(bytes)?,
+                Body::File(incoming) => {
+                    let mut source = &incoming.file;
+                    source.rewind()?;
+                    let copied = std::io::copy(&mut source, &mut file)?;
+                    if copied != incoming.len {
+                        return Err(std::io::Error::other(format!(
+                            "incoming body changed size: {copied} bytes, expected {}",
+                            incoming.len
+                        )));
+                    }
+                }
+            }
+            file.sync_data()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        written
     }
 
     pub fn path(&self, id: u64) -> PathBuf {

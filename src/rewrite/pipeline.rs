@@ -5,8 +5,10 @@
 
 use crate::auth::{self, Envelope, Verdicts, Verifier};
 use crate::config::Config;
+use crate::queue::spool::{Body, Message};
 use crate::rewrite::from::FromRewrite;
 use crate::rewrite::keys::{self, KeyError, SelectorKey};
+use crate::rewrite::results;
 use crate::rewrite::sign::{Seal, Signer};
 use crate::smtp::reply::Reply;
 use mail_auth::common::crypto::HashAlgorithm;
@@ -23,8 +25,9 @@ pub struct Inbound<'a> {
 
 pub struct Prepared {
     /// the message to queue: our added headers (ARC set, DKIM-Signature(s),
-    /// Authentication-Results), then the message (From possibly rewritten)
-    pub message: Vec<u8>,
+    /// Authentication-Results), then the message's header section (From
+    /// possibly rewritten, forged results of ours removed), then the body
+    pub message: Message,
     /// one line for the log, e.g. "spf=pass dkim=pass dmarc=pass arc=none from_rewritten=no"
     pub verdicts: String,
     /// The envelope sender passed SPF, or a DKIM signature aligned with the
@@ -33,13 +36,78 @@ pub struct Prepared {
     pub sender_authenticated: bool,
 }
 
+impl Prepared {
+    /// The whole message as bytes (reads a body that is in a file; for
+    /// tests and tools, never on the delivery path).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = self.message.head.clone();
+        match &self.message.body {
+            Body::Memory(bytes) => out.extend_from_slice(bytes),
+            Body::File(_) => {
+                let _ = self
+                    .message
+                    .body
+                    .for_each_chunk(|c| out.extend_from_slice(c));
+            }
+        }
+        out
+    }
+}
+
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
-            .field("message", &format_args!("{} bytes", self.message.len()))
+            .field(
+                "message",
+                &format_args!(
+                    "{} + {} bytes",
+                    self.message.head.len(),
+                    self.message.body.len()
+                ),
+            )
             .field("verdicts", &self.verdicts)
             .finish()
     }
+}
+
+/// A message as it arrived: its header section (with our Received field on
+/// top), its body, and the body's relaxed SHA-256 DKIM hash.
+pub struct Arrived {
+    pub header: Vec<u8>,
+    pub body: Body,
+    pub body_hash: Vec<u8>,
+}
+
+impl Arrived {
+    /// Splits a whole message held in memory (tests, tools).
+    pub fn from_bytes(message: Vec<u8>) -> Arrived {
+        let mut header = message;
+        let end = if header.starts_with(b"\r\n") {
+            Some(2)
+        } else {
+            memchr::memmem::find(&header, b"\r\n\r\n").map(|p| p + 4)
+        };
+        let body = match end {
+            Some(end) => header.split_off(end.min(header.len())),
+            None => Vec::new(),
+        };
+        let body_hash = HashAlgorithm::Sha256
+            .hash(Canonicalization::Relaxed.canonical_body(&body, 0))
+            .as_ref()
+            .to_vec();
+        Arrived {
+            header,
+            body: Body::Memory(body),
+            body_hash,
+        }
+    }
+}
+
+/// The owned facts of [`Inbound`], for work moved to another thread.
+struct InboundOwned {
+    client_ip: std::net::IpAddr,
+    helo: String,
+    mail_from: String,
 }
 
 /// Why the forwarding step cannot be set up (at startup).
@@ -53,6 +121,13 @@ pub enum PipelineError {
     Verifier(String),
 }
 
+/// Messages checked and signed at once, each on a thread of the blocking
+/// pool: the CPU-heavy work (body hashes of a file, DKIM and ARC
+/// verification, signing) never runs on the threads that serve sessions,
+/// and a flood of hostile messages waits here instead of taking them all.
+/// Threads mostly wait for DNS, so there are more of them than cores.
+const CHECK_THREADS: usize = 32;
+
 /// Verification, From rewriting and signing, shared by every session.
 pub struct Forwarding {
     /// None when auth.enabled is off.
@@ -61,7 +136,21 @@ pub struct Forwarding {
     from: Option<FromRewrite>,
     signer: Signer,
     keys: Vec<SelectorKey>,
+    /// The authserv-id of our results (our host name).
+    authserv_id: String,
+    /// Our signing domain (what seals our own ARC sets).
+    dkim_domain: String,
+    max_dkim_signatures: usize,
+    checks: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// `451` for a local fault while checking a message (a body that cannot
+/// be read back, a check that died).
+const LOCAL_FAILURE: Reply = Reply::new(
+    451,
+    [4, 3, 0],
+    "Temporary local problem checking the message, try again later",
+);
 
 /// `451` for a message we could not sign (a local fault: better late than
 /// unsigned).
@@ -93,6 +182,10 @@ impl Forwarding {
             from,
             signer,
             keys,
+            authserv_id: config.hostname.clone(),
+            dkim_domain: config.dkim_domain().to_ascii_lowercase(),
+            max_dkim_signatures: config.auth.max_dkim_signatures,
+            checks: std::sync::Arc::new(tokio::sync::Semaphore::new(CHECK_THREADS)),
         })
     }
 
@@ -105,20 +198,84 @@ impl Forwarding {
             .collect()
     }
 
-    /// Verify, decide, rewrite, sign. Err(reply) = refuse with that reply (550 5.7.1 or 451 4.7.x).
+    /// Verify, decide, rewrite, sign a whole message held in memory.
+    /// Err(reply) = refuse with that reply (550 5.7.1 or 451 4.7.x).
     pub async fn prepare(
         &self,
         message: Vec<u8>,
         inbound: &Inbound<'_>,
-    ) -> Result<Prepared, crate::smtp::reply::Reply> {
-        let Some(verifier) = &self.verifier else {
-            return self.sign_only(message, "auth=off from_rewritten=no".into());
+    ) -> Result<Prepared, Reply> {
+        self.prepare_arrived(Arrived::from_bytes(message), inbound)
+            .await
+    }
+
+    /// [`Forwarding::prepare_arrived`] on a thread of the bounded check
+    /// pool (see [`CHECK_THREADS`]); the session's own thread only waits.
+    pub async fn prepare_on_pool(
+        self: std::sync::Arc<Self>,
+        arrived: Arrived,
+        inbound: &Inbound<'_>,
+    ) -> Result<Prepared, Reply> {
+        let Ok(permit) = self.checks.clone().acquire_owned().await else {
+            return Err(LOCAL_FAILURE);
         };
-        let parsed =
-            AuthenticatedMessage::parse(&message).unwrap_or_else(|| AuthenticatedMessage {
-                raw_message: &message,
+        let owned = InboundOwned {
+            client_ip: inbound.client_ip,
+            helo: inbound.helo.to_string(),
+            mail_from: inbound.mail_from.to_string(),
+        };
+        let handle = tokio::runtime::Handle::current();
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let inbound = Inbound {
+                client_ip: owned.client_ip,
+                helo: &owned.helo,
+                mail_from: &owned.mail_from,
+            };
+            handle.block_on(self.prepare_arrived(arrived, &inbound))
+        });
+        job.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "message checks failed");
+            Err(LOCAL_FAILURE)
+        })
+    }
+
+    /// Verify, decide, rewrite, sign. The body is read (in chunks, when it
+    /// is in a file) only for the body hashes of signatures other than
+    /// relaxed/SHA-256. Blocks on file reads and hashing: run it where that
+    /// is fine ([`Forwarding::prepare_on_pool`]).
+    pub async fn prepare_arrived(
+        &self,
+        arrived: Arrived,
+        inbound: &Inbound<'_>,
+    ) -> Result<Prepared, Reply> {
+        let Arrived {
+            header,
+            body,
+            body_hash,
+        } = arrived;
+        // RFC 8601 §5: no result in our name but our own goes on.
+        let stripped = results::strip_own(&header, &self.authserv_id);
+        let Some(verifier) = &self.verifier else {
+            let header = stripped.unwrap_or(header);
+            return self.sign_only(
+                header,
+                body,
+                &body_hash,
+                "auth=off from_rewritten=no".into(),
+            );
+        };
+        let mut parsed =
+            AuthenticatedMessage::parse(&header).unwrap_or_else(|| AuthenticatedMessage {
+                raw_message: &header,
+                body_offset: header.len() as u32,
                 ..AuthenticatedMessage::default()
             });
+        self.limit_signatures(&mut parsed);
+        if let Err(e) = auth::body::fill(&mut parsed, &header, &body, &body_hash) {
+            tracing::error!(error = %e, "cannot read an incoming message body");
+            return Err(LOCAL_FAILURE);
+        }
         let envelope = Envelope {
             client_ip: inbound.client_ip,
             helo: inbound.helo,
@@ -132,7 +289,13 @@ impl Forwarding {
                 }
                 tracing::warn!(client = %inbound.client_ip, "sender checks timed out: forwarding unverified");
                 drop(parsed);
-                return self.sign_only(message, "auth=timeout from_rewritten=no".into());
+                let header = stripped.unwrap_or(header);
+                return self.sign_only(
+                    header,
+                    body,
+                    &body_hash,
+                    "auth=timeout from_rewritten=no".into(),
+                );
             }
         };
         if let Some(reply) = verifier.refusal(&verdicts) {
@@ -141,63 +304,114 @@ impl Forwarding {
         let results = verifier.results(&verdicts, &parsed, &envelope);
         let ar_header = auth::authentication_results_header(&results, &verdicts);
 
-        let (rewritten, from_state) = self.rewrite_from(&message, &verdicts, inbound);
-        let signed: &[u8] = rewritten.as_deref().unwrap_or(&message);
-        let seal = sealable(&parsed, &verdicts.arc).then_some(Seal {
+        let base: &[u8] = stripped.as_deref().unwrap_or(&header);
+        let (rewritten, from_state) = self.rewrite_from(base, &verdicts, inbound);
+        let signed: &[u8] = rewritten.as_deref().unwrap_or(base);
+        let forged_arc = results::forged_arc_results(&parsed, &self.authserv_id, &self.dkim_domain);
+        if forged_arc {
+            tracing::warn!(
+                client = %inbound.client_ip,
+                "ARC chain has results in our name that we did not seal: not continued"
+            );
+        }
+        let seal = (!forged_arc && sealable(&parsed, &verdicts.arc)).then_some(Seal {
             results: &results,
             chain: &verdicts.arc,
         });
         let sealing = seal.is_some() && self.signer.arc_selector().is_some();
-        // Rewriting never touches the body: the inbound relaxed body hash, when
-        // a signature made mail-auth compute it, is ours too.
-        let known_body_hash = parsed
-            .body_hashes
-            .iter()
-            .find(|(c, h, l, _)| {
-                *c == Canonicalization::Relaxed && *h == HashAlgorithm::Sha256 && *l == 0
-            })
-            .map(|(_, _, _, bh)| (message.len() - parsed.body_offset(), bh.as_slice()));
-        let added = self
-            .signer
-            .sign(signed, seal, known_body_hash)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot sign a message");
-                SIGN_FAILURE
-            })?;
+        let our_hash = self.signed_body_hash(signed, &body, &body_hash)?;
+        let added = self.signer.sign(signed, seal, &our_hash).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a message");
+            SIGN_FAILURE
+        })?;
         let verdict_line = format!(
-            "{} from_rewritten={from_state} arc_sealed={}",
+            "{} from_rewritten={from_state} arc_sealed={}{}",
             verdicts.summary(),
-            if sealing { "yes" } else { "no" }
+            if sealing { "yes" } else { "no" },
+            if forged_arc { " arc_untrusted=yes" } else { "" },
         );
-        let mut out = Vec::with_capacity(added.len() + ar_header.len() + signed.len());
-        out.extend_from_slice(&added);
-        out.extend_from_slice(ar_header.as_bytes());
-        out.extend_from_slice(signed);
+        let mut head = Vec::with_capacity(added.len() + ar_header.len() + signed.len());
+        head.extend_from_slice(&added);
+        head.extend_from_slice(ar_header.as_bytes());
+        head.extend_from_slice(signed);
         Ok(Prepared {
-            message: out,
+            message: Message { head, body },
             verdicts: verdict_line,
             sender_authenticated: verdicts.sender_authenticated(),
         })
     }
 
+    /// Keeps the first `auth.max_dkim_signatures` DKIM signatures (the
+    /// topmost, added last) and as many malformed ones: verifying each costs
+    /// a DNS lookup and a public-key operation, and a hostile message may
+    /// carry hundreds (RFC 6376 §6.1 lets a verifier limit them).
+    fn limit_signatures(&self, parsed: &mut AuthenticatedMessage<'_>) {
+        let max = self.max_dkim_signatures;
+        if parsed.dkim_headers.len() > max {
+            tracing::info!(
+                signatures = parsed.dkim_headers.len(),
+                checked = max,
+                "DKIM signatures beyond the limit not checked"
+            );
+            parsed.dkim_headers.truncate(max);
+        }
+        let mut dkim_errors = 0usize;
+        parsed.errors.retain(|e| {
+            if matches!(e.header, mail_auth::Error::Dkim(_)) {
+                dkim_errors += 1;
+                dkim_errors <= max
+            } else {
+                true
+            }
+        });
+    }
+
+    /// The relaxed SHA-256 hash of what follows the header fields of
+    /// `header` (our signer's body): the hash computed on arrival, unless
+    /// the header section ends before the end of `header`.
+    fn signed_body_hash(
+        &self,
+        header: &[u8],
+        body: &Body,
+        body_hash: &[u8],
+    ) -> Result<Vec<u8>, Reply> {
+        let (_, offset) = crate::rewrite::sign::header_fields(header);
+        let rest = header.get(offset..).unwrap_or_default();
+        if rest.is_empty() {
+            return Ok(body_hash.to_vec());
+        }
+        let wanted = [(Canonicalization::Relaxed, HashAlgorithm::Sha256, 0)];
+        auth::body::hashes(rest, body, &wanted)
+            .ok()
+            .and_then(|mut h| h.pop())
+            .ok_or(LOCAL_FAILURE)
+    }
+
     /// Signs without verdicts (auth off, or checks timed out).
-    fn sign_only(&self, message: Vec<u8>, line: String) -> Result<Prepared, Reply> {
+    fn sign_only(
+        &self,
+        header: Vec<u8>,
+        body: Body,
+        body_hash: &[u8],
+        line: String,
+    ) -> Result<Prepared, Reply> {
         if self.signer.is_idle() {
             return Ok(Prepared {
-                message,
+                message: Message { head: header, body },
                 verdicts: line,
                 sender_authenticated: false,
             });
         }
-        let added = self.signer.sign(&message, None, None).map_err(|e| {
+        let our_hash = self.signed_body_hash(&header, &body, body_hash)?;
+        let added = self.signer.sign(&header, None, &our_hash).map_err(|e| {
             tracing::error!(error = %e, "cannot sign a message");
             SIGN_FAILURE
         })?;
-        let mut out = Vec::with_capacity(added.len() + message.len());
-        out.extend_from_slice(&added);
-        out.extend_from_slice(&message);
+        let mut head = Vec::with_capacity(added.len() + header.len());
+        head.extend_from_slice(&added);
+        head.extend_from_slice(&header);
         Ok(Prepared {
-            message: out,
+            message: Message { head, body },
             verdicts: line,
             sender_authenticated: false,
         })

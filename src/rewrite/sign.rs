@@ -7,7 +7,7 @@
 
 use crate::config::{Config, KeyAlgorithm};
 use crate::rewrite::keys::SelectorKey;
-use mail_auth::common::crypto::{DkimKey, HashAlgorithm, SigningKey};
+use mail_auth::common::crypto::{DkimKey, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::Canonicalization;
 use mail_auth::{ArcOutput, AuthenticationResults};
@@ -153,32 +153,23 @@ impl Signer {
         self.dkim.is_empty() && self.arc.is_none()
     }
 
-    /// The header fields to put on top of `message` (CRLF-terminated): the
-    /// ARC set when `seal` is given and sealing is on, then one
-    /// DKIM-Signature per key. `body_hash` is the relaxed SHA-256 body hash
-    /// when already known, with the length of the body it was computed over
-    /// (used only when that is this message's body length: the body is a
-    /// suffix of the message, and rewriting never changes it).
+    /// The header fields to put on top of the message (CRLF-terminated):
+    /// the ARC set when `seal` is given and sealing is on, then one
+    /// DKIM-Signature per key. `header` is the message's header section;
+    /// `body_hash` the relaxed SHA-256 hash of everything after it (the
+    /// body is never needed here, so it never has to be in memory).
     pub fn sign(
         &self,
-        message: &[u8],
+        header: &[u8],
         seal: Option<Seal<'_>>,
-        body_hash: Option<(usize, &[u8])>,
+        body_hash: &[u8],
     ) -> Result<Vec<u8>, mail_auth::Error> {
         let seal = seal.filter(|_| self.arc.is_some());
         if self.dkim.is_empty() && seal.is_none() {
             return Ok(Vec::new());
         }
-        let (fields, body_offset) = header_fields(message);
-        let body = &message[body_offset..];
-        let body_hash = match body_hash {
-            Some((len, hash)) if len == body.len() => hash.to_vec(),
-            _ => HashAlgorithm::Sha256
-                .hash(Canonicalization::Relaxed.canonical_body(body, 0))
-                .as_ref()
-                .to_vec(),
-        };
-        let bh = base64(&body_hash);
+        let (fields, _) = header_fields(header);
+        let bh = base64(body_hash);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

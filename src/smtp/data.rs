@@ -4,8 +4,8 @@
 use super::reply::Reply;
 use super::session::{Flow, Io, Session, State, Transaction, oversize_reply};
 use crate::address::Mailbox;
-use crate::message::{count_received, has_8bit, header_value, normalize_crlf, rfc2822_now};
-use crate::rewrite::pipeline::Inbound;
+use crate::message::{count_received, header_value, rfc2822_now};
+use crate::rewrite::pipeline::{self, Inbound};
 use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id, now_ms};
 use memchr::memchr;
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
@@ -57,9 +57,9 @@ impl<T: Io> Session<T> {
                 true,
             )),
             Some(txn) if txn.failed.is_some() => txn.failed.clone().map(|r| (r, false)),
-            Some(txn) if (txn.body.len() as u64).saturating_add(size as u64) > max => {
+            Some(txn) if txn.incoming.size().saturating_add(size as u64) > max => {
                 txn.chunking = true;
-                txn.body = Vec::new();
+                txn.incoming.discard();
                 txn.failed = Some(oversize_reply());
                 Some((oversize_reply(), true))
             }
@@ -142,7 +142,9 @@ impl<T: Io> Session<T> {
         {
             return self.reject(super::rcpt::bounce_cap_reply(), "srs_bounce_cap");
         }
-        let result = self.accept(txn).await;
+        // Boxed: the end of a message (checks, queueing) is a large future
+        // that idle sessions need not carry.
+        let result = Box::pin(self.accept(txn)).await;
         let accepted = matches!(&result, Ok(reply) if reply.code == 250);
         if let Some(to) = &bounce
             && !accepted
@@ -164,9 +166,12 @@ impl<T: Io> Session<T> {
     /// Checks, prepares (verdicts, rewriting, signatures) and queues the
     /// message; Err carries the refusal and its metrics reason.
     async fn accept(&mut self, txn: Transaction) -> Result<Reply, (Reply, &'static str)> {
+        let arrived = match txn.incoming.finish().await {
+            Ok(arrived) => arrived,
+            Err(refusal) => return Err((refusal.reply(), refusal.reason())),
+        };
         let config = &self.ctx.config;
-        let body = normalize_crlf(txn.body);
-        if count_received(&body) >= config.smtp.max_received_headers {
+        if count_received(&arrived.header) >= config.smtp.max_received_headers {
             let reply = Reply::new(554, [5, 4, 6], "Error: too many hops, mail loop detected");
             return Err((reply, "loop"));
         }
@@ -190,20 +195,25 @@ impl<T: Io> Session<T> {
                 }
             }
         }
-        let message_id = header_value(&body, "message-id");
-        let subject = header_value(&body, "subject");
-        let body_8bit = has_8bit(&body);
-        let mut message = Vec::with_capacity(received.len() + body.len());
-        message.extend_from_slice(received.as_bytes());
-        message.extend_from_slice(&body);
-        drop(body);
+        let message_id = header_value(&arrived.header, "message-id");
+        let subject = header_value(&arrived.header, "subject");
+        let body_8bit = arrived.eight_bit;
+        let mut header = Vec::with_capacity(received.len() + arrived.header.len());
+        header.extend_from_slice(received.as_bytes());
+        header.extend_from_slice(&arrived.header);
         let helo = self.helo.as_ref().map(|h| h.name.clone());
         let inbound = Inbound {
             client_ip: self.peer.ip(),
             helo: helo.as_deref().unwrap_or(""),
             mail_from: &txn.sender,
         };
-        let prepared = match self.ctx.forwarding.prepare(message, &inbound).await {
+        let message = pipeline::Arrived {
+            header,
+            body: arrived.body,
+            body_hash: arrived.body_hash,
+        };
+        let forwarding = self.ctx.forwarding.clone();
+        let prepared = match forwarding.prepare_on_pool(message, &inbound).await {
             Ok(prepared) => prepared,
             Err(reply) => {
                 let reason = if reply.is_permanent() {
@@ -220,7 +230,7 @@ impl<T: Io> Session<T> {
             envelope_from: self.srs_sender(&txn.sender),
             sender: txn.sender,
             created: now,
-            size: prepared.message.len() as u64,
+            size: (prepared.message.head.len() as u64).saturating_add(prepared.message.body.len()),
             client_ip: Some(self.peer.ip().to_string()),
             helo,
             message_id,

@@ -64,6 +64,7 @@ impl<T: Io> Session<T> {
             smtputf8,
             recipients: Vec::new(),
             body: Vec::new(),
+            incoming: super::incoming::Incoming::new(self.ctx.queue.spool().clone(), self.limits()),
             failed: None,
             chunking: false,
             bounce_to: None,

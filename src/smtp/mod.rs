@@ -6,6 +6,7 @@
 mod data;
 mod ehlo;
 pub mod guard;
+mod incoming;
 mod mail;
 mod rcpt;
 pub mod reply;

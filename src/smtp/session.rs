@@ -20,10 +20,13 @@ use tokio::sync::watch;
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Bytes read per call; sessions hold one such buffer each.
+/// Bytes read per call in DATA and BDAT.
 const READ_BUFFER: usize = 8 * 1024;
 /// How long past the session's lifetime its last reply may take to write.
 const LAST_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bytes read per call between commands (a longer line is read in pieces).
+const COMMAND_BUFFER: usize = 1024;
 
 /// What the client said in HELO/EHLO.
 pub(crate) struct Helo {
@@ -45,8 +48,10 @@ pub(crate) struct Transaction {
     pub sender: String,
     pub smtputf8: bool,
     pub recipients: Vec<AcceptedRecipient>,
-    /// Message bytes received so far (DATA, or BDAT chunks).
+    /// Message bytes of the input at hand, on their way to `incoming`.
     pub body: Vec<u8>,
+    /// The message so far (header in memory, body streamed to a file).
+    pub incoming: super::incoming::Incoming,
     /// A BDAT chunk failed: the transaction ends with this reply at LAST.
     pub failed: Option<Reply>,
     /// BDAT chunks are being sent: the message is under way (no DATA now,
@@ -61,8 +66,9 @@ pub(crate) struct Transaction {
 pub(crate) enum State {
     Command,
     Data(DataReceiver),
-    /// Draining a DATA body that will be refused with the reply.
-    DataDiscard(DataReceiver, Reply),
+    /// Draining a DATA body that will be refused (limit crossed, or a
+    /// local write failure).
+    DataDiscard(DataReceiver, super::incoming::Refusal),
     Bdat {
         receiver: BdatReceiver,
         size: usize,
@@ -116,7 +122,9 @@ pub async fn handle<T: Io>(
     let mut session = Session::new(ctx, stream, peer, shutdown);
     session.greet();
     if session.flush().await.is_ok() && session.run().await == Flow::StartTls {
-        session.upgrade().await;
+        // Boxed: the TLS session's future is allocated only when needed,
+        // not carried by every session (idle sessions cost memory).
+        Box::pin(session.upgrade()).await;
     }
     metrics::gauge!("eas_smtp_sessions_active").decrement(1.0);
 }
@@ -206,8 +214,17 @@ impl<T: Io> Session<T> {
 
     /// Reads and handles input until the session ends or asks for TLS.
     pub(crate) async fn run(&mut self) -> Flow {
-        let mut buf = vec![0u8; READ_BUFFER];
+        let mut buf = Vec::new();
         loop {
+            // A small buffer between commands (most sessions wait there,
+            // and 10,000 idle ones must stay cheap), a large one for data.
+            let want = match self.state {
+                State::Command => COMMAND_BUFFER,
+                _ => READ_BUFFER,
+            };
+            if buf.len() != want {
+                buf = vec![0u8; want];
+            }
             // Shutdown interrupts a session between commands, not one in the
             // middle of a message (DATA, or a BDAT transaction under way):
             // that one is told after its message is answered.
@@ -346,41 +363,52 @@ impl<T: Io> Session<T> {
                     flow
                 }
                 State::Data(mut receiver) => {
-                    let txn = self.txn.as_mut().expect("DATA runs inside a transaction");
+                    let Some(txn) = self.txn.as_mut() else {
+                        return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
+                    };
                     let done = receiver.ingest(&mut bytes, Some(&mut txn.body));
-                    let too_big = txn.body.len() as u64 > self.ctx.config.smtp.max_message_size.0;
-                    if too_big {
-                        txn.body = Vec::new();
-                    }
-                    match (done, too_big) {
-                        (true, true) => self.refuse_oversize(),
-                        (true, false) => self.end_of_message().await,
-                        (false, true) => {
-                            self.state = State::DataDiscard(receiver, oversize_reply());
+                    txn.incoming.push(&txn.body);
+                    txn.body.clear();
+                    txn.incoming.spill().await;
+                    match (done, txn.incoming.failed()) {
+                        (true, Some(refusal)) => self.refuse(refusal),
+                        (true, None) => self.end_of_message().await,
+                        (false, Some(refusal)) => {
+                            self.state = State::DataDiscard(receiver, refusal);
                             Flow::Continue
                         }
-                        (false, false) => {
+                        (false, None) => {
                             self.state = State::Data(receiver);
                             Flow::Continue
                         }
                     }
                 }
-                State::DataDiscard(mut receiver, reply) => {
+                State::DataDiscard(mut receiver, refusal) => {
                     let done = receiver.ingest(&mut bytes, None);
                     if done {
-                        self.txn = None;
-                        self.reject(reply, "too_big")
+                        self.refuse(refusal)
                     } else {
-                        self.state = State::DataDiscard(receiver, reply);
+                        self.state = State::DataDiscard(receiver, refusal);
                         Flow::Continue
                     }
                 }
                 State::Bdat { mut receiver, size } => {
-                    let txn = self.txn.as_mut().expect("BDAT runs inside a transaction");
+                    let Some(txn) = self.txn.as_mut() else {
+                        return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
+                    };
                     let mut it = bytes.iter();
                     let done = receiver.ingest(&mut it, &mut txn.body);
                     bytes = it.as_slice();
-                    if done {
+                    txn.incoming.push(&txn.body);
+                    txn.body.clear();
+                    txn.incoming.spill().await;
+                    if let (true, Some(refusal)) = (done, txn.incoming.failed()) {
+                        // Refused while streaming (the rest of the chunk was
+                        // drained unkept): the transaction ends with the
+                        // refusal at LAST.
+                        txn.failed = Some(refusal.reply());
+                        self.bdat_refused(refusal.reply(), receiver.is_last, true)
+                    } else if done {
                         self.bdat_chunk_done(size, receiver.is_last).await
                     } else {
                         self.state = State::Bdat { receiver, size };
@@ -540,9 +568,19 @@ impl<T: Io> Session<T> {
         self.error(reply)
     }
 
-    fn refuse_oversize(&mut self) -> Flow {
+    fn refuse(&mut self, refusal: super::incoming::Refusal) -> Flow {
         self.txn = None;
-        self.reject(oversize_reply(), "too_big")
+        self.reject(refusal.reply(), refusal.reason())
+    }
+
+    /// The limits a message is held to while it arrives.
+    pub(crate) fn limits(&self) -> super::incoming::Limits {
+        let smtp = &self.ctx.config.smtp;
+        super::incoming::Limits {
+            max_size: smtp.max_message_size.0,
+            max_header_size: smtp.max_header_size.0,
+            max_header_fields: smtp.max_header_fields,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod addresses;
 mod chain;
 mod files;
 mod http_slots;
+mod message;
 mod outbound;
 mod queue;
 mod smtp_slots;
