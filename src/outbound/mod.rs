@@ -6,6 +6,7 @@
 pub mod client;
 pub mod mx;
 pub mod network;
+pub mod path;
 mod pool;
 
 use crate::config::{Config, TlsPolicy};

@@ -370,3 +370,137 @@ async fn attacker_without_a_valid_certificate_cannot_receive_verified_mail() {
     }
     relay.stop().await;
 }
+
+// ------------------------------------------------- envelope and data phase
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_local_part_cannot_inject_mail_parameters() {
+    use eas_relay::outbound::client::{SmtpClient, Timeouts};
+    use eas_relay::outbound::{DeliveryStatus, Envelope, Payload};
+
+    let dest = TestSink::start().await;
+    let dest_addr = dest.addr;
+    let relay = TestRelay::start(move |c: &mut Config| {
+        c.outbound
+            .routes
+            .insert("dest.test".into(), dest_addr.to_string());
+    })
+    .await;
+    relay.alias("hello", "d.country", "u@dest.test").await;
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    // Quoted local parts that, copied raw into the relay's MAIL FROM (as
+    // the local part of the SRS address), would end the path early and
+    // hand the destination parameters of the attacker's choosing.
+    for sender in [
+        r#""a> RET=FULL ENVID=x"@example.org"#,
+        r#""a> SMTPUTF8 BODY=8BITMIME"@example.org"#,
+        r#""a>\" NOTIFY=NEVER"@example.org"#,
+        r#""a b"@example.org"#,
+    ] {
+        c.mail_from(sender, "553 5.1.7").await;
+        // the transaction was not started: a fresh MAIL is not nested
+        c.mail_from(SENDER, "250").await;
+        c.cmd("RSET", "250").await;
+    }
+    // Ordinary mail still flows, with the relay's own parameters only.
+    c.send_mail(
+        SENDER,
+        &["hello@d.country"],
+        &message(SENDER, "hello@d.country", "ordinary", "hello"),
+    )
+    .await;
+    c.quit().await;
+    let got = dest.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].mail_from.starts_with("SRS0=") && got[0].mail_from.ends_with("=sender@relay.test"),
+        "{:?}",
+        got[0].mail_from
+    );
+    let mails: Vec<String> = dest
+        .commands()
+        .into_iter()
+        .filter(|l| l.starts_with("MAIL"))
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(
+        !["RET=", "ENVID=", "NOTIFY=", "SMTPUTF8"]
+            .iter()
+            .any(|p| mails[0].contains(p)),
+        "{mails:#?}"
+    );
+    relay.stop().await;
+
+    // The client is the last line, whatever reaches the queue (an entry
+    // from an older version, a path no check caught): what needs quoting
+    // is quoted, and what no path can carry is not written at all.
+    let sink = TestSink::start().await;
+    let timeouts = Timeouts {
+        connect: WAIT,
+        command: WAIT,
+        data: WAIT,
+    };
+    let mut client = SmtpClient::connect("mx.dest.test", sink.addr, timeouts)
+        .await
+        .unwrap();
+    client.hello("relay.test").await.unwrap();
+    let envelope = Envelope {
+        sender: "SRS0=HHHH=TT=example.org=a> RET=FULL ENVID=x@relay.test".into(),
+        smtputf8: false,
+        body_8bit: false,
+    };
+    let rcpts = [
+        "u@dest.test".to_string(),
+        "v> NOTIFY=NEVER@dest.test".to_string(),
+        "w\r\nRSET@dest.test".to_string(),
+        "x\u{2028}@dest.test".to_string(),
+    ];
+    let verdicts = client
+        .send(
+            &envelope,
+            &rcpts,
+            &Payload::new(b"Subject: quoted\r\n\r\nhi\r\n"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the transaction ends"));
+    let statuses: Vec<DeliveryStatus> = verdicts.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Failed
+        ],
+        "{verdicts:?}"
+    );
+    for (_, reply) in &verdicts[2..] {
+        assert_eq!((reply.code, reply.enhanced), (553, Some([5, 1, 3])));
+    }
+    client.quit().await;
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(
+        got[0].mail_from,
+        "SRS0=HHHH=TT=example.org=a> RET=FULL ENVID=x@relay.test"
+    );
+    let commands = sink.commands();
+    let envelope_lines: Vec<&str> = commands
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("MAIL") || l.starts_with("RCPT"))
+        .collect();
+    assert_eq!(
+        envelope_lines,
+        [
+            r#"MAIL FROM:<"SRS0=HHHH=TT=example.org=a> RET=FULL ENVID=x"@relay.test>"#,
+            "RCPT TO:<u@dest.test>",
+            r#"RCPT TO:<"v> NOTIFY=NEVER"@dest.test>"#,
+        ],
+        "{commands:#?}"
+    );
+    assert!(
+        !commands.iter().any(|l| l.starts_with("RSET")),
+        "{commands:#?}"
+    );
+}
