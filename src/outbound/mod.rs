@@ -54,17 +54,32 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// Dot-stuffs `message` for DATA. Every line ending is written as CRLF
+    /// and a bare CR or LF counts as one (inbound refuses them, but a queue
+    /// entry from an older version may hold them): a `.` after a bare CR
+    /// that went out unstuffed would end the transaction early at a
+    /// destination that takes CR as a line end (SMTP smuggling).
     pub fn new(message: &[u8]) -> Payload {
         let mut data = Vec::with_capacity(message.len() + message.len() / 64 + 5);
         let mut line_start = true;
-        for &b in message {
-            if line_start && b == b'.' {
-                data.push(b'.');
+        let mut bytes = message.iter().copied().peekable();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'\r' | b'\n' => {
+                    if b == b'\r' && bytes.peek() == Some(&b'\n') {
+                        bytes.next();
+                    }
+                    data.extend_from_slice(b"\r\n");
+                    line_start = true;
+                    continue;
+                }
+                b'.' if line_start => data.push(b'.'),
+                _ => {}
             }
             data.push(b);
-            line_start = b == b'\n';
+            line_start = false;
         }
-        if !message.is_empty() && !message.ends_with(b"\r\n") {
+        if !line_start {
             data.extend_from_slice(b"\r\n");
         }
         data.extend_from_slice(b".\r\n");
@@ -339,5 +354,50 @@ mod tests {
         assert_eq!(Payload::new(b"no newline").data, b"no newline\r\n.\r\n");
         assert_eq!(Payload::new(b"").data, b".\r\n");
         assert_eq!(Payload::new(b"x\r\n").size, 3);
+    }
+
+    #[test]
+    fn a_dot_after_a_bare_line_ending_is_stuffed() {
+        for (message, data) in [
+            (&b"a\r.\r\nMAIL"[..], &b"a\r\n..\r\nMAIL\r\n.\r\n"[..]),
+            (b"a\n.\r\nMAIL", b"a\r\n..\r\nMAIL\r\n.\r\n"),
+            (b"a\r\n.\nMAIL", b"a\r\n..\r\nMAIL\r\n.\r\n"),
+            (b"a\r", b"a\r\n.\r\n"),
+            (b"\n", b"\r\n.\r\n"),
+        ] {
+            assert_eq!(Payload::new(message).data, data, "{message:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Whatever the message holds, the data phase ends at its last five
+        /// bytes and only there, for a reader that ends data at CRLF.CRLF,
+        /// LF.LF, CR.CR or any mix.
+        #[test]
+        fn the_data_phase_ends_only_at_its_end(
+            message in proptest::collection::vec(proptest::prop_oneof![
+                proptest::prelude::Just(b'\r'),
+                proptest::prelude::Just(b'\n'),
+                proptest::prelude::Just(b'.'),
+                proptest::prelude::any::<u8>(),
+            ], 0..64),
+        ) {
+            let data = Payload::new(&message).data;
+            proptest::prop_assert!(data.ends_with(b"\r\n.\r\n") || data == b".\r\n");
+            let lone_dots = data
+                .split(|b| *b == b'\r' || *b == b'\n')
+                .filter(|line| *line == b".")
+                .count();
+            proptest::prop_assert_eq!(lone_dots, 1);
+            for (i, &b) in data.iter().enumerate() {
+                match b {
+                    b'\r' => proptest::prop_assert_eq!(data.get(i + 1), Some(&b'\n')),
+                    b'\n' => proptest::prop_assert!(i > 0 && data[i - 1] == b'\r'),
+                    _ => {}
+                }
+            }
+        }
     }
 }

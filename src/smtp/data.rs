@@ -4,7 +4,7 @@
 use super::reply::Reply;
 use super::session::{Flow, Io, Session, State, Transaction, oversize_reply};
 use crate::address::Mailbox;
-use crate::message::{count_received, has_8bit, header_value, normalize_crlf, rfc2822_now};
+use crate::message::{count_received, has_8bit, header_value, rfc2822_now};
 use crate::rewrite::pipeline::Inbound;
 use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id, now_ms};
 use memchr::memchr;
@@ -145,7 +145,12 @@ impl<T: Io> Session<T> {
     /// message; Err carries the refusal and its metrics reason.
     async fn accept(&mut self, txn: Transaction) -> Result<Reply, (Reply, &'static str)> {
         let config = &self.ctx.config;
-        let body = normalize_crlf(txn.body);
+        let body = txn.body;
+        if let Err(bare) = super::lines::check(&body) {
+            let text =
+                format!("Error: the message has {bare}; lines must end with CRLF (RFC 5321 2.3.8)");
+            return Err((Reply::owned(554, [5, 6, 0], text), "bare_line_ending"));
+        }
         if count_received(&body) >= config.smtp.max_received_headers {
             let reply = Reply::new(554, [5, 4, 6], "Error: too many hops, mail loop detected");
             return Err((reply, "loop"));

@@ -5,6 +5,7 @@
 
 mod data;
 mod ehlo;
+pub mod lines;
 mod mail;
 mod rcpt;
 pub mod reply;

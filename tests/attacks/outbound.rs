@@ -504,3 +504,59 @@ async fn quoted_local_part_cannot_inject_mail_parameters() {
         "{commands:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_smuggling_with_bare_line_endings_is_refused() {
+    let dest = TestSink::start().await;
+    let dest_addr = dest.addr;
+    let relay = TestRelay::start(move |c: &mut Config| {
+        c.outbound
+            .routes
+            .insert("dest.test".into(), dest_addr.to_string());
+    })
+    .await;
+    relay.alias("hello", "d.country", "u@dest.test").await;
+    relay.alias("team", "d.country", "victim@dest.test").await;
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    // A message that ends early for a reader that takes a bare LF or CR
+    // as a line end, followed by a second, forged transaction.
+    for ending in ["\n.\r\n", "\r.\r\n", "\r\n.\n", "\n.\n", "\r\n.\r"] {
+        c.mail_from(SENDER, "250").await;
+        c.rcpt_to("hello@d.country", "250").await;
+        c.cmd("DATA", "354").await;
+        let smuggled = format!(
+            "Subject: first\r\n\r\nhello{ending}MAIL FROM:<ceo@d.country>\r\n\
+             RCPT TO:<team@d.country>\r\nDATA\r\nSubject: forged\r\n\r\npay now\r\n.\r\n"
+        );
+        c.send_raw(smuggled.as_bytes()).await;
+        let reply = c.reply().await;
+        assert!(reply.starts_with("554 5.6.0"), "{ending:?}: {reply}");
+        // the forged commands were content: no transaction is open
+        c.mail_from(SENDER, "250").await;
+        c.cmd("RSET", "250").await;
+    }
+    // Ordinary mail still flows.
+    c.send_mail(
+        SENDER,
+        &["hello@d.country"],
+        &message(SENDER, "hello@d.country", "ordinary", "hello"),
+    )
+    .await;
+    c.quit().await;
+    let got = dest.wait_for(1, WAIT).await;
+    wait_outcomes(&relay, "d.country", &["hello@d.country"], "DELIVERED").await;
+    // The destination saw one message, the ordinary one, and no forged one.
+    let got_all = dest.messages();
+    assert_eq!(got_all.len(), 1, "{got_all:#?}");
+    assert!(got[0].text().contains("Subject: ordinary"));
+    assert_eq!(got[0].rcpt_to, vec!["u@dest.test"]);
+    let commands = dest.commands();
+    assert!(
+        !commands
+            .iter()
+            .any(|l| l.contains("ceo@") || l.contains("victim@")),
+        "{commands:#?}"
+    );
+    relay.stop().await;
+}
