@@ -88,6 +88,13 @@ async fn attacker_dns_pointing_mx_into_the_relays_network_is_not_connected_to() 
     dns.add_a("mx.zero.test", Ipv4Addr::UNSPECIFIED);
     dns.add_mx("ula.test", 10, "mx.ula.test");
     dns.add_aaaa("mx.ula.test", "fd00::25".parse().unwrap());
+    // IPv6 forms outside the public internet that are easy to miss.
+    dns.add_mx("nat64.test", 10, "mx.nat64.test");
+    dns.add_aaaa("mx.nat64.test", "64:ff9b:1::7f00:1".parse().unwrap());
+    dns.add_mx("teredo.test", 10, "mx.teredo.test");
+    dns.add_aaaa("mx.teredo.test", "2001:0:7f00:1::1".parse().unwrap());
+    dns.add_mx("srv6.test", 10, "mx.srv6.test");
+    dns.add_aaaa("mx.srv6.test", "5f00::25".parse().unwrap());
     let (dns_addr, port, good_addr) = (dns.addr(), internal.addr.port(), good.addr);
     let relay = TestRelay::start(move |c: &mut Config| {
         c.outbound.allow_networks.clear(); // the default: public addresses only
@@ -101,7 +108,7 @@ async fn attacker_dns_pointing_mx_into_the_relays_network_is_not_connected_to() 
     .await;
     let evil = [
         "loopback", "literal", "implicit", "mapped", "v6", "private", "metadata", "cgnat", "zero",
-        "ula",
+        "ula", "nat64", "teredo", "srv6",
     ];
     for name in evil {
         relay
