@@ -17,9 +17,10 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating) `dir` and `dir/../quarantine`.
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(dir)?;
+        // Private (0700): message bodies are other people's mail.
+        crate::files::create_private_dir(dir)?;
         let quarantine = dir.parent().unwrap_or(dir).join("quarantine");
-        std::fs::create_dir_all(&quarantine)?;
+        crate::files::create_private_dir(&quarantine)?;
         Ok(Spool {
             dir: dir.to_path_buf(),
             quarantine,
