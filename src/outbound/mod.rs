@@ -236,7 +236,12 @@ impl Outbound {
                 Err(e) if self.tls != TlsPolicy::Opportunistic => Err(e.as_reply()),
                 Err(e) => {
                     // Opportunistic: a broken TLS stack must not stop mail.
-                    tracing::info!(%host, %addr, error = %e, "STARTTLS failed, retrying in plain text");
+                    // INFO names no host, address or TLS error (which can
+                    // quote the host name): the MX says where an alias
+                    // forwards. Those are for DEBUG, like every other line
+                    // here that names a destination.
+                    tracing::info!("STARTTLS failed, retrying in plain text");
+                    tracing::debug!(%host, %addr, error = %e, "STARTTLS failed, retrying in plain text");
                     let mut plain = SmtpClient::connect(host, addr, self.timeouts)
                         .await
                         .map_err(|e| e.as_reply())?;

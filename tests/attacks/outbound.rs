@@ -88,6 +88,7 @@ async fn attacker_dns_pointing_mx_into_the_relays_network_is_not_connected_to() 
     dns.add_a("mx.zero.test", Ipv4Addr::UNSPECIFIED);
     dns.add_mx("ula.test", 10, "mx.ula.test");
     dns.add_aaaa("mx.ula.test", "fd00::25".parse().unwrap());
+    dns.add_a("mx.routed.test", Ipv4Addr::LOCALHOST);
     // IPv6 forms outside the public internet that are easy to miss.
     dns.add_mx("nat64.test", 10, "mx.nat64.test");
     dns.add_aaaa("mx.nat64.test", "64:ff9b:1::7f00:1".parse().unwrap());
@@ -100,15 +101,20 @@ async fn attacker_dns_pointing_mx_into_the_relays_network_is_not_connected_to() 
         c.outbound.allow_networks.clear(); // the default: public addresses only
         c.outbound.nameservers = vec![dns_addr];
         c.outbound.port = port;
-        // An operator's route stays explicit, even to loopback.
+        // An operator's route to an address stays explicit, even to
+        // loopback; a route to a host name is only as good as that name's
+        // DNS, so its addresses are filtered like an MX's.
         c.outbound
             .routes
             .insert("good.test".into(), good_addr.to_string());
+        c.outbound
+            .routes
+            .insert("routed.test".into(), format!("mx.routed.test:{port}"));
     })
     .await;
     let evil = [
         "loopback", "literal", "implicit", "mapped", "v6", "private", "metadata", "cgnat", "zero",
-        "ula", "nat64", "teredo", "srv6",
+        "ula", "nat64", "teredo", "srv6", "routed",
     ];
     for name in evil {
         relay
