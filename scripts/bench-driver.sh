@@ -227,8 +227,12 @@ level = "warn"
 [smtp]
 listen = "127.0.0.1:$RELAY_PORT"
 max_connections = $conns
-# all load comes from 127.0.0.1
-max_connections_per_ip = $conns
+# all load comes from 127.0.0.1: lift the per-network caps, the reserve
+# for other networks and the session budgets
+max_connections_per_network = $conns
+reserved_percent = 0
+max_session_time = "1d"
+max_junk_commands = 1000000
 
 [http]
 listen = "127.0.0.1:$HTTP_PORT"

@@ -124,7 +124,18 @@ impl Default for LogConfig {
 pub struct SmtpConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
-    pub max_connections_per_ip: usize,
+    /// Sessions one client network (an IPv4 address, an IPv6 /64) may hold;
+    /// `max_connections_per_ip`, its former name, is still read.
+    #[serde(alias = "max_connections_per_ip")]
+    pub max_connections_per_network: usize,
+    /// Share of `max_connections` (percent, rounded up) kept for networks
+    /// that hold no session yet, so that no single network takes them all.
+    pub reserved_percent: u8,
+    /// Longest a session may last, whatever it does.
+    pub max_session_time: HumanDuration,
+    /// Commands without progress (NOOP, RSET, VRFY, EXPN, HELP, HELO/EHLO)
+    /// a session may send between two accepted messages.
+    pub max_junk_commands: usize,
     pub command_timeout: HumanDuration,
     pub data_timeout: HumanDuration,
     pub max_line_length: usize,
@@ -141,7 +152,10 @@ impl Default for SmtpConfig {
         SmtpConfig {
             listen: "127.0.0.1:2525".parse().expect("literal address"),
             max_connections: 1000,
-            max_connections_per_ip: 50,
+            max_connections_per_network: 50,
+            reserved_percent: 10,
+            max_session_time: HumanDuration::secs(30 * 60),
+            max_junk_commands: 50,
             command_timeout: HumanDuration::secs(300),
             data_timeout: HumanDuration::secs(600),
             max_line_length: 2048,
@@ -179,6 +193,19 @@ pub struct HttpConfig {
     /// caching, a CSP that loads nothing) with every answer.
     pub security_headers: bool,
     pub rate_limit: RateLimitConfig,
+    /// Connections the HTTP listener holds at once (a permit is taken
+    /// before `accept`; the rest wait in the backlog).
+    pub max_connections: usize,
+    /// Connections one client network (an IPv4 address, an IPv6 /64) may
+    /// hold; over it the connection is answered `503` and closed.
+    pub max_connections_per_ip: usize,
+    /// Longest wait for a request's head (request line and headers),
+    /// counted from when the server starts waiting for it.
+    pub header_timeout: HumanDuration,
+    /// Longest a request body may take to arrive, whole (`408` after).
+    pub body_timeout: HumanDuration,
+    /// A kept-alive connection with no request for this long is closed.
+    pub idle_timeout: HumanDuration,
 }
 
 /// `*`, or `http(s)://host[:port]` with nothing after.
@@ -215,6 +242,11 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             security_headers: true,
             rate_limit: RateLimitConfig::default(),
+            max_connections: 512,
+            max_connections_per_ip: 32,
+            header_timeout: HumanDuration::secs(10),
+            body_timeout: HumanDuration::secs(30),
+            idle_timeout: HumanDuration::secs(60),
         }
     }
 }
@@ -404,10 +436,26 @@ pub struct SrsConfig {
     pub secrets: Vec<String>,
     /// A file with one secret per line (first signs).
     pub secrets_file: Option<PathBuf>,
-    /// Characters of the base64 HMAC kept in the address.
+    /// Characters of the base64 HMAC kept in the addresses minted.
     pub hash_length: usize,
+    /// Shortest hash accepted in a bounce (at least 4); unset: `hash_length`.
+    /// Lower it to the old length for `max_age` after raising `hash_length`,
+    /// so bounces of mail sent before still come back.
+    pub hash_min_length: Option<usize>,
     /// SRS addresses older than this are refused (the timestamp's day).
     pub max_age: HumanDuration,
+    /// Accept mail with a non-null sender at SRS addresses. Off: only what
+    /// a bounce path carries (DSNs and RFC 3834 auto-replies, sent from
+    /// `<>`) comes back through them.
+    pub allow_non_null_senders: bool,
+    /// Messages a day one original sender may receive back through SRS
+    /// addresses (counted when accepted); 0: no cap.
+    pub max_bounces_per_address: u32,
+    /// Failed reversals (forged or expired SRS addresses) one client network
+    /// may try within `failure_window` before its bounces are tempfailed
+    /// (`451 4.7.1`) and its session closed.
+    pub max_failures: u32,
+    pub failure_window: HumanDuration,
 }
 
 impl Default for SrsConfig {
@@ -417,8 +465,13 @@ impl Default for SrsConfig {
             domain: String::new(),
             secrets: Vec::new(),
             secrets_file: None,
-            hash_length: 4,
+            hash_length: 8,
+            hash_min_length: None,
             max_age: HumanDuration::secs(21 * 86400),
+            allow_non_null_senders: false,
+            max_bounces_per_address: 20,
+            max_failures: 10,
+            failure_window: HumanDuration::secs(3600),
         }
     }
 }
@@ -729,10 +782,7 @@ impl Config {
             ));
         }
         positive("smtp.max_connections", self.smtp.max_connections)?;
-        positive(
-            "smtp.max_connections_per_ip",
-            self.smtp.max_connections_per_ip,
-        )?;
+        self.validate_limits()?;
         positive("smtp.max_recipients", self.smtp.max_recipients)?;
         positive("smtp.max_errors", self.smtp.max_errors)?;
         positive("smtp.max_received_headers", self.smtp.max_received_headers)?;
@@ -859,7 +909,21 @@ impl Config {
                 "must be between 4 and 28 (base64 of HMAC-SHA1)",
             ));
         }
+        if let Some(min) = self.srs.hash_min_length
+            && !(4..=self.srs.hash_length).contains(&min)
+        {
+            return Err(ConfigError::invalid(
+                "srs.hash_min_length",
+                min,
+                format!(
+                    "must be between 4 and srs.hash_length ({})",
+                    self.srs.hash_length
+                ),
+            ));
+        }
         nonzero_duration("srs.max_age", self.srs.max_age)?;
+        positive("srs.max_failures", self.srs.max_failures as usize)?;
+        nonzero_duration("srs.failure_window", self.srs.failure_window)?;
         for (i, secret) in self.srs.secrets.iter().enumerate() {
             if secret.len() < 8 {
                 return Err(ConfigError::invalid(
@@ -948,6 +1012,37 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The connection and session limits of the SMTP and HTTP listeners.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        positive(
+            "smtp.max_connections_per_network",
+            self.smtp.max_connections_per_network,
+        )?;
+        if self.smtp.reserved_percent > 50 {
+            return Err(ConfigError::invalid(
+                "smtp.reserved_percent",
+                self.smtp.reserved_percent,
+                "must be between 0 and 50 (percent of smtp.max_connections)",
+            ));
+        }
+        nonzero_duration("smtp.max_session_time", self.smtp.max_session_time)?;
+        positive("smtp.max_junk_commands", self.smtp.max_junk_commands)?;
+        positive("http.max_connections", self.http.max_connections)?;
+        positive(
+            "http.max_connections_per_ip",
+            self.http.max_connections_per_ip,
+        )?;
+        nonzero_duration("http.header_timeout", self.http.header_timeout)?;
+        nonzero_duration("http.body_timeout", self.http.body_timeout)?;
+        nonzero_duration("http.idle_timeout", self.http.idle_timeout)?;
+        Ok(())
+    }
+
+    /// Shortest SRS hash a bounce may carry.
+    pub fn srs_hash_min_length(&self) -> usize {
+        self.srs.hash_min_length.unwrap_or(self.srs.hash_length)
     }
 
     fn validate_chain(&self) -> Result<(), ConfigError> {

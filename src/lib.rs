@@ -13,6 +13,7 @@ pub mod dns;
 pub mod dnscheck;
 pub mod files;
 pub mod message;
+pub mod net;
 pub mod observe;
 pub mod outbound;
 pub mod queue;

@@ -1,9 +1,9 @@
 //! Recipient resolution (the alias rule as the store knows it): which
 //! forwarding addresses a recipient reaches. Order: exact alias, alias
-//! without its `+tag`, catch-all `*`, else unknown.
+//! without its `+tag`, catch-all `*`, else unknown. Addresses at the SRS
+//! domain are bounces, answered by `smtp::rcpt` (the bounce path).
 
 use crate::address::Mailbox;
-use crate::rewrite::srs::Srs;
 use crate::store::chain::{ChainBinding, NameState};
 use crate::store::{AliasRecord, Lookup, Source, Store, StoreError};
 
@@ -23,8 +23,6 @@ pub enum Resolution {
     UnknownUser,
     /// The domain is not served here (or disabled): relaying is refused.
     NotLocal,
-    /// An address at the SRS domain that does not verify (forged, expired).
-    BadBounceAddress,
 }
 
 /// The alias rule of DESIGN §3 for a chain-governed alias, as of the last
@@ -44,23 +42,6 @@ pub fn chain_rule_holds(
         && name.expires > now
         && (binding.signer.eq_ignore_ascii_case(&name.owner)
             || (name.maintainer_allowed && signer_is_maintainer))
-}
-
-/// Resolves a recipient at the SRS domain: a bounce coming back, forwarded
-/// to the original sender when its hash and timestamp verify. None when
-/// the address is not at the SRS domain.
-pub fn srs_bounce(srs: &Srs, mailbox: &Mailbox) -> Option<Resolution> {
-    if !mailbox.domain.eq_ignore_ascii_case(srs.domain()) {
-        return None;
-    }
-    let address = mailbox.to_string();
-    Some(match srs.reverse(&address) {
-        Ok(original) => Resolution::Forward {
-            alias: address,
-            destinations: vec![original],
-        },
-        Err(_) => Resolution::BadBounceAddress,
-    })
 }
 
 /// The local part every domain must accept (RFC 5321 §4.5.1).

@@ -127,6 +127,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
+    crate::net::check_fd_limit(fd_needed(&config));
     crate::files::data_dir(&config.data_dir).map_err(|source| RunError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -186,6 +187,7 @@ pub async fn run(
     let scheduler = Scheduler::new(queue.clone(), started.events, outbound.clone());
     tasks.spawn(scheduler.run(stopped.clone(), DELIVERY_GRACE));
     let smtp_ctx = Arc::new(SmtpContext {
+        guards: smtp::guard::Guards::from_config(&config),
         config: config.clone(),
         store: store.clone(),
         queue: queue.clone(),
@@ -215,15 +217,11 @@ pub async fn run(
     if let Some(chain) = &chain {
         tasks.spawn(chain.watcher.clone().run(stopped.clone()));
     }
-    let mut http_stop = stopped.clone();
-    let service = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http = axum::serve(listeners.http, service).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|stop| *stop).await;
-    });
+    let router = api::router(state);
+    let http_config = config.http.clone();
+    let http_stop = stopped.clone();
     tasks.spawn(async move {
-        if let Err(e) = http.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        api::serve::serve(listeners.http, router, &http_config, http_stop).await;
     });
     tasks.spawn(upkeep(
         store.clone(),
@@ -255,6 +253,16 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || committer.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Descriptors the configured connection caps can take at once, plus a
+/// margin for the store, spool, logs, DNS and the chain client.
+fn fd_needed(config: &Config) -> u64 {
+    const MARGIN: usize = 128;
+    (config.smtp.max_connections)
+        .saturating_add(config.http.max_connections)
+        .saturating_add(config.outbound.max_connections)
+        .saturating_add(MARGIN) as u64
 }
 
 /// Opens the store, waiting up to [`STORE_LOCK_WAIT`] while another process

@@ -14,6 +14,7 @@ pub mod limit;
 pub mod logs;
 mod openapi;
 mod queue;
+pub mod serve;
 
 pub use error::ApiError;
 
@@ -70,9 +71,9 @@ impl ApiState {
     }
 }
 
-/// The whole HTTP API. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: the per-IP rate
-/// limit needs the client's address.
+/// The whole HTTP API. Serve it with [`serve::serve`] (or
+/// `into_make_service_with_connect_info::<SocketAddr>()`): the per-network
+/// rate limit needs the client's address.
 pub fn router(state: ApiState) -> Router {
     let v3 = Router::new()
         .merge(account::router())
@@ -178,7 +179,10 @@ async fn limit_ip(State(state): State<ApiState>, request: Request, next: Next) -
     let ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| {
+            // One budget per network: an IPv6 /64 is one client.
+            crate::net::NetKey::of(c.0.ip()).as_ip()
+        });
     limited(limiter.check(&ip), next.run(request)).await
 }
 

@@ -73,6 +73,8 @@ struct Inner {
     domain: String,
     keys: Vec<hmac::Key>,
     hash_length: usize,
+    /// Shortest hash accepted on reversal (at most `hash_length`).
+    min_hash_length: usize,
     max_age_days: u64,
 }
 
@@ -153,7 +155,24 @@ impl Srs {
                 domain: domain.to_string(),
                 keys,
                 hash_length: hash_length.clamp(1, MAX_HASH),
+                min_hash_length: hash_length.clamp(1, MAX_HASH),
                 max_age_days: max_age.as_secs() / DAY_SECS,
+            }),
+        }
+    }
+
+    /// This instance, accepting on reversal hashes down to `min` characters
+    /// (clamped to 1..=`hash_length`): addresses minted before the hash
+    /// length was raised still come back.
+    pub fn with_min_hash_length(self, min: usize) -> Srs {
+        let inner = &self.inner;
+        Srs {
+            inner: Arc::new(Inner {
+                domain: inner.domain.clone(),
+                keys: inner.keys.clone(),
+                hash_length: inner.hash_length,
+                min_hash_length: min.clamp(1, inner.hash_length),
+                max_age_days: inner.max_age_days,
             }),
         }
     }
@@ -181,7 +200,8 @@ impl Srs {
             secrets,
             config.srs.hash_length,
             config.srs.max_age.0,
-        ))
+        )
+        .with_min_hash_length(config.srs_hash_min_length()))
     }
 
     /// The SRS domain (right-hand side of the addresses minted).
@@ -310,11 +330,11 @@ impl Srs {
         String::from_utf8_lossy(&full[..self.inner.hash_length]).into_owned()
     }
 
-    /// Checks `presented` against every secret: at least `hash_length`
+    /// Checks `presented` against every secret: at least `min_hash_length`
     /// characters, all matching, any case, `-_` standing for `+/`.
     fn verify(&self, presented: &str, parts: &[&[u8]]) -> Result<(), SrsError> {
         let len = presented.len();
-        if len < self.inner.hash_length || len > MAX_HASH {
+        if len < self.inner.min_hash_length || len > MAX_HASH {
             return Err(SrsError::BadHash);
         }
         let normalized: Vec<u8> = presented
@@ -691,6 +711,25 @@ mod tests {
                 "SRS0=vmyy=2W=otherdomain.com=test@example.com",
                 T + 100 * DAY_SECS
             ),
+            Err(SrsError::BadHash)
+        ));
+    }
+
+    #[test]
+    fn shorter_hashes_only_down_to_the_minimum() {
+        let old = "SRS0=vmyz=2W=otherdomain.com=test@example.com";
+        let s8 = Srs::new("example.com", vec![b"tops3cr3t".to_vec()], 8, DAYS21);
+        assert!(matches!(s8.reverse_at(old, T), Err(SrsError::BadHash)));
+        let lenient = s8.clone().with_min_hash_length(4);
+        assert_eq!(lenient.reverse_at(old, T).unwrap(), "test@otherdomain.com");
+        // Minting still uses 8 characters; 3 are never enough.
+        assert_eq!(
+            lenient.forward_at("test@otherdomain.com", T),
+            "SRS0=vmyz7Bwa=2W=otherdomain.com=test@example.com"
+        );
+        let short = "SRS0=vmy=2W=otherdomain.com=test@example.com";
+        assert!(matches!(
+            lenient.reverse_at(short, T),
             Err(SrsError::BadHash)
         ));
     }

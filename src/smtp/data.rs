@@ -132,7 +132,27 @@ impl<T: Io> Session<T> {
         let Some(txn) = self.txn.take() else {
             return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
         };
-        match self.accept(txn).await {
+        // A bounce uses its address's daily budget when it is accepted, not
+        // at RCPT (RCPT then RSET must not spend it); taken before queueing
+        // so that concurrent sessions cannot overrun it, given back if the
+        // message is not accepted after all.
+        let bounce = txn.bounce_to.clone();
+        if let Some(to) = &bounce
+            && !self.ctx.guards.bounces.take(to)
+        {
+            return self.reject(super::rcpt::bounce_cap_reply(), "srs_bounce_cap");
+        }
+        let result = self.accept(txn).await;
+        let accepted = matches!(&result, Ok(reply) if reply.code == 250);
+        if let Some(to) = &bounce
+            && !accepted
+        {
+            self.ctx.guards.bounces.give_back(to);
+        }
+        if accepted {
+            self.progress();
+        }
+        match result {
             Ok(reply) => {
                 self.reply(&reply);
                 Flow::Continue

@@ -79,6 +79,7 @@ impl<T: Io> Session<T> {
             body: Vec::new(),
             failed: None,
             chunking: false,
+            bounce_to: None,
         });
         self.reply(&Reply::new(250, [2, 1, 0], "Sender OK"));
         Flow::Continue

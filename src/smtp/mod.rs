@@ -5,6 +5,7 @@
 
 mod data;
 mod ehlo;
+pub mod guard;
 pub mod lines;
 mod mail;
 mod rcpt;
@@ -35,4 +36,6 @@ pub struct SmtpContext {
     pub srs: Option<Srs>,
     /// Verdicts, From rewrite, signatures: every accepted message goes through it.
     pub forwarding: Arc<Forwarding>,
+    /// Budgets shared by all sessions (bounces per address, SRS failures).
+    pub guards: guard::Guards,
 }

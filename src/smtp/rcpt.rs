@@ -4,7 +4,9 @@
 use super::reply::Reply;
 use super::session::{AcceptedRecipient, Flow, Io, Session};
 use crate::address::{Mailbox, RelayTrick, check_relay_tricks, raw_path};
+use crate::net::NetKey;
 use crate::resolve::{self, Resolution};
+use crate::rewrite::srs::{Srs, SrsError};
 use smtp_proto::RcptTo;
 use std::borrow::Cow;
 
@@ -79,19 +81,21 @@ impl<T: Io> Session<T> {
             }
             Err(e) => return self.reject(bad_syntax(&e.to_string()), "bad_address"),
         };
-        let resolution = match self
-            .ctx
-            .srs
-            .as_ref()
-            .and_then(|srs| resolve::srs_bounce(srs, &mailbox))
+        if let Some(srs) = &self.ctx.srs
+            && mailbox.domain.eq_ignore_ascii_case(srs.domain())
         {
-            Some(bounce) => Ok(bounce),
-            None => {
-                let governed = self.ctx.config.chain.governing_tld(&mailbox.domain);
-                resolve::recipient(&self.ctx.store, &mailbox, postmaster, governed.is_some())
-            }
-        };
+            let srs = srs.clone();
+            return self.rcpt_bounce(&srs, &mailbox);
+        }
+        let governed = self.ctx.config.chain.governing_tld(&mailbox.domain);
+        let resolution =
+            resolve::recipient(&self.ctx.store, &mailbox, postmaster, governed.is_some());
         match resolution {
+            Ok(Resolution::Forward { .. })
+                if self.txn.as_ref().is_some_and(|t| t.bounce_to.is_some()) =>
+            {
+                self.one_bounce_recipient()
+            }
             Ok(Resolution::Forward {
                 alias,
                 destinations,
@@ -106,10 +110,6 @@ impl<T: Io> Session<T> {
                 Flow::Continue
             }
             Ok(Resolution::UnknownUser) => self.reject(unknown_user(), "unknown_user"),
-            Ok(Resolution::BadBounceAddress) => self.reject(
-                Reply::new(550, [5, 1, 1], "Error: invalid or expired bounce address"),
-                "bad_bounce_address",
-            ),
             Ok(Resolution::NotLocal) => self.reject(
                 Reply::new(550, [5, 7, 1], "Error: relay access denied"),
                 "relay_denied",
@@ -124,6 +124,87 @@ impl<T: Io> Session<T> {
                 Flow::Continue
             }
         }
+    }
+
+    /// RCPT TO an address at the SRS domain: a bounce coming back. Only
+    /// what a bounce path carries is accepted (by default the null sender,
+    /// alone in its transaction, within its address's daily budget), and
+    /// failed reversals count against the client's network, so that RCPT
+    /// is no oracle for guessing hashes.
+    fn rcpt_bounce(&mut self, srs: &Srs, mailbox: &Mailbox) -> Flow {
+        let net = NetKey::of(self.peer.ip());
+        if self.ctx.guards.srs_failures.blocked(net) {
+            return self.srs_guessing();
+        }
+        let original = match srs.reverse(&mailbox.to_string()) {
+            Ok(original) => original,
+            Err(e) => {
+                let guess = matches!(e, SrsError::BadHash | SrsError::Expired);
+                if guess && self.ctx.guards.srs_failures.record(net) {
+                    tracing::info!(client = %self.peer.ip(), network = %net, "SRS reversal failures over the limit");
+                    return self.srs_guessing();
+                }
+                return self.reject(
+                    Reply::new(550, [5, 1, 1], "Error: invalid or expired bounce address"),
+                    "bad_bounce_address",
+                );
+            }
+        };
+        let srs_config = &self.ctx.config.srs;
+        let Some(txn) = &self.txn else {
+            return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
+        };
+        if !txn.sender.is_empty() && !srs_config.allow_non_null_senders {
+            return self.reject(
+                Reply::new(
+                    550,
+                    [5, 7, 1],
+                    "Error: this bounce address accepts only delivery reports and auto-replies (null sender <>)",
+                ),
+                "srs_not_bounce",
+            );
+        }
+        if !txn.recipients.is_empty() {
+            return self.one_bounce_recipient();
+        }
+        if !self.ctx.guards.bounces.has_room(&original) {
+            return self.reject(bounce_cap_reply(), "srs_bounce_cap");
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return self.error(Reply::new(503, [5, 5, 1], "Error: need MAIL command"));
+        };
+        txn.bounce_to = Some(original.clone());
+        txn.recipients.push(AcceptedRecipient {
+            rcpt: mailbox.to_string(),
+            alias: mailbox.to_string(),
+            destinations: vec![original],
+        });
+        self.reply(&Reply::new(250, [2, 1, 5], "Recipient OK"));
+        Flow::Continue
+    }
+
+    /// A bounce travels alone: the other recipients are for a later
+    /// transaction (RFC 5321 §4.5.3.1.10), so this is not a client error.
+    fn one_bounce_recipient(&mut self) -> Flow {
+        metrics::counter!("eas_messages_rejected_total", "reason" => "srs_one_recipient")
+            .increment(1);
+        self.reply(&Reply::new(
+            452,
+            [4, 5, 3],
+            "Error: a bounce takes one recipient per transaction",
+        ));
+        Flow::Continue
+    }
+
+    /// The client's network failed too many SRS reversals: tempfail, close.
+    fn srs_guessing(&mut self) -> Flow {
+        metrics::counter!("eas_messages_rejected_total", "reason" => "srs_guessing").increment(1);
+        let text = format!(
+            "{} Error: too many invalid bounce addresses from your network, try again later",
+            self.ctx.config.hostname
+        );
+        self.reply(&Reply::owned(451, [4, 7, 1], text));
+        Flow::Close
     }
 
     /// An RCPT TO smtp-proto cannot parse. It refuses address literals
@@ -150,6 +231,15 @@ fn unknown_user() -> Reply {
         550,
         [5, 1, 1],
         "Error: recipient address rejected: user unknown",
+    )
+}
+
+/// An original sender's daily bounce budget is spent.
+pub(super) fn bounce_cap_reply() -> Reply {
+    Reply::new(
+        450,
+        [4, 7, 1],
+        "Error: too many bounces to this address today, try again later",
     )
 }
 

@@ -1,56 +1,21 @@
 //! The accept loop: a connection permit is taken before `accept` (so at most
-//! `max_connections` sessions exist), per-IP concurrency is capped, and on
-//! shutdown the loop stops accepting and waits (bounded) for sessions.
+//! `max_connections` sessions exist), each client network holds a bounded
+//! number of seats and the last ones are kept for networks holding none
+//! ([`crate::net::Seats`]), and on shutdown the loop stops accepting and
+//! waits (bounded) for sessions.
 
 use super::SmtpContext;
 use super::session;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use crate::net::{SeatRefused, Seats};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// Counts sessions per client address.
-#[derive(Default)]
-struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Releases one per-IP slot when dropped.
-struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn acquire(table: &Arc<PerIp>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut counts = table.counts.lock().expect("per-ip lock");
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            table: table.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.table.counts.lock().expect("per-ip lock");
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
+/// How long a refused client may take to read its `421`.
+const REFUSAL_WRITE: Duration = Duration::from_secs(5);
 
 /// Serves SMTP on `listener` until `shutdown` turns true.
 pub async fn run(
@@ -60,14 +25,21 @@ pub async fn run(
 ) {
     let limits = &ctx.config.smtp;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = Arc::new(PerIp::default());
+    let seats = Seats::new(
+        limits.max_connections,
+        limits.max_connections_per_network,
+        limits.reserved_percent,
+    );
     let mut sessions = JoinSet::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // never closed
+            },
             _ = shutdown.changed() => break,
         };
         let (mut stream, peer) = tokio::select! {
@@ -83,29 +55,38 @@ pub async fn run(
             _ = shutdown.changed() => break,
         };
         metrics::counter!("eas_smtp_connections_total").increment(1);
-        let Some(slot) = PerIp::acquire(&per_ip, peer.ip(), limits.max_connections_per_ip) else {
-            metrics::counter!("eas_messages_rejected_total", "reason" => "too_many_connections")
-                .increment(1);
-            let hostname = ctx.config.hostname.clone();
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(
-                        format!(
-                            "421 4.7.0 {hostname} Error: too many connections from your address\r\n"
-                        )
-                        .as_bytes(),
-                    )
+        let seat = match seats.take(peer.ip()) {
+            Ok(seat) => seat,
+            Err(refused) => {
+                metrics::counter!("eas_messages_rejected_total", "reason" => "too_many_connections")
+                    .increment(1);
+                let text = match refused {
+                    SeatRefused::NetworkFull => "too many connections from your network",
+                    SeatRefused::Reserved | SeatRefused::Full => {
+                        "too many connections, try again later"
+                    }
+                };
+                let hostname = ctx.config.hostname.clone();
+                // The permit stays with the refusal until it is written, so
+                // refusals cannot pile up beyond max_connections either.
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(REFUSAL_WRITE, async {
+                        let line = format!("421 4.7.0 {hostname} Error: {text}\r\n");
+                        let _ = stream.write_all(line.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    })
                     .await;
-                let _ = stream.shutdown().await;
-            });
-            continue;
+                });
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         sessions.spawn(async move {
             let _permit = permit;
-            let _slot = slot;
+            let _seat = seat;
             session::handle(ctx, stream, peer, shutdown).await;
         });
         while sessions.try_join_next().is_some() {}

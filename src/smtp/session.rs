@@ -12,6 +12,7 @@ use smtp_proto::Request;
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -49,6 +50,9 @@ pub(crate) struct Transaction {
     /// BDAT chunks are being sent: the message is under way (no DATA now,
     /// and shutdown waits for it like for a message in DATA).
     pub chunking: bool,
+    /// The transaction carries a bounce through an SRS address: to this
+    /// original sender, whose daily budget it uses when accepted.
+    pub bounce_to: Option<String>,
 }
 
 /// Where the byte stream is.
@@ -92,6 +96,10 @@ pub struct Session<T> {
     line_overflow: bool,
     pub(crate) out: Vec<u8>,
     errors: usize,
+    /// Commands without progress since the last accepted message.
+    junk: usize,
+    /// When the session must end, whatever it is doing.
+    deadline: Instant,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -118,6 +126,12 @@ impl<T: Io> Session<T> {
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Session<T> {
+        let now = Instant::now();
+        // A huge configured time must not overflow the clock: a year is
+        // forever for a session.
+        let deadline = now
+            .checked_add(ctx.config.smtp.max_session_time.0)
+            .unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 86_400));
         Session {
             ctx,
             stream,
@@ -130,6 +144,8 @@ impl<T: Io> Session<T> {
             line_overflow: false,
             out: Vec::with_capacity(512),
             errors: 0,
+            junk: 0,
+            deadline,
             shutdown,
         }
     }
@@ -155,8 +171,11 @@ impl<T: Io> Session<T> {
             stream,
             peer,
             shutdown,
+            junk,
+            deadline,
             ..
         } = self;
+        let limit = limit.min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(limit, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
@@ -173,6 +192,9 @@ impl<T: Io> Session<T> {
                 );
                 let mut secured = Session::new(ctx, tls, peer, shutdown);
                 secured.tls = Some(info);
+                // The same connection: its time and junk budgets go on.
+                secured.deadline = deadline;
+                secured.junk = junk;
                 secured.run().await;
             }
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -196,6 +218,14 @@ impl<T: Io> Session<T> {
                 State::Command => self.ctx.config.smtp.command_timeout.0,
                 _ => self.ctx.config.smtp.data_timeout.0,
             };
+            // The session's lifetime bounds every wait, so that a client
+            // that always sends something in time still leaves at the end.
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return self.session_time_over().await;
+            }
+            let lifetime_bound = left < limit;
+            let limit = limit.min(left);
             let read = {
                 let stream = &mut self.stream;
                 let shutdown = &mut self.shutdown;
@@ -208,6 +238,7 @@ impl<T: Io> Session<T> {
                 return self.shutting_down().await;
             };
             let n = match read {
+                Err(_) if lifetime_bound => return self.session_time_over().await,
                 Err(_) => {
                     let text = format!("{} Error: timeout exceeded", self.ctx.config.hostname);
                     self.reply(&Reply::owned(421, [4, 4, 2], text));
@@ -225,6 +256,41 @@ impl<T: Io> Session<T> {
                 return flow;
             }
         }
+    }
+
+    async fn session_time_over(&mut self) -> Flow {
+        metrics::counter!("eas_smtp_sessions_closed_total", "reason" => "session_time")
+            .increment(1);
+        let text = format!(
+            "{} Error: session time limit exceeded",
+            self.ctx.config.hostname
+        );
+        self.reply(&Reply::owned(421, [4, 4, 2], text));
+        let _ = self.flush().await;
+        Flow::Close
+    }
+
+    /// Counts a command that moves no message forward; too many of them
+    /// between two accepted messages end the session (a client holding a
+    /// slot with NOOPs).
+    pub(crate) fn junk(&mut self) -> Option<Flow> {
+        self.junk += 1;
+        if self.junk <= self.ctx.config.smtp.max_junk_commands {
+            return None;
+        }
+        metrics::counter!("eas_smtp_sessions_closed_total", "reason" => "junk_commands")
+            .increment(1);
+        let text = format!(
+            "{} Error: too many commands without a message",
+            self.ctx.config.hostname
+        );
+        self.reply(&Reply::owned(421, [4, 7, 0], text));
+        Some(Flow::Close)
+    }
+
+    /// A message was accepted: the session makes progress.
+    pub(crate) fn progress(&mut self) {
+        self.junk = 0;
     }
 
     async fn shutting_down(&mut self) -> Flow {
@@ -380,8 +446,26 @@ impl<T: Io> Session<T> {
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
             Err(smtp_proto::Error::InvalidRecipientAddress) => return self.rcpt_unparsed(line),
-            Err(e) => return self.error(syntax_reply(e)),
+            Err(e) => {
+                if let Some(flow) = self.junk() {
+                    return flow;
+                }
+                return self.error(syntax_reply(e));
+            }
         };
+        let no_progress = matches!(
+            request,
+            Request::Ehlo { .. }
+                | Request::Helo { .. }
+                | Request::Rset
+                | Request::Noop { .. }
+                | Request::Vrfy { .. }
+                | Request::Expn { .. }
+                | Request::Help { .. }
+        );
+        if no_progress && let Some(flow) = self.junk() {
+            return flow;
+        }
         match request {
             Request::Ehlo { host } => self.ehlo(&host, true),
             Request::Helo { host } => self.ehlo(&host, false),

@@ -104,6 +104,7 @@ impl Harness {
         let (shutdown, _) = watch::channel(false);
         Harness {
             ctx: Arc::new(SmtpContext {
+                guards: crate::smtp::guard::Guards::from_config(&config),
                 config: Arc::new(config),
                 store,
                 queue: started.queue,

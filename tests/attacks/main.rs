@@ -11,4 +11,7 @@ mod common;
 mod addresses;
 mod chain;
 mod files;
+mod http_slots;
 mod outbound;
+mod smtp_slots;
+mod srs;

@@ -24,6 +24,27 @@ impl Client {
         c
     }
 
+    /// Connects from the local address `source` (another loopback address
+    /// stands for another client network); returns the client and its
+    /// first reply (the greeting, or a refusal).
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> (Client, String) {
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind source address");
+        let stream = socket.connect(addr).await.expect("connect SMTP");
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+        };
+        let first = c.reply().await;
+        (c, first)
+    }
+
     /// Reads one (possibly multi-line) reply; panics after 10 s.
     pub async fn reply(&mut self) -> String {
         let mut lines = Vec::new();
