@@ -6,14 +6,16 @@
 //! A domain is accepted only in the form it would be registered in: UTS #46
 //! processing must change nothing but letter case. A code point that
 //! processing would drop (U+200B ZERO WIDTH SPACE, U+00AD SOFT HYPHEN, U+FEFF),
-//! map (full-width letters, compatibility forms) or refuse, and one that is
-//! not a letter, mark or digit (symbols, punctuation: IDNA2008 disallows
-//! them), makes the whole address invalid instead of silently vanishing, so
-//! that `fsoc\u{200B}iety.country` never reaches `fsociety.country`.
+//! map (full-width letters, compatibility forms) or refuse, and one that
+//! IDNA2008 does not allow there (symbols, punctuation, its exceptions and
+//! contextual rules: [`idna`]), makes the whole address invalid instead of
+//! silently vanishing, so that `fsoc\u{200B}iety.country` never reaches
+//! `fsociety.country`. Empty labels (`a..b`, `d.country..`) are syntax
+//! errors; one trailing dot is the root.
 
-use icu_properties::CodePointMapData;
-use icu_properties::props::GeneralCategory;
-use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+mod idna;
+
+use ::idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 use std::fmt;
 
 /// Longest address text looked at (RFC 5321: 256 octets for a path); a
@@ -129,6 +131,10 @@ pub fn parse_domain_name(domain: &str) -> Result<String, AddressError> {
     if domain.len() > MAX_ADDRESS {
         return Err(AddressError::Syntax("domain too long"));
     }
+    // Also a second trailing dot: `d.country..` is not `d.country`.
+    if domain.split('.').any(str::is_empty) {
+        return Err(AddressError::Syntax("empty label in the domain"));
+    }
     let lower = domain.to_ascii_lowercase();
     if lower.is_ascii() && !lower.contains("xn--") {
         // The common case: nothing to decode, nothing that IDNA maps.
@@ -166,7 +172,7 @@ fn label_to_ascii(label: &str) -> Result<String, AddressError> {
             let (unicode, result) =
                 uts46.to_unicode(lower.as_bytes(), AsciiDenyList::STD3, Hyphens::Allow);
             result.map_err(|_| AddressError::BadLabel)?;
-            check_code_points(&unicode)?;
+            idna::check_label(&unicode)?;
             let back = uts46
                 .to_ascii(
                     unicode.as_bytes(),
@@ -201,30 +207,8 @@ fn label_to_ascii(label: &str) -> Result<String, AddressError> {
     if result.is_err() || unicode != lower {
         return Err(blame());
     }
-    check_code_points(&unicode)?;
+    idna::check_label(&unicode)?;
     Ok(ascii.into_owned())
-}
-
-/// Every non-ASCII code point of a label (UTS #46 output: lower case, NFC)
-/// is a letter, a mark or a decimal digit, as IDNA2008 requires (RFC 5892:
-/// symbols and punctuation are DISALLOWED).
-fn check_code_points(label: &str) -> Result<(), AddressError> {
-    let categories = CodePointMapData::<GeneralCategory>::new();
-    match label.chars().find(|&c| {
-        !c.is_ascii()
-            && !matches!(
-                categories.get(c),
-                GeneralCategory::LowercaseLetter
-                    | GeneralCategory::OtherLetter
-                    | GeneralCategory::ModifierLetter
-                    | GeneralCategory::NonspacingMark
-                    | GeneralCategory::SpacingMark
-                    | GeneralCategory::DecimalNumber
-            )
-    }) {
-        Some(c) => Err(AddressError::CodePoint(c)),
-        None => Ok(()),
-    }
 }
 
 /// Whether `c` alone survives UTS #46 unchanged and is allowed.
@@ -240,7 +224,7 @@ fn code_point_ok(uts46: &Uts46, c: char) -> bool {
         return false;
     };
     let (unicode, result) = uts46.to_unicode(ascii.as_bytes(), AsciiDenyList::STD3, Hyphens::Allow);
-    result.is_ok() && unicode == *text && check_code_points(text).is_ok()
+    result.is_ok() && unicode == *text && idna::may_appear(c)
 }
 
 /// Why a recipient address is refused as an attempt to relay (`550 5.7.1`),
@@ -455,7 +439,7 @@ mod tests {
             assert!(parse_domain_name(bad).is_err(), "{bad:?}");
         }
         // A punycode label that decodes to a dropped code point.
-        let smuggled = idna::punycode::encode_str("fsoc\u{200B}iety").unwrap();
+        let smuggled = ::idna::punycode::encode_str("fsoc\u{200B}iety").unwrap();
         let err = parse_domain_name(&format!("xn--{smuggled}.country")).unwrap_err();
         assert!(err.is_disallowed_name(), "{err:?}");
         // Real IDNs still work, in any script.
@@ -466,6 +450,59 @@ mod tests {
             AddressError::CodePoint('\u{200B}').to_string(),
             "the domain contains U+200B, which IDNA2008 does not allow"
         );
+    }
+
+    #[test]
+    fn idna2008_context_rules_decide_not_uts46() {
+        // What IDNA2008 allows in context is accepted there...
+        for good in [
+            "col\u{00B7}legi.cat",
+            "\u{0915}\u{094D}\u{200D}\u{0937}.example",
+            "\u{05D0}\u{05F3}.example",
+            "\u{30A2}\u{30FB}\u{30A4}.jp",
+            "\u{0628}\u{0661}\u{0662}.example",
+        ] {
+            let ascii = parse_domain_name(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert!(ascii.starts_with("xn--"), "{good:?} → {ascii}");
+        }
+        // ...and refused elsewhere, or always when IDNA2008 disallows it
+        // (UTS #46 takes every one of these).
+        for (bad, c) in [
+            ("co\u{00B7}legi.cat", '\u{00B7}'),
+            ("ab\u{30FB}cd.jp", '\u{30FB}'),
+            ("\u{0628}\u{0661}\u{06F2}.example", '\u{0661}'),
+            ("\u{0628}\u{0640}\u{0628}.example", '\u{0640}'),
+            ("\u{3042}\u{3031}.jp", '\u{3031}'),
+        ] {
+            assert_eq!(
+                parse_domain_name(bad),
+                Err(AddressError::CodePoint(c)),
+                "{bad:?}"
+            );
+            let encoded = ::idna::domain_to_ascii(bad).unwrap_or_default();
+            if !encoded.is_empty() {
+                // Sent as punycode: refused the same.
+                assert!(parse_domain_name(&encoded).is_err(), "{encoded}");
+            }
+        }
+        // Empty labels, also a second trailing dot: syntax errors.
+        for bad in [
+            "d.country..",
+            "a..b.example",
+            ".d.country",
+            "d.country.\u{00FC}..",
+        ] {
+            assert_eq!(
+                parse_domain_name(bad),
+                Err(AddressError::Syntax("empty label in the domain")),
+                "{bad:?}"
+            );
+            assert!(matches!(
+                Mailbox::check(&format!("x@{bad}")),
+                Err(AddressError::Syntax(_))
+            ));
+        }
+        assert_eq!(parse_domain_name("d.country.").unwrap(), "d.country");
     }
 
     #[test]
@@ -585,12 +622,34 @@ mod tests {
                     if sent.is_ascii() {
                         proptest::prop_assert_eq!(got, sent);
                     } else {
-                        let (unicode, result) = idna::domain_to_unicode(got);
+                        let (unicode, result) = ::idna::domain_to_unicode(got);
                         proptest::prop_assert!(result.is_ok());
                         proptest::prop_assert_eq!(unicode.as_str(), sent);
                     }
                 }
                 proptest::prop_assert_eq!(ascii.split('.').count(), sent.split('.').count());
+            }
+        }
+
+        /// A middle dot is accepted exactly where IDNA2008 allows it:
+        /// between two `l`; Arabic-Indic digits of both kinds never share
+        /// an accepted label.
+        #[test]
+        fn contextual_code_points_only_in_their_context(
+            label in "[lab\u{00B7}]{1,12}",
+            digits in "[\u{0628}\u{0660}-\u{0669}\u{06F0}-\u{06F9}]{1,8}",
+        ) {
+            let chars: Vec<char> = label.chars().collect();
+            let dots_ok = chars.iter().enumerate().all(|(i, &c)| {
+                c != '\u{00B7}'
+                    || (i > 0 && chars[i - 1] == 'l' && chars.get(i + 1) == Some(&'l'))
+            });
+            let accepted = parse_domain_name(&format!("{label}.cat")).is_ok();
+            proptest::prop_assert_eq!(accepted, dots_ok, "{:?}", label);
+            if parse_domain_name(&format!("\u{0628}{digits}.example")).is_ok() {
+                let mixed = digits.chars().any(|c| ('\u{0660}'..='\u{0669}').contains(&c))
+                    && digits.chars().any(|c| ('\u{06F0}'..='\u{06F9}').contains(&c));
+                proptest::prop_assert!(!mixed, "{:?}", digits);
             }
         }
 

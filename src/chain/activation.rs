@@ -1,8 +1,9 @@
 //! The activation endpoints' logic (EAS-compatible): check a revealed alias
 //! against the chain — the signature of the exact message, the signer's
 //! right over the name (owner, or an allowed maintainer), the name's expiry,
-//! the commitment — before the relay forwards anything; and forget aliases
-//! only once the chain has dropped them.
+//! the commitment — before the relay forwards anything; and mark aliases
+//! for removal once the chain has dropped them (the watcher removes them
+//! once that is confirmed: [`super::deactivation`]).
 
 use super::client::{At, ChainClient, ChainError, StateRead, StateValue};
 use super::registry::{Registries, Registry};
@@ -112,6 +113,16 @@ impl Activation {
         Ok(())
     }
 
+    /// The form of a forward alone: what anyone may be told.
+    fn check_forward_syntax(forward: &str) -> Result<Mailbox, ActivationError> {
+        crate::address::check_forward(forward, |_| Ok::<_, StoreError>(false)).map_err(|_| {
+            ActivationError::Invalid("forwardAddress must be a valid email address".into())
+        })
+    }
+
+    /// The whole check of a forward, including whether the relay serves its
+    /// domain. Only for a caller whose signature has been verified: the
+    /// answer tells which domains the relay serves.
     fn check_forward(&self, forward: &str) -> Result<Mailbox, ActivationError> {
         crate::address::check_forward(forward, |domain| {
             Ok(self
@@ -131,10 +142,14 @@ impl Activation {
         })
     }
 
-    /// `POST /activate`: verify and record a revealed alias.
+    /// `POST /activate`: verify and record a revealed alias. Before the
+    /// signature is verified as the name's owner's (or an allowed
+    /// maintainer's) a request is judged only by its form, so that nobody
+    /// can learn from the errors which domains the relay serves or which
+    /// names have aliases here; the served-domain check comes after.
     pub async fn activate(&self, req: &ActivateRequest) -> Result<(), ActivationError> {
         Self::check_alias_and_sld(&req.alias, &req.sld)?;
-        self.check_forward(&req.forward_address)?;
+        Self::check_forward_syntax(&req.forward_address)?;
         let sig = verify::parse_signature(&req.signature)
             .map_err(|e| ActivationError::Invalid(format!("signature: {e}")))?;
         let registry = self.registry(req.tld.as_deref())?;
@@ -210,6 +225,9 @@ impl Activation {
         if signer != owner && !(maintainer_allowed && is_maintainer) {
             return Err(ActivationError::InvalidSignature);
         }
+        // Signed by whoever manages the name: now it may learn that the
+        // forward's domain is served here (a forwarding loop).
+        self.check_forward(&req.forward_address)?;
         if expires <= self.store.expiry_now() {
             return Err(ActivationError::Expired);
         }
@@ -314,11 +332,15 @@ impl Activation {
         Ok(())
     }
 
-    /// `POST /deactivate`: forget an alias once its commitment is gone.
-    /// Anyone may call it, so it removes only a chain record whose own
-    /// on-chain key (keccak256 of the alias exactly as activated, which
-    /// may differ in case from the request) reads zero, and answers
-    /// success only when the requested key reads zero as well.
+    /// `POST /deactivate`: once the alias's commitment is gone, mark it
+    /// for removal. Anyone may call it, so it looks only at a chain record
+    /// whose own on-chain key (keccak256 of the alias exactly as activated,
+    /// which may differ in case from the request) reads zero, and answers
+    /// success only when the requested key reads zero as well. The read is
+    /// at the latest block, which a lagging or lying RPC endpoint can get
+    /// wrong: the alias is removed only when the watcher reads zero at a
+    /// confirmed block ([`super::deactivation`]); until then it forwards
+    /// as the chain (at confirmed blocks) says.
     pub async fn deactivate(
         &self,
         alias: &str,
@@ -337,30 +359,31 @@ impl Activation {
         {
             exact.push(b.alias.as_str());
         }
+        let head = self.client.latest().await?.number;
         for a in exact {
             let on_chain = self
                 .client
-                .commitment(registry.eas, node, verify::alias_hash(a), At::Latest)
+                .commitment(registry.eas, node, verify::alias_hash(a), At::Number(head))
                 .await?;
             if on_chain != B256::ZERO {
                 return Err(ActivationError::NotDeactivated);
             }
         }
-        if let Some(b) = binding {
-            let alias_hash = verify::alias_hash(&b.alias);
-            if self
+        if let Some(b) = binding
+            && self
                 .store
-                .chain_forget_alias(&domain, &local, &b, &node.0, &alias_hash.0)?
-            {
-                tracing::info!(alias = %b.alias, %domain, "alias deactivated");
-            }
+                .chain_mark_deactivating(&domain, &local, &b, head)?
+        {
+            tracing::info!(alias = %b.alias, %domain, block = head,
+                "alias deactivated on chain: removed once confirmed");
         }
         Ok(())
     }
 
-    /// `POST /deactivate-all`: once `getNumAlias` is zero, forget every
-    /// chain alias of the name whose own on-chain key reads zero (the
-    /// counter alone is not trusted to mean every commitment is gone).
+    /// `POST /deactivate-all`: once `getNumAlias` is zero, mark for removal
+    /// every chain alias of the name whose own on-chain key reads zero (the
+    /// counter alone is not trusted to mean every commitment is gone); the
+    /// watcher removes them once confirmed, as for `/deactivate`.
     pub async fn deactivate_all(
         &self,
         sld: &str,
@@ -369,12 +392,9 @@ impl Activation {
         Self::check_sld(sld)?;
         let registry = self.registry(tld)?;
         let node = verify::node(sld);
-        if self
-            .client
-            .num_alias(registry.eas, node, At::Latest)
-            .await?
-            != 0
-        {
+        let head = self.client.latest().await?.number;
+        let at = At::Number(head);
+        if self.client.num_alias(registry.eas, node, at).await? != 0 {
             return Err(ActivationError::NotAllDeactivated);
         }
         let domain = format!("{sld}.{}", registry.tld);
@@ -396,7 +416,7 @@ impl Activation {
         let values = if reads.is_empty() {
             Vec::new()
         } else {
-            self.client.read_many(&reads, At::Latest).await?
+            self.client.read_many(&reads, at).await?
         };
         if values.len() != bindings.len() {
             return Err(ActivationError::Chain(ChainError::Decode {
@@ -408,9 +428,8 @@ impl Activation {
         for ((local, b), value) in bindings.iter().zip(values) {
             match value {
                 StateValue::Hash(h) if h == B256::ZERO => {
-                    let alias_hash = verify::alias_hash(&b.alias);
                     self.store
-                        .chain_forget_alias(&domain, local, b, &node.0, &alias_hash.0)?;
+                        .chain_mark_deactivating(&domain, local, b, head)?;
                 }
                 StateValue::Hash(_) => left += 1,
                 other => {
@@ -424,7 +443,8 @@ impl Activation {
         if left > 0 {
             return Err(ActivationError::NotAllDeactivated);
         }
-        tracing::info!(%domain, "all aliases deactivated");
+        tracing::info!(%domain, block = head,
+            "all aliases deactivated on chain: removed once confirmed");
         Ok(())
     }
 

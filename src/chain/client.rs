@@ -1005,6 +1005,7 @@ fn classify(error: TransportError, method: &str) -> ChainError {
                 let kind = match inner.downcast_ref::<reqwest::Error>() {
                     Some(e) if e.is_timeout() => RpcFailure::Timeout,
                     Some(e) if e.is_connect() => RpcFailure::Unreachable,
+                    _ if connection_lost(inner.as_ref()) => RpcFailure::Unreachable,
                     _ => RpcFailure::Transport,
                 };
                 rpc(kind, error_chain(inner.as_ref()))
@@ -1013,6 +1014,39 @@ fn classify(error: TransportError, method: &str) -> ChainError {
         },
         other => rpc(RpcFailure::Transport, other.to_string()),
     }
+}
+
+/// Whether a request got no answer because the node refused, reset or
+/// closed the connection: the node is gone (or going), not wrong. A node
+/// that stops takes the pooled keep-alive connection of the previous
+/// request with it, and the next request on it fails as a reset or an
+/// incomplete message rather than as a connect error, depending on who
+/// notices first; both mean the node cannot be reached.
+fn connection_lost(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::NotConnected
+                    | ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// An error and its sources, "a: b: c" (reqwest's own Display hides the
@@ -1584,6 +1618,77 @@ mod tests {
         );
         let e = client.eas_calls(1, 100, EMITTER).await.unwrap_err();
         assert!(e.is_unreachable(), "{e:?}");
+    }
+
+    /// Reads one HTTP request (headers and a Content-Length body).
+    async fn read_request(stream: &mut tokio::net::TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return true;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The node goes away between two requests: the second, sent on the
+    /// kept-alive connection of the first, is read and then the connection
+    /// closes without an answer (what a stopping anvil does). That is the
+    /// node being unreachable, not some other transport failure, whether
+    /// the connection is closed or reset.
+    #[tokio::test]
+    async fn a_node_that_goes_away_mid_connection_is_unreachable() {
+        use tokio::io::AsyncWriteExt;
+        for reset in [false, true] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let node = tokio::spawn(async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                drop(listener);
+                assert!(read_request(&mut stream).await);
+                let body = r#"{"jsonrpc":"2.0","id":0,"result":"0x10"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(answer.as_bytes()).await.unwrap();
+                read_request(&mut stream).await;
+                if reset {
+                    let _ = stream.set_zero_linger();
+                }
+                drop(stream);
+            });
+            let client =
+                ChainClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5))
+                    .unwrap();
+            assert_eq!(client.head().await.unwrap(), 16);
+            let e = client.head().await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ChainError::Rpc {
+                        kind: RpcFailure::Unreachable,
+                        ..
+                    }
+                ),
+                "reset {reset}: {e:?}"
+            );
+            node.await.unwrap();
+        }
     }
 
     #[tokio::test]

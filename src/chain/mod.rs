@@ -5,6 +5,8 @@
 pub mod activation;
 pub mod bindings;
 pub mod client;
+pub mod deactivation;
+mod health;
 pub mod registry;
 pub mod verify;
 pub mod watcher;

@@ -12,6 +12,7 @@ use super::activation::hex;
 use super::client::{
     At, BlockInfo, ChainClient, ChainError, ChainEvent, EasCall, StateRead, StateValue,
 };
+pub use super::health::{ChainHealth, is_stale, seconds_since, status_view};
 use super::registry::{Registries, Registry};
 use super::verify;
 use crate::config::ChainConfig;
@@ -21,8 +22,8 @@ use crate::store::chain::{
 use crate::store::{Store, StoreError, now_ms};
 use alloy::primitives::{Address, B256};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -36,65 +37,19 @@ pub enum WatchError {
     WrongChain { expected: u64, found: u64 },
 }
 
-/// What the rest of the relay can see of the watcher (health, metrics).
-#[derive(Debug, Default)]
-pub struct ChainHealth {
-    /// Unix ms of the last successful read of the chain.
-    pub last_ok_ms: AtomicU64,
-    pub head: AtomicU64,
-    pub cursor: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
-}
-
-/// Seconds since `last_ok_ms` (Unix ms of the last good read; 0: never).
-pub fn seconds_since(last_ok_ms: u64) -> Option<u64> {
-    (last_ok_ms != 0).then(|| now_ms().saturating_sub(last_ok_ms) / 1000)
-}
-
-/// Stale: never read, or not for longer than `chain.stale_after`.
-pub fn is_stale(seconds_since_ok: Option<u64>, config: &ChainConfig) -> bool {
-    seconds_since_ok.is_none_or(|s| s > config.stale_after.0.as_secs())
-}
-
-/// The watcher's state as `/health`, `/v3/chain/status` and `eas-relay
-/// chain status` show it.
-pub fn status_view(
-    config: &ChainConfig,
-    head: u64,
-    cursor: u64,
-    last_ok_ms: u64,
-    last_error: Option<String>,
-) -> serde_json::Value {
-    let since = seconds_since(last_ok_ms);
-    serde_json::json!({
-        "enabled": true,
-        "head": head,
-        "cursor": cursor,
-        "confirmations": config.confirmations,
-        "lag": head.saturating_sub(cursor),
-        "seconds_since_ok": since,
-        "stale": is_stale(since, config),
-        "last_error": last_error,
-    })
-}
-
-impl ChainHealth {
-    /// Seconds since the chain was last read successfully (None: never).
-    pub fn seconds_since_ok(&self) -> Option<u64> {
-        seconds_since(self.last_ok_ms.load(Ordering::Relaxed))
+/// The next blocks to process after `cursor` towards `target` (head −
+/// confirmations): `[from, to]`, at most `max_range` blocks, never past
+/// `target`; None when the cursor is there already (or past it: a node
+/// whose head went below the cursor). The numbers come from the RPC
+/// endpoint, so nothing here may overflow: a head of `u64::MAX` gives a
+/// range that ends at the target, never one that wraps round to block 0.
+pub fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)> {
+    if cursor >= target {
+        return None;
     }
-
-    fn ok(&self, head: &BlockInfo) {
-        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
-        self.head.store(head.number, Ordering::Relaxed);
-        *self.last_error.lock().expect("health lock") = None;
-        metrics::gauge!("eas_chain_head").set(head.number as f64);
-    }
-
-    fn failed(&self, error: &str) {
-        *self.last_error.lock().expect("health lock") = Some(error.to_string());
-        metrics::counter!("eas_chain_errors_total").increment(1);
-    }
+    let from = cursor.checked_add(1)?;
+    let to = target.min(cursor.saturating_add(max_range.max(1)));
+    Some((from, to))
 }
 
 /// What one step did.
@@ -254,7 +209,7 @@ impl Watcher {
                 // A fresh node: from start_block, or from here (the sweep
                 // verifies whatever was activated before).
                 let start = if self.config.start_block > 0 {
-                    self.config.start_block - 1
+                    self.config.start_block.saturating_sub(1)
                 } else {
                     target
                 };
@@ -280,13 +235,13 @@ impl Watcher {
             let to = self.fork_point().await?;
             return Ok(Step::Rewound { to });
         }
-        if cursor.number >= target {
+        let Some((from, to)) = next_range(cursor.number, target, self.config.max_block_range)
+        else {
+            self.settle_deactivations(cursor.number).await;
             return Ok(Step::Idle {
                 cursor: cursor.number,
             });
-        }
-        let from = cursor.number + 1;
-        let to = target.min(cursor.number + self.config.max_block_range);
+        };
         let touched = self.touched(from, to).await?;
         let mut update = self.read_truth(&touched, to).await?;
         let block = self.block_at(to).await?;
@@ -296,7 +251,29 @@ impl Watcher {
         self.note_time(&block);
         self.health.cursor.store(to, Ordering::Relaxed);
         metrics::gauge!("eas_chain_cursor").set(to as f64);
+        self.settle_deactivations(to).await;
         Ok(Step::Advanced { to, target })
+    }
+
+    /// Removes the aliases `/deactivate` marked whose key reads zero at the
+    /// confirmed block `block` (see [`super::deactivation`]). A failure is
+    /// logged and retried at the next step: it does not hold the cursor.
+    async fn settle_deactivations(&self, block: u64) {
+        let settled = super::deactivation::settle(
+            &self.client,
+            &self.store,
+            &self.registries,
+            block,
+            self.config.sweep_batch,
+        )
+        .await;
+        match settled {
+            Ok(s) if s.removed + s.kept > 0 => {
+                tracing::debug!(block, ?s, "deactivations settled");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, block, "cannot settle deactivations yet"),
+        }
     }
 
     /// Reads the head; a good read counts for health. Its timestamp does
@@ -683,3 +660,7 @@ impl Watcher {
         self.config.poll_interval.0
     }
 }
+
+#[cfg(test)]
+#[path = "watcher_tests.rs"]
+mod tests;

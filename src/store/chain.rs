@@ -31,6 +31,12 @@ pub(crate) const CHAIN_META: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(crate) const CHAIN_REVEALS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("chain_reveals");
 
+/// alias key → [`Deactivating`]: aliases `/deactivate` found gone on
+/// chain, removed once the watcher confirms it (see
+/// [`Store::chain_mark_deactivating`]).
+pub(crate) const CHAIN_DEACTIVATING: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("chain_deactivating");
+
 /// How many recent block hashes are kept to find where a reorg forked.
 pub const RECENT_BLOCKS: usize = 256;
 
@@ -125,6 +131,7 @@ fn alias_index_key(node: &[u8; 32], alias: &[u8; 32], tld: &str) -> Vec<u8> {
 }
 
 pub use super::aliases::{alias_key, split_alias_key};
+pub use super::chain_deactivation::Deactivating;
 
 /// The key of an account in CHAIN_MAINTAINERS: `tld NUL account` (hex,
 /// lower case).
@@ -170,6 +177,8 @@ fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecor
     )?;
     txn.open_table(CHAIN_REVEALS)?
         .insert(key.as_str(), encode(&a.reveal).as_slice())?;
+    // A (re-)reveal verified against the chain ends any pending removal.
+    txn.open_table(CHAIN_DEACTIVATING)?.remove(key.as_str())?;
     put_alias(
         txn,
         domain,
@@ -267,8 +276,9 @@ impl Store {
     }
 
     /// Forgets the chain-governed alias `local@domain` whose binding is
-    /// still `expected` (after /deactivate saw that binding's own on-chain
-    /// key read zero), with its reveal and the index entry of its on-chain
+    /// still `expected` (once the watcher read that binding's own on-chain
+    /// key as zero at a confirmed block), with its reveal, its removal mark
+    /// and the index entry of its on-chain
     /// key (`node`, `alias_hash` of the exact alias, `tld`). A static
     /// alias, or a binding that changed since (a new activation), is left
     /// alone: false.
@@ -294,6 +304,7 @@ impl Store {
             if same {
                 aliases.remove(key.as_str())?;
                 txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
+                txn.open_table(CHAIN_DEACTIVATING)?.remove(key.as_str())?;
                 txn.open_table(CHAIN_ALIAS_INDEX)?
                     .remove(alias_index_key(node, alias_hash, &expected.tld).as_slice())?;
             }
@@ -521,185 +532,5 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn binding(commitment: &str) -> ChainBinding {
-        ChainBinding {
-            tld: "country".into(),
-            sld: "fsociety".into(),
-            alias: "Hello".into(),
-            commitment: commitment.into(),
-            observed: commitment.into(),
-            signer: "0xaa".into(),
-            checked_block: 10,
-        }
-    }
-
-    fn name(owner: &str, block: u64) -> NameState {
-        NameState {
-            tld: "country".into(),
-            sld: "fsociety".into(),
-            owner: owner.into(),
-            expires: 2_000_000_000,
-            maintainer_allowed: true,
-            checked_block: block,
-        }
-    }
-
-    #[test]
-    fn chain_time_is_bounded_by_the_clock_and_follows_reorgs() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let s = Store::open(&path).unwrap();
-        s.set_chain_clock_skew(600);
-        let now = unix_now();
-        let far = now + 10 * 365 * 86_400;
-        // Far ahead: not believed, and "now" stays the wall clock.
-        assert!(!s.note_chain_time(far));
-        assert_eq!(s.chain_time(), 0);
-        assert!(s.expiry_now() <= unix_now());
-        // Within the skew: believed; it may also go back (a reorg).
-        assert!(s.note_chain_time(now + 300));
-        assert!(s.expiry_now() >= now + 300);
-        assert!(s.note_chain_time(now - 60));
-        assert_eq!(s.chain_time(), now - 60);
-        assert!(s.expiry_now() >= now);
-        // A far-future time stored by an earlier run (or version) is
-        // dropped when the node starts, and never counts meanwhile.
-        s.chain_set_status(&ChainStatus {
-            chain_time: far,
-            ..ChainStatus::default()
-        })
-        .unwrap();
-        drop(s);
-        let s = Store::open(&path).unwrap();
-        assert!(s.expiry_now() <= unix_now() + 600);
-        s.set_chain_clock_skew(600);
-        assert_eq!(s.chain_time(), 0);
-    }
-
-    #[test]
-    fn activation_indexes_and_updates() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (node, alias) = ([1u8; 32], [2u8; 32]);
-        let rec = s
-            .chain_activate(&Activated {
-                domain: "fsociety.country".into(),
-                local: "hello".into(),
-                node,
-                alias_hash: alias,
-                binding: binding("0xc1"),
-                reveal: Reveal {
-                    forward: "mr.robot@gmail.com".into(),
-                    signature: format!("0x{}1b", "11".repeat(64)),
-                },
-                name: name("0xaa", 10),
-            })
-            .unwrap();
-        assert_eq!(rec.forwards, vec!["mr.robot@gmail.com".to_string()]);
-        let reveal = s
-            .chain_reveal("fsociety.country", "hello")
-            .unwrap()
-            .unwrap();
-        assert_eq!(reveal.forward, "mr.robot@gmail.com");
-        assert_eq!(reveal.signature.len(), 132);
-        assert_eq!(
-            s.domain_get("fsociety.country").unwrap().unwrap().source,
-            Source::Chain
-        );
-        assert_eq!(
-            s.chain_domain_of(&node, "country").unwrap().as_deref(),
-            Some("fsociety.country")
-        );
-        assert_eq!(s.chain_domain_of(&node, "other").unwrap(), None);
-        let key = s.chain_alias_of(&node, &alias, "country").unwrap().unwrap();
-        assert_eq!(split_alias_key(&key), ("fsociety.country", "hello"));
-
-        // the chain moves on: commitment gone, name transferred
-        s.chain_apply(&ChainUpdate {
-            commitments: vec![(key.clone(), "0x00".into(), 12)],
-            names: vec![("fsociety.country".into(), name("0xbb", 12))],
-            maintainers: vec![("country".into(), "0xAA".into(), true)],
-            cursor: Some((
-                Cursor {
-                    number: 12,
-                    hash: [9; 32],
-                },
-                vec![(11, [8; 32]), (12, [9; 32])],
-            )),
-        })
-        .unwrap();
-        let b = s.chain_bindings().unwrap();
-        assert!(!b[0].1.commitment_holds());
-        assert_eq!(
-            s.chain_name("fsociety.country").unwrap().unwrap().owner,
-            "0xbb"
-        );
-        assert!(s.chain_is_maintainer("country", "0xaa").unwrap());
-        assert_eq!(s.chain_cursor().unwrap().unwrap().number, 12);
-        assert_eq!(
-            s.chain_recent().unwrap(),
-            vec![(11, [8; 32]), (12, [9; 32])]
-        );
-
-        // an older check never overwrites a newer one
-        s.chain_apply(&ChainUpdate {
-            commitments: vec![(key.clone(), "0xc1".into(), 11)],
-            names: vec![("fsociety.country".into(), name("0xaa", 11))],
-            ..ChainUpdate::default()
-        })
-        .unwrap();
-        assert!(!s.chain_bindings().unwrap()[0].1.commitment_holds());
-        assert_eq!(
-            s.chain_name("fsociety.country").unwrap().unwrap().owner,
-            "0xbb"
-        );
-
-        s.chain_rewind(Some(Cursor {
-            number: 11,
-            hash: [8; 32],
-        }))
-        .unwrap();
-        assert_eq!(s.chain_recent().unwrap(), vec![(11, [8; 32])]);
-        // Only the binding that was checked is forgotten: not another one
-        // (a case variant, a newer activation), never a static alias.
-        let other = ChainBinding {
-            alias: "HELLO".into(),
-            ..binding("0xc1")
-        };
-        assert!(
-            !s.chain_forget_alias("fsociety.country", "hello", &other, &node, &alias)
-                .unwrap()
-        );
-        s.alias_put(
-            "fsociety.country",
-            "static",
-            vec!["u@dest.test".into()],
-            Source::Static,
-        )
-        .unwrap();
-        assert!(
-            !s.chain_forget_alias(
-                "fsociety.country",
-                "static",
-                &binding("0xc1"),
-                &node,
-                &alias
-            )
-            .unwrap()
-        );
-        assert!(s.alias_get("fsociety.country", "static").unwrap().is_some());
-        assert!(
-            s.chain_forget_alias("fsociety.country", "hello", &binding("0xC1"), &node, &alias)
-                .unwrap()
-        );
-        assert!(
-            s.chain_alias_of(&node, &alias, "country")
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(s.chain_reveal("fsociety.country", "hello").unwrap(), None);
-    }
-}
+#[path = "chain_tests.rs"]
+mod tests;

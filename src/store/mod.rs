@@ -4,6 +4,7 @@
 
 mod aliases;
 pub mod chain;
+mod chain_deactivation;
 mod log;
 mod queue;
 
@@ -144,6 +145,7 @@ impl Store {
             txn.open_table(chain::CHAIN_MAINTAINERS)?;
             txn.open_table(chain::CHAIN_META)?;
             txn.open_table(chain::CHAIN_REVEALS)?;
+            txn.open_table(chain::CHAIN_DEACTIVATING)?;
         }
         txn.commit()?;
         let (queue_max, log_max) = store.max_ids()?;

@@ -168,3 +168,48 @@ async fn a_forward_with_crlf_cannot_inject_smtp_commands_through_the_admin_api()
     assert_eq!(aliases["total"], 1, "only hello: {aliases}");
     ordinary_mail_flows(&relay, &sink).await;
 }
+
+#[tokio::test]
+async fn names_idna2008_refuses_but_uts46_maps_or_keeps_are_refused_and_empty_labels_are_syntax() {
+    let (relay, sink) = relay_with_hello().await;
+    // Look-alikes of a served name that UTS #46 keeps but IDNA2008 does
+    // not allow (tatweel, kana repeat mark, a middle dot outside "l·l",
+    // Arabic-Indic digits of both kinds) and a second trailing dot.
+    let lookalikes = [
+        "exa\u{3031}mple.org",
+        "exa\u{00B7}mple.org",
+        "\u{0628}\u{0640}\u{0628}.example.org",
+        "\u{0628}\u{0661}\u{06F2}.example.org",
+    ];
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    c.cmd("MAIL FROM:<alice@sender.test> SMTPUTF8", "250").await;
+    for domain in lookalikes {
+        let reply = c.rcpt_to(&format!("hello@{domain}"), "553 5.1.3").await;
+        assert!(reply.contains("IDNA2008"), "{domain}: {reply}");
+    }
+    for rcpt in ["hello@example.org..", "hello@example..org"] {
+        c.rcpt_to(rcpt, "501 5.1.3").await;
+    }
+    c.cmd("RSET", "250").await;
+    c.quit().await;
+    for domain in lookalikes
+        .iter()
+        .chain(&["example.org..", "exa\u{0640}mple.net"])
+    {
+        let (status, body) = relay
+            .api("POST", "/v3/domains", Some(json!({ "domain": domain })))
+            .await;
+        assert_eq!(status, 400, "{domain}: {body}");
+    }
+    // What IDNA2008 allows in context is a name like any other.
+    let (status, body) = relay
+        .api(
+            "POST",
+            "/v3/domains",
+            Some(json!({ "domain": "col\u{00B7}legi.example" })),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    ordinary_mail_flows(&relay, &sink).await;
+}

@@ -4,7 +4,7 @@
 //! RCPT which names have aliases. Against a real chain (anvil with the
 //! project's contracts) and a relay following it.
 
-use crate::common::anvil::{Chain, ChainOptions, YEAR, dev_signer};
+use crate::common::anvil::{Chain, ChainOptions, YEAR, authorize, dev_signer};
 use crate::common::eas::{CONFIRMATIONS, ChainRelay, DOMAIN, SLD, WATCH_LIMIT, chain_config};
 use crate::common::node::{ADMIN_KEY, NodeFiles, NodeOptions, free_addr};
 use crate::common::relay::TestRelay;
@@ -119,6 +119,60 @@ async fn anyone_calling_deactivate_with_another_case_cannot_delete_a_live_alias(
 }
 
 #[tokio::test]
+async fn a_zero_read_at_deactivate_that_the_chain_does_not_confirm_cannot_remove_an_alias() {
+    let t = ChainRelay::start().await;
+    let owner = alias_of(&t, SLD, "hello", FORWARD, YEAR).await;
+    alias_of(&t, SLD, "other", "other@dest.test", YEAR).await;
+    t.settle().await;
+    let before = t.chain.snapshot().await;
+
+    // The endpoint the relay reads shows the alias deactivated (a block
+    // that is about to be replaced, a lagging or lying node); anyone calls
+    // /deactivate then, and is told success.
+    t.chain.deactivate(&owner, SLD, "hello").await.unwrap();
+    assert_eq!(
+        t.post("/deactivate", json!({ "alias": "hello", "sld": SLD }))
+            .await,
+        (200, json!({ "success": true }))
+    );
+    // Until confirmed, the alias still forwards.
+    let got = t.deliver(&at("hello", SLD), "not confirmed yet").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
+
+    // The chain the relay confirms still commits to the alias.
+    assert!(t.chain.revert(before).await);
+    t.chain.mine(CONFIRMATIONS + 3).await;
+    t.settle().await;
+    let head = t.chain.block_number().await;
+    t.chain.mine(1).await;
+    t.wait_for_cursor(head + 1 - CONFIRMATIONS).await;
+    let aliases = t.aliases_of(SLD).await;
+    assert!(
+        aliases.to_string().contains("\"hello\""),
+        "the alias was removed: {aliases}"
+    );
+    let got = t.deliver(&at("hello", SLD), "still the owner's").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
+
+    // A real deactivation, once confirmed, removes it; others still flow.
+    t.chain.deactivate(&owner, SLD, "hello").await.unwrap();
+    t.chain.mine(CONFIRMATIONS).await;
+    t.wait_rcpt(&at("hello", SLD), "550 5.1.1").await;
+    assert_eq!(
+        t.post("/deactivate", json!({ "alias": "hello", "sld": SLD }))
+            .await,
+        (200, json!({ "success": true }))
+    );
+    let deadline = Instant::now() + WATCH_LIMIT;
+    while t.aliases_of(SLD).await.to_string().contains("\"hello\"") {
+        assert!(Instant::now() < deadline, "never removed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let got = t.deliver(&at("other", SLD), "ordinary").await;
+    assert_eq!(got.rcpt_to, vec!["other@dest.test".to_string()]);
+}
+
+#[tokio::test]
 async fn a_replayed_reveal_of_a_case_variant_cannot_take_over_a_live_alias() {
     let t = ChainRelay::start().await;
     let owner = alias_of(&t, SLD, "hello", FORWARD, YEAR).await;
@@ -148,6 +202,61 @@ async fn a_replayed_reveal_of_a_case_variant_cannot_take_over_a_live_alias() {
     t.activated(&variant).await;
     let got = t.deliver(&at("hello", SLD), "now the variant").await;
     assert_eq!(got.rcpt_to, vec!["second@dest.test".to_string()]);
+}
+
+// ---------------------------------------------------------------------------
+// /activate as an oracle (review of items 2, 3, 13)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn probing_activate_without_a_valid_signature_cannot_tell_which_domains_are_served() {
+    let t = ChainRelay::start().await;
+    let owner = alias_of(&t, SLD, "hello", FORWARD, YEAR).await;
+    t.relay.alias("hello", "example.org", "op@dest.test").await;
+
+    // Forwards at a static domain, at a chain-governed name with aliases,
+    // at a name without, and at a domain the relay does not serve; signed
+    // by nobody (garbage) and by someone who does not own the name.
+    let stranger = dev_signer(2);
+    let mut answers = Vec::new();
+    for forward in [
+        "x@example.org",
+        "x@fsociety.country",
+        "x@nobody.country",
+        "x@unserved.test",
+    ] {
+        let garbage = json!({
+            "alias": "probe",
+            "sld": SLD,
+            "forwardAddress": forward,
+            "signature": format!("0x{}1b", "11".repeat(64)),
+        });
+        answers.push((forward, "garbage", t.post("/activate", garbage).await));
+        let signed = authorize(&stranger, SLD, "probe", forward);
+        answers.push((forward, "stranger", t.activate(&signed).await));
+    }
+    for (forward, who, answer) in &answers {
+        assert_eq!(
+            answer,
+            &(401, json!({ "error": "invalid signature" })),
+            "{who} → {forward}"
+        );
+    }
+
+    // The owner is still told that a served domain would loop.
+    let looping = t
+        .chain
+        .activate(&owner, SLD, "loop", "x@example.org")
+        .await
+        .unwrap();
+    let (status, body) = t.activate(&looping).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("serves")),
+        "{body}"
+    );
+    let got = t.deliver(&at("hello", SLD), "ordinary").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
 }
 
 // ---------------------------------------------------------------------------
@@ -374,6 +483,54 @@ async fn rcpt_answers_do_not_tell_which_names_have_aliases() {
     }
     // A domain the relay does not serve is still refused as relaying.
     assert!(t.rcpt("victim@gmail.test").await.starts_with("550 5.7.1"));
+    let got = t.deliver(&at("hello", "alpha"), "ordinary").await;
+    assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
+}
+
+#[tokio::test]
+async fn postmaster_at_a_chain_governed_name_tells_nothing_unless_the_owner_activated_it() {
+    let t = ChainRelay::start_with(ChainOptions::default(), false, |c| {
+        c.aliases.postmaster = "ops@dest.test".into();
+    })
+    .await;
+    let owner = alias_of(&t, "alpha", "hello", FORWARD, YEAR).await;
+    alias_of(&t, "gamma", "hello", FORWARD, YEAR).await;
+    t.chain
+        .register("beta", owner.address(), YEAR)
+        .await
+        .unwrap();
+    t.chain.deactivate(&owner, "gamma", "hello").await.unwrap();
+    t.chain.mine(CONFIRMATIONS).await;
+    t.wait_rcpt(&at("hello", "gamma"), "550").await;
+
+    // The operator's postmaster does not apply under the TLD: postmaster
+    // at a name with aliases, one without, one whose aliases are gone, and
+    // one nobody registered answers like any address that does not forward.
+    let reference = t.rcpt(&at("nobody", "alpha")).await;
+    assert!(reference.starts_with("550 5.1.1"), "{reference}");
+    for rcpt in [
+        at("postmaster", "alpha"),
+        at("PostMaster", "alpha"),
+        at("postmaster+x", "alpha"),
+        at("postmaster", "beta"),
+        at("postmaster", "gamma"),
+        at("postmaster", "unregistered"),
+        "postmaster@mail.alpha.country".into(),
+    ] {
+        assert_eq!(t.rcpt(&rcpt).await, reference, "RCPT TO:<{rcpt}>");
+    }
+    // The bare <postmaster> is the operator's, as on any relay.
+    assert_eq!(
+        crate::common::eas::rcpt_reply(t.relay.smtp, "postmaster").await,
+        "250 2.1.5 Recipient OK"
+    );
+
+    // The owner activates a postmaster alias: it forwards to the owner's
+    // choice, never to the operator's.
+    alias_of(&t, "alpha", "postmaster", "owner-pm@dest.test", YEAR).await;
+    let got = t.deliver(&at("postmaster", "alpha"), "to the owner").await;
+    assert_eq!(got.rcpt_to, vec!["owner-pm@dest.test".to_string()]);
+    assert_eq!(t.rcpt(&at("postmaster", "beta")).await, reference);
     let got = t.deliver(&at("hello", "alpha"), "ordinary").await;
     assert_eq!(got.rcpt_to, vec![FORWARD.to_string()]);
 }

@@ -129,7 +129,8 @@ impl ChainRelay {
     }
 
     /// `POST /deactivate` of `alias@sld.country` that must succeed; the
-    /// name then has no alias left here.
+    /// name then has no alias left here once the watcher has confirmed the
+    /// deactivation (the caller has let the chain confirm it).
     pub async fn deactivated(&self, sld: &str, alias: &str) {
         assert_eq!(
             self.post("/deactivate", json!({ "sld": sld, "alias": alias }))
@@ -137,11 +138,27 @@ impl ChainRelay {
             (200, json!({ "success": true })),
             "/deactivate {alias}@{sld}"
         );
-        let (_, aliases) = self
+        let deadline = Instant::now() + WATCH_LIMIT;
+        loop {
+            let aliases = self.aliases_of(sld).await;
+            if aliases == json!([]) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{alias}@{sld} still there {WATCH_LIMIT:?} after /deactivate: {aliases}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The aliases of `sld.country` (admin API).
+    pub async fn aliases_of(&self, sld: &str) -> Value {
+        let (_, body) = self
             .relay
             .api("GET", &format!("/v3/domains/{sld}.country/aliases"), None)
             .await;
-        assert_eq!(aliases["aliases"], json!([]), "{aliases}");
+        body["aliases"].clone()
     }
 
     /// The watcher's view (`GET /v3/chain/status`).

@@ -1,0 +1,103 @@
+//! Settles the removals `/deactivate` and `/deactivate-all` asked for. They
+//! read the chain's latest block through one RPC endpoint, which may lag,
+//! lie, or be about to be reorged; so they only mark an alias, and here the
+//! watcher re-reads each marked alias's own on-chain key at a confirmed
+//! block (its cursor, head − `chain.confirmations`):
+//!
+//! - zero at a block no older than the alias's last check: removed (the
+//!   chain no longer commits to it, and that is confirmed);
+//! - the commitment still there at a block no older than the mark: the
+//!   mark is dropped and the alias stays (the zero read was wrong);
+//! - otherwise (the confirmed block is older): wait for the next one.
+
+use super::activation::hex;
+use super::client::{At, ChainClient, StateRead, StateValue};
+use super::registry::Registries;
+use super::verify;
+use super::watcher::WatchError;
+use crate::store::Store;
+use crate::store::chain::{ChainBinding, Deactivating, split_alias_key};
+use alloy::primitives::B256;
+
+/// What one settlement did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Aliases removed (confirmed gone).
+    pub removed: usize,
+    /// Marks dropped (the chain still commits, or the alias is gone).
+    pub kept: usize,
+    /// Marks left for a later block.
+    pub waiting: usize,
+}
+
+/// Settles up to `limit` marks at the confirmed block `block`.
+pub async fn settle(
+    client: &ChainClient,
+    store: &Store,
+    registries: &Registries,
+    block: u64,
+    limit: usize,
+) -> Result<Settled, WatchError> {
+    let mut done = Settled::default();
+    let marks = store.chain_deactivating(limit.max(1))?;
+    if marks.is_empty() {
+        return Ok(done);
+    }
+    let mut pending: Vec<(String, Deactivating, ChainBinding)> = Vec::new();
+    let mut reads = Vec::new();
+    for (key, mark) in marks {
+        let (domain, local) = split_alias_key(&key);
+        let binding = store
+            .alias_get(domain, local)?
+            .and_then(|r| r.chain)
+            .filter(|b| mark.marks(b));
+        let Some(binding) = binding else {
+            // Removed, or replaced by a newer activation: nothing to settle.
+            store.chain_unmark(&key)?;
+            done.kept += 1;
+            continue;
+        };
+        let Some(registry) = registries.get(Some(&binding.tld)) else {
+            done.waiting += 1;
+            continue;
+        };
+        reads.push(StateRead::Commitment {
+            eas: registry.eas,
+            node: verify::node(&binding.sld),
+            alias: verify::alias_hash(&binding.alias),
+        });
+        pending.push((key, mark, binding));
+    }
+    if reads.is_empty() {
+        return Ok(done);
+    }
+    let values = client.read_many(&reads, At::Number(block)).await?;
+    for ((key, mark, binding), value) in pending.into_iter().zip(values) {
+        let (domain, local) = split_alias_key(&key);
+        match value {
+            StateValue::Hash(h) if h == B256::ZERO && block >= binding.checked_block => {
+                let node = verify::node(&binding.sld);
+                let alias_hash = verify::alias_hash(&binding.alias);
+                if store.chain_forget_alias(domain, local, &binding, &node.0, &alias_hash.0)? {
+                    tracing::info!(alias = %binding.alias, %domain, block, "alias deactivated (confirmed)");
+                    metrics::counter!("eas_chain_deactivations_total").increment(1);
+                }
+                done.removed += 1;
+            }
+            StateValue::Hash(h) if h != B256::ZERO && block >= mark.from_block => {
+                tracing::warn!(
+                    alias = %binding.alias,
+                    %domain,
+                    block,
+                    marked_at = mark.from_block,
+                    on_chain = %hex(h.as_slice()),
+                    "a deactivation was not confirmed: the chain still commits to the alias; kept"
+                );
+                store.chain_unmark(&key)?;
+                done.kept += 1;
+            }
+            _ => done.waiting += 1,
+        }
+    }
+    Ok(done)
+}
