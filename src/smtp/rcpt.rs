@@ -60,7 +60,11 @@ impl<T: Io> Session<T> {
         let bare_postmaster =
             address.is_empty() && raw.is_some_and(|r| r.eq_ignore_ascii_case(resolve::POSTMASTER));
         if bare_postmaster && !postmaster.is_empty() {
-            // The bare `<postmaster>` of RFC 5321 §4.5.1.
+            // The bare `<postmaster>` of RFC 5321 §4.5.1, but not in a
+            // bounce, which travels alone.
+            if self.txn.as_ref().is_some_and(|t| t.bounce_to.is_some()) {
+                return self.one_bounce_recipient();
+            }
             let txn = self.txn.as_mut().expect("checked above");
             txn.recipients.push(AcceptedRecipient {
                 rcpt: resolve::POSTMASTER.into(),

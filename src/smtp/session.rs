@@ -22,6 +22,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Bytes read per call; sessions hold one such buffer each.
 const READ_BUFFER: usize = 8 * 1024;
+/// How long past the session's lifetime its last reply may take to write.
+const LAST_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the client said in HELO/EHLO.
 pub(crate) struct Helo {
@@ -307,7 +309,12 @@ impl<T: Io> Session<T> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let limit = self.ctx.config.smtp.command_timeout.0;
+        // The session's lifetime bounds writes too: a client that never
+        // reads its replies would otherwise hold its slot for another
+        // command_timeout per write. The last reply (a 421) gets a grace.
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let limit =
+            (self.ctx.config.smtp.command_timeout.0).min(left.saturating_add(LAST_WRITE_GRACE));
         let result = tokio::time::timeout(limit, async {
             self.stream.write_all(&self.out).await?;
             self.stream.flush().await

@@ -150,3 +150,48 @@ async fn one_network_cannot_take_all_slots() {
     }
     ordinary_mail_flows_from(&relay, &sink, "127.0.0.1").await;
 }
+
+#[tokio::test]
+async fn never_reading_replies_does_not_outlive_the_session_limit() {
+    let (relay, sink) = relay_with_hello(|c| {
+        c.smtp.max_session_time = HumanDuration::parse("2s").unwrap();
+        c.smtp.command_timeout = HumanDuration::parse("120s").unwrap();
+        c.smtp.max_connections_per_network = 1;
+    })
+    .await;
+    let attacker: IpAddr = "127.0.0.3".parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(std::net::SocketAddr::new(attacker, 0)).unwrap();
+    let mut stream = socket.connect(relay.smtp).await.unwrap();
+    let started = Instant::now();
+    // Pipelined recipients past max_recipients each get a 452, which is no
+    // client error: replies pile up in a socket nobody reads, and the
+    // relay's writes block.
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = stream
+            .write_all(b"EHLO client.test\r\nMAIL FROM:<alice@sender.test>\r\n")
+            .await;
+        let chunk = b"RCPT TO:<hello@example.org>\r\n".repeat(1000);
+        while stream.write_all(&chunk).await.is_ok() {}
+        stream // kept open (and never read) until the relay closes it
+    });
+    // The network's only seat comes back when the session ends.
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        let (c, greeting) = Client::connect_from(relay.smtp, attacker).await;
+        if greeting.starts_with("220 ") {
+            drop(c);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session outlived its 2 s limit by far"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    writer.abort();
+    ordinary_mail_flows_from(&relay, &sink, "127.0.0.3").await;
+}

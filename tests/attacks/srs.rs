@@ -157,3 +157,32 @@ async fn guessing_srs_hashes_is_throttled() {
     // Ordinary mail from the guessing network still flows.
     ordinary_mail_flows(&relay, &sink).await;
 }
+
+#[tokio::test]
+async fn bare_postmaster_does_not_ride_along_with_a_bounce() {
+    let (relay, sink) = relay(|c| c.aliases.postmaster = "pm@dest.test".into()).await;
+    let srs = srs_address_of_a_forward(&relay, &sink).await;
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("mx.dest.test").await;
+    // A bounce travels alone, the bare <postmaster> (RFC 5321 §4.5.1)
+    // included: it would fan the bounce path out to a second mailbox.
+    c.mail_from("", "250").await;
+    c.rcpt_to(&srs, "250 2.1.5").await;
+    c.cmd("RCPT TO:<postmaster>", "452 4.5.3").await;
+    let before = sink.messages().len();
+    c.data(
+        &message("MAILER-DAEMON@dest.test", &srs, "Undelivered", "bounced"),
+        "250",
+    )
+    .await;
+    c.quit().await;
+    let got = sink.wait_for(before + 1, WAIT).await;
+    assert_eq!(got[before].rcpt_to, vec!["alice@origin.test".to_string()]);
+    // The bare <postmaster> alone still works, and so does ordinary mail.
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("mx.dest.test").await;
+    c.mail_from("", "250").await;
+    c.cmd("RCPT TO:<postmaster>", "250").await;
+    c.quit().await;
+    ordinary_mail_flows(&relay, &sink).await;
+}
