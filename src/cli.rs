@@ -5,6 +5,7 @@
 //! opens the store directly otherwise; either way the output is the same.
 
 mod chain;
+mod check;
 
 use crate::admin::{Admin, AdminError, AliasView, DomainView, QueueAccess, QueueView};
 use crate::api::client::ApiClient;
@@ -203,7 +204,13 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve => serve(config),
+        Command::Serve => {
+            let warning = cli
+                .config
+                .as_ref()
+                .and_then(|path| check::inline_secrets_exposed(path, &config));
+            serve(config, warning)
+        }
         Command::Config(ConfigCommand::Show) => {
             out!("{}", config.to_toml().trim_end());
             ExitCode::SUCCESS
@@ -245,8 +252,11 @@ fn config_check(path: Option<&PathBuf>) -> ExitCode {
         eprintln!("eas-relay: config check needs a file (argument or --config)");
         return ExitCode::from(2);
     };
-    match Config::load(path).and_then(|config| check_files(&config)) {
-        Ok(()) => {
+    match Config::load(path).and_then(|config| check_files(&config).map(|()| config)) {
+        Ok(config) => {
+            if let Some(warning) = check::inline_secrets_exposed(path, &config) {
+                eprintln!("warning: {warning}");
+            }
             out!("{}: OK", path.display());
             ExitCode::SUCCESS
         }
@@ -287,6 +297,8 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
             }
         }
     }
+    check::secret_files(config)?;
+    check::outbound_roots(config)?;
     if let Some(file) = &config.http.admin_keys_file
         && let Err(e) = crate::api::auth::load_keys(config, false)
     {
@@ -337,8 +349,11 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, warning: Option<String>) -> ExitCode {
     crate::observe::init_logging(&config.log.level);
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

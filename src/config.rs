@@ -394,8 +394,9 @@ pub struct OutboundConfig {
     pub max_messages_per_connection: usize,
     /// DNS servers ("ip:port") for MX lookups; empty: the system resolver.
     pub nameservers: Vec<SocketAddr>,
-    /// Non-public networks (CIDR) that MX hosts may resolve to; empty: only
-    /// public addresses are delivered to. Routes are never filtered.
+    /// Non-public networks (CIDR) that MX hosts (and the host names of
+    /// routes) may resolve to; empty: only public addresses are delivered
+    /// to. A route to an IP address is never filtered.
     pub allow_networks: Vec<crate::outbound::network::Network>,
     /// Extra trusted CA certificates (PEM) for `tls = "verified"`, added to
     /// the system's roots.

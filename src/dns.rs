@@ -12,6 +12,20 @@ use std::time::Duration;
 /// Shortest time a "no such record" answer is cached.
 const NEGATIVE_MIN_TTL: Duration = Duration::from_secs(10);
 
+/// The TLS settings handed to hickory, which builds them even for plain
+/// DNS: its default loads the system's roots through
+/// rustls-platform-verifier and fails when there are none, which stopped
+/// the relay from starting on a machine without CA certificates. Lookups
+/// here are UDP and TCP only; were TLS ever used, an empty root store
+/// trusts nothing.
+fn unused_tls_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// Builds a resolver on `nameservers` (UDP and TCP on each address's port),
 /// or on the system configuration when the list is empty.
 ///
@@ -26,6 +40,7 @@ const NEGATIVE_MIN_TTL: Duration = Duration::from_secs(10);
 pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     if nameservers.is_empty() {
         return TokioResolver::builder_tokio()
+            .map(|b| b.with_tls_config(unused_tls_config()))
             .and_then(|mut b| {
                 b.options_mut().negative_min_ttl = Some(NEGATIVE_MIN_TTL);
                 b.options_mut().use_hosts_file = ResolveHosts::Never;
@@ -48,7 +63,8 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     let mut builder = TokioResolver::builder_with_config(
         ResolverConfig::from_name_servers(servers),
         TokioRuntimeProvider::default(),
-    );
+    )
+    .with_tls_config(unused_tls_config());
     builder.options_mut().negative_min_ttl = Some(NEGATIVE_MIN_TTL);
     builder.options_mut().use_hosts_file = ResolveHosts::Never;
     builder

@@ -47,15 +47,15 @@ pub fn server_config(
     data_dir: &Path,
     hostname: &str,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let (cert_path, key_path) = match (cert, key) {
-        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf()),
+    let (cert_path, key_path, generated) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf(), false),
         _ => {
             let dir = data_dir.join("tls");
             let paths = (dir.join("cert.pem"), dir.join("key.pem"));
             if !paths.0.exists() || !paths.1.exists() {
                 generate_self_signed(&paths.0, &paths.1, hostname)?;
             }
-            paths
+            (paths.0, paths.1, true)
         }
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
@@ -77,7 +77,12 @@ pub fn server_config(
         path: key_path.clone(),
         reason,
     };
-    let pem = crate::files::read_secret(&key_path).map_err(|e| key_error(e.to_string()))?;
+    let pem = if generated {
+        crate::files::read_own_secret(&key_path)
+    } else {
+        crate::files::read_secret(&key_path)
+    }
+    .map_err(|e| key_error(e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| key_error(e.to_string()))?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -89,36 +94,32 @@ pub fn server_config(
 fn generate_self_signed(cert_path: &Path, key_path: &Path, hostname: &str) -> Result<(), TlsError> {
     let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(key_path, generated.signing_key.serialize_pem().as_bytes())?;
-    write_file(cert_path, generated.cert.pem().as_bytes(), 0o644)?;
+    // Replaced, not written through: one of the two may exist (or be a
+    // symlink someone planted), and the pair must match.
+    replace_file(
+        key_path,
+        generated.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    replace_file(cert_path, generated.cert.pem().as_bytes(), 0o644)?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate");
     Ok(())
 }
 
-/// Writes a secret file readable by its owner only (0600).
+/// Creates a new secret file readable by its owner only (0600); fails when
+/// anything, a symlink included, is at `path` already (never followed).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
-    write_file(path, data, 0o600)
-}
-
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |source| TlsError::Write {
+    crate::files::write_new(path, data, 0o600).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        crate::files::create_private_dir(dir).map_err(fail)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(fail)?;
-    file.write_all(data).map_err(fail)?;
-    file.sync_all().map_err(fail)
+    })
+}
+
+fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    crate::files::replace_file(path, data, mode).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Client config for outbound STARTTLS. Certificates are not verified: this

@@ -234,6 +234,10 @@ fn config_check_opens_the_files_the_config_names() {
     let ca = d.join("ca.pem");
     std::fs::write(&ca, "not a certificate\n").unwrap();
     let missing = d.join("missing.pem").display().to_string();
+    let open_srs = d.join("open-srs.secrets");
+    std::fs::write(&open_srs, "srs-secret-0123456789\n").unwrap();
+    let open_activation = d.join("open-activation.secret");
+    std::fs::write(&open_activation, "activation-secret-0123456789\n").unwrap();
     let write = |name: &str, text: String| {
         let file = d.join(name);
         std::fs::write(&file, text).unwrap();
@@ -310,6 +314,33 @@ fn config_check_opens_the_files_the_config_names() {
             "no PEM certificate",
         ),
         (
+            format!("[srs]\nsecrets_file = \"{}\"\n", open_srs.display()),
+            "key `srs.secrets_file`",
+            "open-srs.secrets",
+            "mode 0644",
+        ),
+        (
+            format!("[srs]\nsecrets_file = \"{missing}\"\n"),
+            "key `srs.secrets_file`",
+            missing.as_str(),
+            "No such file",
+        ),
+        (
+            format!(
+                "[chain]\nactivation_secret_file = \"{}\"\n",
+                open_activation.display()
+            ),
+            "key `chain.activation_secret_file`",
+            "open-activation.secret",
+            "mode 0644",
+        ),
+        (
+            format!("[chain]\nactivation_secret_file = \"{missing}\"\n"),
+            "key `chain.activation_secret_file`",
+            missing.as_str(),
+            "No such file",
+        ),
+        (
             dkim_key(&missing),
             "key `dkim.keys[0].key`",
             missing.as_str(),
@@ -334,6 +365,70 @@ fn config_check_opens_the_files_the_config_names() {
             );
         }
     }
+}
+
+#[test]
+fn without_system_roots_the_relay_starts_and_config_check_says_verified_cannot() {
+    // A machine without CA certificates: the system store is empty.
+    let files = NodeFiles::new(NodeOptions::default());
+    let empty = files.dir.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let no_dir = files.dir.path().join("no-roots.d");
+    std::fs::create_dir(&no_dir).unwrap();
+    let (empty, no_dir) = (empty.display().to_string(), no_dir.display().to_string());
+    let env = [
+        ("SSL_CERT_FILE", empty.as_str()),
+        ("SSL_CERT_DIR", no_dir.as_str()),
+    ];
+    // Plain DNS and opportunistic TLS need no roots: the relay starts, with
+    // inbound verification on (its resolver is built at start; a DNS
+    // server on a dead loopback port, so nothing leaves the machine).
+    let text = std::fs::read_to_string(&files.config).unwrap();
+    let text = text
+        .replace("[auth]\nenabled = false", "[auth]\nenabled = true")
+        .replace(
+            "[outbound]\n",
+            "[outbound]\nnameservers = [\"127.0.0.1:9\"]\n",
+        );
+    std::fs::write(&files.config, text).unwrap();
+    let mut node = files.start_env(&env);
+    assert!(node.terminate(Duration::from_secs(20)).success());
+    assert_eq!(files.cli_env(&["config", "check"], &env).code, 0);
+    // `verified` without a CA file cannot verify anything: said before start.
+    let verified = files.dir.path().join("verified.toml");
+    let text = std::fs::read_to_string(&files.config).unwrap();
+    std::fs::write(
+        &verified,
+        text.replace("[outbound]\n", "[outbound]\ntls = \"verified\"\n"),
+    )
+    .unwrap();
+    let mut cmd = clean_command();
+    cmd.args(["config", "check"]).arg(&verified);
+    cmd.envs(env);
+    let out = run(cmd);
+    assert_eq!(out.code, 2, "{out:#?}");
+    for needle in ["key `outbound.tls`", "no trusted root", "tls_ca_file"] {
+        assert!(out.stderr.contains(needle), "`{needle}`: {}", out.stderr);
+    }
+}
+
+#[test]
+fn config_check_warns_about_inline_secrets_everyone_can_read() {
+    let files = NodeFiles::new(NodeOptions::default());
+    // The harness writes it 0600: no warning.
+    let out = check(&files.config, &[]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:#?}");
+    std::fs::set_permissions(&files.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check(&files.config, &[]);
+    assert_eq!(out.code, 0, "a warning, not a refusal: {out:#?}");
+    for needle in ["warning:", "mode 0644", "http.admin_keys", "chmod 600"] {
+        assert!(out.stderr.contains(needle), "`{needle}`: {}", out.stderr);
+    }
+    // Without inline secrets a readable config is fine.
+    let plain = files.dir.path().join("plain.toml");
+    std::fs::write(&plain, "hostname = \"relay.test\"\n").unwrap();
+    let out = check(&plain, &[]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:#?}");
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, KeyError>
     }
     let path = generated_key_path(config);
     if path.exists() {
+        // The relay's own: made 0600 if an older version left it wider.
+        crate::files::restrict_own_file(&path).map_err(|e| KeyError::Read(path.clone(), e))?;
         return read_key_file(&path);
     }
     if !create {

@@ -3,7 +3,10 @@
 //! offers PIPELINING. Replies are parsed by smtp-proto's sans-IO receiver.
 //! No command leaves with a CR or LF inside it: an address carrying a line
 //! break would otherwise smuggle its own commands into the conversation.
+//! Every address is written through [`encode_path`], so a local part that
+//! needs quoting is quoted and one that no path can carry is refused.
 
+use super::path::{PathError, encode_path};
 use super::{DeliveryStatus, Envelope, Payload};
 use crate::smtp::reply::Reply;
 use smtp_proto::response::parser::ResponseReceiver;
@@ -234,19 +237,29 @@ impl SmtpClient {
         rcpts: &[String],
         payload: &Payload,
     ) -> Result<Verdicts, TxnError> {
-        if has_line_break(&envelope.sender) {
-            let r = Reply::new(
-                550,
-                [5, 1, 7],
-                "the envelope sender contains a line break; not sent",
-            );
-            return Ok(all_failed(rcpts, &r));
-        }
-        if rcpts.iter().any(|r| has_line_break(r)) {
+        let sender = if envelope.sender.is_empty() {
+            String::new()
+        } else {
+            match encode_path(&envelope.sender, envelope.smtputf8) {
+                Ok(path) => path,
+                Err(e) => {
+                    let text = format!(
+                        "the envelope sender cannot be written as an SMTP path ({e}); not sent"
+                    );
+                    return Ok(all_failed(rcpts, &Reply::owned(550, [5, 1, 7], text)));
+                }
+            }
+        };
+        let paths: Vec<Result<String, PathError>> = rcpts
+            .iter()
+            .map(|r| encode_path(r, envelope.smtputf8))
+            .collect();
+        if paths.iter().any(Result::is_err) {
             return self
-                .send_skipping_line_breaks(envelope, rcpts, payload)
+                .send_skipping_unwritable(envelope, rcpts, &paths, payload)
                 .await;
         }
+        let paths: Vec<String> = paths.into_iter().flatten().collect();
         if self.caps.size > 0 && payload.size > self.caps.size {
             let r = Reply::owned(
                 552,
@@ -272,7 +285,7 @@ impl SmtpClient {
                 .map(|_| (DeliveryStatus::Failed, r.clone()))
                 .collect());
         }
-        let mut mail = format!("MAIL FROM:<{}>", envelope.sender);
+        let mut mail = format!("MAIL FROM:<{sender}>");
         if self.caps.size > 0 {
             mail.push_str(&format!(" SIZE={}", payload.size));
         }
@@ -287,8 +300,8 @@ impl SmtpClient {
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
             check_line(&mail).map_err(before)?;
             let mut batch = mail;
-            for r in rcpts {
-                let rcpt = format!("RCPT TO:<{r}>\r\n");
+            for path in &paths {
+                let rcpt = format!("RCPT TO:<{path}>\r\n");
                 check_line(&rcpt).map_err(before)?;
                 batch.push_str(&rcpt);
             }
@@ -317,9 +330,9 @@ impl SmtpClient {
             let mail_reply = self.command(&mail, "MAIL reply").await.map_err(before)?;
             let mut rcpt_replies = Vec::with_capacity(rcpts.len());
             if mail_reply.is_positive() {
-                for r in rcpts {
+                for path in &paths {
                     rcpt_replies.push(
-                        self.command(&format!("RCPT TO:<{r}>\r\n"), "RCPT reply")
+                        self.command(&format!("RCPT TO:<{path}>\r\n"), "RCPT reply")
                             .await
                             .map_err(before)?,
                     );
@@ -404,18 +417,20 @@ impl SmtpClient {
         Ok(verdicts)
     }
 
-    /// `send` for the recipients without a line break; the others fail
-    /// permanently (their address can never be written as a command).
-    async fn send_skipping_line_breaks(
+    /// `send` for the recipients whose address can be written as a path;
+    /// the others fail permanently (no valid command can name them).
+    async fn send_skipping_unwritable(
         &mut self,
         envelope: &Envelope,
         rcpts: &[String],
+        paths: &[Result<String, PathError>],
         payload: &Payload,
     ) -> Result<Verdicts, TxnError> {
         let clean: Vec<String> = rcpts
             .iter()
-            .filter(|r| !has_line_break(r))
-            .cloned()
+            .zip(paths)
+            .filter(|(_, p)| p.is_ok())
+            .map(|(r, _)| r.clone())
             .collect();
         let mut sent = if clean.is_empty() {
             Vec::new()
@@ -423,22 +438,20 @@ impl SmtpClient {
             Box::pin(self.send(envelope, &clean, payload)).await?
         }
         .into_iter();
-        let refused = Reply::new(
-            553,
-            [5, 1, 3],
-            "the forwarding address contains a line break; not sent",
-        );
         let lost = Reply::new(451, [4, 3, 0], "no verdict for this recipient");
-        Ok(rcpts
+        Ok(paths
             .iter()
-            .map(|r| {
-                if has_line_break(r) {
-                    (DeliveryStatus::Failed, refused.clone())
-                } else {
-                    // One verdict per clean recipient, in order.
-                    sent.next()
-                        .unwrap_or((DeliveryStatus::Deferred, lost.clone()))
+            .map(|path| match path {
+                Err(e) => {
+                    let text = format!(
+                        "the forwarding address cannot be written as an SMTP path ({e}); not sent"
+                    );
+                    (DeliveryStatus::Failed, Reply::owned(553, [5, 1, 3], text))
                 }
+                // One verdict per clean recipient, in order.
+                Ok(_) => sent
+                    .next()
+                    .unwrap_or((DeliveryStatus::Deferred, lost.clone())),
             })
             .collect())
     }

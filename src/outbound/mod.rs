@@ -6,6 +6,7 @@
 pub mod client;
 pub mod mx;
 pub mod network;
+pub mod path;
 mod pool;
 
 use crate::config::{Config, TlsPolicy};
@@ -92,23 +93,24 @@ impl Payload {
 
 /// SMTP transparency (RFC 5321 §4.5.2) for a message written in chunks: a
 /// `.` that starts a line gets another, and the end adds the CRLF the
-/// message may lack and the final `.` line.
+/// message may lack and the final `.` line. Every line ending is written as
+/// CRLF and a bare CR or LF counts as one: inbound normalizes them, but a
+/// spool file of an older version may hold them, and a `.` after a bare CR
+/// sent unstuffed would end the transaction early at a destination that
+/// takes CR as a line end (SMTP smuggling).
 #[derive(Debug, Clone, Copy)]
 pub struct DotStuffer {
     line_start: bool,
-    /// The message ends with CRLF so far (or is empty).
-    ends_with_crlf: bool,
-    last: Option<u8>,
-    empty: bool,
+    /// The last chunk ended with a CR: a CRLF or a bare CR, the next byte
+    /// tells.
+    pending_cr: bool,
 }
 
 impl Default for DotStuffer {
     fn default() -> Self {
         DotStuffer {
             line_start: true,
-            ends_with_crlf: false,
-            last: None,
-            empty: true,
+            pending_cr: false,
         }
     }
 }
@@ -116,36 +118,51 @@ impl Default for DotStuffer {
 impl DotStuffer {
     /// Appends the stuffed form of `chunk` to `out`.
     pub fn stuff(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let Some(&final_byte) = chunk.last() else {
-            return;
-        };
-        let mut start = 0;
-        if self.line_start && chunk.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        for nl in memchr::memchr_iter(b'\n', chunk) {
-            if chunk.get(nl + 1) == Some(&b'.') {
-                out.extend_from_slice(chunk.get(start..=nl).unwrap_or_default());
-                out.push(b'.');
-                start = nl + 1;
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                self.end_line(out);
+                if let Some((b'\n', tail)) = rest.split_first() {
+                    rest = tail;
+                    continue;
+                }
             }
+            let end = memchr::memchr2(b'\r', b'\n', rest);
+            let (text, tail) = rest.split_at(end.unwrap_or(rest.len()));
+            if self.line_start && text.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(text);
+            if !text.is_empty() {
+                self.line_start = false;
+            }
+            rest = match tail.split_first() {
+                Some((b'\r', tail)) => {
+                    self.pending_cr = true;
+                    tail
+                }
+                Some((_, tail)) => {
+                    self.end_line(out);
+                    tail
+                }
+                None => tail,
+            };
         }
-        out.extend_from_slice(chunk.get(start..).unwrap_or_default());
-        let before = if chunk.len() >= 2 {
-            chunk.get(chunk.len() - 2).copied()
-        } else {
-            self.last
-        };
-        self.ends_with_crlf = before == Some(b'\r') && final_byte == b'\n';
-        self.last = Some(final_byte);
-        self.line_start = final_byte == b'\n';
-        self.empty = false;
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\r\n");
+        self.line_start = true;
     }
 
     /// Appends the end of the data: CRLF when the message lacks it, then
     /// the `.` line.
-    pub fn finish(self, out: &mut Vec<u8>) {
-        if !self.empty && !self.ends_with_crlf {
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        if self.pending_cr {
+            self.end_line(out);
+        }
+        if !self.line_start {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b".\r\n");
@@ -298,7 +315,12 @@ impl Outbound {
                 Err(e) if self.tls != TlsPolicy::Opportunistic => Err(e.as_reply()),
                 Err(e) => {
                     // Opportunistic: a broken TLS stack must not stop mail.
-                    tracing::info!(%host, %addr, error = %e, "STARTTLS failed, retrying in plain text");
+                    // INFO names no host, address or TLS error (which can
+                    // quote the host name): the MX says where an alias
+                    // forwards. Those are for DEBUG, like every other line
+                    // here that names a destination.
+                    tracing::info!("STARTTLS failed, retrying in plain text");
+                    tracing::debug!(%host, %addr, error = %e, "STARTTLS failed, retrying in plain text");
                     let mut plain = SmtpClient::connect(host, addr, self.timeouts)
                         .await
                         .map_err(|e| e.as_reply())?;
@@ -407,18 +429,29 @@ fn defer_all(rcpts: &[String], reply: Reply, server: Option<String>) -> Vec<Atte
 mod tests {
     use super::*;
 
-    /// The whole message stuffed at once (what the chunks must add up to).
+    /// The whole message stuffed at once (what the chunks must add up to):
+    /// any CR, LF or CRLF is one line end, written CRLF.
     fn stuffed_whole(message: &[u8]) -> Vec<u8> {
         let mut data = Vec::new();
         let mut line_start = true;
-        for &b in message {
-            if line_start && b == b'.' {
-                data.push(b'.');
+        let mut bytes = message.iter().copied().peekable();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'\r' | b'\n' => {
+                    if b == b'\r' && bytes.peek() == Some(&b'\n') {
+                        bytes.next();
+                    }
+                    data.extend_from_slice(b"\r\n");
+                    line_start = true;
+                    continue;
+                }
+                b'.' if line_start => data.push(b'.'),
+                _ => {}
             }
             data.push(b);
-            line_start = b == b'\n';
+            line_start = false;
         }
-        if !message.is_empty() && !message.ends_with(b"\r\n") {
+        if !line_start {
             data.extend_from_slice(b"\r\n");
         }
         data.extend_from_slice(b".\r\n");
@@ -463,6 +496,51 @@ mod tests {
             let b = cut_b.min(msg.len()).max(a);
             let got = stuffed(&[&msg[..a], &msg[a..b], &msg[b..]]);
             proptest::prop_assert_eq!(got, stuffed_whole(&msg));
+        }
+    }
+
+    #[test]
+    fn a_dot_after_a_bare_line_ending_is_stuffed() {
+        for (message, data) in [
+            (&b"a\r.\r\nMAIL"[..], &b"a\r\n..\r\nMAIL\r\n.\r\n"[..]),
+            (b"a\n.\r\nMAIL", b"a\r\n..\r\nMAIL\r\n.\r\n"),
+            (b"a\r\n.\nMAIL", b"a\r\n..\r\nMAIL\r\n.\r\n"),
+            (b"a\r", b"a\r\n.\r\n"),
+            (b"\n", b"\r\n.\r\n"),
+        ] {
+            assert_eq!(stuffed(&[message]), data, "{message:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Whatever the message holds, the data phase ends at its last five
+        /// bytes and only there, for a reader that ends data at CRLF.CRLF,
+        /// LF.LF, CR.CR or any mix.
+        #[test]
+        fn the_data_phase_ends_only_at_its_end(
+            message in proptest::collection::vec(proptest::prop_oneof![
+                proptest::prelude::Just(b'\r'),
+                proptest::prelude::Just(b'\n'),
+                proptest::prelude::Just(b'.'),
+                proptest::prelude::any::<u8>(),
+            ], 0..64),
+        ) {
+            let data = stuffed(&[&message]);
+            proptest::prop_assert!(data.ends_with(b"\r\n.\r\n") || data == b".\r\n");
+            let lone_dots = data
+                .split(|b| *b == b'\r' || *b == b'\n')
+                .filter(|line| *line == b".")
+                .count();
+            proptest::prop_assert_eq!(lone_dots, 1);
+            for (i, &b) in data.iter().enumerate() {
+                match b {
+                    b'\r' => proptest::prop_assert_eq!(data.get(i + 1), Some(&b'\n')),
+                    b'\n' => proptest::prop_assert!(i > 0 && data[i - 1] == b'\r'),
+                    _ => {}
+                }
+            }
         }
     }
 }

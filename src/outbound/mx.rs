@@ -2,8 +2,9 @@
 //! preference order (equal preferences shuffled), else the domain itself
 //! (implicit MX); a null MX (RFC 7505) means the domain takes no mail.
 //! Addresses found through DNS must be public unless the operator allowed
-//! their network (`outbound.allow_networks`); a route is the operator's own
-//! choice and is not filtered.
+//! their network (`outbound.allow_networks`). That includes the addresses
+//! of a route's host name: whoever runs that name's DNS, not the operator,
+//! decides them. Only a route to an IP address is explicit and exempt.
 
 use super::network::{Network, may_connect};
 use crate::config::{Config, parse_host_port};
@@ -45,8 +46,9 @@ impl RouteError {
 pub struct NextHop {
     pub host: String,
     pub port: u16,
-    /// From `outbound.routes` (its addresses are not filtered).
-    pub route: bool,
+    /// A route to an IP address: the operator named the address itself,
+    /// so it is not filtered.
+    pub explicit: bool,
 }
 
 /// DNS-based routing with the configured overrides.
@@ -66,9 +68,9 @@ impl Router {
             .filter_map(|(domain, target)| {
                 let (host, port) = parse_host_port(target)?;
                 let hop = NextHop {
+                    explicit: host.parse::<IpAddr>().is_ok(),
                     host,
                     port,
-                    route: true,
                 };
                 Some((domain.to_ascii_lowercase(), hop))
             })
@@ -81,10 +83,11 @@ impl Router {
         }
     }
 
-    /// True when delivery to `hop` may connect to `ip`: a route's addresses
-    /// always, others when public or in an allowed network.
+    /// True when delivery to `hop` may connect to `ip`: a route to an IP
+    /// address always, others (a route's host name too) when public or in
+    /// an allowed network.
     pub fn may_connect(&self, hop: &NextHop, ip: IpAddr) -> bool {
-        hop.route || may_connect(ip, &self.allowed)
+        hop.explicit || may_connect(ip, &self.allowed)
     }
 
     fn resolver(&self) -> Result<&TokioResolver, RouteError> {
@@ -105,7 +108,7 @@ impl Router {
                 return Ok(vec![NextHop {
                     host: domain.to_string(),
                     port: self.port,
-                    route: false,
+                    explicit: false,
                 }]);
             }
             Err(e) => return Err(RouteError::Temporary(domain.into(), describe(&e))),
@@ -125,7 +128,7 @@ impl Router {
             return Ok(vec![NextHop {
                 host: domain.to_string(),
                 port: self.port,
-                route: false,
+                explicit: false,
             }]);
         }
         mx.shuffle(&mut rand::rng());
@@ -135,7 +138,7 @@ impl Router {
             .map(|(_, host)| NextHop {
                 host: host.trim_end_matches('.').to_ascii_lowercase(),
                 port: self.port,
-                route: false,
+                explicit: false,
             })
             .collect())
     }

@@ -2,8 +2,10 @@
 //! forwarding domain's DNS chooses the MX hosts and their addresses; without
 //! this check they could point them at loopback or the relay's own network
 //! and make the relay talk SMTP to internal services. Addresses that are not
-//! public unicast (RFC 6890 special-purpose ranges, and IPv6 forms that embed
-//! such an IPv4 address) are refused unless an operator allows their network.
+//! public unicast are refused unless an operator allows their network: the
+//! IANA special-purpose registries (RFC 6890) for IPv4; for IPv6 anything
+//! outside global unicast 2000::/3, the special blocks inside it, and the
+//! NAT64 and 6to4 forms whose embedded IPv4 address is not public.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -145,29 +147,47 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 224) // multicast, reserved, broadcast
 }
 
+/// Special-purpose blocks inside global unicast 2000::/3 that are not
+/// globally reachable (IANA IPv6 Special-Purpose Address Registry), as
+/// (network, prefix length).
+const NOT_GLOBAL_V6: [(u128, u8); 3] = [
+    // IETF protocol assignments 2001::/23: Teredo 2001::/32, benchmarking
+    // 2001:2::/48, ORCHID. The few anycast services IANA marks reachable in
+    // there (PCP, TURN, AMT, AS112, ORCHIDv2, DETs) are no mail servers.
+    (0x2001 << 112, 23),
+    (0x2001_0db8 << 96, 32), // documentation (RFC 3849)
+    (0x3fff << 112, 20),     // documentation (RFC 9637)
+];
+
+/// True when `bits` lies in `net`/`prefix`.
+fn in_v6(bits: u128, net: u128, prefix: u8) -> bool {
+    u128::from(mask_v6(Ipv6Addr::from(bits), prefix)) == net
+}
+
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let segments = ip.segments();
-    // Forms that carry an IPv4 address are judged by it: mapped
-    // (::ffff:0:0/96), NAT64 (64:ff9b::/96) and 6to4 (2002::/16).
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_public_v4(v4);
+    let bits = u128::from(ip);
+    // The NAT64 well-known prefix 64:ff9b::/96 (RFC 6052) is globally
+    // reachable: judged by the IPv4 address it carries. (The local-use
+    // 64:ff9b:1::/48 of RFC 8215 is not, and lies outside 2000::/3.)
+    if in_v6(bits, 0x0064_ff9b << 96, 96) {
+        return is_public_v4(Ipv4Addr::from(bits as u32));
     }
-    let low32 = |s: &[u16; 8]| Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return is_public_v4(low32(&segments));
+    // Only global unicast 2000::/3 (RFC 4291) is public. Everything else of
+    // the registry is outside it: unspecified, loopback, IPv4-mapped
+    // ::ffff:0:0/96 and IPv4-translated ::ffff:0:0:0/96 (an AAAA record has
+    // no business carrying either; the A record serves), IPv4-compatible,
+    // discard-only 100::/64, 5f00::/16 (SRv6 SIDs), unique local, link-local,
+    // site-local, multicast, and all that is not allocated.
+    if !in_v6(bits, 0x2000 << 112, 3) {
+        return false;
     }
-    if segments[0] == 0x2002 {
-        let v4 = Ipv4Addr::from((u32::from(segments[1]) << 16) | u32::from(segments[2]));
-        return is_public_v4(v4);
+    // 6to4 (2002::/16): judged by the IPv4 address of the tunnel end.
+    if in_v6(bits, 0x2002 << 112, 16) {
+        return is_public_v4(Ipv4Addr::from((bits >> 80) as u32));
     }
-    let first = segments[0];
-    !(segments[..6] == [0; 6]                      // ::/96: unspecified, loopback, IPv4-compatible
-        || segments[..4] == [0x100, 0, 0, 0]       // discard-only (RFC 6666)
-        || (first & 0xfe00) == 0xfc00              // unique local fc00::/7
-        || (first & 0xffc0) == 0xfe80              // link-local fe80::/10
-        || (first & 0xffc0) == 0xfec0              // site-local fec0::/10 (deprecated)
-        || (first & 0xff00) == 0xff00              // multicast
-        || (first == 0x2001 && segments[1] == 0xdb8)) // documentation
+    !NOT_GLOBAL_V6
+        .iter()
+        .any(|&(net, prefix)| in_v6(bits, net, prefix))
 }
 
 /// True when outbound delivery may connect to `ip`: it is public, or inside
@@ -214,7 +234,27 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
             "::ffff:169.254.169.254",
+            "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
+            "::ffff:0:7f00:1",
+            "::808:808",
             "64:ff9b::10.0.0.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:1::1",
+            "2001:2::25",
+            "2001:10::1",
+            "2001:1ff:ffff::1",
+            "2002::1",
+            "3fff::1",
+            "3fff:fff:ffff::1",
+            "5f00::1",
+            "100:0:0:1::1",
+            "4000::1",
+            "1::1",
             "2002:7f00:1::1",
             "2002:c0a8:101::1",
             "100::1",
@@ -246,9 +286,14 @@ mod tests {
             "223.255.255.254",
             "2a00:1450:4001:80b::201a",
             "2001:4860:4860::8888",
-            "::ffff:8.8.8.8",
             "64:ff9b::8.8.8.8",
             "2002:808:808::1",
+            "2001:200::1",
+            "2001:db7:ffff::1",
+            "2001:db9::1",
+            "3ffe:1000::1",
+            "3fff:1000::1",
+            "2620:4f:8000::1",
         ] {
             assert!(is_public(ip(s)), "{s} must be public");
         }
@@ -304,7 +349,7 @@ mod tests {
 
         /// A parsed network prints as text that parses back to it, and
         /// contains its own address; every IPv4 address has the same verdict
-        /// in its IPv4-mapped, NAT64 and 6to4 forms.
+        /// in its NAT64 and 6to4 forms, and none is public IPv4-mapped.
         #[test]
         fn networks_round_trip_and_mapped_forms_agree(raw in any::<u32>(), prefix in 0u8..=32) {
             let v4 = Ipv4Addr::from(raw);
@@ -313,12 +358,32 @@ mod tests {
             prop_assert!(net.contains(IpAddr::V4(v4)));
             prop_assert!(net.contains(IpAddr::V6(v4.to_ipv6_mapped())));
             let public = is_public(IpAddr::V4(v4));
-            prop_assert_eq!(is_public(IpAddr::V6(v4.to_ipv6_mapped())), public);
+            prop_assert!(!is_public(IpAddr::V6(v4.to_ipv6_mapped())));
             let [a, b, c, d] = v4.octets();
             let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
             prop_assert_eq!(is_public(IpAddr::V6(nat64)), public);
             let six_to_four = Ipv6Addr::new(0x2002, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]), 0, 0, 0, 0, 1);
             prop_assert_eq!(is_public(IpAddr::V6(six_to_four)), public);
+        }
+
+        /// Checked against the registry written out another way: what is
+        /// public is in 2000::/3 or NAT64, and in none of the blocks that
+        /// are not globally reachable.
+        #[test]
+        fn public_ipv6_is_global_unicast(raw in any::<u128>(), top in 0u16..16) {
+            // Half the cases start in 2000::/3, where the exceptions are.
+            let raw = if top < 8 { raw } else { (raw & (u128::MAX >> 4)) | (u128::from(top & 3) + 2) << 124 };
+            let ip = Ipv6Addr::from(raw);
+            let s = ip.segments();
+            let v4 = |hi: u16, lo: u16| is_public_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+            let expected = match s[0] {
+                0x64 if s[1..6] == [0xff9b, 0, 0, 0, 0] => v4(s[6], s[7]),
+                0x2001 if s[1] < 0x200 || s[1] == 0xdb8 => false,
+                0x2002 => v4(s[1], s[2]),
+                0x3fff if s[1] < 0x1000 => false,
+                first => (0x2000..0x4000).contains(&first),
+            };
+            prop_assert_eq!(is_public(IpAddr::V6(ip)), expected, "{}", ip);
         }
 
         #[test]

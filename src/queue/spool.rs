@@ -111,12 +111,13 @@ impl Spool {
     /// Also opens `dir/../incoming`, emptied: what is there was being
     /// received when the relay stopped, and was never acknowledged.
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(dir)?;
+        // Private (0700): message bodies are other people's mail.
+        crate::files::create_private_dir(dir)?;
         let parent = dir.parent().unwrap_or(dir);
         let quarantine = parent.join("quarantine");
-        std::fs::create_dir_all(&quarantine)?;
+        crate::files::create_private_dir(&quarantine)?;
         let incoming = parent.join("incoming");
-        std::fs::create_dir_all(&incoming)?;
+        crate::files::create_private_dir(&incoming)?;
         for entry in std::fs::read_dir(&incoming)? {
             let path = entry?.path();
             if path.is_file() {

@@ -203,6 +203,12 @@ pub fn load(config: &Config) -> Result<Vec<SelectorKey>, KeyError> {
         .map(|(selector, algorithm)| {
             let path = dir.join(format!("{selector}.pem"));
             let pair = if path.exists() {
+                // The relay's own: made 0600 if an older version left it wider.
+                crate::files::restrict_own_file(&path).map_err(|source| KeyError::Read {
+                    key: "dkim.keys (empty: generated keys)".into(),
+                    path: path.clone(),
+                    source,
+                })?;
                 load_file(&path, algorithm, "dkim.keys (empty: generated keys)")?
             } else {
                 let pair = generate(algorithm, &path)?;
@@ -276,13 +282,17 @@ pub fn generate(algorithm: KeyAlgorithm, path: &Path) -> Result<KeyPair, KeyErro
     };
     let pem = pem_encode("PRIVATE KEY", &pkcs8);
     let pair = KeyPair::from_pem(pem.as_bytes(), algorithm).map_err(fail)?;
-    // Written under a temporary name, then renamed: a crash never leaves a
-    // truncated key behind that the next start would choke on.
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    crate::tls::write_private(&tmp, pem.as_bytes()).map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))?;
+    // Written under a fresh random name, then linked into place: a crash
+    // never leaves a truncated key behind that the next start would choke
+    // on, and nothing planted at the path or at a guessable temporary name
+    // is followed or overwritten.
+    crate::files::write_secret_new(path, pem.as_bytes()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyError::Exists(path.to_path_buf())
+        } else {
+            fail(e.to_string())
+        }
+    })?;
     Ok(pair)
 }
 

@@ -393,43 +393,30 @@ fn read_secret_file(path: &Path) -> Result<Vec<Vec<u8>>, SrsError> {
 /// file is written aside and linked into place, so concurrent first uses
 /// agree on one secret.
 fn generated_secret(path: &Path) -> Result<Vec<Vec<u8>>, SrsError> {
-    if path.exists() {
-        return read_secret_file(path);
-    }
-    let (secret, nonce) = {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        let bytes: [u8; 24] = rng.random();
-        let nonce: u64 = rng.random();
-        (
-            base64::engine::general_purpose::STANDARD.encode(bytes),
-            nonce,
-        )
+    // The relay's own: made 0600 if an older version left it wider.
+    let own = |path: &Path| {
+        crate::files::restrict_own_file(path)
+            .map_err(|e| SrsError::Secrets(format!("cannot restrict {}: {e}", path.display())))?;
+        read_secret_file(path)
     };
-    let tmp = path.with_file_name(format!(
-        ".srs.secret.{}.{nonce:016x}.tmp",
-        std::process::id()
-    ));
+    if path.exists() {
+        return own(path);
+    }
+    let secret = {
+        use rand::Rng;
+        let bytes: [u8; 24] = rand::rng().random();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
     let write_error = |e: String| {
         SrsError::Secrets(format!(
             "cannot write generated SRS secret {}: {e}",
             path.display()
         ))
     };
-    crate::tls::write_private(&tmp, format!("{secret}\n").as_bytes())
-        .map_err(|e| write_error(e.to_string()))?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let linked = match linked {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let _ = std::fs::remove_file(&tmp);
-            return read_secret_file(path);
-        }
-        // A file system without hard links: move it into place.
-        Err(_) => std::fs::rename(&tmp, path),
-        Ok(()) => Ok(()),
-    };
-    let _ = std::fs::remove_file(&tmp);
-    linked.map_err(|e| write_error(e.to_string()))?;
+    match crate::files::write_secret_new(path, format!("{secret}\n").as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return own(path),
+        written => written.map_err(|e| write_error(e.to_string()))?,
+    }
     tracing::info!(path = %path.display(), "generated an SRS secret");
     Ok(vec![secret.into_bytes()])
 }
@@ -933,6 +920,7 @@ mod tests {
         assert_eq!(s.reverse_at(&old, T).unwrap(), "u@x.org");
         assert!(!generated_secret_path(&config).exists());
         // A file without secrets, or none at all, is an error.
+        std::fs::remove_file(&file).unwrap();
         crate::tls::write_private(&file, b"# nothing\n\n").unwrap();
         assert!(matches!(
             Srs::from_config(&config),

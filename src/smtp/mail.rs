@@ -1,9 +1,11 @@
 //! MAIL FROM: starts a transaction after checking sequence, declared size,
-//! body type and sender syntax.
+//! body type and sender syntax (no quoted local parts: they would carry
+//! spaces and `>` into the SRS address the relay writes downstream).
 
 use super::reply::Reply;
 use super::session::{Flow, Io, Session, Transaction, oversize_reply};
 use crate::address::Mailbox;
+use crate::outbound::path::has_only_atom_chars;
 use smtp_proto::{MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
 use std::borrow::Cow;
 
@@ -48,6 +50,17 @@ impl<T: Io> Session<T> {
             // Malformed: 501; a domain with code points IDNA2008 does not
             // allow is well formed but not allowed: 553 (as at RCPT).
             match Mailbox::check(sender) {
+                // A local part that arrived quoted (`"a> RET=FULL"@d`) is
+                // copied into the SRS address and the logs: refused, since
+                // only a dot-atom stays one token wherever it is copied,
+                // and no bounce could come back to it (RCPT refuses quotes).
+                Ok(m) if !has_only_atom_chars(&m.local) => {
+                    return self.error(Reply::new(
+                        553,
+                        [5, 1, 7],
+                        "Error: quoted local parts are not accepted in the sender address",
+                    ));
+                }
                 Ok(_) => {}
                 Err(e) if e.is_disallowed_name() => {
                     let text = format!("Error: sender address not allowed: {e}");

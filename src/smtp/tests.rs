@@ -1154,7 +1154,8 @@ async fn dots_on_the_first_line_and_empty_messages() {
 
 #[tokio::test]
 async fn bare_lf_or_cr_dot_does_not_end_data() {
-    // SMTP smuggling: only CRLF.CRLF ends the data
+    // SMTP smuggling: only CRLF.CRLF ends the data; a bare CR or LF is
+    // normalized to CRLF, so it is content and stays content downstream
     let h = Harness::new(|_| {});
     let mut c = h.connect().await;
     c.ehlo("client.test").await;

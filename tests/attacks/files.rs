@@ -73,7 +73,7 @@ async fn other_users_cannot_read_the_store_the_data_directory_or_generated_secre
     ] {
         assert_eq!(mode(&data.join(generated)), 0o600, "{generated}");
     }
-    for dir in ["tls", "dkim"] {
+    for dir in ["tls", "dkim", "spool", "quarantine"] {
         assert_eq!(mode(&data.join(dir)), 0o700, "{dir}/");
     }
 
@@ -177,7 +177,9 @@ async fn secret_files_readable_by_other_users_are_refused() {
         chmod(&secret.path, 0o400);
     }
 
-    // The secrets the relay generates into its data directory, the same.
+    // The secrets the relay generates into its data directory are its own:
+    // one left open (by an older version, by hand) is closed, not refused,
+    // so that an upgrade still starts.
     let generated_dir = dir.path().join("generated");
     let generated = |c: &mut Config| c.http.admin_keys.clear();
     let config = || {
@@ -196,18 +198,100 @@ async fn secret_files_readable_by_other_users_are_refused() {
         "dkim/eas-ed25519.pem",
     ] {
         let path = generated_dir.join(name);
+        let before = std::fs::read(&path).unwrap();
         chmod(&path, 0o644);
-        let err = start_and_stop(config())
+        start_and_stop(config())
             .await
-            .expect_err(&format!("an open {name} must be refused"));
-        assert!(
-            err.contains(&path.display().to_string()) && err.contains("mode 0644"),
-            "{name}: {err}"
-        );
-        chmod(&path, 0o600);
+            .unwrap_or_else(|e| panic!("an open generated {name} is closed: {e}"));
+        assert_eq!(mode(&path), 0o600, "{name}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{name} is reused");
     }
 
     // With the files closed, ordinary mail flows.
     mail_flows(&data, "configured", configured).await;
     mail_flows(&generated_dir, "generated", |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_planted_at_key_paths_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for sub in ["tls", "dkim"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+        chmod(&data.join(sub), 0o700);
+    }
+    chmod(&data, 0o700);
+    // Files of someone else's that the relay can write, and a place the
+    // attacker can read: the relay must neither overwrite the first nor
+    // write its secrets to the second.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let stolen = dir.path().join("stolen");
+    let plant = |at: &Path, to: &Path| std::os::unix::fs::symlink(to, at).unwrap();
+    // the TLS key (its certificate is missing, so the pair is generated)
+    plant(&data.join("tls/key.pem"), &victim);
+    // the fixed temporary name DKIM key generation used to write through
+    plant(&data.join("dkim/eas-ed25519.pem.tmp"), &victim);
+    plant(&data.join("dkim/eas-rsa.pem.tmp"), &stolen);
+    // a dangling link where the admin key is generated
+    plant(&data.join("admin.key"), &stolen);
+
+    let no_keys = |c: &mut Config| c.http.admin_keys.clear();
+    let config = || {
+        let mut c = test_config(&data);
+        no_keys(&mut c);
+        c
+    };
+    let err = start_and_stop(config())
+        .await
+        .expect_err("a link at admin.key is not written through");
+    assert!(err.contains("admin.key"), "{err}");
+    assert!(!stolen.exists(), "a secret was written through a link");
+    std::fs::remove_file(data.join("admin.key")).unwrap();
+
+    start_and_stop(config()).await.expect("the relay starts");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!stolen.exists(), "a secret was written through a link");
+    for generated in [
+        "tls/key.pem",
+        "dkim/eas-ed25519.pem",
+        "dkim/eas-rsa.pem",
+        "admin.key",
+    ] {
+        let path = data.join(generated);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file(), "{generated} is a file of its own");
+        assert_eq!(mode(&path), 0o600, "{generated}");
+    }
+    // Ordinary mail flows with the generated material.
+    mail_flows(&data, "after", |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_owned_by_another_user_are_refused() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can give a file to another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = dir.path().join("admin.keys");
+    std::fs::write(&keys, "file-admin-key-0123456789\n").unwrap();
+    chmod(&keys, 0o600);
+    let configure = |c: &mut Config, keys: &Path| c.http.admin_keys_file = Some(keys.to_path_buf());
+    // Another user (nobody) owns it: they could replace the key at will.
+    std::os::unix::fs::chown(&keys, Some(65534), None).unwrap();
+    let mut config = test_config(&data);
+    configure(&mut config, &keys);
+    let err = start_and_stop(config)
+        .await
+        .expect_err("a secret owned by another user must be refused");
+    assert!(
+        err.contains(&keys.display().to_string()) && err.contains("uid 65534"),
+        "{err}"
+    );
+    // Given back to the relay's user, it is used and mail flows.
+    std::os::unix::fs::chown(&keys, Some(0), None).unwrap();
+    mail_flows(&data, "owned", |c| configure(c, &keys)).await;
 }

@@ -88,20 +88,33 @@ async fn attacker_dns_pointing_mx_into_the_relays_network_is_not_connected_to() 
     dns.add_a("mx.zero.test", Ipv4Addr::UNSPECIFIED);
     dns.add_mx("ula.test", 10, "mx.ula.test");
     dns.add_aaaa("mx.ula.test", "fd00::25".parse().unwrap());
+    dns.add_a("mx.routed.test", Ipv4Addr::LOCALHOST);
+    // IPv6 forms outside the public internet that are easy to miss.
+    dns.add_mx("nat64.test", 10, "mx.nat64.test");
+    dns.add_aaaa("mx.nat64.test", "64:ff9b:1::7f00:1".parse().unwrap());
+    dns.add_mx("teredo.test", 10, "mx.teredo.test");
+    dns.add_aaaa("mx.teredo.test", "2001:0:7f00:1::1".parse().unwrap());
+    dns.add_mx("srv6.test", 10, "mx.srv6.test");
+    dns.add_aaaa("mx.srv6.test", "5f00::25".parse().unwrap());
     let (dns_addr, port, good_addr) = (dns.addr(), internal.addr.port(), good.addr);
     let relay = TestRelay::start(move |c: &mut Config| {
         c.outbound.allow_networks.clear(); // the default: public addresses only
         c.outbound.nameservers = vec![dns_addr];
         c.outbound.port = port;
-        // An operator's route stays explicit, even to loopback.
+        // An operator's route to an address stays explicit, even to
+        // loopback; a route to a host name is only as good as that name's
+        // DNS, so its addresses are filtered like an MX's.
         c.outbound
             .routes
             .insert("good.test".into(), good_addr.to_string());
+        c.outbound
+            .routes
+            .insert("routed.test".into(), format!("mx.routed.test:{port}"));
     })
     .await;
     let evil = [
         "loopback", "literal", "implicit", "mapped", "v6", "private", "metadata", "cgnat", "zero",
-        "ula",
+        "ula", "nat64", "teredo", "srv6", "routed",
     ];
     for name in evil {
         relay
@@ -368,5 +381,208 @@ async fn attacker_without_a_valid_certificate_cannot_receive_verified_mail() {
             "the {name} impostor received the message"
         );
     }
+    relay.stop().await;
+}
+
+// ------------------------------------------------- envelope and data phase
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_local_part_cannot_inject_mail_parameters() {
+    use eas_relay::outbound::client::{SmtpClient, Timeouts};
+    use eas_relay::outbound::{DeliveryStatus, Envelope, Payload};
+
+    let dest = TestSink::start().await;
+    let dest_addr = dest.addr;
+    let relay = TestRelay::start(move |c: &mut Config| {
+        c.outbound
+            .routes
+            .insert("dest.test".into(), dest_addr.to_string());
+    })
+    .await;
+    relay.alias("hello", "d.country", "u@dest.test").await;
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    // Quoted local parts that, copied raw into the relay's MAIL FROM (as
+    // the local part of the SRS address), would end the path early and
+    // hand the destination parameters of the attacker's choosing.
+    for sender in [
+        r#""a> RET=FULL ENVID=x"@example.org"#,
+        r#""a> SMTPUTF8 BODY=8BITMIME"@example.org"#,
+        r#""a>\" NOTIFY=NEVER"@example.org"#,
+        r#""a b"@example.org"#,
+    ] {
+        c.mail_from(sender, "553 5.1.7").await;
+        // the transaction was not started: a fresh MAIL is not nested
+        c.mail_from(SENDER, "250").await;
+        c.cmd("RSET", "250").await;
+    }
+    // Ordinary mail still flows, with the relay's own parameters only.
+    c.send_mail(
+        SENDER,
+        &["hello@d.country"],
+        &message(SENDER, "hello@d.country", "ordinary", "hello"),
+    )
+    .await;
+    c.quit().await;
+    let got = dest.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].mail_from.starts_with("SRS0=") && got[0].mail_from.ends_with("=sender@relay.test"),
+        "{:?}",
+        got[0].mail_from
+    );
+    let mails: Vec<String> = dest
+        .commands()
+        .into_iter()
+        .filter(|l| l.starts_with("MAIL"))
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(
+        !["RET=", "ENVID=", "NOTIFY=", "SMTPUTF8"]
+            .iter()
+            .any(|p| mails[0].contains(p)),
+        "{mails:#?}"
+    );
+    relay.stop().await;
+
+    // The client is the last line, whatever reaches the queue (an entry
+    // from an older version, a path no check caught): what needs quoting
+    // is quoted, and what no path can carry is not written at all.
+    let sink = TestSink::start().await;
+    let timeouts = Timeouts {
+        connect: WAIT,
+        command: WAIT,
+        data: WAIT,
+    };
+    let mut client = SmtpClient::connect("mx.dest.test", sink.addr, timeouts)
+        .await
+        .unwrap();
+    client.hello("relay.test").await.unwrap();
+    let envelope = Envelope {
+        sender: "SRS0=HHHH=TT=example.org=a> RET=FULL ENVID=x@relay.test".into(),
+        smtputf8: false,
+        body_8bit: false,
+    };
+    let rcpts = [
+        "u@dest.test".to_string(),
+        "v> NOTIFY=NEVER@dest.test".to_string(),
+        "w\r\nRSET@dest.test".to_string(),
+        "x\u{2028}@dest.test".to_string(),
+    ];
+    let verdicts = client
+        .send(
+            &envelope,
+            &rcpts,
+            &Payload::new(b"Subject: quoted\r\n\r\nhi\r\n"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the transaction ends"));
+    let statuses: Vec<DeliveryStatus> = verdicts.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Failed
+        ],
+        "{verdicts:?}"
+    );
+    for (_, reply) in &verdicts[2..] {
+        assert_eq!((reply.code, reply.enhanced), (553, Some([5, 1, 3])));
+    }
+    client.quit().await;
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(
+        got[0].mail_from,
+        "SRS0=HHHH=TT=example.org=a> RET=FULL ENVID=x@relay.test"
+    );
+    let commands = sink.commands();
+    let envelope_lines: Vec<&str> = commands
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("MAIL") || l.starts_with("RCPT"))
+        .collect();
+    assert_eq!(
+        envelope_lines,
+        [
+            r#"MAIL FROM:<"SRS0=HHHH=TT=example.org=a> RET=FULL ENVID=x"@relay.test>"#,
+            "RCPT TO:<u@dest.test>",
+            r#"RCPT TO:<"v> NOTIFY=NEVER"@dest.test>"#,
+        ],
+        "{commands:#?}"
+    );
+    assert!(
+        !commands.iter().any(|l| l.starts_with("RSET")),
+        "{commands:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_smuggling_with_bare_line_endings_cannot_forge_a_second_message() {
+    let dest = TestSink::start().await;
+    let dest_addr = dest.addr;
+    let relay = TestRelay::start(move |c: &mut Config| {
+        c.outbound
+            .routes
+            .insert("dest.test".into(), dest_addr.to_string());
+    })
+    .await;
+    relay.alias("hello", "d.country", "u@dest.test").await;
+    relay.alias("team", "d.country", "victim@dest.test").await;
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    // A message that ends early for a reader that takes a bare LF or CR
+    // as a line end, followed by a second, forged transaction. The relay
+    // takes only CRLF.CRLF as the end and writes every line end as CRLF,
+    // dot-stuffed: the forged transaction stays content of the first.
+    let endings = ["\n.\r\n", "\r.\r\n", "\r\n.\n", "\n.\n", "\r\n.\r"];
+    for ending in endings {
+        c.mail_from(SENDER, "250").await;
+        c.rcpt_to("hello@d.country", "250").await;
+        c.cmd("DATA", "354").await;
+        let smuggled = format!(
+            "Subject: first\r\n\r\nhello{ending}MAIL FROM:<ceo@d.country>\r\n\
+             RCPT TO:<team@d.country>\r\nDATA\r\nSubject: forged\r\n\r\npay now\r\n.\r\n"
+        );
+        c.send_raw(smuggled.as_bytes()).await;
+        let reply = c.reply().await;
+        assert!(reply.starts_with("250"), "{ending:?}: {reply}");
+        // the forged commands were content: no transaction is open
+        c.mail_from(SENDER, "250").await;
+        c.cmd("RSET", "250").await;
+    }
+    // Ordinary mail still flows.
+    c.send_mail(
+        SENDER,
+        &["hello@d.country"],
+        &message(SENDER, "hello@d.country", "ordinary", "hello"),
+    )
+    .await;
+    c.quit().await;
+    let got = dest.wait_for(endings.len() + 1, WAIT).await;
+    // The destination saw one message per accepted one, each to the alias's
+    // forward only, the forged transaction inside the body as text.
+    let got_all = dest.messages();
+    assert_eq!(got_all.len(), endings.len() + 1, "{got_all:#?}");
+    for m in &got_all {
+        assert_eq!(m.rcpt_to, vec!["u@dest.test"]);
+        let text = m.text();
+        assert!(
+            text.contains("Subject: ordinary")
+                || text.contains("\r\nMAIL FROM:<ceo@d.country>\r\n"),
+            "{text}"
+        );
+        // only CRLF line ends reach the destination
+        assert!(!text.replace("\r\n", "").contains(['\r', '\n']), "{text:?}");
+    }
+    assert!(got.iter().any(|m| m.text().contains("Subject: ordinary")));
+    let commands = dest.commands();
+    assert!(
+        !commands
+            .iter()
+            .any(|l| l.contains("ceo@") || l.contains("victim@")),
+        "{commands:#?}"
+    );
     relay.stop().await;
 }

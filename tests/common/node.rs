@@ -5,6 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -114,6 +115,9 @@ enabled = false
             rm = options.retry_max,
         );
         std::fs::write(&config, text).expect("write config");
+        // It holds the admin key inline: the relay's alone, as it should be.
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod config");
         let log = dir.path().join("node.log");
         NodeFiles {
             dir,
