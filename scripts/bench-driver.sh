@@ -210,7 +210,7 @@ smtp_answers() {
 setup() {
   BASE=$(mktemp -d /tmp/bench-eas-relay.XXXXXX)
   CONF="$BASE/eas-relay.toml"
-  mkdir -p "$BASE/data"
+  mkdir -p -m 700 "$BASE/data"
   [[ -s "$ALIASES_FILE" ]] || ALIASES_FILE="$ALIASES_FILE" "$BENCH_DIR/gen-aliases.sh" >/dev/null
   # load from one address: room for every concurrent session plus the ones a
   # client reopens before the server has dropped the previous one
@@ -264,6 +264,8 @@ EOF
     cut -f2 "$ALIASES_FILE" | tr ',' '\n' | sed -n 's/.*@//p' | sort -u \
       | awk -v p="$SINK_PORT" '{ printf "\"%s\" = \"127.0.0.1:%s\"\n", $1, p }'
   } > "$CONF"
+  # it holds the SRS secret inline: private, as the relay asks
+  chmod 600 "$CONF"
   "$BIN" config check "$CONF" >&2 || die "config check failed for $CONF"
   local t0=$EPOCHREALTIME out
   out=$(timeout 600 "$BIN" --config "$CONF" alias import "$ALIASES_FILE" 2>&1) \
