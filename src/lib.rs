@@ -17,6 +17,7 @@ pub mod net;
 pub mod observe;
 pub mod outbound;
 pub mod queue;
+pub mod reply;
 pub mod resolve;
 pub mod rewrite;
 pub mod server;

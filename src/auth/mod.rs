@@ -8,7 +8,7 @@ pub mod body;
 pub mod dns;
 
 use crate::config::Config;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;

@@ -8,7 +8,7 @@
 
 use super::path::{PathError, encode_path};
 use super::{DeliveryStatus, Envelope, Payload};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use smtp_proto::response::parser::ResponseReceiver;
 use std::io;
 use std::net::SocketAddr;

@@ -10,7 +10,7 @@ pub mod path;
 mod pool;
 
 use crate::config::{Config, TlsPolicy};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use client::{SmtpClient, Timeouts, TxnError};
 use mx::Router;
 use pool::Pool;

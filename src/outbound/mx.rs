@@ -8,7 +8,7 @@
 
 use super::network::{Network, may_connect};
 use crate::config::{Config, parse_host_port};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;

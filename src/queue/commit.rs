@@ -484,7 +484,7 @@ fn respond(op: Commit, result: Result<Applied, String>, retry_at: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::reply::Reply;
+    use crate::reply::Reply;
     use crate::store::sample_entry;
     use std::time::Duration;
     use tokio::sync::oneshot;

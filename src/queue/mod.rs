@@ -18,7 +18,7 @@ pub use scheduler::Scheduler;
 pub use spool::Spool;
 
 use crate::outbound::DeliveryStatus;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::store::{self, QueueEntry, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 
 use super::{Event, Queue, RcptResult};
 use crate::outbound::{Attempt, DeliveryStatus, Envelope, Outbound, Payload};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::store::{RcptStatus, format_queue_id, now_ms};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};

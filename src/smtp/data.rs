@@ -1,10 +1,10 @@
 //! DATA and BDAT (CHUNKING), and the end of a message: loop check, trace
 //! header, then the durable queue — `250` only once the message is on disk.
 
-use super::reply::Reply;
 use super::session::{Flow, Io, Session, State, Transaction, oversize_reply};
 use crate::address::Mailbox;
 use crate::message::{count_received, header_value, rfc2822_now};
+use crate::reply::Reply;
 use crate::rewrite::pipeline::{self, Inbound};
 use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id, now_ms};
 use memchr::memchr;

@@ -1,9 +1,9 @@
 //! EHLO and HELO: remember the client's name, reset any transaction, and
 //! announce the extensions (RFC 5321 §4.1.1.1; no enhanced code, RFC 2034).
 
-use super::reply::Reply;
 use super::session::{Flow, Helo, Io, Session};
 use crate::message::sanitize_header_text;
+use crate::reply::Reply;
 
 impl<T: Io> Session<T> {
     pub(super) fn ehlo(&mut self, host: &str, esmtp: bool) -> Flow {

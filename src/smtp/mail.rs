@@ -2,10 +2,10 @@
 //! body type and sender syntax (no quoted local parts: they would carry
 //! spaces and `>` into the SRS address the relay writes downstream).
 
-use super::reply::Reply;
 use super::session::{Flow, Io, Session, Transaction, oversize_reply};
 use crate::address::Mailbox;
 use crate::outbound::path::has_only_atom_chars;
+use crate::reply::Reply;
 use smtp_proto::{MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
 use std::borrow::Cow;
 

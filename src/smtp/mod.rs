@@ -9,7 +9,6 @@ pub mod guard;
 mod incoming;
 mod mail;
 mod rcpt;
-pub mod reply;
 pub mod server;
 pub mod session;
 mod starttls;

@@ -6,7 +6,7 @@
 
 use super::SmtpContext;
 use super::data::DataReceiver;
-use super::reply::Reply;
+use crate::reply::Reply;
 use memchr::memchr;
 use smtp_proto::Request;
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};

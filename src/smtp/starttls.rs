@@ -1,8 +1,8 @@
 //! STARTTLS (RFC 3207): agree, then the session hands the stream to the
 //! TLS acceptor; input pipelined after the command is thrown away.
 
-use super::reply::Reply;
 use super::session::{Flow, Io, Session};
+use crate::reply::Reply;
 
 impl<T: Io> Session<T> {
     pub(super) fn starttls(&mut self) -> Flow {

@@ -1,8 +1,8 @@
 //! VRFY and EXPN: a forwarder never confirms or lists addresses (that
 //! would let anyone harvest aliases); VRFY gets the RFC 5321 §3.5.3 `252`.
 
-use super::reply::Reply;
 use super::session::{Flow, Io, Session};
+use crate::reply::Reply;
 
 impl<T: Io> Session<T> {
     pub(super) fn vrfy(&mut self) -> Flow {
