@@ -491,14 +491,17 @@ impl SmtpClient {
             let Some(read) = chunk.get(..n).filter(|r| !r.is_empty()) else {
                 break;
             };
-            out.clear();
             stuffer.stuff(read, &mut out);
-            tokio::time::timeout(self.timeouts.data, self.stream.write_all(&out))
-                .await
-                .map_err(|_| ClientError::Timeout("sending"))?
-                .map_err(ClientError::Io)?;
+            // A message of one chunk goes out in one write with its final
+            // `.` line (one system call, one TLS record).
+            if out.len() >= super::PAYLOAD_CHUNK {
+                tokio::time::timeout(self.timeouts.data, self.stream.write_all(&out))
+                    .await
+                    .map_err(|_| ClientError::Timeout("sending"))?
+                    .map_err(ClientError::Io)?;
+                out.clear();
+            }
         }
-        out.clear();
         stuffer.finish(&mut out);
         self.write(&out, self.timeouts.data).await
     }

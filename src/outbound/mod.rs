@@ -80,6 +80,31 @@ impl Payload {
         }
     }
 
+    /// The message in spool file `path` (blocking: run it off the async
+    /// threads). A message of at most one chunk is read now, in the same
+    /// hop as the open (delivery then holds what it would hold as a read
+    /// buffer anyway); a larger one is streamed from `path` by each
+    /// destination.
+    pub fn load(path: std::path::PathBuf) -> std::io::Result<Payload> {
+        use std::io::Read;
+        let file = std::fs::File::open(&path)?;
+        let size = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        if size > PAYLOAD_CHUNK {
+            return Ok(Payload::file(path, size));
+        }
+        let mut bytes = Vec::with_capacity(size);
+        // At most one chunk, even if the file grew since the metadata.
+        file.take(PAYLOAD_CHUNK as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() > PAYLOAD_CHUNK {
+            return Ok(Payload::file(path, bytes.len()));
+        }
+        Ok(Payload {
+            size: bytes.len(),
+            source: Source::Memory(bytes),
+        })
+    }
+
     /// A reader of the message bytes (not yet stuffed).
     pub async fn reader(
         &self,

@@ -224,11 +224,11 @@ async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option
     if entry.is_finished() {
         return None;
     }
-    // Only the size now: each destination streams the file itself.
+    // One blocking hop: the open, and the bytes of a small message (a
+    // large one is streamed by each destination itself).
     let path = queue.spool().path(id);
-    let stat = path.clone();
-    let size = match tokio::task::spawn_blocking(move || std::fs::metadata(stat)).await {
-        Ok(Ok(meta)) => usize::try_from(meta.len()).unwrap_or(usize::MAX),
+    let payload = match tokio::task::spawn_blocking(move || Payload::load(path)).await {
+        Ok(Ok(payload)) => Arc::new(payload),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             queue.quarantine(id, "spool file missing at delivery".into());
             return None;
@@ -264,7 +264,6 @@ async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option
         smtputf8: entry.smtputf8,
         body_8bit: entry.body_8bit,
     });
-    let payload = Arc::new(Payload::file(path, size));
     let mut attempts = JoinSet::new();
     for (domain, indexes) in by_domain {
         let rcpts: Vec<String> = indexes
