@@ -397,7 +397,7 @@ pub struct OutboundConfig {
     /// Non-public networks (CIDR) that MX hosts (and the host names of
     /// routes) may resolve to; empty: only public addresses are delivered
     /// to. A route to an IP address is never filtered.
-    pub allow_networks: Vec<crate::outbound::network::Network>,
+    pub allow_networks: Vec<crate::net::Network>,
     /// Extra trusted CA certificates (PEM) for `tls = "verified"`, added to
     /// the system's roots.
     pub tls_ca_file: Option<PathBuf>,
