@@ -6,6 +6,7 @@
 //! sections, e.g. `EAS_RELAY_SMTP__MAX_CONNECTIONS=200` sets
 //! `smtp.max_connections`. Every key is documented in `config.example.toml`.
 
+use crate::address::is_hostname;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -1230,22 +1231,6 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
         return None;
     }
     Some((host.to_string(), port))
-}
-
-/// A DNS host name: labels of letters, digits and '-', dot-separated.
-pub fn is_hostname(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
