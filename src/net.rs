@@ -57,7 +57,7 @@ impl std::fmt::Display for NetKey {
 
 /// Why a seat was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SeatRefused {
+pub(crate) enum SeatRefused {
     #[error("every seat is taken")]
     Full,
     #[error("this network holds its maximum of connections")]
@@ -71,7 +71,7 @@ pub enum SeatRefused {
 /// `per_network` per [`NetKey`], and the last `reserved` only for networks
 /// that hold none yet. Cheap to clone.
 #[derive(Clone)]
-pub struct Seats {
+pub(crate) struct Seats {
     inner: Arc<Inner>,
 }
 
@@ -89,7 +89,7 @@ struct Table {
 }
 
 /// One connection's seat; given back when dropped.
-pub struct Seat {
+pub(crate) struct Seat {
     seats: Seats,
     key: NetKey,
 }
@@ -112,11 +112,13 @@ impl Seats {
     }
 
     /// The reserve, in seats.
+    #[cfg(test)]
     pub fn reserved(&self) -> usize {
         self.inner.reserved
     }
 
     /// Seats held now (all networks).
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.lock().held
     }
@@ -155,6 +157,8 @@ impl Seats {
 }
 
 impl Seat {
+    /// The client network holding this seat.
+    #[cfg(test)]
     pub fn network(&self) -> NetKey {
         self.key
     }
@@ -192,7 +196,7 @@ fn nofile_limit() -> Option<(u64, u64)> {
 /// prevent. `needed` counts the configured connection caps plus a margin
 /// for the store, spool, DNS and outbound connections.
 #[cfg(unix)]
-pub fn check_fd_limit(needed: u64) {
+pub(crate) fn check_fd_limit(needed: u64) {
     let Some((soft, hard)) = nofile_limit() else {
         return;
     };
@@ -222,7 +226,7 @@ pub fn check_fd_limit(needed: u64) {
 }
 
 #[cfg(not(unix))]
-pub fn check_fd_limit(_needed: u64) {}
+pub(crate) fn check_fd_limit(_needed: u64) {}
 
 /// An IP network in CIDR notation ("10.0.0.0/8", "fd00::/8"); a bare
 /// address is a network of that one host.
@@ -235,7 +239,7 @@ pub struct Network {
 impl Network {
     /// Parses "addr/prefix" or "addr". Host bits must be zero, so that a
     /// typo like "10.1.2.3/8" does not silently allow all of 10/8.
-    pub fn parse(s: &str) -> Result<Network, String> {
+    pub(crate) fn parse(s: &str) -> Result<Network, String> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
@@ -265,7 +269,7 @@ impl Network {
 
     /// True when `ip` lies in this network (IPv4-mapped IPv6 addresses
     /// count as their IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.holds(ip) || self.holds(ip.to_canonical())
     }
 
