@@ -1,6 +1,6 @@
 //! `[aliases]`: limits of aliases and where `postmaster` goes.
 
-use super::{ConfigError, positive};
+use super::error::{ConfigError, positive};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

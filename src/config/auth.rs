@@ -1,7 +1,7 @@
 //! `[auth]`: inbound SPF, DKIM, DMARC and ARC verdicts and the policy
 //! applied to them.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// Inbound verdicts (SPF, DKIM, DMARC, ARC) and the policy applied to them.

@@ -2,7 +2,8 @@
 //! polls and sweeps, the registries and their EAS contracts) and which
 //! domains it governs.
 
-use super::{ConfigError, HumanDuration, nonzero_duration, positive};
+use super::error::{ConfigError, nonzero_duration, positive};
+use super::units::HumanDuration;
 use crate::address::is_hostname;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ pub struct RegistryConfig {
     pub dc: String,
     /// The EAS contract emits AliasActivated/AliasDeactivated/AllDeactivated;
     /// false: changes are found in the calldata of transactions to it.
-    #[serde(default = "super::yes")]
+    #[serde(default = "yes")]
     pub eas_events: bool,
     /// More contracts whose Transfer / NameRegistered / NameRenewed logs
     /// change owners or expiries (e.g. the base registrar).
@@ -203,44 +204,14 @@ fn is_eth_address(s: &str) -> bool {
         .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// serde's default for flags that are on unless the file turns them off.
+fn yes() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{invalid_key, parse};
     use super::*;
-
-    #[test]
-    fn chain_settings_are_checked_when_enabled() {
-        // Off by default: nothing to check.
-        assert!(!parse("").unwrap().chain.enabled);
-        let eas = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
-        let ok = format!(
-            "[chain]\nenabled = true\n[[chain.registries]]\ntld = \"country\"\neas = \"{eas}\"\n"
-        );
-        let c = parse(&ok).unwrap();
-        assert_eq!(c.chain.registries[0].tld, "country");
-        assert!(c.chain.registries[0].eas_events);
-        let (key, _, reason) = invalid_key("[chain]\nenabled = true\n");
-        assert_eq!(key, "chain.registries");
-        assert!(reason.contains("at least one"), "{reason}");
-        let (key, value, _) = invalid_key(&ok.replace(eas, "0x1234"));
-        assert_eq!(
-            (key.as_str(), value.as_str()),
-            ("chain.registries[0].eas", "0x1234")
-        );
-        let (key, _, _) =
-            invalid_key(&ok.replace("enabled = true", "enabled = true\nrpc_url = \"ws://x\""));
-        assert_eq!(key, "chain.rpc_url");
-        let (key, _, _) = invalid_key(&ok.replace("\"country\"", "\"a.b\""));
-        assert_eq!(key, "chain.registries[0].tld");
-        let (key, value, reason) =
-            invalid_key(&ok.replace("enabled = true", "enabled = true\nmax_clock_skew = \"2d\""));
-        assert_eq!(
-            (key.as_str(), value.as_str()),
-            ("chain.max_clock_skew", "2d")
-        );
-        assert!(reason.contains("at most 1d"), "{reason}");
-        assert_eq!(c.chain.max_clock_skew.0.as_secs(), 600);
-    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]

@@ -1,7 +1,7 @@
 //! `[dkim]` and `[arc]`: the keys that sign forwarded mail (DKIM) and
 //! seal it (ARC), and what they sign.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use crate::address::is_hostname;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ pub struct DkimKeyConfig {
     /// PEM private key (PKCS#8; RSA keys may also be PKCS#1).
     pub key: PathBuf,
     /// Sign DKIM with this key; false: it only seals ARC (arc.selector).
-    #[serde(default = "super::yes")]
+    #[serde(default = "yes")]
     pub dkim: bool,
 }
 
@@ -138,4 +138,9 @@ impl ArcConfig {
         }
         Ok(())
     }
+}
+
+/// serde's default for flags that are on unless the file turns them off.
+fn yes() -> bool {
+    true
 }

@@ -1,7 +1,7 @@
 //! Environment overrides: `EAS_RELAY_A__B=value` sets key `a.b` over the
 //! file and the defaults, and an error in such a value names the variable.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use std::collections::BTreeMap;
 
 /// Prefix of environment variables that override config keys.
@@ -82,44 +82,5 @@ fn env_value(raw: &str) -> toml::Value {
             .remove("v")
             .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::{Config, ConfigError, HumanDuration};
-    use std::path::Path;
-
-    #[test]
-    fn env_overrides_file_and_defaults() {
-        let env = vec![
-            (
-                "EAS_RELAY_SMTP__MAX_CONNECTIONS".to_string(),
-                "7".to_string(),
-            ),
-            (
-                "EAS_RELAY_SMTP__LISTEN".to_string(),
-                "127.0.0.1:2600".to_string(),
-            ),
-            ("EAS_RELAY_QUEUE__MAX_AGE".to_string(), "2d".to_string()),
-            ("EAS_RELAY_CONFIG".to_string(), "/ignored.toml".to_string()),
-            ("UNRELATED".to_string(), "x".to_string()),
-        ];
-        let c = Config::parse("[smtp]\nmax_connections = 3\n", Path::new("t"), env).unwrap();
-        assert_eq!(c.smtp.max_connections, 7);
-        assert_eq!(c.smtp.listen.port(), 2600);
-        assert_eq!(c.queue.max_age, HumanDuration::secs(2 * 86400));
-    }
-
-    #[test]
-    fn bad_env_override_names_key() {
-        let env = vec![("EAS_RELAY_SMTP__MAX_RECIPIENTS".into(), "none".into())];
-        match Config::parse("", Path::new("t"), env) {
-            Err(ConfigError::Invalid { key, value, .. }) => {
-                assert_eq!(key, "smtp.max_recipients");
-                assert_eq!(value, "\"none\" (set by EAS_RELAY_SMTP__MAX_RECIPIENTS)");
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }

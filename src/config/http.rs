@@ -1,7 +1,8 @@
 //! `[http]`: the HTTP API listener, its keys, CORS, rate and connection
 //! limits.
 
-use super::{ConfigError, HumanDuration, nonzero_duration, positive};
+use super::error::{ConfigError, nonzero_duration, positive};
+use super::units::HumanDuration;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,14 +7,18 @@
 //! `smtp.max_connections`. Every key is documented in `config.example.toml`.
 //!
 //! Each section (`[smtp]`, `[queue]`, …) lives in its own file with its
-//! own validation; [`Config::validate`] runs them all. Durations and sizes
-//! are [`Unit`]s.
+//! own validation; [`Config::validate`] runs them all. Sections import
+//! only `error.rs` (the error and shared checks) and `units.rs` (durations
+//! and sizes, one [`Unit`] type), never this file. The tests here run the
+//! whole pipeline (file, environment, serde, validation naming the key);
+//! a piece's own tests sit beside it.
 
 mod aliases;
 mod auth;
 mod chain;
 mod dkim;
 mod env;
+mod error;
 mod http;
 mod log;
 mod outbound;
@@ -31,6 +35,7 @@ pub use auth::AuthConfig;
 pub use chain::{ChainConfig, RegistryConfig};
 pub use dkim::{ArcConfig, DkimConfig, DkimKeyConfig, KeyAlgorithm};
 pub(crate) use env::ENV_CONFIG_FILE;
+pub use error::ConfigError;
 pub use http::{HttpConfig, RateLimitConfig};
 pub use log::LogConfig;
 pub(crate) use outbound::parse_host_port;
@@ -46,36 +51,7 @@ pub use units::{ByteSize, HumanDuration, Unit};
 
 use crate::address::is_hostname;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// Why a configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("invalid config: key `{key}` = {value}: {reason}")]
-    Invalid {
-        key: String,
-        value: String,
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    fn invalid(key: &str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// The whole configuration of one relay node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,11 +109,6 @@ fn default_hostname() -> String {
     } else {
         name
     }
-}
-
-/// serde's default for flags that are on unless a file turns them off.
-fn yes() -> bool {
-    true
 }
 
 impl Config {
@@ -263,22 +234,6 @@ impl Config {
     }
 }
 
-fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
-    if value == 0 {
-        Err(ConfigError::invalid(key, 0, "must be greater than 0"))
-    } else {
-        Ok(())
-    }
-}
-
-fn nonzero_duration(key: &str, value: HumanDuration) -> Result<(), ConfigError> {
-    if value.0.is_zero() {
-        Err(ConfigError::invalid(key, value, "must be longer than 0s"))
-    } else {
-        Ok(())
-    }
-}
-
 /// Finds the value at a serde_path_to_error path like `smtp.listen` or `a[0]`.
 fn lookup<'t>(table: &'t toml::Table, path: &str) -> Option<&'t toml::Value> {
     let mut segments = path.split('.');
@@ -290,24 +245,20 @@ fn lookup<'t>(table: &'t toml::Table, path: &str) -> Option<&'t toml::Value> {
     Some(value)
 }
 
-/// Parses test config text with no environment.
-#[cfg(test)]
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::parse(text, Path::new("test.toml"), Vec::new())
-}
-
-/// The key, value and reason of the error that `text` must give.
-#[cfg(test)]
-fn invalid_key(text: &str) -> (String, String, String) {
-    match parse(text) {
-        Err(ConfigError::Invalid { key, value, reason }) => (key, value, reason),
-        other => panic!("expected Invalid, got {other:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), Vec::new())
+    }
+
+    fn invalid_key(text: &str) -> (String, String, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, value, reason }) => (key, value, reason),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
 
     #[test]
     fn empty_file_gives_embedded_defaults() {
@@ -395,8 +346,105 @@ mod tests {
     }
 
     #[test]
+    fn semantic_errors_name_the_key() {
+        let (key, value, _) = invalid_key("[smtp]\nmax_line_length = 100\n");
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("smtp.max_line_length", "100")
+        );
+        let (key, _, _) = invalid_key("[tls]\ncert = \"/x.pem\"\n");
+        assert_eq!(key, "tls.key");
+        let (key, _, _) = invalid_key("[outbound.routes]\n\"a.test\" = \"nohost\"\n");
+        assert_eq!(key, "outbound.routes.\"a.test\"");
+        let (key, _, _) = invalid_key("[queue]\nretry_initial = \"2h\"\nretry_max = \"1h\"\n");
+        assert_eq!(key, "queue.retry_max");
+    }
+
+    #[test]
+    fn outbound_networks_and_ca_file_are_checked() {
+        let c = parse("[outbound]\nallow_networks = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(c.outbound.allow_networks.len(), 2);
+        let (key, value, reason) = invalid_key("[outbound]\nallow_networks = [\"10.1.2.3/8\"]\n");
+        assert_eq!(key, "outbound.allow_networks[0]");
+        assert!(value.contains("10.1.2.3/8"), "{value}");
+        assert!(reason.contains("10.0.0.0/8"), "{reason}");
+        let (key, _, reason) = invalid_key("[outbound]\ntls_ca_file = \"/ca.pem\"\n");
+        assert_eq!(key, "outbound.tls_ca_file");
+        assert!(reason.contains("verified"), "{reason}");
+        let c = parse("[outbound]\ntls = \"verified\"\ntls_ca_file = \"/ca.pem\"\n").unwrap();
+        assert_eq!(c.outbound.tls, TlsPolicy::Verified);
+    }
+
+    #[test]
     fn syntax_error_is_reported() {
         assert!(matches!(parse("[smtp\n"), Err(ConfigError::Syntax { .. })));
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let env = vec![
+            (
+                "EAS_RELAY_SMTP__MAX_CONNECTIONS".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "EAS_RELAY_SMTP__LISTEN".to_string(),
+                "127.0.0.1:2600".to_string(),
+            ),
+            ("EAS_RELAY_QUEUE__MAX_AGE".to_string(), "2d".to_string()),
+            ("EAS_RELAY_CONFIG".to_string(), "/ignored.toml".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::parse("[smtp]\nmax_connections = 3\n", Path::new("t"), env).unwrap();
+        assert_eq!(c.smtp.max_connections, 7);
+        assert_eq!(c.smtp.listen.port(), 2600);
+        assert_eq!(c.queue.max_age, HumanDuration::secs(2 * 86400));
+    }
+
+    #[test]
+    fn bad_env_override_names_key() {
+        let env = vec![("EAS_RELAY_SMTP__MAX_RECIPIENTS".into(), "none".into())];
+        match Config::parse("", Path::new("t"), env) {
+            Err(ConfigError::Invalid { key, value, .. }) => {
+                assert_eq!(key, "smtp.max_recipients");
+                assert_eq!(value, "\"none\" (set by EAS_RELAY_SMTP__MAX_RECIPIENTS)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn chain_settings_are_checked_when_enabled() {
+        // Off by default: nothing to check.
+        assert!(!parse("").unwrap().chain.enabled);
+        let eas = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let ok = format!(
+            "[chain]\nenabled = true\n[[chain.registries]]\ntld = \"country\"\neas = \"{eas}\"\n"
+        );
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.chain.registries[0].tld, "country");
+        assert!(c.chain.registries[0].eas_events);
+        let (key, _, reason) = invalid_key("[chain]\nenabled = true\n");
+        assert_eq!(key, "chain.registries");
+        assert!(reason.contains("at least one"), "{reason}");
+        let (key, value, _) = invalid_key(&ok.replace(eas, "0x1234"));
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("chain.registries[0].eas", "0x1234")
+        );
+        let (key, _, _) =
+            invalid_key(&ok.replace("enabled = true", "enabled = true\nrpc_url = \"ws://x\""));
+        assert_eq!(key, "chain.rpc_url");
+        let (key, _, _) = invalid_key(&ok.replace("\"country\"", "\"a.b\""));
+        assert_eq!(key, "chain.registries[0].tld");
+        let (key, value, reason) =
+            invalid_key(&ok.replace("enabled = true", "enabled = true\nmax_clock_skew = \"2d\""));
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("chain.max_clock_skew", "2d")
+        );
+        assert!(reason.contains("at most 1d"), "{reason}");
+        assert_eq!(c.chain.max_clock_skew.0.as_secs(), 600);
     }
 
     proptest::proptest! {

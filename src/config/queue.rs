@@ -1,6 +1,7 @@
 //! `[queue]`: retries, expiry and the limits of the delivery queue.
 
-use super::{ConfigError, HumanDuration, nonzero_duration, positive};
+use super::error::{ConfigError, nonzero_duration, positive};
+use super::units::HumanDuration;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -56,16 +57,5 @@ impl QueueConfig {
             ));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::invalid_key;
-
-    #[test]
-    fn retry_max_below_retry_initial_is_named() {
-        let (key, _, _) = invalid_key("[queue]\nretry_initial = \"2h\"\nretry_max = \"1h\"\n");
-        assert_eq!(key, "queue.retry_max");
     }
 }

@@ -1,7 +1,7 @@
 //! `[rewrite]`: header rewriting of forwarded mail (From for DMARC-strict
 //! senders).
 
-use super::ConfigError;
+use super::error::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// Header rewriting of forwarded mail.

@@ -1,7 +1,8 @@
 //! `[smtp]`: the inbound SMTP listener, its session limits and message
 //! size limits.
 
-use super::{ByteSize, ConfigError, HumanDuration, nonzero_duration, positive};
+use super::error::{ConfigError, nonzero_duration, positive};
+use super::units::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -113,19 +114,5 @@ impl SmtpConfig {
         nonzero_duration("smtp.command_timeout", self.command_timeout)?;
         nonzero_duration("smtp.data_timeout", self.data_timeout)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::invalid_key;
-
-    #[test]
-    fn line_length_out_of_range_is_named() {
-        let (key, value, _) = invalid_key("[smtp]\nmax_line_length = 100\n");
-        assert_eq!(
-            (key.as_str(), value.as_str()),
-            ("smtp.max_line_length", "100")
-        );
     }
 }

@@ -1,7 +1,8 @@
 //! `[srs]`: the Sender Rewriting Scheme of forwarded envelopes and the
 //! limits on what comes back through SRS addresses.
 
-use super::{ConfigError, HumanDuration, nonzero_duration, positive};
+use super::error::{ConfigError, nonzero_duration, positive};
+use super::units::HumanDuration;
 use crate::address::is_hostname;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

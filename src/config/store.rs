@@ -1,7 +1,8 @@
 //! `[store]` and `[delivery_log]`: the embedded store's page cache and how
 //! long it keeps delivery log entries.
 
-use super::{ByteSize, ConfigError, HumanDuration};
+use super::error::ConfigError;
+use super::units::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
 
 /// The default page cache: enough to keep the tables RCPT reads (domains,

@@ -1,6 +1,6 @@
 //! `[tls]`: the certificate the inbound listener offers with STARTTLS.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -28,16 +28,5 @@ impl TlsConfig {
             )),
             _ => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::invalid_key;
-
-    #[test]
-    fn a_cert_needs_its_key() {
-        let (key, _, _) = invalid_key("[tls]\ncert = \"/x.pem\"\n");
-        assert_eq!(key, "tls.key");
     }
 }
