@@ -25,7 +25,7 @@ const MAX_ADDRESS: usize = 512;
 /// Why an address or a domain name is refused. SMTP answers `Syntax` with
 /// `501` and the two others with `553` (the name itself is not allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
+pub(crate) enum AddressError {
     /// Not of the form `local@domain`, or a part is empty or too long.
     #[error("{0}")]
     Syntax(&'static str),
@@ -73,7 +73,7 @@ impl Mailbox {
     /// Parses `local@domain` (as smtp-proto hands it over: unquoted),
     /// normalizing the domain. The local part must be 1 to 64 octets
     /// without `@` or control characters.
-    pub fn check(addr: &str) -> Result<Mailbox, AddressError> {
+    pub(crate) fn check(addr: &str) -> Result<Mailbox, AddressError> {
         if addr.len() > MAX_ADDRESS {
             return Err(AddressError::Syntax("address too long"));
         }
@@ -111,16 +111,32 @@ impl fmt::Display for Mailbox {
     }
 }
 
+/// A DNS host name: labels of letters, digits and '-', dot-separated.
+pub(crate) fn is_hostname(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// Lower-cases and IDNA-encodes a domain; None for IP literals, empty
 /// labels, code points IDNA2008 does not allow, and anything that is not a
 /// host name ([`parse_domain_name`] says why).
-pub fn normalize_domain(domain: &str) -> Option<String> {
+pub(crate) fn normalize_domain(domain: &str) -> Option<String> {
     parse_domain_name(domain).ok()
 }
 
 /// A domain name in its lower-case ASCII (punycode) form, or why not. One
 /// trailing dot is allowed.
-pub fn parse_domain_name(domain: &str) -> Result<String, AddressError> {
+pub(crate) fn parse_domain_name(domain: &str) -> Result<String, AddressError> {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     if domain.is_empty() {
         return Err(AddressError::Syntax("empty domain"));
@@ -138,7 +154,7 @@ pub fn parse_domain_name(domain: &str) -> Result<String, AddressError> {
     let lower = domain.to_ascii_lowercase();
     if lower.is_ascii() && !lower.contains("xn--") {
         // The common case: nothing to decode, nothing that IDNA maps.
-        return if crate::config::is_hostname(&lower) {
+        return if is_hostname(&lower) {
             Ok(lower)
         } else {
             Err(AddressError::Syntax("not a host name"))
@@ -151,7 +167,7 @@ pub fn parse_domain_name(domain: &str) -> Result<String, AddressError> {
         }
         ascii.push_str(&label_to_ascii(label)?);
     }
-    if crate::config::is_hostname(&ascii) {
+    if is_hostname(&ascii) {
         Ok(ascii)
     } else {
         Err(AddressError::Syntax("not a host name"))
@@ -230,7 +246,7 @@ fn code_point_ok(uts46: &Uts46, c: char) -> bool {
 /// Why a recipient address is refused as an attempt to relay (`550 5.7.1`),
 /// or as malformed (`Malformed`: a syntax error, `501 5.1.3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayTrick {
+pub(crate) enum RelayTrick {
     SourceRoute,
     PercentHack,
     BangPath,
@@ -256,7 +272,7 @@ impl RelayTrick {
 /// before any unquoting) for relay tricks. An address that is merely
 /// malformed (`<@d>`, `<info@@d>`, `<info@>`, no `@`) is `Malformed`: a
 /// source route is `@host[,@host]:` before a mailbox.
-pub fn check_relay_tricks(raw: &str) -> Result<(), RelayTrick> {
+pub(crate) fn check_relay_tricks(raw: &str) -> Result<(), RelayTrick> {
     if raw.starts_with('@') {
         return Err(if raw.contains(':') {
             RelayTrick::SourceRoute
@@ -289,7 +305,7 @@ pub fn check_relay_tricks(raw: &str) -> Result<(), RelayTrick> {
 }
 
 /// Extracts the raw path of an `RCPT TO:<...>` command line as sent.
-pub fn raw_path(line: &str) -> Option<&str> {
+pub(crate) fn raw_path(line: &str) -> Option<&str> {
     let start = line.find('<')? + 1;
     let end = start + line.get(start..)?.find('>')?;
     line.get(start..end)
@@ -298,7 +314,7 @@ pub fn raw_path(line: &str) -> Option<&str> {
 /// Why a forwarding address is refused; `E` is the error of the lookup that
 /// says whether the relay serves a domain.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError<E> {
+pub(crate) enum ForwardError<E> {
     /// Not a plain `local@domain` the relay can deliver to (the reason).
     #[error("{0}")]
     Invalid(&'static str),
@@ -310,7 +326,7 @@ pub enum ForwardError<E> {
 }
 
 /// Longest forwarding address (RFC 5321 path, without the brackets).
-pub const MAX_FORWARD: usize = 254;
+pub(crate) const MAX_FORWARD: usize = 254;
 
 /// The one check of a forwarding address, for `/activate`, the admin API
 /// (single, bulk, import) and the CLI: at most [`MAX_FORWARD`] octets, no
@@ -318,7 +334,7 @@ pub const MAX_FORWARD: usize = 254;
 /// commands), no `<>`, none of the relay tricks, a valid [`Mailbox`] whose
 /// local part is printable ASCII without specials, and not at a domain
 /// `served` says the relay serves (called with the normalized domain).
-pub fn check_forward<E>(
+pub(crate) fn check_forward<E>(
     forward: &str,
     served: impl FnOnce(&str) -> Result<bool, E>,
 ) -> Result<Mailbox, ForwardError<E>> {
@@ -603,7 +619,7 @@ mod tests {
         #[test]
         fn parsing_is_total(addr in "\\PC{0,80}") {
             if let Some(m) = Mailbox::parse(&addr) {
-                proptest::prop_assert!(crate::config::is_hostname(&m.domain));
+                proptest::prop_assert!(is_hostname(&m.domain));
                 proptest::prop_assert!(!m.local.is_empty());
                 proptest::prop_assert!(!m.local.contains('@'));
             }

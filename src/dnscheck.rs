@@ -590,7 +590,7 @@ pub fn keygen(
     today: time::Date,
 ) -> Result<NewKey, KeygenError> {
     let selector = selector.unwrap_or_else(|| default_selector(algorithm, today));
-    if !crate::config::is_hostname(&selector) || selector.ends_with('.') {
+    if !crate::address::is_hostname(&selector) || selector.ends_with('.') {
         return Err(KeygenError::BadSelector(selector));
     }
     let defaults = [keys::DEFAULT_ED25519_SELECTOR, keys::DEFAULT_RSA_SELECTOR];

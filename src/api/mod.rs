@@ -379,7 +379,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             ..Config::default()
         };
-        config.queue.stall_timeout = crate::config::HumanDuration(Duration::from_millis(200));
+        config.queue.stall_timeout = crate::config::HumanDuration::new(Duration::from_millis(200));
         let config = Arc::new(config);
         let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
         let spool = Spool::open(&dir.path().join("spool")).unwrap();

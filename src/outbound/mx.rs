@@ -6,8 +6,9 @@
 //! of a route's host name: whoever runs that name's DNS, not the operator,
 //! decides them. Only a route to an IP address is explicit and exempt.
 
-use super::network::{Network, may_connect};
+use super::network::may_connect;
 use crate::config::{Config, parse_host_port};
+use crate::net::Network;
 use crate::reply::Reply;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::NetError;

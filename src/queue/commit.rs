@@ -334,7 +334,7 @@ impl Committer {
                     rcpt.status = RcptStatus::Failed;
                     reply = format!(
                         "delivery time expired after {}, last error: {reply}",
-                        crate::config::HumanDuration(self.settings.max_age)
+                        crate::config::HumanDuration::new(self.settings.max_age)
                     );
                     LogOutcome::Bounced
                 }

@@ -519,7 +519,7 @@ const EXTENSIONS: [&str; 6] = [
 
 #[tokio::test]
 async fn greeting_and_ehlo_extensions() {
-    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize(1024 * 1024));
+    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize::new(1024 * 1024));
     let mut c = h.connect().await;
     assert_eq!(c.ehlo("client.test").await, EXTENSIONS);
     // EHLO may be repeated; the answer is the same
@@ -529,7 +529,7 @@ async fn greeting_and_ehlo_extensions() {
 
 #[tokio::test]
 async fn ehlo_offers_starttls_only_when_configured_and_not_active() {
-    let h = Harness::with_tls(|c| c.smtp.max_message_size = ByteSize(1024 * 1024));
+    let h = Harness::with_tls(|c| c.smtp.max_message_size = ByteSize::new(1024 * 1024));
     let mut c = h.connect().await;
     let mut expected: Vec<&str> = EXTENSIONS.to_vec();
     expected.insert(5, "STARTTLS");
@@ -871,7 +871,7 @@ async fn too_many_recipients() {
 
 #[tokio::test]
 async fn declared_size_over_the_limit_is_refused_at_mail() {
-    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize(1024));
+    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize::new(1024));
     let mut c = h.connect().await;
     assert!(c.ehlo("client.test").await.contains(&"SIZE 1024".into()));
     c.cmd(&format!("MAIL FROM:<{SENDER}> SIZE=1025"), "552 5.3.4")
@@ -888,7 +888,7 @@ async fn declared_size_over_the_limit_is_refused_at_mail() {
 
 #[tokio::test]
 async fn oversize_data_is_drained_and_the_session_goes_on() {
-    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize(1024));
+    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize::new(1024));
     let mut c = h.connect().await;
     c.ehlo("client.test").await;
     // exactly at the limit: accepted
@@ -917,7 +917,7 @@ async fn oversize_data_is_drained_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn message_at_the_limit_is_accepted_however_its_end_is_split() {
-    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize(1024));
+    let h = Harness::new(|c| c.smtp.max_message_size = ByteSize::new(1024));
     let head = b"EHLO c.test\r\nMAIL FROM:<s@o.test>\r\nRCPT TO:<hello@d.country>\r\nDATA\r\n";
     let mut all = head.to_vec();
     all.extend_from_slice(&message_of(1024));
@@ -941,7 +941,7 @@ async fn message_at_the_limit_is_accepted_however_its_end_is_split() {
 #[tokio::test]
 async fn oversize_bdat_is_drained_and_the_session_goes_on() {
     let h = Harness::new(|c| {
-        c.smtp.max_message_size = ByteSize(1024);
+        c.smtp.max_message_size = ByteSize::new(1024);
         c.smtp.max_errors = 4;
     });
     let mut c = h.connect().await;
@@ -1057,7 +1057,7 @@ async fn too_many_errors_end_the_session() {
 #[tokio::test]
 async fn idle_session_times_out() {
     let h = Harness::new(|c| {
-        c.smtp.command_timeout = HumanDuration(Duration::from_millis(300));
+        c.smtp.command_timeout = HumanDuration::new(Duration::from_millis(300));
         c.smtp.data_timeout = HumanDuration::secs(30);
     });
     let mut c = h.connect().await;
@@ -1076,7 +1076,7 @@ async fn idle_session_times_out() {
 async fn stalled_data_times_out() {
     let h = Harness::new(|c| {
         c.smtp.command_timeout = HumanDuration::secs(30);
-        c.smtp.data_timeout = HumanDuration(Duration::from_millis(300));
+        c.smtp.data_timeout = HumanDuration::new(Duration::from_millis(300));
     });
     let mut c = h.connect().await;
     c.ehlo("client.test").await;
@@ -1620,7 +1620,7 @@ mod fuzz {
     fn fuzz_harness() -> Harness {
         Harness::with_tls(|c| {
             c.smtp.max_line_length = 512;
-            c.smtp.max_message_size = ByteSize(2048);
+            c.smtp.max_message_size = ByteSize::new(2048);
             c.smtp.max_recipients = 3;
             c.smtp.max_errors = 8;
         })

@@ -14,6 +14,7 @@ pub use log::{LogEntry, LogOutcome};
 pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};
 
+use crate::config::DEFAULT_CACHE_SIZE;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -92,10 +93,6 @@ pub struct Store {
     /// still be believed (`chain.max_clock_skew`).
     pub(crate) chain_skew: std::sync::atomic::AtomicU64,
 }
-
-/// The default page cache: enough to keep the tables RCPT reads (domains,
-/// aliases, names) of about two million aliases in memory.
-pub const DEFAULT_CACHE_SIZE: usize = 2 << 30;
 
 impl Store {
     /// Opens (or creates) the store at `path`, creating every table, with

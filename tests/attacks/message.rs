@@ -132,7 +132,7 @@ async fn five_hundred_dkim_signatures_do_not_stall_other_sessions() {
     let relay = relay_with_auth(&dns, &sink, |c| {
         // Room for the flood (the header limits are tested on their own):
         // here the signature cap and the check pool must hold.
-        c.smtp.max_header_size = ByteSize(4 << 20);
+        c.smtp.max_header_size = ByteSize::new(4 << 20);
         c.smtp.max_header_fields = 5000;
     })
     .await;
