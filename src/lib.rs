@@ -10,7 +10,6 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod dns;
-pub mod dnscheck;
 pub mod files;
 pub mod message;
 pub mod net;
@@ -24,6 +23,7 @@ pub mod server;
 pub mod smtp;
 pub mod store;
 pub mod tls;
+pub(crate) mod zone;
 
 pub use config::Config;
 pub use server::{Listeners, RunError, run};
