@@ -9,7 +9,7 @@ pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
-pub mod dns;
+pub(crate) mod dns;
 pub mod files;
 pub mod message;
 pub mod net;

@@ -1,9 +1,10 @@
 //! A new DKIM key (`eas-relay dkim keygen`): the key file, the config
 //! block that loads it and the record that publishes it.
 
-use super::plan::{PlanKey, Record, Section, algorithm_name, describe_key, lower, record};
+use super::plan::{PlanKey, Record, Section, algorithm_name, describe_key, record};
 use super::render::{wrap, zone_line};
 use crate::config::{Config, KeyAlgorithm};
+use crate::dns::canonical;
 use crate::rewrite::keys::{self, KeyError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -88,7 +89,7 @@ pub(crate) fn keygen(
     let path = out.unwrap_or_else(|| config.data_dir.join("dkim").join(format!("{selector}.pem")));
     let path = std::path::absolute(&path).unwrap_or(path);
     let pair = keys::generate(algorithm, &path)?;
-    let dkim_domain = lower(config.dkim_domain());
+    let dkim_domain = canonical(config.dkim_domain());
     let key = PlanKey {
         selector: selector.clone(),
         algorithm,

@@ -3,6 +3,7 @@
 //! [`Record`]s (MX, SPF, DKIM, DMARC, each with the reason).
 
 use crate::config::{Config, KeyAlgorithm};
+use crate::dns::canonical;
 use crate::rewrite::keys::{self, KeyError, SelectorKey};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -76,27 +77,23 @@ pub(crate) fn signs(config: &Config) -> bool {
     config.dkim.enabled || (config.arc.enabled && config.auth.enabled)
 }
 
-pub(super) fn lower(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
 impl Plan {
     /// The plan for `domain` (already normalized) with these keys.
     pub(crate) fn new(config: &Config, domain: &str, keys: Vec<PlanKey>) -> Plan {
         let rewriting = config.auth.enabled && config.rewrite.from_for_strict_dmarc;
         let from_address = rewriting.then(|| {
             if config.rewrite.from_address.is_empty() {
-                format!("forwarder@{}", lower(config.dkim_domain()))
+                format!("forwarder@{}", canonical(config.dkim_domain()))
             } else {
                 config.rewrite.from_address.clone()
             }
         });
         Plan {
-            domain: lower(domain),
-            hostname: lower(&config.hostname),
-            helo: lower(config.helo_name()),
-            srs_domain: config.srs.enabled.then(|| lower(config.srs_domain())),
-            dkim_domain: lower(config.dkim_domain()),
+            domain: canonical(domain),
+            hostname: canonical(&config.hostname),
+            helo: canonical(config.helo_name()),
+            srs_domain: config.srs.enabled.then(|| canonical(config.srs_domain())),
+            dkim_domain: canonical(config.dkim_domain()),
             keys,
             from_address,
             generated: Vec::new(),
@@ -176,7 +173,7 @@ pub(super) fn record(
     why: String,
 ) -> Record {
     Record {
-        name: format!("{}.", lower(name)),
+        name: format!("{}.", canonical(name)),
         kind,
         value,
         why,

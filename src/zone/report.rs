@@ -3,12 +3,13 @@
 //! testable without a DNS server), and the lines `eas-relay dns check`
 //! prints.
 
-use super::lookup::{Answer, MxSet, Observed};
+use super::lookup::Observed;
 use super::plan::{
     ALIAS_DMARC, MX_PREFERENCE, Plan, PlanKey, RELAY_DMARC, algorithm_name, dmarc_names, mx_names,
     relay_spf, spf_domains,
 };
 use crate::config::KeyAlgorithm;
+use crate::dns::{Answer, MxSet};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_auth::SpfResult;

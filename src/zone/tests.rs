@@ -7,6 +7,7 @@ use super::plan::*;
 use super::render::*;
 use super::report::*;
 use crate::config::{Config, KeyAlgorithm};
+use crate::dns::Answer;
 use crate::rewrite::keys::KeyError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
