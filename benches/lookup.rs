@@ -1,4 +1,4 @@
-//! RCPT-time alias lookup (`resolve::recipient`: exact alias, `+tag`,
+//! RCPT-time alias lookup (`recipients::recipient`: exact alias, `+tag`,
 //! catch-all, with the chain rule checked from the store) against a store
 //! holding many chain-governed aliases: 1,000,000 under `cargo bench`
 //! (`EAS_BENCH_ALIASES` overrides), 10,000 when `cargo test` runs it as a
@@ -9,7 +9,7 @@
 
 use criterion::Criterion;
 use eas_relay::address::Mailbox;
-use eas_relay::resolve::{self, Resolution};
+use eas_relay::recipients::{self, Resolution};
 use eas_relay::store::Store;
 use eas_relay::store::chain::{Activated, ChainBinding, NameState, Reveal};
 use std::hint::black_box;
@@ -93,7 +93,7 @@ fn mailbox(local: &str, domain: &str) -> Mailbox {
 }
 
 fn lookup(store: &Store, rcpt: &Mailbox) -> Resolution {
-    resolve::recipient(store, rcpt, "", true).expect("lookup")
+    recipients::recipient(store, rcpt, "", true).expect("lookup")
 }
 
 fn percentiles(store: &Store, n: usize, samples: usize) {

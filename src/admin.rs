@@ -836,7 +836,7 @@ pub fn own_domains(config: &Config) -> Vec<String> {
 /// `+`, 1 to 64 characters, not starting or ending with `.`.
 pub fn parse_alias(alias: &str) -> Result<String, AdminError> {
     let alias = alias.to_lowercase();
-    let ok = alias == crate::resolve::CATCH_ALL
+    let ok = alias == crate::recipients::CATCH_ALL
         || (!alias.is_empty()
             && alias.len() <= 64
             && !alias.starts_with('.')

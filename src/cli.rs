@@ -1,6 +1,6 @@
 //! The command line: `serve`, `config check|show`, the management
 //! commands (`domain`, `alias`, `queue`, `log`), and the DNS helpers
-//! (`dkim keygen`, `dns records|check`, in `crate::dnscheck`). Management
+//! (`dkim keygen`, `dns records|check`, in `crate::zone`). Management
 //! goes through a running node's loopback admin API when one answers, and
 //! opens the store directly otherwise; either way the output is the same.
 
@@ -10,10 +10,10 @@ mod check;
 use crate::admin::{Admin, AdminError, AliasView, DomainView, QueueAccess, QueueView};
 use crate::api::client::ApiClient;
 use crate::config::{Config, ConfigError, ENV_CONFIG_FILE};
-use crate::dnscheck;
 use crate::queue::Spool;
 use crate::server::{Listeners, run};
 use crate::store::{Store, StoreError};
+use crate::zone;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -606,7 +606,7 @@ fn dkim_keygen(
         KeyAlgo::Rsa => crate::config::KeyAlgorithm::Rsa,
     };
     let today = time::OffsetDateTime::now_utc().date();
-    match dnscheck::keygen(config, algorithm, selector, out, today) {
+    match zone::keygen(config, algorithm, selector, out, today) {
         Ok(key) => {
             if json {
                 out!("{}", serde_json::to_string(&key).unwrap_or_default());
@@ -618,7 +618,7 @@ fn dkim_keygen(
         Err(e) => {
             eprintln!("eas-relay: {e}");
             match e {
-                dnscheck::KeygenError::BadSelector(_) => ExitCode::from(2),
+                zone::KeygenError::BadSelector(_) => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }
         }
@@ -627,9 +627,9 @@ fn dkim_keygen(
 
 /// The plan for DOMAIN, with the relay's keys (generated as the node would
 /// when there are none yet, which is said on stderr).
-fn dns_plan(config: &Config, domain: &str) -> Result<dnscheck::Plan, ExitCode> {
+fn dns_plan(config: &Config, domain: &str) -> Result<zone::Plan, ExitCode> {
     use crate::rewrite::keys::KeyError;
-    match dnscheck::Plan::load(config, domain) {
+    match zone::Plan::load(config, domain) {
         Ok(plan) => {
             for path in &plan.generated {
                 eprintln!(
@@ -655,11 +655,11 @@ fn dns_records(config: &Config, domain: &str, json: bool) -> ExitCode {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let records = dnscheck::records(&plan);
+    let records = zone::records(&plan);
     if json {
         out!("{}", serde_json::to_string(&records).unwrap_or_default());
     } else {
-        out!("{}", dnscheck::zone(&plan, &records).trim_end());
+        out!("{}", zone::zone(&plan, &records).trim_end());
     }
     ExitCode::SUCCESS
 }
@@ -675,7 +675,7 @@ fn dns_check(config: &Config, domain: &str, json: bool) -> ExitCode {
         .expect("a tokio runtime");
     let checks = runtime.block_on(async {
         let resolver = crate::dns::resolver(&config.outbound.nameservers)?;
-        Ok::<_, String>(dnscheck::check(&plan, &resolver).await)
+        Ok::<_, String>(zone::check(&plan, &resolver).await)
     });
     let checks = match checks {
         Ok(checks) => checks,
@@ -684,12 +684,12 @@ fn dns_check(config: &Config, domain: &str, json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let passed = dnscheck::passed(&checks);
+    let passed = zone::passed(&checks);
     if json {
         let value = serde_json::json!({ "ok": passed, "checks": checks });
         out!("{value}");
     } else {
-        out!("{}", dnscheck::report(&checks).trim_end());
+        out!("{}", zone::report(&checks).trim_end());
     }
     if passed {
         ExitCode::SUCCESS

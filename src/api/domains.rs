@@ -4,7 +4,7 @@
 
 use super::{ApiError, ApiJson, ApiQuery, ApiState, Page};
 use crate::admin::DomainUpdate;
-use crate::dnscheck::{self, Check};
+use crate::zone::{self, Check};
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -104,14 +104,14 @@ async fn check(
     let config = s.config.clone();
     let plan = {
         let name = name.clone();
-        tokio::task::spawn_blocking(move || dnscheck::Plan::load(&config, &name))
+        tokio::task::spawn_blocking(move || zone::Plan::load(&config, &name))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Internal(e.to_string()))?
     };
     let resolver =
         crate::dns::resolver(&s.config.outbound.nameservers).map_err(ApiError::Internal)?;
-    let checks = dnscheck::check(&plan, &resolver).await;
+    let checks = zone::check(&plan, &resolver).await;
     let summary = |kind: &str, name: &str| {
         checks
             .iter()
@@ -137,7 +137,7 @@ async fn check(
             "dkim1": dkim.first().map_or(Value::Null, |c| record(c)),
             "dkim2": dkim.get(1).map_or(Value::Null, |c| record(c)),
             "dmarc": summary("DMARC", &format!("_dmarc.{name}")),
-            "valid": dnscheck::passed(&checks),
+            "valid": zone::passed(&checks),
             "error": if failed.is_empty() { Value::Null } else { json!(failed.join("; ")) },
             "provider": Value::Null,
             "advanced": false,

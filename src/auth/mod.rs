@@ -1,11 +1,11 @@
 //! Inbound verdicts: SPF (MAIL FROM and HELO), DKIM, ARC and DMARC of an
-//! arriving message, checked with mail-auth through one cached resolver;
-//! the policy applied to them (refuse DMARC `p=reject` failures, defer on
-//! temporary DNS errors); and the one Authentication-Results header
-//! (RFC 8601) that records them.
+//! arriving message, checked with mail-auth through the resolver of
+//! [`crate::dns`] behind our caches (`cache.rs`); the policy applied to
+//! them (refuse DMARC `p=reject` failures, defer on temporary DNS errors);
+//! and the one Authentication-Results header (RFC 8601) that records them.
 
 pub mod body;
-pub mod dns;
+mod cache;
 
 use crate::config::Config;
 use crate::reply::Reply;
@@ -38,7 +38,7 @@ pub struct Envelope<'a> {
 /// Checks inbound mail; built once, shared by every session.
 pub struct Verifier {
     authenticator: MessageAuthenticator,
-    caches: dns::Caches,
+    caches: cache::Caches,
     hostname: String,
     reject_dmarc_failures: bool,
     tempfail_on_dns_error: bool,
@@ -65,7 +65,7 @@ impl Verifier {
         let resolver = crate::dns::resolver(&config.outbound.nameservers)?;
         Ok(Verifier {
             authenticator: MessageAuthenticator(resolver),
-            caches: dns::Caches::new(),
+            caches: cache::Caches::new(),
             hostname: config.hostname.clone(),
             reject_dmarc_failures: config.auth.reject_dmarc_failures,
             tempfail_on_dns_error: config.auth.tempfail_on_dns_error,

@@ -461,8 +461,8 @@ impl Activation {
             return Ok(false);
         };
         Ok(matches!(
-            crate::resolve::recipient(&self.store, &mailbox, "", true)?,
-            crate::resolve::Resolution::Forward { .. }
+            crate::recipients::recipient(&self.store, &mailbox, "", true)?,
+            crate::recipients::Resolution::Forward { .. }
         ))
     }
 }

@@ -1,6 +1,6 @@
 //! Inbound SMTP: the accept loop with its limits, and the session state
 //! machine (one file per verb) over smtp-proto's sans-IO parser. Nothing
-//! here decides where mail goes; it asks `resolve` and hands accepted
+//! here decides where mail goes; it asks `recipients` and hands accepted
 //! messages to the `queue`.
 
 mod data;

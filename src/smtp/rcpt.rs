@@ -4,8 +4,8 @@
 use super::session::{AcceptedRecipient, Flow, Io, Session};
 use crate::address::{Mailbox, RelayTrick, check_relay_tricks, raw_path};
 use crate::net::NetKey;
+use crate::recipients::{self, Resolution};
 use crate::reply::Reply;
-use crate::resolve::{self, Resolution};
 use crate::rewrite::srs::{Srs, SrsError};
 use smtp_proto::RcptTo;
 use std::borrow::Cow;
@@ -57,8 +57,8 @@ impl<T: Io> Session<T> {
             ));
         }
         let postmaster = &self.ctx.config.aliases.postmaster;
-        let bare_postmaster =
-            address.is_empty() && raw.is_some_and(|r| r.eq_ignore_ascii_case(resolve::POSTMASTER));
+        let bare_postmaster = address.is_empty()
+            && raw.is_some_and(|r| r.eq_ignore_ascii_case(recipients::POSTMASTER));
         if bare_postmaster && !postmaster.is_empty() {
             // The bare `<postmaster>` of RFC 5321 §4.5.1, but not in a
             // bounce, which travels alone.
@@ -67,8 +67,8 @@ impl<T: Io> Session<T> {
             }
             let txn = self.txn.as_mut().expect("checked above");
             txn.recipients.push(AcceptedRecipient {
-                rcpt: resolve::POSTMASTER.into(),
-                alias: resolve::POSTMASTER.into(),
+                rcpt: recipients::POSTMASTER.into(),
+                alias: recipients::POSTMASTER.into(),
                 destinations: vec![postmaster.clone()],
             });
             self.reply(&Reply::new(250, [2, 1, 5], "Recipient OK"));
@@ -93,7 +93,7 @@ impl<T: Io> Session<T> {
         }
         let governed = self.ctx.config.chain.governing_tld(&mailbox.domain);
         let resolution =
-            resolve::recipient(&self.ctx.store, &mailbox, postmaster, governed.is_some());
+            recipients::recipient(&self.ctx.store, &mailbox, postmaster, governed.is_some());
         match resolution {
             Ok(Resolution::Forward { .. })
                 if self.txn.as_ref().is_some_and(|t| t.bounce_to.is_some()) =>

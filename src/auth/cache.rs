@@ -1,6 +1,6 @@
-//! DNS for verification: the resolver of `outbound.nameservers` (the
-//! system's when empty) and small, bounded, TTL-respecting caches of parsed
-//! records (mail-auth's `ResolverCache`).
+//! The caches of the inbound checks: small, bounded, TTL-respecting caches
+//! of the records mail-auth parsed (its `ResolverCache`), one per record
+//! kind. The resolver they sit in front of comes from [`crate::dns`].
 
 use mail_auth::{MX, Parameters, RecordSet, ResolverCache, Txt};
 use std::borrow::Borrow;
@@ -20,25 +20,22 @@ const OTHER_ENTRIES: usize = 4_096;
 /// (capped at one hour). When full, expired entries go first, then an
 /// arbitrary eighth of the rest (the map's hash order), so inserting stays
 /// cheap under any load and memory stays bounded.
-pub struct TtlCache<K, V> {
+pub(crate) struct TtlCache<K, V> {
     entries: Mutex<HashMap<K, (V, Instant)>>,
     capacity: usize,
 }
 
 impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         TtlCache {
             entries: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
@@ -96,16 +93,16 @@ impl<K: Hash + Eq, V: Clone> ResolverCache<K, V> for TtlCache<K, V> {
 }
 
 /// One cache per record kind mail-auth looks up.
-pub struct Caches {
-    pub txt: TtlCache<Box<str>, Txt>,
-    pub mx: TtlCache<Box<str>, RecordSet<MX>>,
-    pub ipv4: TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
-    pub ipv6: TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
-    pub ptr: TtlCache<IpAddr, RecordSet<Box<str>>>,
+pub(crate) struct Caches {
+    pub(crate) txt: TtlCache<Box<str>, Txt>,
+    pub(crate) mx: TtlCache<Box<str>, RecordSet<MX>>,
+    pub(crate) ipv4: TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
+    pub(crate) ipv6: TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
+    pub(crate) ptr: TtlCache<IpAddr, RecordSet<Box<str>>>,
 }
 
 /// mail-auth's parameters with all our caches attached.
-pub type Cached<'x, P> = Parameters<
+pub(crate) type Cached<'x, P> = Parameters<
     'x,
     P,
     TtlCache<Box<str>, Txt>,
@@ -116,7 +113,7 @@ pub type Cached<'x, P> = Parameters<
 >;
 
 impl Caches {
-    pub fn new() -> Caches {
+    pub(crate) fn new() -> Caches {
         Caches {
             txt: TtlCache::new(TXT_ENTRIES),
             mx: TtlCache::new(OTHER_ENTRIES),
@@ -127,7 +124,7 @@ impl Caches {
     }
 
     /// Wraps `params` for a mail-auth verification that uses these caches.
-    pub fn with<'x, P>(&'x self, params: P) -> Cached<'x, P> {
+    pub(crate) fn with<'x, P>(&'x self, params: P) -> Cached<'x, P> {
         Parameters::new(params)
             .with_txt_cache(&self.txt)
             .with_mx_cache(&self.mx)

@@ -1,7 +1,16 @@
 //! The DNS resolver every lookup of the relay goes through (MX and host
 //! addresses for delivery; SPF, DKIM, DMARC and ARC records for the inbound
-//! verdicts): the servers of `outbound.nameservers`, or the system's
-//! configuration when there are none.
+//! verdicts; the records of the zone check): the servers of
+//! `outbound.nameservers`, or the system's configuration when there are
+//! none. The only module that builds a resolver; `query.rs` holds the
+//! record lookups of the zone check.
+
+mod query;
+
+pub(crate) use query::{
+    Answer, MxSet, canonical, lookup_addresses, lookup_mx, lookup_ptr, lookup_txt,
+    without_hosts_file,
+};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
@@ -37,7 +46,7 @@ fn unused_tls_config() -> rustls::ClientConfig {
 /// does not), with a floor of [`NEGATIVE_MIN_TTL`] for negative answers: a
 /// server that sends no SOA with NXDOMAIN would otherwise be asked again for
 /// every message (the HELO name, the DMARC tree walk).
-pub fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
+pub(crate) fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     if nameservers.is_empty() {
         return TokioResolver::builder_tokio()
             .map(|b| b.with_tls_config(unused_tls_config()))

@@ -8,7 +8,7 @@ use crate::store::chain::{ChainBinding, NameState};
 use crate::store::{AliasRecord, Lookup, Source, Store, StoreError};
 
 /// The local part of a catch-all alias.
-pub const CATCH_ALL: &str = "*";
+pub(crate) const CATCH_ALL: &str = "*";
 
 /// What a recipient address resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub enum Resolution {
 /// check of the chain and `now` (Unix s, see `Store::expiry_now`): its
 /// commitment is still on chain, the name has not expired, and the signer
 /// still owns it (or is a maintainer the owner allows).
-pub fn chain_rule_holds(
+fn chain_rule_holds(
     binding: &ChainBinding,
     name: Option<&NameState>,
     signer_is_maintainer: bool,
@@ -45,7 +45,7 @@ pub fn chain_rule_holds(
 }
 
 /// The local part every domain must accept (RFC 5321 §4.5.1).
-pub const POSTMASTER: &str = "postmaster";
+pub(crate) const POSTMASTER: &str = "postmaster";
 
 /// Resolves one recipient against the store; `postmaster` (may be empty)
 /// takes `postmaster@` of served static domains that have no alias for it.
