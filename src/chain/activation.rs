@@ -9,7 +9,7 @@ use super::client::{At, ChainClient, ChainError, StateRead, StateValue};
 use super::registry::{Registries, Registry};
 use super::verify;
 use crate::address::{ForwardError, Mailbox};
-use crate::store::chain::{Activated, ChainBinding, NameState, Reveal};
+use crate::store::{Activated, ChainBinding, NameState, Reveal};
 use crate::store::{Store, StoreError};
 use alloy::primitives::B256;
 use std::sync::Arc;
@@ -269,7 +269,7 @@ impl Activation {
             name,
         })?;
         if signer != owner {
-            self.store.chain_apply(&crate::store::chain::ChainUpdate {
+            self.store.chain_apply(&crate::store::ChainUpdate {
                 maintainers: vec![(tld, hex(signer.as_slice()), true)],
                 ..Default::default()
             })?;

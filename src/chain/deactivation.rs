@@ -16,7 +16,8 @@ use super::registry::Registries;
 use super::verify;
 use super::watcher::WatchError;
 use crate::store::Store;
-use crate::store::chain::{ChainBinding, Deactivating, split_alias_key};
+use crate::store::tables::split_alias_key;
+use crate::store::{ChainBinding, Deactivating};
 use alloy::primitives::B256;
 
 /// What one settlement did.

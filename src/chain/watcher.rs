@@ -16,10 +16,10 @@ pub use super::health::{ChainHealth, is_stale, seconds_since, status_view};
 use super::registry::{Registries, Registry};
 use super::verify;
 use crate::config::ChainConfig;
-use crate::store::chain::{
-    ChainBinding, ChainStatus, ChainUpdate, Cursor, NameState, alias_key, split_alias_key,
+use crate::store::tables::{alias_key, split_alias_key};
+use crate::store::{
+    ChainBinding, ChainStatus, ChainUpdate, Cursor, NameState, Store, StoreError, now_ms,
 };
-use crate::store::{Store, StoreError, now_ms};
 use alloy::primitives::{Address, B256};
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! and re-read the chain for ever), and every step must end.
 
 use super::*;
-use crate::store::chain::{ChainUpdate, Cursor};
+use crate::store::{ChainUpdate, Cursor};
 use axum::Json;
 use axum::routing::post;
 use serde_json::{Value, json};

@@ -1,72 +1,16 @@
 //! Domains and aliases: the tables the recipient lookup reads on every RCPT.
 //! Keys are lower case; an alias key is `domain\0local`.
 
-use super::{ALIASES, DOMAINS, META, Store, StoreError, decode, encode, get_decoded};
+use super::records::{AliasRecord, ChainBinding, DomainRecord, NameState, Source};
+use super::tables::{
+    ALIASES, CHAIN_MAINTAINERS, CHAIN_NAMES, CHAIN_REVEALS, DOMAINS, META, alias_key,
+    maintainer_key,
+};
+use super::{Store, StoreError, decode, encode, get_decoded};
 use redb::{ReadableDatabase, ReadableTable};
-use serde::{Deserialize, Serialize};
-
-/// Who governs a domain's aliases.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// Managed by the operator (admin API, CLI).
-    #[default]
-    Static,
-    /// Governed by the chain (activation endpoint and watcher).
-    Chain,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DomainRecord {
-    /// Unix seconds.
-    pub created: u64,
-    pub active: bool,
-    #[serde(default)]
-    pub source: Source,
-    /// Kept for ImprovMX clients that set them (`PUT /v3/domains/{d}`);
-    /// eas-relay sends no notifications and calls no webhooks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notification_email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub whitelabel: Option<String>,
-}
 
 /// Keeps an alias (local part, record) in a listing.
 pub type AliasFilter<'a> = dyn Fn(&str, &AliasRecord) -> bool + 'a;
-
-impl DomainRecord {
-    /// An active domain created at `created` (Unix seconds).
-    pub fn new(created: u64, source: Source) -> DomainRecord {
-        DomainRecord {
-            created,
-            active: true,
-            source,
-            notification_email: None,
-            webhook: None,
-            whitelabel: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AliasRecord {
-    /// Stable numeric id (ImprovMX clients expect one).
-    pub id: u64,
-    /// Forwarding addresses, at least one.
-    pub forwards: Vec<String>,
-    /// Unix seconds.
-    pub created: u64,
-    /// False when suspended locally: the alias then rejects like an unknown one.
-    #[serde(default = "yes")]
-    pub active: bool,
-    #[serde(default)]
-    pub source: Source,
-    /// For a chain-governed alias: what was revealed and must still hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chain: Option<super::chain::ChainBinding>,
-}
 
 /// What one read tells about a recipient.
 #[derive(Debug, Default)]
@@ -75,25 +19,10 @@ pub struct Lookup {
     /// The first candidate with an alias (index into the candidates).
     pub hit: Option<(usize, AliasRecord)>,
     /// For a chain-governed domain: the name's state on chain.
-    pub name: Option<super::chain::NameState>,
+    pub name: Option<NameState>,
     /// For a chain-governed hit signed by someone other than the owner:
     /// whether the signer holds MAINTAINER_ROLE.
     pub signer_is_maintainer: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The key of an alias in the aliases table (also how the chain tables
-/// name an alias): `domain NUL local`.
-pub fn alias_key(domain: &str, local: &str) -> String {
-    format!("{domain}\0{local}")
-}
-
-/// Splits an alias key into (domain, local).
-pub fn split_alias_key(key: &str) -> (&str, &str) {
-    key.split_once('\0').unwrap_or((key, ""))
 }
 
 fn unix_now() -> u64 {
@@ -141,7 +70,7 @@ impl Store {
             let start = alias_key(domain, "");
             let end = format!("{domain}\u{1}");
             aliases.retain_in(start.as_str()..end.as_str(), |_, _| false)?;
-            txn.open_table(super::chain::CHAIN_REVEALS)?
+            txn.open_table(CHAIN_REVEALS)?
                 .retain_in(start.as_str()..end.as_str(), |_, _| false)?;
             existed
         };
@@ -197,14 +126,14 @@ impl Store {
             .as_ref()
             .is_some_and(|d| d.source == Source::Chain)
         {
-            let names = txn.open_table(super::chain::CHAIN_NAMES)?;
+            let names = txn.open_table(CHAIN_NAMES)?;
             lookup.name = get_decoded(&names, "chain_names", domain)?;
             if let (Some((_, alias)), Some(name)) = (&lookup.hit, &lookup.name)
                 && let Some(binding) = &alias.chain
                 && !binding.signer.eq_ignore_ascii_case(&name.owner)
             {
-                let maintainers = txn.open_table(super::chain::CHAIN_MAINTAINERS)?;
-                let key = super::chain::maintainer_key(&binding.tld, &binding.signer);
+                let maintainers = txn.open_table(CHAIN_MAINTAINERS)?;
+                let key = maintainer_key(&binding.tld, &binding.signer);
                 lookup.signer_is_maintainer = maintainers.get(key.as_str())?.is_some();
             }
         }
@@ -338,7 +267,7 @@ pub(crate) fn put_alias(
     local: &str,
     forwards: Vec<String>,
     source: Source,
-    chain: Option<super::chain::ChainBinding>,
+    chain: Option<ChainBinding>,
 ) -> Result<AliasRecord, StoreError> {
     let mut table = txn.open_table(ALIASES)?;
     let key = alias_key(domain, local);

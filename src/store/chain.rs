@@ -4,111 +4,24 @@
 //! truth; these tables are the cache RCPT answers from (DESIGN §3).
 
 use super::aliases::put_alias;
-use super::{ALIASES, DOMAINS, Store, StoreError, decode, encode, get_decoded};
-use super::{AliasRecord, DomainRecord, Source};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use super::records::{
+    AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, DomainRecord, NameState, Reveal,
+    Source,
+};
+use super::tables::{
+    ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
+    CHAIN_NODES, CHAIN_REVEALS, DOMAINS, alias_index_key, alias_key, maintainer_key, node_key,
+};
+use super::{Store, StoreError, decode, encode, get_decoded};
+use redb::{ReadableDatabase, ReadableTable};
 use std::sync::atomic::Ordering;
 
 fn unix_now() -> u64 {
     super::now_ms() / 1000
 }
 
-/// domain ("sld.tld") -> NameState
-pub(crate) const CHAIN_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_names");
-/// node (keccak256 of the sld, 32 bytes) ‖ tld -> domain
-pub(crate) const CHAIN_NODES: TableDefinition<&[u8], &str> = TableDefinition::new("chain_nodes");
-/// node ‖ alias hash (64 bytes) ‖ tld -> alias key ("domain\0local")
-pub(crate) const CHAIN_ALIAS_INDEX: TableDefinition<&[u8], &str> =
-    TableDefinition::new("chain_alias_index");
-/// "tld\0account" -> () for accounts holding MAINTAINER_ROLE
-pub(crate) const CHAIN_MAINTAINERS: TableDefinition<&str, ()> =
-    TableDefinition::new("chain_maintainers");
-/// "cursor" / "recent" / "status" -> JSON
-pub(crate) const CHAIN_META: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_meta");
-/// alias key → the reveal it was activated with ([`Reveal`]): evidence kept
-/// apart from the alias record, which RCPT reads and should stay small.
-pub(crate) const CHAIN_REVEALS: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("chain_reveals");
-
-/// alias key → [`Deactivating`]: aliases `/deactivate` found gone on
-/// chain, removed once the watcher confirms it (see
-/// [`Store::chain_mark_deactivating`]).
-pub(crate) const CHAIN_DEACTIVATING: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("chain_deactivating");
-
 /// How many recent block hashes are kept to find where a reorg forked.
 pub const RECENT_BLOCKS: usize = 256;
-
-/// The revealed plaintext of a chain-governed alias and what it must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainBinding {
-    pub tld: String,
-    pub sld: String,
-    /// The alias exactly as activated (its keccak256 is on chain).
-    pub alias: String,
-    /// keccak256(alias | forward | signature), 0x-hex (the forward and the
-    /// signature are in the [`Reveal`]).
-    pub commitment: String,
-    /// The commitment on chain at the last check; forwarding needs equality.
-    pub observed: String,
-    /// The address that signed (0x-hex, lower case).
-    pub signer: String,
-    /// Block of the last check.
-    pub checked_block: u64,
-}
-
-impl ChainBinding {
-    pub fn commitment_holds(&self) -> bool {
-        self.observed.eq_ignore_ascii_case(&self.commitment)
-    }
-}
-
-/// What the owner revealed to activate an alias: the plaintext forward and
-/// the signature whose hash, with the alias, is the commitment on chain.
-/// Kept so that the activation can be shown, audited or passed to a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reveal {
-    pub forward: String,
-    /// The 65-byte signature r‖s‖v, 0x-hex, exactly as sent.
-    pub signature: String,
-}
-
-/// A name's state on chain at the last check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NameState {
-    pub tld: String,
-    pub sld: String,
-    /// 0x-hex, lower case.
-    pub owner: String,
-    /// Unix seconds.
-    pub expires: u64,
-    /// The owner lets maintainers manage the aliases.
-    pub maintainer_allowed: bool,
-    pub checked_block: u64,
-}
-
-/// The watcher's position: the last block fully processed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub number: u64,
-    pub hash: [u8; 32],
-}
-
-/// Status of the chain connection as last recorded by the watcher.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainStatus {
-    /// Unix ms of the last successful read of the chain.
-    pub last_ok_ms: u64,
-    pub head: u64,
-    /// The chain's time (Unix s): of the newest confirmed block processed.
-    #[serde(default)]
-    pub chain_time: u64,
-    pub last_error: Option<String>,
-}
-
-/// A processed block: (number, hash), kept to find the fork point of a reorg.
-pub type BlockSeen = (u64, [u8; 32]);
 
 /// Changes the watcher (or a sweep) found, applied in one transaction.
 #[derive(Debug, Default)]
@@ -120,23 +33,6 @@ pub struct ChainUpdate {
     pub maintainers: Vec<(String, String, bool)>,
     /// New cursor, with the hashes of the blocks processed.
     pub cursor: Option<(Cursor, Vec<BlockSeen>)>,
-}
-
-fn node_key(node: &[u8; 32], tld: &str) -> Vec<u8> {
-    [node.as_slice(), tld.as_bytes()].concat()
-}
-
-fn alias_index_key(node: &[u8; 32], alias: &[u8; 32], tld: &str) -> Vec<u8> {
-    [node.as_slice(), alias.as_slice(), tld.as_bytes()].concat()
-}
-
-pub use super::aliases::{alias_key, split_alias_key};
-pub use super::chain_deactivation::Deactivating;
-
-/// The key of an account in CHAIN_MAINTAINERS: `tld NUL account` (hex,
-/// lower case).
-pub(crate) fn maintainer_key(tld: &str, account: &str) -> String {
-    format!("{tld}\0{}", account.to_ascii_lowercase())
 }
 
 /// One verified activation, as [`Store::chain_activate`] records it.

@@ -3,37 +3,35 @@
 //! (redb locks the file); records are JSON so they can grow new fields.
 
 mod aliases;
-pub mod chain;
+mod chain;
 mod chain_deactivation;
 mod log;
 mod queue;
+mod records;
+pub(crate) mod tables;
 
-pub use aliases::{AliasFilter, AliasRecord, DomainRecord, Lookup, Source};
+pub use aliases::{AliasFilter, Lookup};
+pub use chain::{Activated, ChainUpdate, RECENT_BLOCKS};
 pub use log::{LogEntry, LogOutcome};
 #[cfg(test)]
 pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};
+pub use records::{
+    AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, Deactivating, DomainRecord,
+    NameState, Reveal, Source,
+};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tables::{
+    ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
+    CHAIN_NODES, CHAIN_REVEALS, DOMAINS, LOG, LOG_TIME, META,
+};
+// The queue's committer writes these two tables itself.
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// domain -> DomainRecord
-pub(crate) const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
-/// "domain\0local" -> AliasRecord
-pub(crate) const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
-/// queue id -> QueueEntry
-pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
-/// (due ms, queue id) -> ()
-pub(crate) const QUEUE_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("queue_due");
-/// (alias domain, log id) -> LogEntry
-pub(crate) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("delivery_log");
-/// log id -> alias domain (for retention sweeps in time order)
-pub(crate) const LOG_TIME: TableDefinition<u64, &str> = TableDefinition::new("delivery_log_time");
-/// named counters
-pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) use tables::{QUEUE, QUEUE_DUE};
 
 /// Store failures. All of them are temporary from a client's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -139,13 +137,13 @@ impl Store {
             txn.open_table(LOG)?;
             txn.open_table(LOG_TIME)?;
             txn.open_table(META)?;
-            txn.open_table(chain::CHAIN_NAMES)?;
-            txn.open_table(chain::CHAIN_NODES)?;
-            txn.open_table(chain::CHAIN_ALIAS_INDEX)?;
-            txn.open_table(chain::CHAIN_MAINTAINERS)?;
-            txn.open_table(chain::CHAIN_META)?;
-            txn.open_table(chain::CHAIN_REVEALS)?;
-            txn.open_table(chain::CHAIN_DEACTIVATING)?;
+            txn.open_table(CHAIN_NAMES)?;
+            txn.open_table(CHAIN_NODES)?;
+            txn.open_table(CHAIN_ALIAS_INDEX)?;
+            txn.open_table(CHAIN_MAINTAINERS)?;
+            txn.open_table(CHAIN_META)?;
+            txn.open_table(CHAIN_REVEALS)?;
+            txn.open_table(CHAIN_DEACTIVATING)?;
         }
         txn.commit()?;
         let (queue_max, log_max) = store.max_ids()?;
@@ -178,11 +176,11 @@ impl Store {
             let (k, v) = item?;
             count(k.value().len(), v.value().len());
         }
-        for item in txn.open_table(chain::CHAIN_NAMES)?.iter()? {
+        for item in txn.open_table(CHAIN_NAMES)?.iter()? {
             let (k, v) = item?;
             count(k.value().len(), v.value().len());
         }
-        for item in txn.open_table(chain::CHAIN_MAINTAINERS)?.iter()? {
+        for item in txn.open_table(CHAIN_MAINTAINERS)?.iter()? {
             let (k, _) = item?;
             count(k.value().len(), 0);
         }

@@ -3,7 +3,8 @@
 //! [`Batch`] so that many messages share one commit (group commit).
 
 use super::log::LogEntry;
-use super::{LOG, LOG_TIME, QUEUE, QUEUE_DUE, Store, StoreError, decode, encode};
+use super::tables::{LOG, LOG_TIME, QUEUE, QUEUE_DUE};
+use super::{Store, StoreError, decode, encode};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
