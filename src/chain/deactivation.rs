@@ -11,8 +11,8 @@
 //! - otherwise (the confirmed block is older): wait for the next one.
 
 use super::activation::hex;
-use super::client::{At, ChainClient, StateRead, StateValue};
 use super::registry::Registries;
+use super::rpc::{At, ChainRpc, StateRead, StateValue};
 use super::verify;
 use super::watcher::WatchError;
 use crate::store::Store;
@@ -33,7 +33,7 @@ pub struct Settled {
 
 /// Settles up to `limit` marks at the confirmed block `block`.
 pub async fn settle(
-    client: &ChainClient,
+    rpc: &ChainRpc,
     store: &Store,
     registries: &Registries,
     block: u64,
@@ -72,7 +72,7 @@ pub async fn settle(
     if reads.is_empty() {
         return Ok(done);
     }
-    let values = client.read_many(&reads, At::Number(block)).await?;
+    let values = rpc.read_many(&reads, At::Number(block)).await?;
     for ((key, mark, binding), value) in pending.into_iter().zip(values) {
         let (domain, local) = split_alias_key(&key);
         match value {

@@ -2,7 +2,7 @@
 //! read, head, cursor and last error, staleness, and the status view that
 //! `/health`, `/v3/chain/status` and `eas-relay chain status` show.
 
-use super::client::BlockInfo;
+use super::rpc::BlockInfo;
 use crate::config::ChainConfig;
 use crate::store::now_ms;
 use std::sync::Mutex;

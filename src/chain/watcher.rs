@@ -9,11 +9,9 @@
 //! cache and reports the staleness.
 
 use super::activation::hex;
-use super::client::{
-    At, BlockInfo, ChainClient, ChainError, ChainEvent, EasCall, StateRead, StateValue,
-};
 pub use super::health::{ChainHealth, is_stale, seconds_since, status_view};
 use super::registry::{Registries, Registry};
+use super::rpc::{At, BlockInfo, ChainError, ChainEvent, ChainRpc, EasCall, StateRead, StateValue};
 use super::verify;
 use crate::config::ChainConfig;
 use crate::store::tables::{alias_key, split_alias_key};
@@ -64,7 +62,7 @@ pub enum Step {
 }
 
 pub struct Watcher {
-    client: ChainClient,
+    rpc: ChainRpc,
     store: Arc<Store>,
     registries: Arc<Registries>,
     config: ChainConfig,
@@ -92,13 +90,13 @@ struct Touched {
 
 impl Watcher {
     pub fn new(
-        client: ChainClient,
+        rpc: ChainRpc,
         store: Arc<Store>,
         registries: Arc<Registries>,
         config: ChainConfig,
     ) -> Watcher {
         Watcher {
-            client,
+            rpc,
             store,
             registries,
             config,
@@ -117,7 +115,7 @@ impl Watcher {
     /// Follows the chain until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         if self.config.chain_id != 0 {
-            match self.client.chain_id().await {
+            match self.rpc.chain_id().await {
                 Ok(id) if id != self.config.chain_id => {
                     let e = WatchError::WrongChain {
                         expected: self.config.chain_id,
@@ -230,7 +228,7 @@ impl Watcher {
         // A different hash at the cursor, or no block there at all (the
         // chain got shorter), means the processed blocks were replaced.
         if cursor.number > 0
-            && self.client.block_hash(cursor.number).await?.map(|h| h.0) != Some(cursor.hash)
+            && self.rpc.block_hash(cursor.number).await?.map(|h| h.0) != Some(cursor.hash)
         {
             let to = self.fork_point().await?;
             return Ok(Step::Rewound { to });
@@ -260,7 +258,7 @@ impl Watcher {
     /// logged and retried at the next step: it does not hold the cursor.
     async fn settle_deactivations(&self, block: u64) {
         let settled = super::deactivation::settle(
-            &self.client,
+            &self.rpc,
             &self.store,
             &self.registries,
             block,
@@ -279,13 +277,13 @@ impl Watcher {
     /// Reads the head; a good read counts for health. Its timestamp does
     /// not count for expiry: the head is not confirmed yet.
     async fn observe_head(&self) -> Result<BlockInfo, WatchError> {
-        let head = self.client.latest().await?;
+        let head = self.rpc.latest().await?;
         self.health.ok(&head);
         Ok(head)
     }
 
     async fn block_at(&self, number: u64) -> Result<BlockInfo, WatchError> {
-        match self.client.block(number).await? {
+        match self.rpc.block(number).await? {
             Some(b) => Ok(b),
             None => Err(ChainError::BlockNotFound(number).into()),
         }
@@ -323,7 +321,7 @@ impl Watcher {
     async fn fork_point(&self) -> Result<u64, WatchError> {
         let recent = self.store.chain_recent()?;
         for (number, hash) in recent.iter().rev() {
-            let Some(block) = self.client.block(*number).await? else {
+            let Some(block) = self.rpc.block(*number).await? else {
                 continue;
             };
             if block.hash.0 == *hash {
@@ -357,17 +355,17 @@ impl Watcher {
     async fn touched(&self, from: u64, to: u64) -> Result<Touched, WatchError> {
         let mut t = Touched::default();
         for registry in &self.registries.list {
-            let dc = registry.dc(&self.client).await?;
+            let dc = registry.dc(&self.rpc).await?;
             let mut addresses = vec![dc];
             addresses.extend(registry.log_addresses.iter().copied());
             // The EAS contract's logs carry the role changes even when it has
             // no alias events.
             addresses.push(registry.eas);
-            for (_, event) in self.client.events(from, to, &addresses).await? {
+            for (_, event) in self.rpc.events(from, to, &addresses).await? {
                 self.note_event(registry, &event, &mut t)?;
             }
             if !registry.eas_events {
-                for (_, call) in self.client.eas_calls(from, to, registry.eas).await? {
+                for (_, call) in self.rpc.eas_calls(from, to, registry.eas).await? {
                     self.note_call(registry, &call, &mut t)?;
                 }
             }
@@ -481,7 +479,7 @@ impl Watcher {
             let Some(r) = self.registries.get(Some(&n.tld)) else {
                 continue;
             };
-            let dc = r.dc(&self.client).await?;
+            let dc = r.dc(&self.rpc).await?;
             reads.push(StateRead::OwnerOf {
                 dc,
                 sld: n.sld.clone(),
@@ -510,7 +508,7 @@ impl Watcher {
         let values = if reads.is_empty() {
             Vec::new()
         } else {
-            self.client.read_many(&reads, At::Number(block)).await?
+            self.rpc.read_many(&reads, At::Number(block)).await?
         };
         let mut values = values.into_iter();
         let bad = |what: &str| ChainError::Decode {

@@ -79,9 +79,9 @@ async fn fixture(head: u64) -> Fixture {
         max_block_range: 1000,
         ..ChainConfig::default()
     };
-    let client = ChainClient::new(&url, Duration::from_secs(10)).unwrap();
+    let rpc = ChainRpc::new(&url, Duration::from_secs(10)).unwrap();
     let registries = Arc::new(Registries::from_config(&config));
-    let watcher = Watcher::new(client, store.clone(), registries, config);
+    let watcher = Watcher::new(rpc, store.clone(), registries, config);
     Fixture {
         _dir: dir,
         store,
