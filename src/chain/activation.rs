@@ -59,7 +59,7 @@ pub struct Activation {
 
 /// An alias as the EAS frontend accepts it: 1–32 of letters, digits, `.`,
 /// `_`, `-` (anchored: nothing else anywhere).
-pub fn valid_alias(alias: &str) -> bool {
+pub(crate) fn valid_alias(alias: &str) -> bool {
     (1..=32).contains(&alias.len())
         && alias
             .bytes()
@@ -67,7 +67,7 @@ pub fn valid_alias(alias: &str) -> bool {
 }
 
 /// A second-level name: 1–63 of lower-case letters, digits and `-`.
-pub fn valid_sld(sld: &str) -> bool {
+pub(crate) fn valid_sld(sld: &str) -> bool {
     (1..=63).contains(&sld.len())
         && sld
             .bytes()
@@ -449,7 +449,7 @@ impl Activation {
     }
 
     /// `POST /check-alias`: whether the alias forwards now.
-    pub fn check_alias(
+    pub(crate) fn check_alias(
         &self,
         alias: &str,
         sld: &str,

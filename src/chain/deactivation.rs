@@ -22,7 +22,7 @@ use alloy::primitives::B256;
 
 /// What one settlement did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Settled {
+pub(crate) struct Settled {
     /// Aliases removed (confirmed gone).
     pub removed: usize,
     /// Marks dropped (the chain still commits, or the alias is gone).

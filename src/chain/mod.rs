@@ -3,11 +3,11 @@
 //! watcher and the activation endpoints read the chain with.
 
 pub mod activation;
-pub mod bindings;
-pub mod deactivation;
+pub(crate) mod bindings;
+pub(crate) mod deactivation;
 mod health;
 pub mod registry;
-pub mod rpc;
+pub(crate) mod rpc;
 pub mod verify;
 pub mod watcher;
 
@@ -15,23 +15,23 @@ pub use rpc::{
     At, BlockInfo, ChainError, ChainEvent, ChainRpc, EasCall, Limits, RpcFailure, StateRead,
     StateValue,
 };
-pub use verify::VerifyError;
 
 use crate::config::Config;
 use std::sync::Arc;
 
 /// The chain parts of a running node.
-pub struct Chain {
-    pub rpc: ChainRpc,
-    pub registries: Arc<registry::Registries>,
-    pub watcher: Arc<watcher::Watcher>,
-    pub activation: Arc<activation::Activation>,
+pub(crate) struct Chain {
+    pub(crate) watcher: Arc<watcher::Watcher>,
+    pub(crate) activation: Arc<activation::Activation>,
 }
 
 impl Chain {
     /// Builds the RPC reader, registries, watcher and activation checks from the
     /// config (no network yet).
-    pub fn new(config: &Config, store: Arc<crate::store::Store>) -> Result<Chain, ChainError> {
+    pub(crate) fn new(
+        config: &Config,
+        store: Arc<crate::store::Store>,
+    ) -> Result<Chain, ChainError> {
         store.set_chain_clock_skew(config.chain.max_clock_skew.0.as_secs());
         let rpc = ChainRpc::new(&config.chain.rpc_url, config.chain.request_timeout.0)?
             .with_limits(Limits {
@@ -46,15 +46,8 @@ impl Chain {
             config.chain.clone(),
         ));
         let own = config.own_domains();
-        let activation = Arc::new(activation::Activation::new(
-            rpc.clone(),
-            store,
-            registries.clone(),
-            own,
-        ));
+        let activation = Arc::new(activation::Activation::new(rpc, store, registries, own));
         Ok(Chain {
-            rpc,
-            registries,
             watcher,
             activation,
         })

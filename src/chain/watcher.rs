@@ -9,7 +9,7 @@
 //! cache and reports the staleness.
 
 use super::activation::hex;
-pub use super::health::{ChainHealth, is_stale, seconds_since, status_view};
+pub(crate) use super::health::{ChainHealth, is_stale, status_view};
 use super::registry::{Registries, Registry};
 use super::rpc::{At, BlockInfo, ChainError, ChainEvent, ChainRpc, EasCall, StateRead, StateValue};
 use super::verify;
@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error(transparent)]
@@ -41,7 +41,7 @@ pub enum WatchError {
 /// whose head went below the cursor). The numbers come from the RPC
 /// endpoint, so nothing here may overflow: a head of `u64::MAX` gives a
 /// range that ends at the target, never one that wraps round to block 0.
-pub fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)> {
+pub(crate) fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)> {
     if cursor >= target {
         return None;
     }
@@ -52,7 +52,7 @@ pub fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Processed blocks up to this one.
     Advanced { to: u64, target: u64 },
     /// Nothing new below head − confirmations.
@@ -66,7 +66,7 @@ pub struct Watcher {
     store: Arc<Store>,
     registries: Arc<Registries>,
     config: ChainConfig,
-    pub health: Arc<ChainHealth>,
+    pub(crate) health: Arc<ChainHealth>,
     /// Set by `request_sweep` (resync): sweep at the next opportunity.
     sweep_requested: std::sync::atomic::AtomicBool,
     /// Held by a step and by a rewind, so a resync's rewind cannot be
@@ -108,7 +108,7 @@ impl Watcher {
     }
 
     /// Asks the running watcher to verify every alias again soon.
-    pub fn request_sweep(&self) {
+    pub(crate) fn request_sweep(&self) {
         self.sweep_requested.store(true, Ordering::Relaxed);
     }
 
@@ -197,7 +197,7 @@ impl Watcher {
 
     /// One step: reorg check, then one range of blocks (at most
     /// max_block_range) processed and committed.
-    pub async fn step(&self) -> Result<Step, WatchError> {
+    pub(crate) async fn step(&self) -> Result<Step, WatchError> {
         let _cursor = self.cursor_lock.lock().await;
         let head = self.observe_head().await?;
         let target = head.number.saturating_sub(self.config.confirmations);
@@ -576,7 +576,7 @@ impl Watcher {
     /// Verifies every chain-governed alias and name again, in batches, at
     /// the confirmed head (those last checked at that block or later are
     /// current already). Returns how many aliases are now verified.
-    pub async fn sweep(&self) -> Result<usize, WatchError> {
+    pub(crate) async fn sweep(&self) -> Result<usize, WatchError> {
         let head = self.observe_head().await?;
         // At the confirmed head; after a reorg to a shorter chain that can be
         // below the fork point, whose state (canonical, already confirmed) is
@@ -622,7 +622,7 @@ impl Watcher {
 
     /// For `resync`: moves the cursor back to just before `from` (or to the
     /// configured start) so that history is read again.
-    pub async fn rewind_to(&self, from: u64) -> Result<(), WatchError> {
+    pub(crate) async fn rewind_to(&self, from: u64) -> Result<(), WatchError> {
         let _cursor = self.cursor_lock.lock().await;
         let back = from.saturating_sub(1);
         let hash = self.hash_of(back).await?;
@@ -634,7 +634,10 @@ impl Watcher {
 
     /// Processes until the cursor reaches head − confirmations, reporting
     /// (cursor, target) after each step; then sweeps.
-    pub async fn catch_up(&self, mut progress: impl FnMut(u64, u64)) -> Result<usize, WatchError> {
+    pub(crate) async fn catch_up(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<usize, WatchError> {
         loop {
             match self.step().await? {
                 Step::Advanced { to, target } => {

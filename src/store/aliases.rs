@@ -10,7 +10,7 @@ use super::{Store, StoreError, decode, encode, get_decoded};
 use redb::{ReadableDatabase, ReadableTable};
 
 /// Keeps an alias (local part, record) in a listing.
-pub type AliasFilter<'a> = dyn Fn(&str, &AliasRecord) -> bool + 'a;
+pub(crate) type AliasFilter<'a> = dyn Fn(&str, &AliasRecord) -> bool + 'a;
 
 /// What one read tells about a recipient.
 #[derive(Debug, Default)]
@@ -30,7 +30,7 @@ fn unix_now() -> u64 {
 }
 
 impl Store {
-    pub fn domain_get(&self, domain: &str) -> Result<Option<DomainRecord>, StoreError> {
+    pub(crate) fn domain_get(&self, domain: &str) -> Result<Option<DomainRecord>, StoreError> {
         let txn = self.db().begin_read()?;
         get_decoded(&txn.open_table(DOMAINS)?, "domains", domain)
     }
@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// Replaces a domain's record (e.g. to deactivate it).
-    pub fn domain_put(&self, domain: &str, record: &DomainRecord) -> Result<(), StoreError> {
+    pub(crate) fn domain_put(&self, domain: &str, record: &DomainRecord) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         txn.open_table(DOMAINS)?
             .insert(domain, encode(record).as_slice())?;
@@ -62,7 +62,7 @@ impl Store {
     }
 
     /// Removes a domain and all its aliases; false when it did not exist.
-    pub fn domain_remove(&self, domain: &str) -> Result<bool, StoreError> {
+    pub(crate) fn domain_remove(&self, domain: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
         let existed = {
             let existed = txn.open_table(DOMAINS)?.remove(domain)?.is_some();
@@ -79,12 +79,12 @@ impl Store {
     }
 
     /// How many domains there are (O(1)).
-    pub fn domain_count(&self) -> Result<u64, StoreError> {
+    pub(crate) fn domain_count(&self) -> Result<u64, StoreError> {
         let txn = self.db().begin_read()?;
         Ok(redb::ReadableTableMetadata::len(&txn.open_table(DOMAINS)?)?)
     }
 
-    pub fn domain_list(&self) -> Result<Vec<(String, DomainRecord)>, StoreError> {
+    pub(crate) fn domain_list(&self) -> Result<Vec<(String, DomainRecord)>, StoreError> {
         self.read_all("domains", DOMAINS)
     }
 
@@ -174,7 +174,7 @@ impl Store {
     }
 
     /// Suspends (false) or resumes (true) an alias; false when it does not exist.
-    pub fn alias_set_active(
+    pub(crate) fn alias_set_active(
         &self,
         domain: &str,
         local: &str,
@@ -198,7 +198,7 @@ impl Store {
     }
 
     /// Removes an alias; false when it did not exist.
-    pub fn alias_remove(&self, domain: &str, local: &str) -> Result<bool, StoreError> {
+    pub(crate) fn alias_remove(&self, domain: &str, local: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
         let existed = txn
             .open_table(ALIASES)?
@@ -214,7 +214,7 @@ impl Store {
     /// Also returns how many match in all. Only the records a filter or the
     /// page needs are decoded, so an unfiltered page of a large domain
     /// costs a key scan and `limit` decodes.
-    pub fn alias_page(
+    pub(crate) fn alias_page(
         &self,
         domain: &str,
         keep_key: impl Fn(&str) -> bool,
@@ -252,7 +252,10 @@ impl Store {
     }
 
     /// All aliases of a domain, ordered by local part.
-    pub fn alias_list(&self, domain: &str) -> Result<Vec<(String, AliasRecord)>, StoreError> {
+    pub(crate) fn alias_list(
+        &self,
+        domain: &str,
+    ) -> Result<Vec<(String, AliasRecord)>, StoreError> {
         let (_, all) = self.alias_page(domain, |_| true, None, 0, usize::MAX)?;
         Ok(all)
     }

@@ -21,11 +21,11 @@ fn unix_now() -> u64 {
 }
 
 /// How many recent block hashes are kept to find where a reorg forked.
-pub const RECENT_BLOCKS: usize = 256;
+pub(crate) const RECENT_BLOCKS: usize = 256;
 
 /// Changes the watcher (or a sweep) found, applied in one transaction.
 #[derive(Debug, Default)]
-pub struct ChainUpdate {
+pub(crate) struct ChainUpdate {
     /// (alias key, commitment on chain now, block).
     pub commitments: Vec<(String, String, u64)>,
     pub names: Vec<(String, NameState)>,
@@ -108,8 +108,13 @@ impl Store {
         Ok(())
     }
 
-    /// The reveal an alias was activated with.
-    pub fn chain_reveal(&self, domain: &str, local: &str) -> Result<Option<Reveal>, StoreError> {
+    /// The reveal an alias was activated with (read by the tests only).
+    #[cfg(test)]
+    pub(crate) fn chain_reveal(
+        &self,
+        domain: &str,
+        local: &str,
+    ) -> Result<Option<Reveal>, StoreError> {
         let txn = self.db().begin_read()?;
         get_decoded(
             &txn.open_table(CHAIN_REVEALS)?,
@@ -119,13 +124,13 @@ impl Store {
     }
 
     /// The state of a name (by domain).
-    pub fn chain_name(&self, domain: &str) -> Result<Option<NameState>, StoreError> {
+    pub(crate) fn chain_name(&self, domain: &str) -> Result<Option<NameState>, StoreError> {
         let txn = self.db().begin_read()?;
         get_decoded(&txn.open_table(CHAIN_NAMES)?, "chain_names", domain)
     }
 
     /// The domain a (node, tld) belongs to, when it has aliases here.
-    pub fn chain_domain_of(
+    pub(crate) fn chain_domain_of(
         &self,
         node: &[u8; 32],
         tld: &str,
@@ -138,7 +143,7 @@ impl Store {
     }
 
     /// The alias key of a (node, alias hash, tld), when it was revealed here.
-    pub fn chain_alias_of(
+    pub(crate) fn chain_alias_of(
         &self,
         node: &[u8; 32],
         alias_hash: &[u8; 32],
@@ -178,7 +183,7 @@ impl Store {
     /// key (`node`, `alias_hash` of the exact alias, `tld`). A static
     /// alias, or a binding that changed since (a new activation), is left
     /// alone: false.
-    pub fn chain_forget_alias(
+    pub(crate) fn chain_forget_alias(
         &self,
         domain: &str,
         local: &str,
@@ -210,15 +215,17 @@ impl Store {
         Ok(forgotten)
     }
 
-    /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld`.
-    pub fn chain_is_maintainer(&self, tld: &str, account: &str) -> Result<bool, StoreError> {
+    /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld` (read by
+    /// the tests only; the lookup reads the table itself).
+    #[cfg(test)]
+    pub(crate) fn chain_is_maintainer(&self, tld: &str, account: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(CHAIN_MAINTAINERS)?;
         Ok(table.get(maintainer_key(tld, account).as_str())?.is_some())
     }
 
     /// Applies what the watcher found, and moves its cursor, atomically.
-    pub fn chain_apply(&self, update: &ChainUpdate) -> Result<(), StoreError> {
+    pub(crate) fn chain_apply(&self, update: &ChainUpdate) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         {
             let mut aliases = txn.open_table(ALIASES)?;
@@ -279,17 +286,17 @@ impl Store {
         Ok(())
     }
 
-    pub fn chain_cursor(&self) -> Result<Option<Cursor>, StoreError> {
+    pub(crate) fn chain_cursor(&self) -> Result<Option<Cursor>, StoreError> {
         self.chain_meta("cursor")
     }
 
     /// Recent (block, hash) pairs, oldest first (to locate a fork).
-    pub fn chain_recent(&self) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
+    pub(crate) fn chain_recent(&self) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
         Ok(self.chain_meta("recent")?.unwrap_or_default())
     }
 
     /// Moves the cursor back (a reorg, or a resync from an older block).
-    pub fn chain_rewind(&self, cursor: Option<Cursor>) -> Result<(), StoreError> {
+    pub(crate) fn chain_rewind(&self, cursor: Option<Cursor>) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         {
             let mut meta = txn.open_table(CHAIN_META)?;
@@ -318,7 +325,7 @@ impl Store {
     /// (those blocks are gone): it counts as made before the fork, so the
     /// next read replaces it even when made at a lower block than the
     /// orphaned one.
-    pub fn chain_reorg(&self, fork: Cursor) -> Result<(), StoreError> {
+    pub(crate) fn chain_reorg(&self, fork: Cursor) -> Result<(), StoreError> {
         // Below the fork: any read at the fork or later replaces them, and
         // no sweep takes them for already checked.
         let orphaned = fork.number.saturating_sub(1);
@@ -363,7 +370,7 @@ impl Store {
 
     /// The timestamp of the newest confirmed block processed (Unix s; 0
     /// before the first, and after a reorg until the next).
-    pub fn chain_time(&self) -> u64 {
+    pub(crate) fn chain_time(&self) -> u64 {
         self.chain_time.load(Ordering::Relaxed)
     }
 
@@ -371,7 +378,7 @@ impl Store {
     /// (`chain.max_clock_skew`, s); a stored chain time beyond that (from
     /// an earlier run, or an older version that took any head's time) is
     /// dropped at once.
-    pub fn set_chain_clock_skew(&self, secs: u64) {
+    pub(crate) fn set_chain_clock_skew(&self, secs: u64) {
         self.chain_skew.store(secs, Ordering::Relaxed);
         let time = self.chain_time();
         if time > unix_now().saturating_add(secs) {
@@ -389,7 +396,7 @@ impl Store {
     /// or to 0 when unknown). A timestamp further ahead of the wall clock
     /// than the allowed skew is refused (false) and the time left as it
     /// was: one bad answer must not expire every alias.
-    pub fn note_chain_time(&self, timestamp: u64) -> bool {
+    pub(crate) fn note_chain_time(&self, timestamp: u64) -> bool {
         let limit = unix_now().saturating_add(self.chain_skew.load(Ordering::Relaxed));
         if timestamp > limit {
             return false;
@@ -402,14 +409,14 @@ impl Store {
     /// so a name expires when either says so (a node whose clock lags the
     /// chain still stops forwarding an expired name). The chain's time
     /// counts only up to the allowed skew ahead of the wall clock.
-    pub fn expiry_now(&self) -> u64 {
+    pub(crate) fn expiry_now(&self) -> u64 {
         let now = unix_now();
         let ahead = now.saturating_add(self.chain_skew.load(Ordering::Relaxed));
         now.max(self.chain_time().min(ahead))
     }
 
     /// Records the connection status (not fsynced: it is advice).
-    pub fn chain_set_status(&self, status: &ChainStatus) -> Result<(), StoreError> {
+    pub(crate) fn chain_set_status(&self, status: &ChainStatus) -> Result<(), StoreError> {
         let mut txn = self.db().begin_write()?;
         let _ = txn.set_durability(redb::Durability::None);
         txn.open_table(CHAIN_META)?

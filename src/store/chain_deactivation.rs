@@ -12,7 +12,7 @@ use redb::{ReadableDatabase, ReadableTable};
 impl Store {
     /// Marks the chain alias `local@domain` for removal, if its binding is
     /// still `expected`; false when it is not (gone, static, replaced).
-    pub fn chain_mark_deactivating(
+    pub(crate) fn chain_mark_deactivating(
         &self,
         domain: &str,
         local: &str,
@@ -43,7 +43,7 @@ impl Store {
     }
 
     /// Up to `limit` pending removals: (alias key, mark), in key order.
-    pub fn chain_deactivating(
+    pub(crate) fn chain_deactivating(
         &self,
         limit: usize,
     ) -> Result<Vec<(String, Deactivating)>, StoreError> {
@@ -61,7 +61,7 @@ impl Store {
 
     /// Drops the removal mark of an alias key (the chain still commits to
     /// it, or the alias is gone).
-    pub fn chain_unmark(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) fn chain_unmark(&self, key: &str) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         txn.open_table(CHAIN_DEACTIVATING)?.remove(key)?;
         txn.commit()?;

@@ -10,16 +10,17 @@ mod queue;
 mod records;
 pub(crate) mod tables;
 
-pub use aliases::{AliasFilter, Lookup};
-pub use chain::{Activated, ChainUpdate, RECENT_BLOCKS};
+pub use aliases::Lookup;
+pub use chain::Activated;
+pub(crate) use chain::ChainUpdate;
 pub use log::{LogEntry, LogOutcome};
 #[cfg(test)]
 pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};
 pub use records::{
-    AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, Deactivating, DomainRecord,
-    NameState, Reveal, Source,
+    AliasRecord, ChainBinding, ChainStatus, DomainRecord, NameState, Reveal, Source,
 };
+pub(crate) use records::{Cursor, Deactivating};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tables::{
@@ -93,7 +94,7 @@ pub struct Store {
 
 /// The default page cache: enough to keep the tables RCPT reads (domains,
 /// aliases, names) of about two million aliases in memory.
-pub const DEFAULT_CACHE_SIZE: usize = 2 << 30;
+pub(crate) const DEFAULT_CACHE_SIZE: usize = 2 << 30;
 
 impl Store {
     /// Opens (or creates) the store at `path`, creating every table, with
@@ -104,7 +105,7 @@ impl Store {
 
     /// Like [`Store::open`] with a page cache of at most `cache_bytes`
     /// (filled only as pages are read, so a small store stays small).
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+    pub(crate) fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             crate::files::create_private_dir(dir)?;
         }
@@ -192,7 +193,7 @@ impl Store {
     }
 
     /// A new queue id, unique and increasing across restarts.
-    pub fn next_queue_id(&self) -> u64 {
+    pub(crate) fn next_queue_id(&self) -> u64 {
         self.ids.next()
     }
 
@@ -237,7 +238,7 @@ impl IdGenerator {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -245,12 +246,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// Renders a queue id the way logs and the CLI show it.
-pub fn format_queue_id(id: u64) -> String {
+pub(crate) fn format_queue_id(id: u64) -> String {
     format!("{id:016X}")
 }
 
 /// Parses a queue id as shown by `format_queue_id`.
-pub fn parse_queue_id(s: &str) -> Option<u64> {
+pub(crate) fn parse_queue_id(s: &str) -> Option<u64> {
     (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok())?
 }
 

@@ -119,7 +119,7 @@ pub struct NameState {
 
 /// The watcher's position: the last block fully processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     pub number: u64,
     pub hash: [u8; 32],
 }
@@ -137,12 +137,12 @@ pub struct ChainStatus {
 }
 
 /// A processed block: (number, hash), kept to find the fork point of a reorg.
-pub type BlockSeen = (u64, [u8; 32]);
+pub(crate) type BlockSeen = (u64, [u8; 32]);
 
 /// A pending removal: `/deactivate` read the alias's own on-chain key as
 /// zero at block `from_block`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deactivating {
+pub(crate) struct Deactivating {
     /// The alias exactly as activated (whose key read zero).
     pub alias: String,
     /// The commitment of the binding that was marked: a later activation

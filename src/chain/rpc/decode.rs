@@ -103,7 +103,7 @@ impl StateValue {
     /// A registry or role read that reverts means "nothing there": an
     /// ENS-style registrar's `ownerOf` reverts for an expired or unknown
     /// name, which must stop its aliases, not stall the reader.
-    pub fn or_if_reverted(self, nothing: StateValue) -> StateValue {
+    pub(crate) fn or_if_reverted(self, nothing: StateValue) -> StateValue {
         match self {
             StateValue::Reverted(_) => nothing,
             v => v,
