@@ -12,12 +12,10 @@
 
 use super::activation::hex;
 use super::registry::Registries;
-use super::rpc::{At, ChainRpc, StateRead, StateValue};
+use super::rpc::{At, ChainError, ChainRpc, StateRead, StateValue};
 use super::verify;
-use super::watcher::WatchError;
-use crate::store::Store;
 use crate::store::tables::split_alias_key;
-use crate::store::{ChainBinding, Deactivating};
+use crate::store::{ChainBinding, Deactivating, Store, StoreError};
 use alloy::primitives::B256;
 
 /// What one settlement did.
@@ -31,14 +29,24 @@ pub(crate) struct Settled {
     pub waiting: usize,
 }
 
+/// Why a settlement stopped short (the watcher logs it and settles again
+/// at its next step).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SettleError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Settles up to `limit` marks at the confirmed block `block`.
-pub async fn settle(
+pub(crate) async fn settle(
     rpc: &ChainRpc,
     store: &Store,
     registries: &Registries,
     block: u64,
     limit: usize,
-) -> Result<Settled, WatchError> {
+) -> Result<Settled, SettleError> {
     let mut done = Settled::default();
     let marks = store.chain_deactivating(limit.max(1))?;
     if marks.is_empty() {
