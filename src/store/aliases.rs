@@ -1,12 +1,12 @@
 //! Domains and aliases: the tables the recipient lookup reads on every RCPT.
 //! Keys are lower case; an alias key is `domain\0local`.
 
+use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{AliasRecord, ChainBinding, DomainRecord, NameState, Source};
 use super::tables::{
     ALIASES, CHAIN_MAINTAINERS, CHAIN_NAMES, CHAIN_REVEALS, DOMAINS, META, alias_key,
     maintainer_key,
 };
-use super::{Store, StoreError, decode, encode, get_decoded};
 use redb::{ReadableDatabase, ReadableTable};
 
 /// Keeps an alias (local part, record) in a listing.
@@ -26,7 +26,7 @@ pub struct Lookup {
 }
 
 fn unix_now() -> u64 {
-    super::now_ms() / 1000
+    super::db::now_ms() / 1000
 }
 
 impl Store {

@@ -4,6 +4,7 @@
 //! truth; these tables are the cache RCPT answers from (DESIGN §3).
 
 use super::aliases::put_alias;
+use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{
     AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, DomainRecord, NameState, Reveal,
     Source,
@@ -12,12 +13,11 @@ use super::tables::{
     ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
     CHAIN_NODES, CHAIN_REVEALS, DOMAINS, alias_index_key, alias_key, maintainer_key, node_key,
 };
-use super::{Store, StoreError, decode, encode, get_decoded};
 use redb::{ReadableDatabase, ReadableTable};
 use std::sync::atomic::Ordering;
 
 fn unix_now() -> u64 {
-    super::now_ms() / 1000
+    super::db::now_ms() / 1000
 }
 
 /// How many recent block hashes are kept to find where a reorg forked.
@@ -59,7 +59,7 @@ fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecor
         Some(d) if d.source == Source::Chain => d,
         // A static domain of the same name becomes chain-governed: the
         // chain is the authority for names it rents.
-        _ => DomainRecord::new(super::now_ms() / 1000, Source::Chain),
+        _ => DomainRecord::new(super::db::now_ms() / 1000, Source::Chain),
     };
     domains.insert(domain, encode(&record).as_slice())?;
     txn.open_table(CHAIN_NAMES)?

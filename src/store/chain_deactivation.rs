@@ -4,9 +4,9 @@
 //! watcher removes it once a read at a confirmed block says the commitment
 //! is gone (or drops the mark when the chain still commits to it).
 
+use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{AliasRecord, ChainBinding, Deactivating};
 use super::tables::{ALIASES, CHAIN_DEACTIVATING, alias_key};
-use super::{Store, StoreError, decode, encode, get_decoded};
 use redb::{ReadableDatabase, ReadableTable};
 
 impl Store {

@@ -2,8 +2,8 @@
 //! bounced), kept per alias domain, newest first on read, purged after the
 //! configured retention.
 
+use super::db::{Store, StoreError, decode};
 use super::tables::{LOG, LOG_TIME};
-use super::{Store, StoreError, decode};
 use redb::{ReadableDatabase, ReadableTable};
 
 /// Most log entries deleted in one transaction of a purge.

@@ -2,9 +2,9 @@
 //! and the `(due, id)` index the scheduler starts from. Writes go through a
 //! [`Batch`] so that many messages share one commit (group commit).
 
+use super::db::{Store, StoreError, decode, encode};
 use super::log::LogEntry;
 use super::tables::{LOG, LOG_TIME, QUEUE, QUEUE_DUE};
-use super::{Store, StoreError, decode, encode};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
