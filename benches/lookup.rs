@@ -11,7 +11,7 @@ use criterion::Criterion;
 use eas_relay::address::Mailbox;
 use eas_relay::recipients::{self, Resolution};
 use eas_relay::store::Store;
-use eas_relay::store::chain::{Activated, ChainBinding, NameState, Reveal};
+use eas_relay::store::{Activated, ChainBinding, NameState, Reveal};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

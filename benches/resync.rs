@@ -19,7 +19,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use anvil::{AnvilOptions, Chain, ChainOptions, Mining, YEAR, alias_name, commitment_of};
 use eas_relay::store::Store;
-use eas_relay::store::chain::{Activated, ChainBinding, NameState, Reveal};
+use eas_relay::store::{Activated, ChainBinding, NameState, Reveal};
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -709,7 +709,7 @@ impl Admin {
                 format!("at most {max} forwarding addresses"),
             ));
         }
-        let own = own_domains(&self.config);
+        let own = self.config.own_domains();
         for f in &forwards {
             crate::address::check_forward(f, |domain| {
                 Ok(own.iter().any(|d| d == domain) || self.store.domain_get(domain)?.is_some())
@@ -821,15 +821,6 @@ pub fn parse_domain(domain: &str) -> Result<String, AdminError> {
             ),
         )
     })
-}
-
-/// The relay's own domains (its host name and SRS domain): never a
-/// forwarding address's, since mail there would come back.
-pub fn own_domains(config: &Config) -> Vec<String> {
-    vec![
-        config.hostname.to_ascii_lowercase(),
-        config.srs_domain().to_ascii_lowercase(),
-    ]
 }
 
 /// An alias local part: `*` (catch-all) or letters, digits, `.`, `_`, `-`,

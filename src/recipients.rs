@@ -4,8 +4,7 @@
 //! domain are bounces, answered by `smtp::rcpt` (the bounce path).
 
 use crate::address::Mailbox;
-use crate::store::chain::{ChainBinding, NameState};
-use crate::store::{AliasRecord, Lookup, Source, Store, StoreError};
+use crate::store::{AliasRecord, ChainBinding, Lookup, NameState, Source, Store, StoreError};
 
 /// The local part of a catch-all alias.
 pub(crate) const CATCH_ALL: &str = "*";
@@ -162,7 +161,7 @@ mod tests {
 
     mod chain_rule {
         use super::super::chain_rule_holds;
-        use crate::store::chain::{ChainBinding, NameState};
+        use crate::store::{ChainBinding, NameState};
 
         const OWNER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
         const OTHER: &str = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc";
@@ -374,13 +373,13 @@ mod tests {
             maintainer_allowed: true,
             checked_block: 1,
         };
-        s.chain_activate(&crate::store::chain::Activated {
+        s.chain_activate(&crate::store::Activated {
             domain: "fsociety.country".into(),
             local: "hello".into(),
             node: [1; 32],
             alias_hash: [2; 32],
             binding,
-            reveal: crate::store::chain::Reveal {
+            reveal: crate::store::Reveal {
                 forward: "mr.robot@gmail.com".into(),
                 signature: format!("0x{}1b", "11".repeat(64)),
             },
@@ -450,7 +449,7 @@ mod tests {
             Resolution::UnknownUser
         );
         // ...unless the signer is a maintainer the owner allows
-        s.chain_apply(&crate::store::chain::ChainUpdate {
+        s.chain_apply(&crate::store::ChainUpdate {
             maintainers: vec![("country".into(), "0xaa".into(), true)],
             ..Default::default()
         })
@@ -461,7 +460,7 @@ mod tests {
             .chain_alias_of(&[1; 32], &[2; 32], "country")
             .unwrap()
             .unwrap();
-        s.chain_apply(&crate::store::chain::ChainUpdate {
+        s.chain_apply(&crate::store::ChainUpdate {
             commitments: vec![(key, "0x00".into(), 5)],
             ..Default::default()
         })

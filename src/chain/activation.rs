@@ -5,11 +5,11 @@
 //! for removal once the chain has dropped them (the watcher removes them
 //! once that is confirmed: [`super::deactivation`]).
 
-use super::client::{At, ChainClient, ChainError, StateRead, StateValue};
 use super::registry::{Registries, Registry};
+use super::rpc::{At, ChainError, ChainRpc, StateRead, StateValue};
 use super::verify;
 use crate::address::{ForwardError, Mailbox};
-use crate::store::chain::{Activated, ChainBinding, NameState, Reveal};
+use crate::store::{Activated, ChainBinding, NameState, Reveal};
 use crate::store::{Store, StoreError};
 use alloy::primitives::B256;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub struct ActivateRequest {
 
 /// Checks reveals against the chain and keeps the store in step.
 pub struct Activation {
-    client: ChainClient,
+    rpc: ChainRpc,
     store: Arc<Store>,
     registries: Arc<Registries>,
     /// Domains that are the relay's own (SRS domain, hostname): never a forward.
@@ -59,7 +59,7 @@ pub struct Activation {
 
 /// An alias as the EAS frontend accepts it: 1–32 of letters, digits, `.`,
 /// `_`, `-` (anchored: nothing else anywhere).
-pub fn valid_alias(alias: &str) -> bool {
+pub(crate) fn valid_alias(alias: &str) -> bool {
     (1..=32).contains(&alias.len())
         && alias
             .bytes()
@@ -67,7 +67,7 @@ pub fn valid_alias(alias: &str) -> bool {
 }
 
 /// A second-level name: 1–63 of lower-case letters, digits and `-`.
-pub fn valid_sld(sld: &str) -> bool {
+pub(crate) fn valid_sld(sld: &str) -> bool {
     (1..=63).contains(&sld.len())
         && sld
             .bytes()
@@ -76,13 +76,13 @@ pub fn valid_sld(sld: &str) -> bool {
 
 impl Activation {
     pub fn new(
-        client: ChainClient,
+        rpc: ChainRpc,
         store: Arc<Store>,
         registries: Arc<Registries>,
         own_domains: Vec<String>,
     ) -> Activation {
         Activation {
-            client,
+            rpc,
             store,
             registries,
             own_domains,
@@ -159,14 +159,14 @@ impl Activation {
             .map_err(|_| ActivationError::InvalidSignature)?;
         let node = verify::node(&req.sld);
         let alias_hash = verify::alias_hash(&req.alias);
-        let dc = registry.dc(&self.client).await?;
+        let dc = registry.dc(&self.rpc).await?;
         // The frontend calls right after its activate transaction: read the
         // latest state (the watcher re-checks at confirmed blocks).
-        let head = self.client.latest().await?;
+        let head = self.rpc.latest().await?;
         let block = head.number;
         let at = At::Number(block);
         let values = self
-            .client
+            .rpc
             .read_many(
                 &[
                     StateRead::OwnerOf {
@@ -269,7 +269,7 @@ impl Activation {
             name,
         })?;
         if signer != owner {
-            self.store.chain_apply(&crate::store::chain::ChainUpdate {
+            self.store.chain_apply(&crate::store::ChainUpdate {
                 maintainers: vec![(tld, hex(signer.as_slice()), true)],
                 ..Default::default()
             })?;
@@ -315,7 +315,7 @@ impl Activation {
             return Ok(());
         }
         let on_chain = self
-            .client
+            .rpc
             .commitment(
                 registry.eas,
                 verify::node(sld),
@@ -359,10 +359,10 @@ impl Activation {
         {
             exact.push(b.alias.as_str());
         }
-        let head = self.client.latest().await?.number;
+        let head = self.rpc.latest().await?.number;
         for a in exact {
             let on_chain = self
-                .client
+                .rpc
                 .commitment(registry.eas, node, verify::alias_hash(a), At::Number(head))
                 .await?;
             if on_chain != B256::ZERO {
@@ -392,9 +392,9 @@ impl Activation {
         Self::check_sld(sld)?;
         let registry = self.registry(tld)?;
         let node = verify::node(sld);
-        let head = self.client.latest().await?.number;
+        let head = self.rpc.latest().await?.number;
         let at = At::Number(head);
-        if self.client.num_alias(registry.eas, node, at).await? != 0 {
+        if self.rpc.num_alias(registry.eas, node, at).await? != 0 {
             return Err(ActivationError::NotAllDeactivated);
         }
         let domain = format!("{sld}.{}", registry.tld);
@@ -416,7 +416,7 @@ impl Activation {
         let values = if reads.is_empty() {
             Vec::new()
         } else {
-            self.client.read_many(&reads, at).await?
+            self.rpc.read_many(&reads, at).await?
         };
         if values.len() != bindings.len() {
             return Err(ActivationError::Chain(ChainError::Decode {
@@ -449,7 +449,7 @@ impl Activation {
     }
 
     /// `POST /check-alias`: whether the alias forwards now.
-    pub fn check_alias(
+    pub(crate) fn check_alias(
         &self,
         alias: &str,
         sld: &str,

@@ -11,17 +11,16 @@
 //! - otherwise (the confirmed block is older): wait for the next one.
 
 use super::activation::hex;
-use super::client::{At, ChainClient, StateRead, StateValue};
 use super::registry::Registries;
+use super::rpc::{At, ChainError, ChainRpc, StateRead, StateValue};
 use super::verify;
-use super::watcher::WatchError;
-use crate::store::Store;
-use crate::store::chain::{ChainBinding, Deactivating, split_alias_key};
+use crate::store::tables::split_alias_key;
+use crate::store::{ChainBinding, Deactivating, Store, StoreError};
 use alloy::primitives::B256;
 
 /// What one settlement did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Settled {
+pub(crate) struct Settled {
     /// Aliases removed (confirmed gone).
     pub removed: usize,
     /// Marks dropped (the chain still commits, or the alias is gone).
@@ -30,14 +29,24 @@ pub struct Settled {
     pub waiting: usize,
 }
 
+/// Why a settlement stopped short (the watcher logs it and settles again
+/// at its next step).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SettleError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Settles up to `limit` marks at the confirmed block `block`.
-pub async fn settle(
-    client: &ChainClient,
+pub(crate) async fn settle(
+    rpc: &ChainRpc,
     store: &Store,
     registries: &Registries,
     block: u64,
     limit: usize,
-) -> Result<Settled, WatchError> {
+) -> Result<Settled, SettleError> {
     let mut done = Settled::default();
     let marks = store.chain_deactivating(limit.max(1))?;
     if marks.is_empty() {
@@ -71,7 +80,7 @@ pub async fn settle(
     if reads.is_empty() {
         return Ok(done);
     }
-    let values = client.read_many(&reads, At::Number(block)).await?;
+    let values = rpc.read_many(&reads, At::Number(block)).await?;
     for ((key, mark, binding), value) in pending.into_iter().zip(values) {
         let (domain, local) = split_alias_key(&key);
         match value {

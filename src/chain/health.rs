@@ -2,7 +2,7 @@
 //! read, head, cursor and last error, staleness, and the status view that
 //! `/health`, `/v3/chain/status` and `eas-relay chain status` show.
 
-use super::client::BlockInfo;
+use super::rpc::BlockInfo;
 use crate::config::ChainConfig;
 use crate::store::now_ms;
 use std::sync::Mutex;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What the rest of the relay can see of the watcher (health, metrics).
 #[derive(Debug, Default)]
-pub struct ChainHealth {
+pub(crate) struct ChainHealth {
     /// Unix ms of the last successful read of the chain.
     pub last_ok_ms: AtomicU64,
     pub head: AtomicU64,
@@ -19,18 +19,18 @@ pub struct ChainHealth {
 }
 
 /// Seconds since `last_ok_ms` (Unix ms of the last good read; 0: never).
-pub fn seconds_since(last_ok_ms: u64) -> Option<u64> {
+pub(crate) fn seconds_since(last_ok_ms: u64) -> Option<u64> {
     (last_ok_ms != 0).then(|| now_ms().saturating_sub(last_ok_ms) / 1000)
 }
 
 /// Stale: never read, or not for longer than `chain.stale_after`.
-pub fn is_stale(seconds_since_ok: Option<u64>, config: &ChainConfig) -> bool {
+pub(crate) fn is_stale(seconds_since_ok: Option<u64>, config: &ChainConfig) -> bool {
     seconds_since_ok.is_none_or(|s| s > config.stale_after.0.as_secs())
 }
 
 /// The watcher's state as `/health`, `/v3/chain/status` and `eas-relay
 /// chain status` show it.
-pub fn status_view(
+pub(crate) fn status_view(
     config: &ChainConfig,
     head: u64,
     cursor: u64,
@@ -52,7 +52,7 @@ pub fn status_view(
 
 impl ChainHealth {
     /// Seconds since the chain was last read successfully (None: never).
-    pub fn seconds_since_ok(&self) -> Option<u64> {
+    pub(crate) fn seconds_since_ok(&self) -> Option<u64> {
         seconds_since(self.last_ok_ms.load(Ordering::Relaxed))
     }
 

@@ -1,7 +1,7 @@
 //! The configured registries (one per TLD) with their addresses parsed, and
 //! the DC address read from the EAS contract when the config leaves it out.
 
-use super::client::{At, ChainClient, ChainError};
+use super::rpc::{At, ChainError, ChainRpc};
 use crate::config::ChainConfig;
 use alloy::primitives::Address;
 use std::sync::OnceLock;
@@ -21,11 +21,11 @@ pub struct Registry {
 
 impl Registry {
     /// The DC address, reading it from the EAS contract on first use.
-    pub async fn dc(&self, client: &ChainClient) -> Result<Address, ChainError> {
+    pub async fn dc(&self, rpc: &ChainRpc) -> Result<Address, ChainError> {
         if let Some(dc) = self.dc.get() {
             return Ok(*dc);
         }
-        let dc = client.dc_of(self.eas, At::Latest).await?;
+        let dc = rpc.dc_of(self.eas, At::Latest).await?;
         Ok(*self.dc.get_or_init(|| dc))
     }
 }

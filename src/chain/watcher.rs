@@ -9,17 +9,15 @@
 //! cache and reports the staleness.
 
 use super::activation::hex;
-use super::client::{
-    At, BlockInfo, ChainClient, ChainError, ChainEvent, EasCall, StateRead, StateValue,
-};
-pub use super::health::{ChainHealth, is_stale, seconds_since, status_view};
+pub(crate) use super::health::{ChainHealth, is_stale, status_view};
 use super::registry::{Registries, Registry};
+use super::rpc::{At, BlockInfo, ChainError, ChainEvent, ChainRpc, EasCall, StateRead, StateValue};
 use super::verify;
 use crate::config::ChainConfig;
-use crate::store::chain::{
-    ChainBinding, ChainStatus, ChainUpdate, Cursor, NameState, alias_key, split_alias_key,
+use crate::store::tables::{alias_key, split_alias_key};
+use crate::store::{
+    ChainBinding, ChainStatus, ChainUpdate, Cursor, NameState, Store, StoreError, now_ms,
 };
-use crate::store::{Store, StoreError, now_ms};
 use alloy::primitives::{Address, B256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error(transparent)]
@@ -43,7 +41,7 @@ pub enum WatchError {
 /// whose head went below the cursor). The numbers come from the RPC
 /// endpoint, so nothing here may overflow: a head of `u64::MAX` gives a
 /// range that ends at the target, never one that wraps round to block 0.
-pub fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)> {
+pub(crate) fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)> {
     if cursor >= target {
         return None;
     }
@@ -54,7 +52,7 @@ pub fn next_range(cursor: u64, target: u64, max_range: u64) -> Option<(u64, u64)
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Processed blocks up to this one.
     Advanced { to: u64, target: u64 },
     /// Nothing new below head − confirmations.
@@ -64,11 +62,11 @@ pub enum Step {
 }
 
 pub struct Watcher {
-    client: ChainClient,
+    rpc: ChainRpc,
     store: Arc<Store>,
     registries: Arc<Registries>,
     config: ChainConfig,
-    pub health: Arc<ChainHealth>,
+    pub(crate) health: Arc<ChainHealth>,
     /// Set by `request_sweep` (resync): sweep at the next opportunity.
     sweep_requested: std::sync::atomic::AtomicBool,
     /// Held by a step and by a rewind, so a resync's rewind cannot be
@@ -92,13 +90,13 @@ struct Touched {
 
 impl Watcher {
     pub fn new(
-        client: ChainClient,
+        rpc: ChainRpc,
         store: Arc<Store>,
         registries: Arc<Registries>,
         config: ChainConfig,
     ) -> Watcher {
         Watcher {
-            client,
+            rpc,
             store,
             registries,
             config,
@@ -110,14 +108,14 @@ impl Watcher {
     }
 
     /// Asks the running watcher to verify every alias again soon.
-    pub fn request_sweep(&self) {
+    pub(crate) fn request_sweep(&self) {
         self.sweep_requested.store(true, Ordering::Relaxed);
     }
 
     /// Follows the chain until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         if self.config.chain_id != 0 {
-            match self.client.chain_id().await {
+            match self.rpc.chain_id().await {
                 Ok(id) if id != self.config.chain_id => {
                     let e = WatchError::WrongChain {
                         expected: self.config.chain_id,
@@ -199,7 +197,7 @@ impl Watcher {
 
     /// One step: reorg check, then one range of blocks (at most
     /// max_block_range) processed and committed.
-    pub async fn step(&self) -> Result<Step, WatchError> {
+    pub(crate) async fn step(&self) -> Result<Step, WatchError> {
         let _cursor = self.cursor_lock.lock().await;
         let head = self.observe_head().await?;
         let target = head.number.saturating_sub(self.config.confirmations);
@@ -230,7 +228,7 @@ impl Watcher {
         // A different hash at the cursor, or no block there at all (the
         // chain got shorter), means the processed blocks were replaced.
         if cursor.number > 0
-            && self.client.block_hash(cursor.number).await?.map(|h| h.0) != Some(cursor.hash)
+            && self.rpc.block_hash(cursor.number).await?.map(|h| h.0) != Some(cursor.hash)
         {
             let to = self.fork_point().await?;
             return Ok(Step::Rewound { to });
@@ -260,7 +258,7 @@ impl Watcher {
     /// logged and retried at the next step: it does not hold the cursor.
     async fn settle_deactivations(&self, block: u64) {
         let settled = super::deactivation::settle(
-            &self.client,
+            &self.rpc,
             &self.store,
             &self.registries,
             block,
@@ -279,13 +277,13 @@ impl Watcher {
     /// Reads the head; a good read counts for health. Its timestamp does
     /// not count for expiry: the head is not confirmed yet.
     async fn observe_head(&self) -> Result<BlockInfo, WatchError> {
-        let head = self.client.latest().await?;
+        let head = self.rpc.latest().await?;
         self.health.ok(&head);
         Ok(head)
     }
 
     async fn block_at(&self, number: u64) -> Result<BlockInfo, WatchError> {
-        match self.client.block(number).await? {
+        match self.rpc.block(number).await? {
             Some(b) => Ok(b),
             None => Err(ChainError::BlockNotFound(number).into()),
         }
@@ -323,7 +321,7 @@ impl Watcher {
     async fn fork_point(&self) -> Result<u64, WatchError> {
         let recent = self.store.chain_recent()?;
         for (number, hash) in recent.iter().rev() {
-            let Some(block) = self.client.block(*number).await? else {
+            let Some(block) = self.rpc.block(*number).await? else {
                 continue;
             };
             if block.hash.0 == *hash {
@@ -357,17 +355,17 @@ impl Watcher {
     async fn touched(&self, from: u64, to: u64) -> Result<Touched, WatchError> {
         let mut t = Touched::default();
         for registry in &self.registries.list {
-            let dc = registry.dc(&self.client).await?;
+            let dc = registry.dc(&self.rpc).await?;
             let mut addresses = vec![dc];
             addresses.extend(registry.log_addresses.iter().copied());
             // The EAS contract's logs carry the role changes even when it has
             // no alias events.
             addresses.push(registry.eas);
-            for (_, event) in self.client.events(from, to, &addresses).await? {
+            for (_, event) in self.rpc.events(from, to, &addresses).await? {
                 self.note_event(registry, &event, &mut t)?;
             }
             if !registry.eas_events {
-                for (_, call) in self.client.eas_calls(from, to, registry.eas).await? {
+                for (_, call) in self.rpc.eas_calls(from, to, registry.eas).await? {
                     self.note_call(registry, &call, &mut t)?;
                 }
             }
@@ -481,7 +479,7 @@ impl Watcher {
             let Some(r) = self.registries.get(Some(&n.tld)) else {
                 continue;
             };
-            let dc = r.dc(&self.client).await?;
+            let dc = r.dc(&self.rpc).await?;
             reads.push(StateRead::OwnerOf {
                 dc,
                 sld: n.sld.clone(),
@@ -510,7 +508,7 @@ impl Watcher {
         let values = if reads.is_empty() {
             Vec::new()
         } else {
-            self.client.read_many(&reads, At::Number(block)).await?
+            self.rpc.read_many(&reads, At::Number(block)).await?
         };
         let mut values = values.into_iter();
         let bad = |what: &str| ChainError::Decode {
@@ -578,7 +576,7 @@ impl Watcher {
     /// Verifies every chain-governed alias and name again, in batches, at
     /// the confirmed head (those last checked at that block or later are
     /// current already). Returns how many aliases are now verified.
-    pub async fn sweep(&self) -> Result<usize, WatchError> {
+    pub(crate) async fn sweep(&self) -> Result<usize, WatchError> {
         let head = self.observe_head().await?;
         // At the confirmed head; after a reorg to a shorter chain that can be
         // below the fork point, whose state (canonical, already confirmed) is
@@ -624,7 +622,7 @@ impl Watcher {
 
     /// For `resync`: moves the cursor back to just before `from` (or to the
     /// configured start) so that history is read again.
-    pub async fn rewind_to(&self, from: u64) -> Result<(), WatchError> {
+    pub(crate) async fn rewind_to(&self, from: u64) -> Result<(), WatchError> {
         let _cursor = self.cursor_lock.lock().await;
         let back = from.saturating_sub(1);
         let hash = self.hash_of(back).await?;
@@ -636,7 +634,10 @@ impl Watcher {
 
     /// Processes until the cursor reaches head − confirmations, reporting
     /// (cursor, target) after each step; then sweeps.
-    pub async fn catch_up(&self, mut progress: impl FnMut(u64, u64)) -> Result<usize, WatchError> {
+    pub(crate) async fn catch_up(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<usize, WatchError> {
         loop {
             match self.step().await? {
                 Step::Advanced { to, target } => {

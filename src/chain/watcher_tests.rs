@@ -4,7 +4,7 @@
 //! and re-read the chain for ever), and every step must end.
 
 use super::*;
-use crate::store::chain::{ChainUpdate, Cursor};
+use crate::store::{ChainUpdate, Cursor};
 use axum::Json;
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -79,9 +79,9 @@ async fn fixture(head: u64) -> Fixture {
         max_block_range: 1000,
         ..ChainConfig::default()
     };
-    let client = ChainClient::new(&url, Duration::from_secs(10)).unwrap();
+    let rpc = ChainRpc::new(&url, Duration::from_secs(10)).unwrap();
     let registries = Arc::new(Registries::from_config(&config));
-    let watcher = Watcher::new(client, store.clone(), registries, config);
+    let watcher = Watcher::new(rpc, store.clone(), registries, config);
     Fixture {
         _dir: dir,
         store,

@@ -151,12 +151,10 @@ pub async fn status(config: Config, json_out: bool) -> Result<(), AdminError> {
             let store = open_store(&config)?;
             let cursor = store.chain_cursor()?.map(|c| c.number).unwrap_or(0);
             let recorded = store.chain_status()?;
-            let client = crate::chain::ChainClient::new(
-                &config.chain.rpc_url,
-                config.chain.request_timeout.0,
-            )
-            .map_err(remote_error)?;
-            let (head, error) = match client.head().await {
+            let rpc =
+                crate::chain::ChainRpc::new(&config.chain.rpc_url, config.chain.request_timeout.0)
+                    .map_err(remote_error)?;
+            let (head, error) = match rpc.head().await {
                 Ok(head) => (head, recorded.last_error),
                 Err(e) => (recorded.head, Some(e.to_string())),
             };

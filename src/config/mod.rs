@@ -209,6 +209,15 @@ impl Config {
         }
     }
 
+    /// The relay's own domains (its host name and SRS domain): never a
+    /// forwarding address's, since mail there would come back.
+    pub(crate) fn own_domains(&self) -> Vec<String> {
+        vec![
+            self.hostname.to_ascii_lowercase(),
+            self.srs_domain().to_ascii_lowercase(),
+        ]
+    }
+
     /// d= of the relay's DKIM signatures.
     pub(crate) fn dkim_domain(&self) -> &str {
         if self.dkim.domain.is_empty() {

@@ -1,72 +1,16 @@
 //! Domains and aliases: the tables the recipient lookup reads on every RCPT.
 //! Keys are lower case; an alias key is `domain\0local`.
 
-use super::{ALIASES, DOMAINS, META, Store, StoreError, decode, encode, get_decoded};
+use super::db::{Store, StoreError, decode, encode, get_decoded};
+use super::records::{AliasRecord, ChainBinding, DomainRecord, NameState, Source};
+use super::tables::{
+    ALIASES, CHAIN_MAINTAINERS, CHAIN_NAMES, CHAIN_REVEALS, DOMAINS, META, alias_key,
+    maintainer_key,
+};
 use redb::{ReadableDatabase, ReadableTable};
-use serde::{Deserialize, Serialize};
-
-/// Who governs a domain's aliases.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// Managed by the operator (admin API, CLI).
-    #[default]
-    Static,
-    /// Governed by the chain (activation endpoint and watcher).
-    Chain,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DomainRecord {
-    /// Unix seconds.
-    pub created: u64,
-    pub active: bool,
-    #[serde(default)]
-    pub source: Source,
-    /// Kept for ImprovMX clients that set them (`PUT /v3/domains/{d}`);
-    /// eas-relay sends no notifications and calls no webhooks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notification_email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub whitelabel: Option<String>,
-}
 
 /// Keeps an alias (local part, record) in a listing.
-pub type AliasFilter<'a> = dyn Fn(&str, &AliasRecord) -> bool + 'a;
-
-impl DomainRecord {
-    /// An active domain created at `created` (Unix seconds).
-    pub fn new(created: u64, source: Source) -> DomainRecord {
-        DomainRecord {
-            created,
-            active: true,
-            source,
-            notification_email: None,
-            webhook: None,
-            whitelabel: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AliasRecord {
-    /// Stable numeric id (ImprovMX clients expect one).
-    pub id: u64,
-    /// Forwarding addresses, at least one.
-    pub forwards: Vec<String>,
-    /// Unix seconds.
-    pub created: u64,
-    /// False when suspended locally: the alias then rejects like an unknown one.
-    #[serde(default = "yes")]
-    pub active: bool,
-    #[serde(default)]
-    pub source: Source,
-    /// For a chain-governed alias: what was revealed and must still hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chain: Option<super::chain::ChainBinding>,
-}
+pub(crate) type AliasFilter<'a> = dyn Fn(&str, &AliasRecord) -> bool + 'a;
 
 /// What one read tells about a recipient.
 #[derive(Debug, Default)]
@@ -75,33 +19,18 @@ pub struct Lookup {
     /// The first candidate with an alias (index into the candidates).
     pub hit: Option<(usize, AliasRecord)>,
     /// For a chain-governed domain: the name's state on chain.
-    pub name: Option<super::chain::NameState>,
+    pub name: Option<NameState>,
     /// For a chain-governed hit signed by someone other than the owner:
     /// whether the signer holds MAINTAINER_ROLE.
     pub signer_is_maintainer: bool,
 }
 
-fn yes() -> bool {
-    true
-}
-
-/// The key of an alias in the aliases table (also how the chain tables
-/// name an alias): `domain NUL local`.
-pub fn alias_key(domain: &str, local: &str) -> String {
-    format!("{domain}\0{local}")
-}
-
-/// Splits an alias key into (domain, local).
-pub fn split_alias_key(key: &str) -> (&str, &str) {
-    key.split_once('\0').unwrap_or((key, ""))
-}
-
 fn unix_now() -> u64 {
-    super::now_ms() / 1000
+    super::db::now_ms() / 1000
 }
 
 impl Store {
-    pub fn domain_get(&self, domain: &str) -> Result<Option<DomainRecord>, StoreError> {
+    pub(crate) fn domain_get(&self, domain: &str) -> Result<Option<DomainRecord>, StoreError> {
         let txn = self.db().begin_read()?;
         get_decoded(&txn.open_table(DOMAINS)?, "domains", domain)
     }
@@ -124,7 +53,7 @@ impl Store {
     }
 
     /// Replaces a domain's record (e.g. to deactivate it).
-    pub fn domain_put(&self, domain: &str, record: &DomainRecord) -> Result<(), StoreError> {
+    pub(crate) fn domain_put(&self, domain: &str, record: &DomainRecord) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         txn.open_table(DOMAINS)?
             .insert(domain, encode(record).as_slice())?;
@@ -133,7 +62,7 @@ impl Store {
     }
 
     /// Removes a domain and all its aliases; false when it did not exist.
-    pub fn domain_remove(&self, domain: &str) -> Result<bool, StoreError> {
+    pub(crate) fn domain_remove(&self, domain: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
         let existed = {
             let existed = txn.open_table(DOMAINS)?.remove(domain)?.is_some();
@@ -141,7 +70,7 @@ impl Store {
             let start = alias_key(domain, "");
             let end = format!("{domain}\u{1}");
             aliases.retain_in(start.as_str()..end.as_str(), |_, _| false)?;
-            txn.open_table(super::chain::CHAIN_REVEALS)?
+            txn.open_table(CHAIN_REVEALS)?
                 .retain_in(start.as_str()..end.as_str(), |_, _| false)?;
             existed
         };
@@ -150,12 +79,12 @@ impl Store {
     }
 
     /// How many domains there are (O(1)).
-    pub fn domain_count(&self) -> Result<u64, StoreError> {
+    pub(crate) fn domain_count(&self) -> Result<u64, StoreError> {
         let txn = self.db().begin_read()?;
         Ok(redb::ReadableTableMetadata::len(&txn.open_table(DOMAINS)?)?)
     }
 
-    pub fn domain_list(&self) -> Result<Vec<(String, DomainRecord)>, StoreError> {
+    pub(crate) fn domain_list(&self) -> Result<Vec<(String, DomainRecord)>, StoreError> {
         self.read_all("domains", DOMAINS)
     }
 
@@ -197,14 +126,14 @@ impl Store {
             .as_ref()
             .is_some_and(|d| d.source == Source::Chain)
         {
-            let names = txn.open_table(super::chain::CHAIN_NAMES)?;
+            let names = txn.open_table(CHAIN_NAMES)?;
             lookup.name = get_decoded(&names, "chain_names", domain)?;
             if let (Some((_, alias)), Some(name)) = (&lookup.hit, &lookup.name)
                 && let Some(binding) = &alias.chain
                 && !binding.signer.eq_ignore_ascii_case(&name.owner)
             {
-                let maintainers = txn.open_table(super::chain::CHAIN_MAINTAINERS)?;
-                let key = super::chain::maintainer_key(&binding.tld, &binding.signer);
+                let maintainers = txn.open_table(CHAIN_MAINTAINERS)?;
+                let key = maintainer_key(&binding.tld, &binding.signer);
                 lookup.signer_is_maintainer = maintainers.get(key.as_str())?.is_some();
             }
         }
@@ -245,7 +174,7 @@ impl Store {
     }
 
     /// Suspends (false) or resumes (true) an alias; false when it does not exist.
-    pub fn alias_set_active(
+    pub(crate) fn alias_set_active(
         &self,
         domain: &str,
         local: &str,
@@ -269,7 +198,7 @@ impl Store {
     }
 
     /// Removes an alias; false when it did not exist.
-    pub fn alias_remove(&self, domain: &str, local: &str) -> Result<bool, StoreError> {
+    pub(crate) fn alias_remove(&self, domain: &str, local: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
         let existed = txn
             .open_table(ALIASES)?
@@ -285,7 +214,7 @@ impl Store {
     /// Also returns how many match in all. Only the records a filter or the
     /// page needs are decoded, so an unfiltered page of a large domain
     /// costs a key scan and `limit` decodes.
-    pub fn alias_page(
+    pub(crate) fn alias_page(
         &self,
         domain: &str,
         keep_key: impl Fn(&str) -> bool,
@@ -323,7 +252,10 @@ impl Store {
     }
 
     /// All aliases of a domain, ordered by local part.
-    pub fn alias_list(&self, domain: &str) -> Result<Vec<(String, AliasRecord)>, StoreError> {
+    pub(crate) fn alias_list(
+        &self,
+        domain: &str,
+    ) -> Result<Vec<(String, AliasRecord)>, StoreError> {
         let (_, all) = self.alias_page(domain, |_| true, None, 0, usize::MAX)?;
         Ok(all)
     }
@@ -338,7 +270,7 @@ pub(crate) fn put_alias(
     local: &str,
     forwards: Vec<String>,
     source: Source,
-    chain: Option<super::chain::ChainBinding>,
+    chain: Option<ChainBinding>,
 ) -> Result<AliasRecord, StoreError> {
     let mut table = txn.open_table(ALIASES)?;
     let key = alias_key(domain, local);

@@ -4,115 +4,28 @@
 //! truth; these tables are the cache RCPT answers from (DESIGN §3).
 
 use super::aliases::put_alias;
-use super::{ALIASES, DOMAINS, Store, StoreError, decode, encode, get_decoded};
-use super::{AliasRecord, DomainRecord, Source};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use super::db::{Store, StoreError, decode, encode, get_decoded};
+use super::records::{
+    AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, DomainRecord, NameState, Reveal,
+    Source,
+};
+use super::tables::{
+    ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
+    CHAIN_NODES, CHAIN_REVEALS, DOMAINS, alias_index_key, alias_key, maintainer_key, node_key,
+};
+use redb::{ReadableDatabase, ReadableTable};
 use std::sync::atomic::Ordering;
 
 fn unix_now() -> u64 {
-    super::now_ms() / 1000
+    super::db::now_ms() / 1000
 }
-
-/// domain ("sld.tld") -> NameState
-pub(crate) const CHAIN_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_names");
-/// node (keccak256 of the sld, 32 bytes) ‖ tld -> domain
-pub(crate) const CHAIN_NODES: TableDefinition<&[u8], &str> = TableDefinition::new("chain_nodes");
-/// node ‖ alias hash (64 bytes) ‖ tld -> alias key ("domain\0local")
-pub(crate) const CHAIN_ALIAS_INDEX: TableDefinition<&[u8], &str> =
-    TableDefinition::new("chain_alias_index");
-/// "tld\0account" -> () for accounts holding MAINTAINER_ROLE
-pub(crate) const CHAIN_MAINTAINERS: TableDefinition<&str, ()> =
-    TableDefinition::new("chain_maintainers");
-/// "cursor" / "recent" / "status" -> JSON
-pub(crate) const CHAIN_META: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_meta");
-/// alias key → the reveal it was activated with ([`Reveal`]): evidence kept
-/// apart from the alias record, which RCPT reads and should stay small.
-pub(crate) const CHAIN_REVEALS: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("chain_reveals");
-
-/// alias key → [`Deactivating`]: aliases `/deactivate` found gone on
-/// chain, removed once the watcher confirms it (see
-/// [`Store::chain_mark_deactivating`]).
-pub(crate) const CHAIN_DEACTIVATING: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("chain_deactivating");
 
 /// How many recent block hashes are kept to find where a reorg forked.
-pub const RECENT_BLOCKS: usize = 256;
-
-/// The revealed plaintext of a chain-governed alias and what it must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainBinding {
-    pub tld: String,
-    pub sld: String,
-    /// The alias exactly as activated (its keccak256 is on chain).
-    pub alias: String,
-    /// keccak256(alias | forward | signature), 0x-hex (the forward and the
-    /// signature are in the [`Reveal`]).
-    pub commitment: String,
-    /// The commitment on chain at the last check; forwarding needs equality.
-    pub observed: String,
-    /// The address that signed (0x-hex, lower case).
-    pub signer: String,
-    /// Block of the last check.
-    pub checked_block: u64,
-}
-
-impl ChainBinding {
-    pub fn commitment_holds(&self) -> bool {
-        self.observed.eq_ignore_ascii_case(&self.commitment)
-    }
-}
-
-/// What the owner revealed to activate an alias: the plaintext forward and
-/// the signature whose hash, with the alias, is the commitment on chain.
-/// Kept so that the activation can be shown, audited or passed to a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reveal {
-    pub forward: String,
-    /// The 65-byte signature r‖s‖v, 0x-hex, exactly as sent.
-    pub signature: String,
-}
-
-/// A name's state on chain at the last check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NameState {
-    pub tld: String,
-    pub sld: String,
-    /// 0x-hex, lower case.
-    pub owner: String,
-    /// Unix seconds.
-    pub expires: u64,
-    /// The owner lets maintainers manage the aliases.
-    pub maintainer_allowed: bool,
-    pub checked_block: u64,
-}
-
-/// The watcher's position: the last block fully processed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub number: u64,
-    pub hash: [u8; 32],
-}
-
-/// Status of the chain connection as last recorded by the watcher.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainStatus {
-    /// Unix ms of the last successful read of the chain.
-    pub last_ok_ms: u64,
-    pub head: u64,
-    /// The chain's time (Unix s): of the newest confirmed block processed.
-    #[serde(default)]
-    pub chain_time: u64,
-    pub last_error: Option<String>,
-}
-
-/// A processed block: (number, hash), kept to find the fork point of a reorg.
-pub type BlockSeen = (u64, [u8; 32]);
+pub(crate) const RECENT_BLOCKS: usize = 256;
 
 /// Changes the watcher (or a sweep) found, applied in one transaction.
 #[derive(Debug, Default)]
-pub struct ChainUpdate {
+pub(crate) struct ChainUpdate {
     /// (alias key, commitment on chain now, block).
     pub commitments: Vec<(String, String, u64)>,
     pub names: Vec<(String, NameState)>,
@@ -120,23 +33,6 @@ pub struct ChainUpdate {
     pub maintainers: Vec<(String, String, bool)>,
     /// New cursor, with the hashes of the blocks processed.
     pub cursor: Option<(Cursor, Vec<BlockSeen>)>,
-}
-
-fn node_key(node: &[u8; 32], tld: &str) -> Vec<u8> {
-    [node.as_slice(), tld.as_bytes()].concat()
-}
-
-fn alias_index_key(node: &[u8; 32], alias: &[u8; 32], tld: &str) -> Vec<u8> {
-    [node.as_slice(), alias.as_slice(), tld.as_bytes()].concat()
-}
-
-pub use super::aliases::{alias_key, split_alias_key};
-pub use super::chain_deactivation::Deactivating;
-
-/// The key of an account in CHAIN_MAINTAINERS: `tld NUL account` (hex,
-/// lower case).
-pub(crate) fn maintainer_key(tld: &str, account: &str) -> String {
-    format!("{tld}\0{}", account.to_ascii_lowercase())
 }
 
 /// One verified activation, as [`Store::chain_activate`] records it.
@@ -163,7 +59,7 @@ fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecor
         Some(d) if d.source == Source::Chain => d,
         // A static domain of the same name becomes chain-governed: the
         // chain is the authority for names it rents.
-        _ => DomainRecord::new(super::now_ms() / 1000, Source::Chain),
+        _ => DomainRecord::new(super::db::now_ms() / 1000, Source::Chain),
     };
     domains.insert(domain, encode(&record).as_slice())?;
     txn.open_table(CHAIN_NAMES)?
@@ -212,8 +108,13 @@ impl Store {
         Ok(())
     }
 
-    /// The reveal an alias was activated with.
-    pub fn chain_reveal(&self, domain: &str, local: &str) -> Result<Option<Reveal>, StoreError> {
+    /// The reveal an alias was activated with (read by the tests only).
+    #[cfg(test)]
+    pub(crate) fn chain_reveal(
+        &self,
+        domain: &str,
+        local: &str,
+    ) -> Result<Option<Reveal>, StoreError> {
         let txn = self.db().begin_read()?;
         get_decoded(
             &txn.open_table(CHAIN_REVEALS)?,
@@ -223,13 +124,13 @@ impl Store {
     }
 
     /// The state of a name (by domain).
-    pub fn chain_name(&self, domain: &str) -> Result<Option<NameState>, StoreError> {
+    pub(crate) fn chain_name(&self, domain: &str) -> Result<Option<NameState>, StoreError> {
         let txn = self.db().begin_read()?;
         get_decoded(&txn.open_table(CHAIN_NAMES)?, "chain_names", domain)
     }
 
     /// The domain a (node, tld) belongs to, when it has aliases here.
-    pub fn chain_domain_of(
+    pub(crate) fn chain_domain_of(
         &self,
         node: &[u8; 32],
         tld: &str,
@@ -242,7 +143,7 @@ impl Store {
     }
 
     /// The alias key of a (node, alias hash, tld), when it was revealed here.
-    pub fn chain_alias_of(
+    pub(crate) fn chain_alias_of(
         &self,
         node: &[u8; 32],
         alias_hash: &[u8; 32],
@@ -282,7 +183,7 @@ impl Store {
     /// key (`node`, `alias_hash` of the exact alias, `tld`). A static
     /// alias, or a binding that changed since (a new activation), is left
     /// alone: false.
-    pub fn chain_forget_alias(
+    pub(crate) fn chain_forget_alias(
         &self,
         domain: &str,
         local: &str,
@@ -314,15 +215,17 @@ impl Store {
         Ok(forgotten)
     }
 
-    /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld`.
-    pub fn chain_is_maintainer(&self, tld: &str, account: &str) -> Result<bool, StoreError> {
+    /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld` (read by
+    /// the tests only; the lookup reads the table itself).
+    #[cfg(test)]
+    pub(crate) fn chain_is_maintainer(&self, tld: &str, account: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(CHAIN_MAINTAINERS)?;
         Ok(table.get(maintainer_key(tld, account).as_str())?.is_some())
     }
 
     /// Applies what the watcher found, and moves its cursor, atomically.
-    pub fn chain_apply(&self, update: &ChainUpdate) -> Result<(), StoreError> {
+    pub(crate) fn chain_apply(&self, update: &ChainUpdate) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         {
             let mut aliases = txn.open_table(ALIASES)?;
@@ -383,17 +286,17 @@ impl Store {
         Ok(())
     }
 
-    pub fn chain_cursor(&self) -> Result<Option<Cursor>, StoreError> {
+    pub(crate) fn chain_cursor(&self) -> Result<Option<Cursor>, StoreError> {
         self.chain_meta("cursor")
     }
 
     /// Recent (block, hash) pairs, oldest first (to locate a fork).
-    pub fn chain_recent(&self) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
+    pub(crate) fn chain_recent(&self) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
         Ok(self.chain_meta("recent")?.unwrap_or_default())
     }
 
     /// Moves the cursor back (a reorg, or a resync from an older block).
-    pub fn chain_rewind(&self, cursor: Option<Cursor>) -> Result<(), StoreError> {
+    pub(crate) fn chain_rewind(&self, cursor: Option<Cursor>) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         {
             let mut meta = txn.open_table(CHAIN_META)?;
@@ -422,7 +325,7 @@ impl Store {
     /// (those blocks are gone): it counts as made before the fork, so the
     /// next read replaces it even when made at a lower block than the
     /// orphaned one.
-    pub fn chain_reorg(&self, fork: Cursor) -> Result<(), StoreError> {
+    pub(crate) fn chain_reorg(&self, fork: Cursor) -> Result<(), StoreError> {
         // Below the fork: any read at the fork or later replaces them, and
         // no sweep takes them for already checked.
         let orphaned = fork.number.saturating_sub(1);
@@ -467,7 +370,7 @@ impl Store {
 
     /// The timestamp of the newest confirmed block processed (Unix s; 0
     /// before the first, and after a reorg until the next).
-    pub fn chain_time(&self) -> u64 {
+    pub(crate) fn chain_time(&self) -> u64 {
         self.chain_time.load(Ordering::Relaxed)
     }
 
@@ -475,7 +378,7 @@ impl Store {
     /// (`chain.max_clock_skew`, s); a stored chain time beyond that (from
     /// an earlier run, or an older version that took any head's time) is
     /// dropped at once.
-    pub fn set_chain_clock_skew(&self, secs: u64) {
+    pub(crate) fn set_chain_clock_skew(&self, secs: u64) {
         self.chain_skew.store(secs, Ordering::Relaxed);
         let time = self.chain_time();
         if time > unix_now().saturating_add(secs) {
@@ -493,7 +396,7 @@ impl Store {
     /// or to 0 when unknown). A timestamp further ahead of the wall clock
     /// than the allowed skew is refused (false) and the time left as it
     /// was: one bad answer must not expire every alias.
-    pub fn note_chain_time(&self, timestamp: u64) -> bool {
+    pub(crate) fn note_chain_time(&self, timestamp: u64) -> bool {
         let limit = unix_now().saturating_add(self.chain_skew.load(Ordering::Relaxed));
         if timestamp > limit {
             return false;
@@ -506,14 +409,14 @@ impl Store {
     /// so a name expires when either says so (a node whose clock lags the
     /// chain still stops forwarding an expired name). The chain's time
     /// counts only up to the allowed skew ahead of the wall clock.
-    pub fn expiry_now(&self) -> u64 {
+    pub(crate) fn expiry_now(&self) -> u64 {
         let now = unix_now();
         let ahead = now.saturating_add(self.chain_skew.load(Ordering::Relaxed));
         now.max(self.chain_time().min(ahead))
     }
 
     /// Records the connection status (not fsynced: it is advice).
-    pub fn chain_set_status(&self, status: &ChainStatus) -> Result<(), StoreError> {
+    pub(crate) fn chain_set_status(&self, status: &ChainStatus) -> Result<(), StoreError> {
         let mut txn = self.db().begin_write()?;
         let _ = txn.set_durability(redb::Durability::None);
         txn.open_table(CHAIN_META)?

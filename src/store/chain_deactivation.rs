@@ -4,36 +4,15 @@
 //! watcher removes it once a read at a confirmed block says the commitment
 //! is gone (or drops the mark when the chain still commits to it).
 
-use super::aliases::alias_key;
-use super::chain::{CHAIN_DEACTIVATING, ChainBinding};
-use super::{ALIASES, AliasRecord, Store, StoreError, decode, encode, get_decoded};
+use super::db::{Store, StoreError, decode, encode, get_decoded};
+use super::records::{AliasRecord, ChainBinding, Deactivating};
+use super::tables::{ALIASES, CHAIN_DEACTIVATING, alias_key};
 use redb::{ReadableDatabase, ReadableTable};
-use serde::{Deserialize, Serialize};
-
-/// A pending removal: `/deactivate` read the alias's own on-chain key as
-/// zero at block `from_block`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deactivating {
-    /// The alias exactly as activated (whose key read zero).
-    pub alias: String,
-    /// The commitment of the binding that was marked: a later activation
-    /// (another commitment) is not removed by this mark.
-    pub commitment: String,
-    /// The (claimed) latest block of that read.
-    pub from_block: u64,
-}
-
-impl Deactivating {
-    /// Whether `binding` is still the one this mark was made for.
-    pub fn marks(&self, binding: &ChainBinding) -> bool {
-        binding.alias == self.alias && binding.commitment.eq_ignore_ascii_case(&self.commitment)
-    }
-}
 
 impl Store {
     /// Marks the chain alias `local@domain` for removal, if its binding is
     /// still `expected`; false when it is not (gone, static, replaced).
-    pub fn chain_mark_deactivating(
+    pub(crate) fn chain_mark_deactivating(
         &self,
         domain: &str,
         local: &str,
@@ -64,7 +43,7 @@ impl Store {
     }
 
     /// Up to `limit` pending removals: (alias key, mark), in key order.
-    pub fn chain_deactivating(
+    pub(crate) fn chain_deactivating(
         &self,
         limit: usize,
     ) -> Result<Vec<(String, Deactivating)>, StoreError> {
@@ -82,7 +61,7 @@ impl Store {
 
     /// Drops the removal mark of an alias key (the chain still commits to
     /// it, or the alias is gone).
-    pub fn chain_unmark(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) fn chain_unmark(&self, key: &str) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
         txn.open_table(CHAIN_DEACTIVATING)?.remove(key)?;
         txn.commit()?;

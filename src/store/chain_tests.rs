@@ -1,6 +1,7 @@
 //! Tests of the chain tables: activation, indexes, updates, chain time.
 
 use super::*;
+use crate::store::tables::split_alias_key;
 
 fn binding(commitment: &str) -> ChainBinding {
     ChainBinding {

@@ -2,11 +2,12 @@
 //! bounced), kept per alias domain, newest first on read, purged after the
 //! configured retention.
 
-use super::{LOG, LOG_TIME, Store, StoreError, decode};
+use super::db::{Store, StoreError, decode};
+use super::tables::{LOG, LOG_TIME};
 use redb::{ReadableDatabase, ReadableTable};
 
 /// Most log entries deleted in one transaction of a purge.
-pub const PURGE_BATCH: usize = 1000;
+pub(crate) const PURGE_BATCH: usize = 1000;
 use serde::{Deserialize, Serialize};
 
 /// What happened to one recipient on one attempt.
@@ -47,7 +48,7 @@ pub struct LogEntry {
 
 impl LogEntry {
     /// The domain the entry is filed under: the alias's domain.
-    pub fn alias_domain(&self) -> &str {
+    pub(crate) fn alias_domain(&self) -> &str {
         let addr = if self.alias.is_empty() {
             &self.forward
         } else {
@@ -60,7 +61,7 @@ impl LogEntry {
 impl Store {
     /// Log entries of a domain, newest first; `alias` filters on the local
     /// part of the alias. Skips `offset` matches and returns at most `limit`.
-    pub fn log_list(
+    pub(crate) fn log_list(
         &self,
         domain: &str,
         alias: Option<&str>,
@@ -99,7 +100,7 @@ impl Store {
     /// transactions of at most [`PURGE_BATCH`] entries, so the committer
     /// (which needs the store's one write transaction) waits for one short
     /// batch at most, never for the whole purge.
-    pub fn log_purge(&self, before_ms: u64) -> Result<usize, StoreError> {
+    pub(crate) fn log_purge(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
             let n = self.log_purge_batch(before_ms, PURGE_BATCH)?;
@@ -114,7 +115,7 @@ impl Store {
 
     /// Deletes at most `max` entries older than `before_ms` in one
     /// transaction; returns how many.
-    pub fn log_purge_batch(&self, before_ms: u64, max: usize) -> Result<usize, StoreError> {
+    pub(crate) fn log_purge_batch(&self, before_ms: u64, max: usize) -> Result<usize, StoreError> {
         // Log ids are (unix ms << 12 | sequence); an absurd time cannot
         // overflow into a wrong cutoff.
         let cutoff = before_ms

@@ -2,8 +2,9 @@
 //! and the `(due, id)` index the scheduler starts from. Writes go through a
 //! [`Batch`] so that many messages share one commit (group commit).
 
+use super::db::{Store, StoreError, decode, encode};
 use super::log::LogEntry;
-use super::{LOG, LOG_TIME, QUEUE, QUEUE_DUE, Store, StoreError, decode, encode};
+use super::tables::{LOG, LOG_TIME, QUEUE, QUEUE_DUE};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +72,7 @@ pub struct QueueEntry {
 
 impl QueueEntry {
     /// Earliest next attempt over pending recipients.
-    pub fn next_due(&self) -> Option<u64> {
+    pub(crate) fn next_due(&self) -> Option<u64> {
         self.recipients
             .iter()
             .filter(|r| r.status == RcptStatus::Pending)
@@ -79,7 +80,7 @@ impl QueueEntry {
             .min()
     }
 
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.recipients
             .iter()
             .all(|r| r.status != RcptStatus::Pending)
@@ -91,7 +92,7 @@ fn decode_entry(id: u64, bytes: &[u8]) -> Result<QueueEntry, StoreError> {
 }
 
 /// Decoded queue entries, and (id, raw bytes) of records that do not decode.
-pub type QueueScan = (Vec<QueueEntry>, Vec<(u64, Vec<u8>)>);
+pub(crate) type QueueScan = (Vec<QueueEntry>, Vec<(u64, Vec<u8>)>);
 
 /// The tables of one write transaction, open once for a whole batch.
 pub struct Batch<'t> {
@@ -144,7 +145,7 @@ impl Batch<'_> {
 
     /// Removes an entry whether or not it decodes; returns its raw bytes
     /// (to be kept in quarantine).
-    pub fn remove_raw(&mut self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn remove_raw(&mut self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let removed = self.queue.remove(id)?.map(|v| v.value().to_vec());
         let Some(bytes) = removed else {
             return Ok(None);
@@ -200,7 +201,7 @@ impl Store {
         Ok(result)
     }
 
-    pub fn queue_get(&self, id: u64) -> Result<Option<QueueEntry>, StoreError> {
+    pub(crate) fn queue_get(&self, id: u64) -> Result<Option<QueueEntry>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(QUEUE)?;
         table
@@ -211,7 +212,7 @@ impl Store {
 
     /// Every queue record: decoded entries, and the raw bytes of records
     /// that do not decode (to be quarantined by the caller).
-    pub fn queue_scan(&self) -> Result<QueueScan, StoreError> {
+    pub(crate) fn queue_scan(&self) -> Result<QueueScan, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(QUEUE)?;
         let mut good = Vec::new();
@@ -227,7 +228,7 @@ impl Store {
     }
 
     /// Queue ids in due order (the order the scheduler will try them).
-    pub fn queue_due_list(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+    pub(crate) fn queue_due_list(&self) -> Result<Vec<(u64, u64)>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(QUEUE_DUE)?;
         let mut out = Vec::new();
@@ -240,7 +241,7 @@ impl Store {
 
     /// How many messages have recipients pending (O(1): redb keeps the
     /// table's length).
-    pub fn queue_due_count(&self) -> Result<u64, StoreError> {
+    pub(crate) fn queue_due_count(&self) -> Result<u64, StoreError> {
         let txn = self.db().begin_read()?;
         Ok(redb::ReadableTableMetadata::len(
             &txn.open_table(QUEUE_DUE)?,
@@ -248,7 +249,7 @@ impl Store {
     }
 
     /// Removes due keys whose queue record is gone (after quarantine).
-    pub fn queue_due_orphans(&self) -> Result<usize, StoreError> {
+    pub(crate) fn queue_due_orphans(&self) -> Result<usize, StoreError> {
         let txn = self.db().begin_write()?;
         let removed = {
             let queue = txn.open_table(QUEUE)?;

@@ -270,7 +270,7 @@ pub fn unix_now() -> u64 {
 /// chain-governed).
 pub fn activate_on_chain(store: &Store, sld: &str, local: &str, forward: &str) {
     use alloy::primitives::keccak256;
-    use eas_relay::store::chain::{Activated, ChainBinding, NameState, Reveal};
+    use eas_relay::store::{Activated, ChainBinding, NameState, Reveal};
     let owner = format!("0x{}", "11".repeat(20));
     let commitment = format!("0x{}", "ab".repeat(32));
     let activated = Activated {

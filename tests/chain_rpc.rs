@@ -1,4 +1,4 @@
-//! `eas_relay::chain::ChainClient` against a real chain (anvil with the
+//! `eas_relay::chain::ChainRpc` against a real chain (anvil with the
 //! contracts of `contracts/`): every read back after the EAS frontend's and
 //! the registry's transactions, at the latest and at past blocks; events and
 //! EAS calls over a block range (with and without alias events, in small
@@ -14,14 +14,14 @@ use alloy::rpc::types::TransactionReceipt;
 use common::anvil::{Chain, ChainOptions, HARMONY_CHAIN_ID, YEAR, alias_name, dev_signer, node};
 use eas_relay::chain::verify;
 use eas_relay::chain::{
-    At, ChainClient, ChainError, ChainEvent, EasCall, Limits, RpcFailure, StateRead, StateValue,
+    At, ChainError, ChainEvent, ChainRpc, EasCall, Limits, RpcFailure, StateRead, StateValue,
 };
 
 const SLD: &str = "fsociety";
 const FORWARD: &str = "mr.robot@gmail.com";
 
-fn client(chain: &Chain) -> ChainClient {
-    ChainClient::new(&chain.anvil.url(), Duration::from_secs(15)).expect("client")
+fn rpc_of(chain: &Chain) -> ChainRpc {
+    ChainRpc::new(&chain.anvil.url(), Duration::from_secs(15)).expect("rpc")
 }
 
 fn block_of(receipt: &TransactionReceipt) -> u64 {
@@ -31,7 +31,7 @@ fn block_of(receipt: &TransactionReceipt) -> u64 {
 #[tokio::test]
 async fn reads_every_value_back() {
     let chain = Chain::start().await;
-    let rpc = client(&chain);
+    let rpc = rpc_of(&chain);
     let owner = dev_signer(1);
     let stranger = dev_signer(2);
     let n = node(SLD);
@@ -294,7 +294,7 @@ async fn events_and_calls_over_a_range() {
         block_batch: 3,
         in_flight: 2,
     };
-    for rpc in [client(&chain), client(&chain).with_limits(small)] {
+    for rpc in [rpc_of(&chain), rpc_of(&chain).with_limits(small)] {
         let events = rpc.events(story.from, story.to, &addresses).await.unwrap();
         assert_eq!(events, story.events, "limits {:?}", rpc.limits());
         let calls = rpc
@@ -304,7 +304,7 @@ async fn events_and_calls_over_a_range() {
         assert_eq!(calls, story.calls, "limits {:?}", rpc.limits());
     }
 
-    let rpc = client(&chain);
+    let rpc = rpc_of(&chain);
     // Only the registry's logs when only the registry is asked.
     let registry_only = rpc
         .events(story.from, story.to, &[chain.registry])
@@ -352,7 +352,7 @@ async fn calls_are_seen_without_alias_events() {
     })
     .await;
     let story = tell_a_story(&chain).await;
-    let rpc = client(&chain);
+    let rpc = rpc_of(&chain);
     // The deployed-like EAS emits only AccessControl's role events.
     let events = rpc
         .events(story.from, story.to, &[chain.eas, chain.registry])
@@ -386,7 +386,7 @@ async fn calls_are_seen_without_alias_events() {
 #[tokio::test]
 async fn read_many_matches_single_reads() {
     let chain = Chain::start().await;
-    let rpc = client(&chain);
+    let rpc = rpc_of(&chain);
     let owner = dev_signer(1);
     let eas = chain.eas;
     let dc = chain.registry;
@@ -520,7 +520,7 @@ async fn read_many_matches_single_reads() {
 #[tokio::test]
 async fn read_many_keeps_order_across_concurrent_batches() {
     let chain = Chain::start().await;
-    let rpc = client(&chain);
+    let rpc = rpc_of(&chain);
     let owner = dev_signer(1);
     chain.register(SLD, owner.address(), YEAR).await.unwrap();
     let a = chain.activate(&owner, SLD, "hello", FORWARD).await.unwrap();
@@ -552,7 +552,7 @@ async fn read_many_keeps_order_across_concurrent_batches() {
 #[tokio::test]
 async fn rpc_down_is_distinguishable() {
     let mut chain = Chain::start().await;
-    let rpc = client(&chain);
+    let rpc = rpc_of(&chain);
     let owner = dev_signer(1);
     chain.register(SLD, owner.address(), YEAR).await.unwrap();
     let head = rpc.head().await.unwrap();
@@ -582,7 +582,7 @@ async fn rpc_down_is_distinguishable() {
     let e = rpc.events(1, head, &[chain.registry]).await.unwrap_err();
     assert!(e.is_unreachable(), "{e:?}");
 
-    // Back: the same client reads again.
+    // Back: the same reader reads again.
     chain.anvil.resume().await;
     assert_eq!(rpc.head().await.unwrap(), head);
     assert_eq!(
