@@ -11,8 +11,8 @@ use crate::admin::{Admin, AdminError, AliasView, DomainView, QueueAccess, QueueV
 use crate::api::client::ApiClient;
 use crate::config::{Config, ConfigError, ENV_CONFIG_FILE};
 use crate::dnscheck;
-use crate::queue::Spool;
 use crate::server::{Listeners, run};
+use crate::spool::Spool;
 use crate::store::{Store, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;

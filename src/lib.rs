@@ -22,6 +22,7 @@ pub mod resolve;
 pub mod rewrite;
 pub mod server;
 pub mod smtp;
+pub mod spool;
 pub mod store;
 pub mod tls;
 

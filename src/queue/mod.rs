@@ -11,14 +11,13 @@ pub mod ops;
 mod recovery;
 pub mod redact;
 mod scheduler;
-pub mod spool;
 
 pub use recovery::Recovered;
 pub use scheduler::Scheduler;
-pub use spool::Spool;
 
 use crate::outbound::DeliveryStatus;
 use crate::reply::Reply;
+use crate::spool::{Message, Spool};
 use crate::store::{self, QueueEntry, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,7 +212,7 @@ impl Queue {
     pub async fn enqueue(
         &self,
         entry: QueueEntry,
-        message: impl Into<spool::Message>,
+        message: impl Into<Message>,
     ) -> Result<u64, QueueError> {
         let id = entry.id;
         let spool = self.inner.spool.clone();

@@ -8,8 +8,8 @@
 //! are enforced while streaming, and the partial file is removed when the
 //! transaction ends without the message being queued.
 
-use crate::queue::spool::{Body, CHUNK, IncomingFile, Spool};
 use crate::reply::Reply;
+use crate::spool::{Body, CHUNK, IncomingFile, Spool};
 use mail_auth::common::crypto::{HashContext, HashImpl, Sha256};
 use mail_auth::dkim::Canonicalization;
 use mail_auth::dkim::canonicalize::BodyHasher;

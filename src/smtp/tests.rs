@@ -8,7 +8,8 @@
 use super::SmtpContext;
 use super::session;
 use crate::config::{ByteSize, Config, HumanDuration};
-use crate::queue::{Queue, QueueSettings, Spool};
+use crate::queue::{Queue, QueueSettings};
+use crate::spool::Spool;
 use crate::store::{QueueEntry, RcptStatus, Source, Store, parse_queue_id};
 use std::collections::VecDeque;
 use std::io;

@@ -1,4 +1,4 @@
-//! The spool: one file per queued message body, named by queue id, written
+//! The spool (layer 2): one file per queued message body, named by queue id, written
 //! and fsynced before the store commit that references it. Damaged entries
 //! are moved to `quarantine/`, never deleted. A message still arriving is
 //! streamed to a private file under `incoming/` (removed when dropped), so
