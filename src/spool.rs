@@ -1,8 +1,8 @@
-//! The spool (layer 2): one file per queued message body, named by queue id, written
-//! and fsynced before the store commit that references it. Damaged entries
-//! are moved to `quarantine/`, never deleted. A message still arriving is
-//! streamed to a private file under `incoming/` (removed when dropped), so
-//! no body is ever held whole in memory.
+//! The spool (layer 2): one file per queued message body, named by queue
+//! id, written and fsynced before the store commit that references it.
+//! Damaged entries are moved to `quarantine/`, never deleted. A message
+//! still arriving is streamed to a private file under `incoming/` (removed
+//! when dropped), so no body is ever held whole in memory.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};

@@ -17,6 +17,16 @@ use memchr::{memchr_iter, memchr2, memmem};
 
 type Sha256Context = <Sha256 as HashImpl>::Context;
 
+/// The refusal of a message over the size limit (declared at MAIL, or
+/// crossed in DATA or BDAT).
+pub(crate) fn oversize_reply() -> Reply {
+    Reply::new(
+        552,
+        [5, 3, 4],
+        "Error: message size exceeds fixed maximum message size",
+    )
+}
+
 /// The limits a message is held to while it arrives.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -40,7 +50,7 @@ pub(crate) enum Refusal {
 impl Refusal {
     pub(crate) fn reply(self) -> Reply {
         match self {
-            Refusal::TooBig => super::session::oversize_reply(),
+            Refusal::TooBig => oversize_reply(),
             Refusal::HeaderTooLarge(max) => Reply::owned(
                 552,
                 [5, 3, 4],

@@ -9,6 +9,7 @@ pub mod guard;
 mod incoming;
 mod mail;
 mod rcpt;
+mod receiver;
 pub mod server;
 pub mod session;
 mod starttls;

@@ -1,11 +1,11 @@
 //! One SMTP session: reads bytes, frames command lines (with the configured
 //! length limit), parses them with smtp-proto, dispatches to the verb
-//! handlers, feeds DATA bodies to our strict receiver (`data.rs`) and BDAT
+//! handlers, feeds DATA bodies to our strict receiver (`receiver.rs`) and BDAT
 //! chunks to smtp-proto's, and flushes replies once the pipelined input at
 //! hand is consumed (RFC 2920).
 
 use super::SmtpContext;
-use super::data::DataReceiver;
+use super::receiver::DataReceiver;
 use crate::reply::Reply;
 use memchr::memchr;
 use smtp_proto::Request;
@@ -582,14 +582,6 @@ impl<T: Io> Session<T> {
             max_header_fields: smtp.max_header_fields,
         }
     }
-}
-
-pub(crate) fn oversize_reply() -> Reply {
-    Reply::new(
-        552,
-        [5, 3, 4],
-        "Error: message size exceeds fixed maximum message size",
-    )
 }
 
 /// Maps smtp-proto's parse errors to replies.
