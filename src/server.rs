@@ -197,7 +197,11 @@ pub async fn run(
         srs,
         forwarding,
     });
-    tasks.spawn(smtp::server::run(listeners.smtp, smtp_ctx, stopped.clone()));
+    tasks.spawn(smtp::listener::run(
+        listeners.smtp,
+        smtp_ctx,
+        stopped.clone(),
+    ));
     let admin = Arc::new(Admin::new(
         config.clone(),
         store.clone(),
