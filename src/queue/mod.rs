@@ -4,6 +4,7 @@
 //! committer records per-recipient outcomes, retries with backoff, bounces
 //! with a DSN and expires old messages.
 
+mod accept;
 mod commit;
 pub mod dsn;
 pub mod health;
@@ -12,6 +13,7 @@ mod recovery;
 pub mod redact;
 mod scheduler;
 
+pub(crate) use accept::{Accepted, AcceptedRecipient, Queued};
 pub use recovery::Recovered;
 pub use scheduler::Scheduler;
 

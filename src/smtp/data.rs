@@ -4,13 +4,13 @@
 use super::incoming::oversize_reply;
 use super::receiver::{DataReceiver, declared_chunk_size};
 use super::session::{Flow, Io, Session, State, Transaction};
-use crate::address::Mailbox;
 use crate::message::{count_received, header_value, rfc2822_now};
+use crate::queue::{Accepted, AcceptedRecipient, Queued};
 use crate::reply::Reply;
+use crate::rewrite::envelope;
 use crate::rewrite::pipeline::{self, Inbound};
-use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id, now_ms};
+use crate::store::{format_queue_id, now_ms};
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
-use std::collections::HashSet;
 
 impl<T: Io> Session<T> {
     pub(super) fn data(&mut self) -> Flow {
@@ -179,23 +179,6 @@ impl<T: Io> Session<T> {
         let id = self.ctx.store.next_queue_id();
         let received = self.received_header(id, &txn.recipients, txn.smtputf8);
         let now = now_ms();
-        let mut seen = HashSet::new();
-        let mut recipients = Vec::new();
-        for accepted in &txn.recipients {
-            for dest in &accepted.destinations {
-                if seen.insert(dest.to_lowercase()) {
-                    recipients.push(QueuedRecipient {
-                        address: dest.clone(),
-                        rcpt: accepted.rcpt.clone(),
-                        alias: accepted.alias.clone(),
-                        status: RcptStatus::Pending,
-                        attempts: 0,
-                        next_attempt: now,
-                        last_reply: None,
-                    });
-                }
-            }
-        }
         let message_id = header_value(&arrived.header, "message-id");
         let subject = header_value(&arrived.header, "subject");
         let body_8bit = arrived.eight_bit;
@@ -226,27 +209,30 @@ impl<T: Io> Session<T> {
                 return Err((reply, reason));
             }
         };
-        let entry = QueueEntry {
+        let accepted = Accepted {
             id,
-            envelope_from: self.srs_sender(&txn.sender),
-            sender: txn.sender,
             created: now,
-            size: (prepared.message.head.len() as u64).saturating_add(prepared.message.body.len()),
-            client_ip: Some(self.peer.ip().to_string()),
+            envelope_from: envelope::srs_sender(
+                self.ctx.srs.as_ref(),
+                &self.ctx.store,
+                &txn.sender,
+            ),
+            sender: txn.sender,
+            client_ip: self.peer.ip(),
             helo,
             message_id,
             subject,
             smtputf8: txn.smtputf8,
             body_8bit,
-            is_dsn: false,
             sender_authenticated: prepared.sender_authenticated,
-            recipients,
-            due: None,
+            recipients: txn.recipients,
         };
-        let sender = entry.sender.clone();
-        let count = entry.recipients.len();
-        match self.ctx.queue.enqueue(entry, prepared.message).await {
-            Ok(id) => {
+        let sender = accepted.sender.clone();
+        match self.ctx.queue.accept(accepted, prepared.message).await {
+            Ok(Queued {
+                id,
+                recipients: count,
+            }) => {
                 metrics::counter!("eas_messages_accepted_total").increment(1);
                 tracing::info!(
                     id = %format_queue_id(id),
@@ -275,31 +261,9 @@ impl<T: Io> Session<T> {
         }
     }
 
-    /// The SRS form of `sender` for the next hop, when it needs one: not for
-    /// the null sender, and not for senders at a domain this relay serves.
-    fn srs_sender(&self, sender: &str) -> Option<String> {
-        let srs = self.ctx.srs.as_ref()?;
-        let mailbox = Mailbox::parse(sender)?;
-        match self.ctx.store.domain_get(&mailbox.domain) {
-            Ok(None) => Some(srs.forward(sender)),
-            Ok(Some(_)) => None,
-            Err(e) => {
-                // Rewriting is the safe default: it only costs the sender's
-                // SPF alignment, never delivery.
-                tracing::warn!(error = %e, "domain lookup failed; rewriting the sender");
-                Some(srs.forward(sender))
-            }
-        }
-    }
-
     /// Our trace header (RFC 5321 §4.4). The recipient is named only when
     /// there is one, and it is the alias, never the forwarding address.
-    fn received_header(
-        &self,
-        id: u64,
-        recipients: &[super::session::AcceptedRecipient],
-        smtputf8: bool,
-    ) -> String {
+    fn received_header(&self, id: u64, recipients: &[AcceptedRecipient], smtputf8: bool) -> String {
         let helo = self.helo.as_ref();
         // RFC 3848 / RFC 6531 §3.7.3 protocol names.
         let mut protocol = String::from(match helo {

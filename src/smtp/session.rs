@@ -6,6 +6,7 @@
 
 use super::SmtpContext;
 use super::receiver::DataReceiver;
+use crate::queue::AcceptedRecipient;
 use crate::reply::Reply;
 use memchr::memchr;
 use smtp_proto::Request;
@@ -32,15 +33,6 @@ const COMMAND_BUFFER: usize = 1024;
 pub(crate) struct Helo {
     pub name: String,
     pub esmtp: bool,
-}
-
-/// A recipient accepted in this transaction.
-pub(crate) struct AcceptedRecipient {
-    /// As the client wrote it (for the Received header).
-    pub rcpt: String,
-    /// The alias that matched.
-    pub alias: String,
-    pub destinations: Vec<String>,
 }
 
 /// The mail transaction in progress (from MAIL to end of data).
