@@ -21,7 +21,7 @@ pub mod reply;
 pub mod resolve;
 pub mod rewrite;
 pub mod server;
-pub mod smtp;
+pub(crate) mod smtp;
 pub mod spool;
 pub mod store;
 pub mod tls;

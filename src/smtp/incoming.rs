@@ -31,10 +31,10 @@ pub(crate) fn oversize_reply() -> Reply {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Whole message, after CRLF normalization.
-    pub max_size: u64,
+    pub(crate) max_size: u64,
     /// Header section, up to and including the empty line.
-    pub max_header_size: u64,
-    pub max_header_fields: usize,
+    pub(crate) max_header_size: u64,
+    pub(crate) max_header_fields: usize,
 }
 
 /// Why a message cannot be taken.
@@ -82,11 +82,11 @@ impl Refusal {
 /// A message that arrived whole and within the limits.
 pub(crate) struct Arrived {
     /// The header section, ending with the empty line when there is one.
-    pub header: Vec<u8>,
-    pub body: Body,
+    pub(crate) header: Vec<u8>,
+    pub(crate) body: Body,
     /// Relaxed/SHA-256 DKIM hash of `body` (no length limit).
-    pub body_hash: Vec<u8>,
-    pub eight_bit: bool,
+    pub(crate) body_hash: Vec<u8>,
+    pub(crate) eight_bit: bool,
 }
 
 /// Receives one message; see the module documentation.
