@@ -9,7 +9,7 @@ use criterion::Criterion;
 use eas_relay::admin::{Admin, QueueAccess};
 use eas_relay::api::{self, ApiState};
 use eas_relay::config::Config;
-use eas_relay::queue::Spool;
+use eas_relay::spool::Spool;
 use eas_relay::store::{Source, Store};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;

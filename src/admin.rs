@@ -4,7 +4,8 @@
 
 use crate::address::{ForwardError, Mailbox, parse_domain_name};
 use crate::config::Config;
-use crate::queue::{Queue, QueueError, Spool};
+use crate::queue::{Queue, QueueError};
+use crate::spool::Spool;
 use crate::store::{
     AliasRecord, DomainRecord, LogEntry, QueueEntry, Source, Store, StoreError, format_queue_id,
     now_ms, parse_queue_id,

@@ -7,10 +7,11 @@ use crate::admin::{Admin, QueueAccess};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::outbound::Outbound;
-use crate::queue::{Queue, QueueError, QueueSettings, Scheduler, Spool};
+use crate::queue::{Queue, QueueError, QueueSettings, Scheduler};
 use crate::rewrite::pipeline::Forwarding;
 use crate::rewrite::srs::Srs;
 use crate::smtp::{self, SmtpContext};
+use crate::spool::Spool;
 use crate::store::{Store, StoreError, now_ms};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -196,7 +197,11 @@ pub async fn run(
         srs,
         forwarding,
     });
-    tasks.spawn(smtp::server::run(listeners.smtp, smtp_ctx, stopped.clone()));
+    tasks.spawn(smtp::listener::run(
+        listeners.smtp,
+        smtp_ctx,
+        stopped.clone(),
+    ));
     let admin = Arc::new(Admin::new(
         config.clone(),
         store.clone(),

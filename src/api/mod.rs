@@ -365,7 +365,8 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Queue, QueueSettings, Spool};
+    use crate::queue::{Queue, QueueSettings};
+    use crate::spool::Spool;
     use crate::store::Store;
     use http_body_util::BodyExt;
     use std::time::Duration;

@@ -5,7 +5,7 @@
 //! place before verification. The relaxed/SHA-256 hash, computed while the
 //! message arrived, is reused as is.
 
-use crate::queue::spool::Body;
+use crate::spool::Body;
 use mail_auth::AuthenticatedMessage;
 use mail_auth::common::crypto::{HashAlgorithm, HashContext, HashImpl, Sha1, Sha256};
 use mail_auth::dkim::Canonicalization;

@@ -4,21 +4,22 @@
 //! committer records per-recipient outcomes, retries with backoff, bounces
 //! with a DSN and expires old messages.
 
+mod accept;
 mod commit;
-pub mod dsn;
-pub mod health;
-pub mod ops;
+pub(crate) mod dsn;
+pub(crate) mod health;
+pub(crate) mod ops;
 mod recovery;
-pub mod redact;
+pub(crate) mod redact;
 mod scheduler;
-pub mod spool;
 
-pub use recovery::Recovered;
-pub use scheduler::Scheduler;
-pub use spool::Spool;
+pub(crate) use accept::{Accepted, AcceptedRecipient, Queued};
+pub(crate) use recovery::Recovered;
+pub(crate) use scheduler::Scheduler;
 
 use crate::outbound::DeliveryStatus;
 use crate::reply::Reply;
+use crate::spool::{Message, Spool};
 use crate::store::{self, QueueEntry, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,29 +34,27 @@ pub enum QueueError {
     Store(#[from] StoreError),
     #[error("the queue is shutting down")]
     Closed,
-    #[error("no message {0} in the queue")]
-    NotFound(String),
 }
 
 /// Queue timing and naming settings (from the config).
 #[derive(Debug, Clone)]
-pub struct QueueSettings {
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-    pub max_age: Duration,
-    pub max_inflight: usize,
+pub(crate) struct QueueSettings {
+    pub(crate) retry_initial: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) max_age: Duration,
+    pub(crate) max_inflight: usize,
     /// Host name used in DSNs.
-    pub hostname: String,
+    pub(crate) hostname: String,
     /// Send a DSN only for senders that passed SPF or aligned DKIM.
-    pub dsn_authenticated_only: bool,
+    pub(crate) dsn_authenticated_only: bool,
     /// Print forwarding addresses in INFO logs (otherwise a stable token).
-    pub log_addresses: bool,
+    pub(crate) log_addresses: bool,
     /// A worker busy with one piece of work for longer is reported stuck.
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
 }
 
 impl QueueSettings {
-    pub fn from_config(config: &crate::config::Config) -> QueueSettings {
+    pub(crate) fn from_config(config: &crate::config::Config) -> QueueSettings {
         QueueSettings {
             retry_initial: config.queue.retry_initial.0,
             retry_max: config.queue.retry_max.0,
@@ -70,7 +69,7 @@ impl QueueSettings {
 
     /// Delay before attempt `attempts + 1`: doubling from `retry_initial`,
     /// capped at `retry_max`.
-    pub fn backoff(&self, attempts: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
         let factor = 1u32 << attempts.saturating_sub(1).min(20);
         self.retry_initial
             .saturating_mul(factor)
@@ -80,13 +79,13 @@ impl QueueSettings {
 
 /// The outcome of one delivery attempt for one recipient of an entry.
 #[derive(Debug, Clone)]
-pub struct RcptResult {
+pub(crate) struct RcptResult {
     /// Index into `QueueEntry::recipients`.
-    pub index: usize,
-    pub status: DeliveryStatus,
-    pub reply: Reply,
+    pub(crate) index: usize,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) reply: Reply,
     /// The host that answered, if any.
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
 }
 
 /// What the scheduler hears about.
@@ -141,17 +140,17 @@ struct Inner {
 
 /// What [`Queue::start`] gives back: the handle, the scheduler's event
 /// stream, and the committer thread to join at shutdown.
-pub struct Started {
-    pub queue: Queue,
+pub(crate) struct Started {
+    pub(crate) queue: Queue,
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
-    pub committer: std::thread::JoinHandle<()>,
-    pub recovered: Recovered,
+    pub(crate) committer: std::thread::JoinHandle<()>,
+    pub(crate) recovered: Recovered,
 }
 
 impl Queue {
     /// Recovers the spool and store, then starts the committer thread. The
     /// recovered entries are already announced on the event stream.
-    pub fn start(
+    pub(crate) fn start(
         store: Arc<Store>,
         spool: Spool,
         settings: QueueSettings,
@@ -191,29 +190,29 @@ impl Queue {
         })
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.inner.store
     }
 
-    pub fn spool(&self) -> &Spool {
+    pub(crate) fn spool(&self) -> &Spool {
         &self.inner.spool
     }
 
-    pub fn settings(&self) -> &QueueSettings {
+    pub(crate) fn settings(&self) -> &QueueSettings {
         &self.inner.settings
     }
 
     /// The committer's and scheduler's health (for `/health`).
-    pub fn health(&self) -> &Arc<health::Health> {
+    pub(crate) fn health(&self) -> &Arc<health::Health> {
         &self.inner.health
     }
 
     /// Makes a message durable: spool file fsynced, then metadata committed
     /// (grouped with concurrent commits). Returns only once both are on disk.
-    pub async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         entry: QueueEntry,
-        message: impl Into<spool::Message>,
+        message: impl Into<Message>,
     ) -> Result<u64, QueueError> {
         let id = entry.id;
         let spool = self.inner.spool.clone();
@@ -263,7 +262,7 @@ impl Queue {
     }
 
     /// Makes pending recipients of `id` (or of every entry) due now.
-    pub async fn retry(&self, id: Option<u64>) -> Result<usize, QueueError> {
+    pub(crate) async fn retry(&self, id: Option<u64>) -> Result<usize, QueueError> {
         let (done, rx) = oneshot::channel();
         self.inner
             .commits
@@ -273,7 +272,7 @@ impl Queue {
     }
 
     /// Removes a message without delivering it (no DSN).
-    pub async fn drop_message(&self, id: u64) -> Result<bool, QueueError> {
+    pub(crate) async fn drop_message(&self, id: u64) -> Result<bool, QueueError> {
         let (done, rx) = oneshot::channel();
         self.inner
             .commits

@@ -5,12 +5,12 @@
 
 use crate::auth::{self, Envelope, Verdicts, Verifier};
 use crate::config::Config;
-use crate::queue::spool::{Body, Message};
 use crate::reply::Reply;
 use crate::rewrite::from::FromRewrite;
 use crate::rewrite::keys::{self, KeyError, SelectorKey};
 use crate::rewrite::results;
 use crate::rewrite::sign::{Seal, Signer};
+use crate::spool::{Body, Message};
 use mail_auth::common::crypto::HashAlgorithm;
 use mail_auth::dkim::Canonicalization;
 use mail_auth::{ArcOutput, AuthenticatedMessage, DkimResult};

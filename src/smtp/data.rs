@@ -1,15 +1,16 @@
 //! DATA and BDAT (CHUNKING), and the end of a message: loop check, trace
 //! header, then the durable queue — `250` only once the message is on disk.
 
-use super::session::{Flow, Io, Session, State, Transaction, oversize_reply};
-use crate::address::Mailbox;
+use super::incoming::oversize_reply;
+use super::receiver::{DataReceiver, declared_chunk_size};
+use super::session::{Flow, Io, Session, State, Transaction};
 use crate::message::{count_received, header_value, rfc2822_now};
+use crate::queue::{Accepted, AcceptedRecipient, Queued};
 use crate::reply::Reply;
+use crate::rewrite::envelope;
 use crate::rewrite::pipeline::{self, Inbound};
-use crate::store::{QueueEntry, QueuedRecipient, RcptStatus, format_queue_id, now_ms};
-use memchr::memchr;
+use crate::store::{format_queue_id, now_ms};
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
-use std::collections::HashSet;
 
 impl<T: Io> Session<T> {
     pub(super) fn data(&mut self) -> Flow {
@@ -178,23 +179,6 @@ impl<T: Io> Session<T> {
         let id = self.ctx.store.next_queue_id();
         let received = self.received_header(id, &txn.recipients, txn.smtputf8);
         let now = now_ms();
-        let mut seen = HashSet::new();
-        let mut recipients = Vec::new();
-        for accepted in &txn.recipients {
-            for dest in &accepted.destinations {
-                if seen.insert(dest.to_lowercase()) {
-                    recipients.push(QueuedRecipient {
-                        address: dest.clone(),
-                        rcpt: accepted.rcpt.clone(),
-                        alias: accepted.alias.clone(),
-                        status: RcptStatus::Pending,
-                        attempts: 0,
-                        next_attempt: now,
-                        last_reply: None,
-                    });
-                }
-            }
-        }
         let message_id = header_value(&arrived.header, "message-id");
         let subject = header_value(&arrived.header, "subject");
         let body_8bit = arrived.eight_bit;
@@ -225,27 +209,30 @@ impl<T: Io> Session<T> {
                 return Err((reply, reason));
             }
         };
-        let entry = QueueEntry {
+        let accepted = Accepted {
             id,
-            envelope_from: self.srs_sender(&txn.sender),
-            sender: txn.sender,
             created: now,
-            size: (prepared.message.head.len() as u64).saturating_add(prepared.message.body.len()),
-            client_ip: Some(self.peer.ip().to_string()),
+            envelope_from: envelope::srs_sender(
+                self.ctx.srs.as_ref(),
+                &self.ctx.store,
+                &txn.sender,
+            ),
+            sender: txn.sender,
+            client_ip: self.peer.ip(),
             helo,
             message_id,
             subject,
             smtputf8: txn.smtputf8,
             body_8bit,
-            is_dsn: false,
             sender_authenticated: prepared.sender_authenticated,
-            recipients,
-            due: None,
+            recipients: txn.recipients,
         };
-        let sender = entry.sender.clone();
-        let count = entry.recipients.len();
-        match self.ctx.queue.enqueue(entry, prepared.message).await {
-            Ok(id) => {
+        let sender = accepted.sender.clone();
+        match self.ctx.queue.accept(accepted, prepared.message).await {
+            Ok(Queued {
+                id,
+                recipients: count,
+            }) => {
                 metrics::counter!("eas_messages_accepted_total").increment(1);
                 tracing::info!(
                     id = %format_queue_id(id),
@@ -274,31 +261,9 @@ impl<T: Io> Session<T> {
         }
     }
 
-    /// The SRS form of `sender` for the next hop, when it needs one: not for
-    /// the null sender, and not for senders at a domain this relay serves.
-    fn srs_sender(&self, sender: &str) -> Option<String> {
-        let srs = self.ctx.srs.as_ref()?;
-        let mailbox = Mailbox::parse(sender)?;
-        match self.ctx.store.domain_get(&mailbox.domain) {
-            Ok(None) => Some(srs.forward(sender)),
-            Ok(Some(_)) => None,
-            Err(e) => {
-                // Rewriting is the safe default: it only costs the sender's
-                // SPF alignment, never delivery.
-                tracing::warn!(error = %e, "domain lookup failed; rewriting the sender");
-                Some(srs.forward(sender))
-            }
-        }
-    }
-
     /// Our trace header (RFC 5321 §4.4). The recipient is named only when
     /// there is one, and it is the alias, never the forwarding address.
-    fn received_header(
-        &self,
-        id: u64,
-        recipients: &[super::session::AcceptedRecipient],
-        smtputf8: bool,
-    ) -> String {
+    fn received_header(&self, id: u64, recipients: &[AcceptedRecipient], smtputf8: bool) -> String {
         let helo = self.helo.as_ref();
         // RFC 3848 / RFC 6531 §3.7.3 protocol names.
         let mut protocol = String::from(match helo {
@@ -324,192 +289,5 @@ impl<T: Io> Session<T> {
         }
         header.push_str(&format!("; {}\r\n", rfc2822_now()));
         header
-    }
-}
-
-/// Receives a DATA body (RFC 5321 §4.5.2): takes the leading dot off
-/// dot-stuffed lines and ends at CRLF "." CRLF, and only there. A dot line
-/// after a bare LF or a bare CR, or followed by anything but CRLF (e.g.
-/// ".\r\r\n"), is content: ending data on anything another MTA would
-/// not is what SMTP smuggling exploits. smtp-proto's receiver ends on
-/// CRLF "." CR+ LF, hence this one. The body starts at the beginning of a
-/// line, so "." or ".." on the very first line is handled like any other.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DataReceiver {
-    state: DataState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DataState {
-    /// After CRLF (or at the start of the body).
-    LineStart,
-    /// After CRLF "." (the dot is dropped).
-    Dot,
-    /// After CRLF "." CR; the CR is held back until the next byte.
-    DotCr,
-    InLine,
-    /// After a CR inside a line.
-    Cr,
-}
-
-impl DataReceiver {
-    pub(crate) fn new() -> DataReceiver {
-        DataReceiver {
-            state: DataState::LineStart,
-        }
-    }
-
-    /// Consumes `bytes` up to and including the end-of-data line, appending
-    /// the content to `body` (None: discard it). Returns true at the end of
-    /// data, with `bytes` advanced past it.
-    pub(crate) fn ingest(&mut self, bytes: &mut &[u8], mut body: Option<&mut Vec<u8>>) -> bool {
-        fn put(body: &mut Option<&mut Vec<u8>>, data: &[u8]) {
-            if let Some(body) = body {
-                body.extend_from_slice(data);
-            }
-        }
-        let input = *bytes;
-        let mut i = 0;
-        while i < input.len() {
-            let ch = input[i];
-            match self.state {
-                DataState::InLine => match memchr(b'\r', &input[i..]) {
-                    Some(at) => {
-                        put(&mut body, &input[i..=i + at]);
-                        i += at + 1;
-                        self.state = DataState::Cr;
-                    }
-                    None => {
-                        put(&mut body, &input[i..]);
-                        i = input.len();
-                    }
-                },
-                DataState::Cr => {
-                    put(&mut body, &[ch]);
-                    i += 1;
-                    self.state = match ch {
-                        b'\n' => DataState::LineStart,
-                        b'\r' => DataState::Cr,
-                        _ => DataState::InLine,
-                    };
-                }
-                DataState::LineStart => {
-                    i += 1;
-                    self.state = match ch {
-                        b'.' => DataState::Dot,
-                        b'\r' => DataState::Cr,
-                        _ => DataState::InLine,
-                    };
-                    if ch != b'.' {
-                        put(&mut body, &[ch]);
-                    }
-                }
-                DataState::Dot => {
-                    i += 1;
-                    if ch == b'\r' {
-                        self.state = DataState::DotCr;
-                    } else {
-                        put(&mut body, &[ch]);
-                        self.state = DataState::InLine;
-                    }
-                }
-                DataState::DotCr => {
-                    if ch == b'\n' {
-                        *bytes = &input[i + 1..];
-                        self.state = DataState::LineStart;
-                        return true;
-                    }
-                    // A CR inside the line after all; `ch` is read again.
-                    put(&mut body, b"\r");
-                    self.state = DataState::Cr;
-                }
-            }
-        }
-        *bytes = &[];
-        false
-    }
-}
-
-/// The chunk size of a `BDAT` line as written, saturating (None when it is
-/// not a number).
-fn declared_chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line
-        .split(|b| b.is_ascii_whitespace())
-        .find(|w| !w.is_empty() && !w.eq_ignore_ascii_case(b"BDAT"))?;
-    digits.iter().all(u8::is_ascii_digit).then(|| {
-        digits.iter().fold(0u64, |n, d| {
-            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-        })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn receive(chunks: &[&[u8]]) -> Option<Vec<u8>> {
-        let mut r = DataReceiver::new();
-        let mut body = Vec::new();
-        for chunk in chunks {
-            let mut rest = *chunk;
-            if r.ingest(&mut rest, Some(&mut body)) {
-                return Some(body);
-            }
-            assert!(rest.is_empty());
-        }
-        None
-    }
-
-    #[test]
-    fn first_line_dot_handling() {
-        assert_eq!(receive(&[b".\r\n"]), Some(vec![]));
-        assert_eq!(receive(&[b"..x\r\n.\r\n"]), Some(b".x\r\n".to_vec()));
-        assert_eq!(
-            receive(&[b"a\r\n..b\r\n.", b"\r\n"]),
-            Some(b"a\r\n.b\r\n".to_vec())
-        );
-        assert_eq!(
-            receive(&[b"a\n.\nb\r\n"]),
-            None,
-            "bare LF dot does not end data"
-        );
-    }
-
-    #[test]
-    fn only_crlf_dot_crlf_ends_data() {
-        for (input, body) in [
-            (&b"a\r\n.\r\r\nb\r\n.\r\n"[..], &b"a\r\n\r\r\nb\r\n"[..]),
-            (b"a\n.\r\n.\r\n", b"a\n.\r\n"),
-            (b"a\r.\r\n.\r\n", b"a\r.\r\n"),
-            (b"a\r\n.\nb\r\n.\r\n", b"a\r\n\nb\r\n"),
-            (b"a\r\n.\rx\r\n.\r\n", b"a\r\n\rx\r\n"),
-            (b"\r\r\n.\r\n", b"\r\r\n"),
-        ] {
-            // whole, and split at every byte
-            assert_eq!(receive(&[input]), Some(body.to_vec()), "{input:?}");
-            for at in 0..input.len() {
-                let (a, b) = input.split_at(at);
-                assert_eq!(receive(&[a, b]), Some(body.to_vec()), "{input:?} at {at}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_rest_after_the_end_is_left() {
-        let mut r = DataReceiver::new();
-        let mut rest: &[u8] = b"x\r\n.\r\nQUIT\r\n";
-        assert!(r.ingest(&mut rest, None));
-        assert_eq!(rest, b"QUIT\r\n");
-    }
-
-    #[test]
-    fn chunk_sizes_are_read_as_written() {
-        assert_eq!(declared_chunk_size(b"BDAT 42 LAST\r\n"), Some(42));
-        assert_eq!(declared_chunk_size(b"bdat 0\r\n"), Some(0));
-        assert_eq!(
-            declared_chunk_size(b"BDAT 100000000000000000000005\r\n"),
-            Some(u64::MAX)
-        );
-        assert_eq!(declared_chunk_size(b"BDAT x\r\n"), None);
     }
 }

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const MAX_KEYS: usize = 100_000;
 
 /// The shared budgets of the SMTP listener.
-pub struct Guards {
-    pub bounces: BounceBudget,
-    pub srs_failures: FailureCounter,
+pub(crate) struct Guards {
+    pub(crate) bounces: BounceBudget,
+    pub(crate) srs_failures: FailureCounter,
 }
 
 impl Guards {
-    pub fn from_config(config: &Config) -> Guards {
+    pub(crate) fn from_config(config: &Config) -> Guards {
         Guards {
             bounces: BounceBudget::new(config.srs.max_bounces_per_address),
             srs_failures: FailureCounter::new(config.srs.max_failures, config.srs.failure_window.0),
@@ -42,7 +42,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// sketch: it never counts less than was sent (the cap still holds), so
 /// filling the table with bounces to addresses of one's own refuses the
 /// bounces of others only where their buckets are full, not all of them.
-pub struct BounceBudget {
+pub(crate) struct BounceBudget {
     /// 0: no cap.
     per_day: u32,
     capacity: usize,
@@ -109,7 +109,7 @@ fn today() -> u64 {
 }
 
 impl BounceBudget {
-    pub fn new(per_day: u32) -> BounceBudget {
+    pub(crate) fn new(per_day: u32) -> BounceBudget {
         BounceBudget::with_capacity(per_day, MAX_KEYS)
     }
 
@@ -132,7 +132,7 @@ impl BounceBudget {
     }
 
     /// True while `address` may receive one more bounce today.
-    pub fn has_room(&self, address: &str) -> bool {
+    pub(crate) fn has_room(&self, address: &str) -> bool {
         if self.per_day == 0 {
             return true;
         }
@@ -141,7 +141,7 @@ impl BounceBudget {
 
     /// Counts one bounce to `address`; false (and nothing counted) when
     /// today's budget is spent.
-    pub fn take(&self, address: &str) -> bool {
+    pub(crate) fn take(&self, address: &str) -> bool {
         if self.per_day == 0 {
             return true;
         }
@@ -169,7 +169,7 @@ impl BounceBudget {
 
     /// Gives back a bounce counted by [`BounceBudget::take`] whose message
     /// was not accepted after all.
-    pub fn give_back(&self, address: &str) {
+    pub(crate) fn give_back(&self, address: &str) {
         if self.per_day == 0 {
             return;
         }
@@ -193,7 +193,7 @@ impl BounceBudget {
 /// failure). Networks past the table's capacity share one overflow count:
 /// filling the table (many addresses, or IPv6 /64s) must not make the
 /// failures of the next networks free.
-pub struct FailureCounter {
+pub(crate) struct FailureCounter {
     max: u32,
     window: Duration,
     capacity: usize,
@@ -229,7 +229,7 @@ fn count(entry: &mut (Instant, u32), window: Duration) -> u32 {
 }
 
 impl FailureCounter {
-    pub fn new(max: u32, window: Duration) -> FailureCounter {
+    pub(crate) fn new(max: u32, window: Duration) -> FailureCounter {
         FailureCounter::with_capacity(max, window, MAX_KEYS)
     }
 
@@ -243,7 +243,7 @@ impl FailureCounter {
     }
 
     /// True when `net` has used up its failures in the current window.
-    pub fn blocked(&self, net: NetKey) -> bool {
+    pub(crate) fn blocked(&self, net: NetKey) -> bool {
         let table = lock(&self.table);
         match table.by_network.get(&net) {
             Some(entry) => over(Some(entry), self.window, self.max),
@@ -255,7 +255,7 @@ impl FailureCounter {
     }
 
     /// Counts one failure of `net`; true when it is now blocked.
-    pub fn record(&self, net: NetKey) -> bool {
+    pub(crate) fn record(&self, net: NetKey) -> bool {
         let mut table = lock(&self.table);
         let window = self.window;
         let full = |t: &Failures| t.by_network.len() >= self.capacity;

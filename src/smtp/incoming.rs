@@ -8,8 +8,8 @@
 //! are enforced while streaming, and the partial file is removed when the
 //! transaction ends without the message being queued.
 
-use crate::queue::spool::{Body, CHUNK, IncomingFile, Spool};
 use crate::reply::Reply;
+use crate::spool::{Body, CHUNK, IncomingFile, Spool};
 use mail_auth::common::crypto::{HashContext, HashImpl, Sha256};
 use mail_auth::dkim::Canonicalization;
 use mail_auth::dkim::canonicalize::BodyHasher;
@@ -17,14 +17,24 @@ use memchr::{memchr_iter, memchr2, memmem};
 
 type Sha256Context = <Sha256 as HashImpl>::Context;
 
+/// The refusal of a message over the size limit (declared at MAIL, or
+/// crossed in DATA or BDAT).
+pub(crate) fn oversize_reply() -> Reply {
+    Reply::new(
+        552,
+        [5, 3, 4],
+        "Error: message size exceeds fixed maximum message size",
+    )
+}
+
 /// The limits a message is held to while it arrives.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Whole message, after CRLF normalization.
-    pub max_size: u64,
+    pub(crate) max_size: u64,
     /// Header section, up to and including the empty line.
-    pub max_header_size: u64,
-    pub max_header_fields: usize,
+    pub(crate) max_header_size: u64,
+    pub(crate) max_header_fields: usize,
 }
 
 /// Why a message cannot be taken.
@@ -40,7 +50,7 @@ pub(crate) enum Refusal {
 impl Refusal {
     pub(crate) fn reply(self) -> Reply {
         match self {
-            Refusal::TooBig => super::session::oversize_reply(),
+            Refusal::TooBig => oversize_reply(),
             Refusal::HeaderTooLarge(max) => Reply::owned(
                 552,
                 [5, 3, 4],
@@ -72,11 +82,11 @@ impl Refusal {
 /// A message that arrived whole and within the limits.
 pub(crate) struct Arrived {
     /// The header section, ending with the empty line when there is one.
-    pub header: Vec<u8>,
-    pub body: Body,
+    pub(crate) header: Vec<u8>,
+    pub(crate) body: Body,
     /// Relaxed/SHA-256 DKIM hash of `body` (no length limit).
-    pub body_hash: Vec<u8>,
-    pub eight_bit: bool,
+    pub(crate) body_hash: Vec<u8>,
+    pub(crate) eight_bit: bool,
 }
 
 /// Receives one message; see the module documentation.

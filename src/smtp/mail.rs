@@ -2,7 +2,8 @@
 //! body type and sender syntax (no quoted local parts: they would carry
 //! spaces and `>` into the SRS address the relay writes downstream).
 
-use super::session::{Flow, Io, Session, Transaction, oversize_reply};
+use super::incoming::oversize_reply;
+use super::session::{Flow, Io, Session, Transaction};
 use crate::address::Mailbox;
 use crate::outbound::path::has_only_atom_chars;
 use crate::reply::Reply;

@@ -2,15 +2,24 @@
 //! machine (one file per verb) over smtp-proto's sans-IO parser. Nothing
 //! here decides where mail goes; it asks `recipients` and hands accepted
 //! messages to the `queue`.
+//!
+//! `listener` accepts connections and starts a `session`; the session frames
+//! command lines and dispatches to the verb files (`ehlo`, `mail`, `rcpt`,
+//! `data`, `starttls`, `vrfy`). Message bytes go through `receiver` (where
+//! DATA ends, BDAT sizes) into `incoming` (limits, body streamed to the
+//! spool); `data` then checks, prepares and queues the message. `guard`
+//! holds the budgets all sessions share. Imports run one way: the verb files
+//! use `session`, `session` uses `receiver` and `incoming`, never back.
 
 mod data;
 mod ehlo;
-pub mod guard;
+pub(crate) mod guard;
 mod incoming;
+pub(crate) mod listener;
 mod mail;
 mod rcpt;
-pub mod server;
-pub mod session;
+mod receiver;
+mod session;
 mod starttls;
 mod vrfy;
 
@@ -25,16 +34,16 @@ use crate::store::Store;
 use std::sync::Arc;
 
 /// What every session shares.
-pub struct SmtpContext {
-    pub config: Arc<Config>,
-    pub store: Arc<Store>,
-    pub queue: Queue,
+pub(crate) struct SmtpContext {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) queue: Queue,
     /// None when STARTTLS is off.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// None when SRS is off.
-    pub srs: Option<Srs>,
+    pub(crate) srs: Option<Srs>,
     /// Verdicts, From rewrite, signatures: every accepted message goes through it.
-    pub forwarding: Arc<Forwarding>,
+    pub(crate) forwarding: Arc<Forwarding>,
     /// Budgets shared by all sessions (bounces per address, SRS failures).
-    pub guards: guard::Guards,
+    pub(crate) guards: guard::Guards,
 }

@@ -1,9 +1,10 @@
 //! RCPT TO: refuse relay tricks and foreign domains (never an open relay),
 //! resolve the alias, and reject unknown ones before any data is sent.
 
-use super::session::{AcceptedRecipient, Flow, Io, Session};
+use super::session::{Flow, Io, Session};
 use crate::address::{Mailbox, RelayTrick, check_relay_tricks, raw_path};
 use crate::net::NetKey;
+use crate::queue::AcceptedRecipient;
 use crate::recipients::{self, Resolution};
 use crate::reply::Reply;
 use crate::rewrite::srs::{Srs, SrsError};

@@ -1,11 +1,12 @@
 //! One SMTP session: reads bytes, frames command lines (with the configured
 //! length limit), parses them with smtp-proto, dispatches to the verb
-//! handlers, feeds DATA bodies to our strict receiver (`data.rs`) and BDAT
+//! handlers, feeds DATA bodies to our strict receiver (`receiver.rs`) and BDAT
 //! chunks to smtp-proto's, and flushes replies once the pipelined input at
 //! hand is consumed (RFC 2920).
 
 use super::SmtpContext;
-use super::data::DataReceiver;
+use super::receiver::DataReceiver;
+use crate::queue::AcceptedRecipient;
 use crate::reply::Reply;
 use memchr::memchr;
 use smtp_proto::Request;
@@ -17,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// A byte stream a session can run on (TCP, TLS over TCP, test streams).
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Bytes read per call in DATA and BDAT.
@@ -30,36 +31,27 @@ const COMMAND_BUFFER: usize = 1024;
 
 /// What the client said in HELO/EHLO.
 pub(crate) struct Helo {
-    pub name: String,
-    pub esmtp: bool,
-}
-
-/// A recipient accepted in this transaction.
-pub(crate) struct AcceptedRecipient {
-    /// As the client wrote it (for the Received header).
-    pub rcpt: String,
-    /// The alias that matched.
-    pub alias: String,
-    pub destinations: Vec<String>,
+    pub(crate) name: String,
+    pub(crate) esmtp: bool,
 }
 
 /// The mail transaction in progress (from MAIL to end of data).
 pub(crate) struct Transaction {
-    pub sender: String,
-    pub smtputf8: bool,
-    pub recipients: Vec<AcceptedRecipient>,
+    pub(crate) sender: String,
+    pub(crate) smtputf8: bool,
+    pub(crate) recipients: Vec<AcceptedRecipient>,
     /// Message bytes of the input at hand, on their way to `incoming`.
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// The message so far (header in memory, body streamed to a file).
-    pub incoming: super::incoming::Incoming,
+    pub(crate) incoming: super::incoming::Incoming,
     /// A BDAT chunk failed: the transaction ends with this reply at LAST.
-    pub failed: Option<Reply>,
+    pub(crate) failed: Option<Reply>,
     /// BDAT chunks are being sent: the message is under way (no DATA now,
     /// and shutdown waits for it like for a message in DATA).
-    pub chunking: bool,
+    pub(crate) chunking: bool,
     /// The transaction carries a bounce through an SRS address: to this
     /// original sender, whose daily budget it uses when accepted.
-    pub bounce_to: Option<String>,
+    pub(crate) bounce_to: Option<String>,
 }
 
 /// Where the byte stream is.
@@ -91,7 +83,7 @@ pub(crate) enum Flow {
     StartTls,
 }
 
-pub struct Session<T> {
+pub(crate) struct Session<T> {
     pub(crate) ctx: Arc<SmtpContext>,
     pub(crate) stream: T,
     pub(crate) peer: SocketAddr,
@@ -112,7 +104,7 @@ pub struct Session<T> {
 }
 
 /// Runs a whole connection: greeting, session, STARTTLS upgrade.
-pub async fn handle<T: Io>(
+pub(crate) async fn handle<T: Io>(
     ctx: Arc<SmtpContext>,
     stream: T,
     peer: SocketAddr,
@@ -130,7 +122,7 @@ pub async fn handle<T: Io>(
 }
 
 impl<T: Io> Session<T> {
-    pub fn new(
+    pub(crate) fn new(
         ctx: Arc<SmtpContext>,
         stream: T,
         peer: SocketAddr,
@@ -582,14 +574,6 @@ impl<T: Io> Session<T> {
             max_header_fields: smtp.max_header_fields,
         }
     }
-}
-
-pub(crate) fn oversize_reply() -> Reply {
-    Reply::new(
-        552,
-        [5, 3, 4],
-        "Error: message size exceeds fixed maximum message size",
-    )
 }
 
 /// Maps smtp-proto's parse errors to replies.

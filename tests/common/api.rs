@@ -11,7 +11,7 @@ use base64::Engine;
 use eas_relay::admin::{Admin, QueueAccess};
 use eas_relay::api::{ApiState, router};
 use eas_relay::config::Config;
-use eas_relay::queue::Spool;
+use eas_relay::spool::Spool;
 use eas_relay::store::Store;
 use http_body_util::BodyExt;
 use serde_json::Value;

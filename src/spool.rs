@@ -1,8 +1,8 @@
-//! The spool: one file per queued message body, named by queue id, written
-//! and fsynced before the store commit that references it. Damaged entries
-//! are moved to `quarantine/`, never deleted. A message still arriving is
-//! streamed to a private file under `incoming/` (removed when dropped), so
-//! no body is ever held whole in memory.
+//! The spool (layer 2): one file per queued message body, named by queue
+//! id, written and fsynced before the store commit that references it.
+//! Damaged entries are moved to `quarantine/`, never deleted. A message
+//! still arriving is streamed to a private file under `incoming/` (removed
+//! when dropped), so no body is ever held whole in memory.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -79,7 +79,7 @@ impl From<Vec<u8>> for Message {
 }
 
 /// Bytes read or written at a time when a body is streamed.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// A body being received: a private file in `incoming/`, removed when this
 /// is dropped (the message was refused, the client went away, or it has
@@ -93,7 +93,7 @@ pub struct IncomingFile {
 
 impl IncomingFile {
     /// Appends `bytes` (blocking).
-    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all(bytes)?;
         self.len = self.len.saturating_add(bytes.len() as u64);
         Ok(())
@@ -132,7 +132,7 @@ impl Spool {
     }
 
     /// A new private file for a body being received (blocking).
-    pub fn incoming(&self) -> std::io::Result<IncomingFile> {
+    pub(crate) fn incoming(&self) -> std::io::Result<IncomingFile> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         loop {
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -157,7 +157,7 @@ impl Spool {
     /// Writes a message as spool file `id`: the head, then the body (copied
     /// from its incoming file in the kernel, never through memory), and
     /// fsyncs it. A failed write leaves no partial file behind.
-    pub fn write_message(&self, id: u64, message: &Message) -> std::io::Result<()> {
+    pub(crate) fn write_message(&self, id: u64, message: &Message) -> std::io::Result<()> {
         let path = self.path(id);
         let mut file = OpenOptions::new()
             .write(true)
@@ -188,11 +188,12 @@ impl Spool {
         written
     }
 
-    pub fn path(&self, id: u64) -> PathBuf {
+    pub(crate) fn path(&self, id: u64) -> PathBuf {
         self.dir.join(crate::store::format_queue_id(id))
     }
 
-    pub fn quarantine_dir(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn quarantine_dir(&self) -> &Path {
         &self.quarantine
     }
 
@@ -200,16 +201,16 @@ impl Spool {
     /// [`Spool::sync_dir`], done once per group commit).
     /// A failed write removes its partial file (the file is new: an id is
     /// never reused, so nothing else is lost).
-    pub fn write(&self, id: u64, message: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write(&self, id: u64, message: &[u8]) -> std::io::Result<()> {
         write_new(&self.path(id), |file| file.write_all(message))
     }
 
     /// Makes new directory entries durable.
-    pub fn sync_dir(&self) -> std::io::Result<()> {
+    pub(crate) fn sync_dir(&self) -> std::io::Result<()> {
         File::open(&self.dir)?.sync_all()
     }
 
-    pub fn read(&self, id: u64) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn read(&self, id: u64) -> std::io::Result<Vec<u8>> {
         let mut file = File::open(self.path(id))?;
         let mut buf = Vec::with_capacity(file.metadata().map(|m| m.len() as usize).unwrap_or(0));
         file.read_to_end(&mut buf)?;
@@ -217,7 +218,7 @@ impl Spool {
     }
 
     /// Deletes a body whose queue entry is gone (delivered, dropped).
-    pub fn remove(&self, id: u64) -> std::io::Result<()> {
+    pub(crate) fn remove(&self, id: u64) -> std::io::Result<()> {
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,
@@ -225,7 +226,7 @@ impl Spool {
     }
 
     /// Moves a body (if any) and the raw metadata into quarantine.
-    pub fn quarantine(&self, id: u64, metadata: &[u8], reason: &str) -> std::io::Result<()> {
+    pub(crate) fn quarantine(&self, id: u64, metadata: &[u8], reason: &str) -> std::io::Result<()> {
         let name = crate::store::format_queue_id(id);
         let body = self.path(id);
         if body.exists() {
@@ -245,7 +246,7 @@ impl Spool {
 
     /// Ids of every spool file; names that are not queue ids are returned
     /// separately (they are left alone and reported).
-    pub fn list(&self) -> std::io::Result<(Vec<u64>, Vec<PathBuf>)> {
+    pub(crate) fn list(&self) -> std::io::Result<(Vec<u64>, Vec<PathBuf>)> {
         let mut ids = Vec::new();
         let mut strange = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 const REFUSAL_WRITE: Duration = Duration::from_secs(5);
 
 /// Serves SMTP on `listener` until `shutdown` turns true.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     ctx: Arc<SmtpContext>,
     mut shutdown: watch::Receiver<bool>,
