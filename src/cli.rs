@@ -320,17 +320,17 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
     }
     // Configured DKIM keys must load (generated ones are made at start).
     if !config.dkim.keys.is_empty() {
-        use crate::rewrite::keys::{KeyError, load};
+        use crate::rewrite::keys::{DkimKeyError, load};
         match load(config) {
             Ok(_) => {}
-            Err(KeyError::Read { key, path, source }) => {
+            Err(DkimKeyError::Read { key, path, source }) => {
                 return Err(ConfigError::Invalid {
                     key,
                     value: shown(&path),
                     reason: format!("cannot read the DKIM key: {source}"),
                 });
             }
-            Err(KeyError::Invalid { key, path, reason }) => {
+            Err(DkimKeyError::Invalid { key, path, reason }) => {
                 return Err(ConfigError::Invalid {
                     key,
                     value: shown(&path),
@@ -628,7 +628,7 @@ fn dkim_keygen(
 /// The plan for DOMAIN, with the relay's keys (generated as the node would
 /// when there are none yet, which is said on stderr).
 fn dns_plan(config: &Config, domain: &str) -> Result<dnscheck::Plan, ExitCode> {
-    use crate::rewrite::keys::KeyError;
+    use crate::rewrite::keys::DkimKeyError;
     match dnscheck::Plan::load(config, domain) {
         Ok(plan) => {
             for path in &plan.generated {
@@ -643,7 +643,7 @@ fn dns_plan(config: &Config, domain: &str) -> Result<dnscheck::Plan, ExitCode> {
             eprintln!("eas-relay: {e}");
             // A configured key file that cannot be used is a config error.
             Err(match e {
-                KeyError::Read { .. } | KeyError::Invalid { .. } => ExitCode::from(2),
+                DkimKeyError::Read { .. } | DkimKeyError::Invalid { .. } => ExitCode::from(2),
                 _ => ExitCode::from(1),
             })
         }

@@ -10,7 +10,7 @@
 //! DNS server.
 
 use crate::config::{Config, KeyAlgorithm};
-use crate::rewrite::keys::{self, KeyError, SelectorKey};
+use crate::rewrite::keys::{self, DkimKeyError, SelectorKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hickory_resolver::TokioResolver;
@@ -131,7 +131,7 @@ impl Plan {
 
     /// The plan with the relay's DKIM keys, loaded (or generated, as the
     /// node does on first start) by [`keys::load`].
-    pub fn load(config: &Config, domain: &str) -> Result<Plan, KeyError> {
+    pub fn load(config: &Config, domain: &str) -> Result<Plan, DkimKeyError> {
         if !signs(config) {
             return Ok(Plan::new(config, domain, Vec::new()));
         }
@@ -539,7 +539,7 @@ pub enum KeygenError {
     #[error("`{0}` is not a valid selector (letters, digits, '-', '_', dot-separated)")]
     BadSelector(String),
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] DkimKeyError),
 }
 
 /// A key `dkim keygen` wrote.
@@ -1965,7 +1965,7 @@ mod tests {
         assert_eq!(entry["key"].as_str(), Some(key.key.to_str().unwrap()));
         let err = keygen(&config, KeyAlgorithm::Ed25519, None, None, day);
         assert!(
-            matches!(err, Err(KeygenError::Key(KeyError::Exists(_)))),
+            matches!(err, Err(KeygenError::Key(DkimKeyError::Exists(_)))),
             "{err:?}"
         );
         // Once dkim.keys is in use, its selectors are the taken ones.
