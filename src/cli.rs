@@ -300,7 +300,7 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
     check::secret_files(config)?;
     check::outbound_roots(config)?;
     if let Some(file) = &config.http.admin_keys_file
-        && let Err(e) = crate::api::auth::load_keys(config, false)
+        && let Err(e) = crate::api::keys::load_keys(config, false)
     {
         return Err(ConfigError::Invalid {
             key: "http.admin_keys_file".into(),
@@ -401,7 +401,7 @@ enum Backend {
 }
 
 async fn backend(config: Config) -> Result<Backend, AdminError> {
-    let keys = crate::api::auth::load_keys(&config, false).unwrap_or_default();
+    let keys = crate::api::keys::load_keys(&config, false).unwrap_or_default();
     if let Some(key) = keys.first()
         && let Some(client) = ApiClient::probe(config.http.listen, key.clone()).await
     {

@@ -49,7 +49,7 @@ pub enum RunError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
-    Keys(#[from] api::auth::KeyError),
+    Keys(#[from] api::keys::ApiKeyError),
     #[error("SRS: {0}")]
     Srs(#[from] crate::rewrite::srs::SrsError),
     #[error(transparent)]
@@ -133,7 +133,7 @@ pub async fn run(
         source,
     })?;
     // The key first: a CLI started meanwhile finds it and talks to the API.
-    let keys = api::auth::load_keys(&config, true)?;
+    let keys = api::keys::load_keys(&config, true)?;
     let srs = if config.srs.enabled {
         Some(Srs::from_config(&config)?)
     } else {

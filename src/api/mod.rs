@@ -4,12 +4,12 @@
 
 mod account;
 mod aliases;
-pub mod auth;
 mod chain;
 pub mod client;
 mod domains;
 mod eas;
 mod error;
+pub mod keys;
 pub mod limit;
 pub mod logs;
 mod openapi;
@@ -263,9 +263,9 @@ async fn require_key(State(state): State<ApiState>, request: Request, next: Next
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(auth::presented_key);
+        .and_then(keys::presented_key);
     match presented {
-        Some(key) if auth::is_valid(&key, &state.keys) => match &state.limits.per_key {
+        Some(key) if keys::is_valid(&key, &state.keys) => match &state.limits.per_key {
             Some(limiter) => limited(limiter.check(&key), next.run(request)).await,
             None => next.run(request).await,
         },

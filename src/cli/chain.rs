@@ -35,7 +35,7 @@ fn remote_error(e: impl std::fmt::Display) -> AdminError {
 
 /// The running node's admin API, if one answers.
 async fn node(config: &Config) -> Option<ApiClient> {
-    let keys = crate::api::auth::load_keys(config, false).unwrap_or_default();
+    let keys = crate::api::keys::load_keys(config, false).unwrap_or_default();
     ApiClient::probe(config.http.listen, keys.first()?.clone()).await
 }
 
