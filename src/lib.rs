@@ -3,7 +3,6 @@
 //! contract; each module's header says its one job.
 
 pub mod address;
-pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod chain;
@@ -12,6 +11,7 @@ pub mod config;
 pub mod dns;
 pub mod dnscheck;
 pub mod files;
+pub mod manage;
 pub mod message;
 pub mod net;
 pub mod observe;

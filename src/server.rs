@@ -3,9 +3,9 @@
 //! them down in order when asked. Tests call [`run`] with listeners bound
 //! on port 0; `eas-relay serve` calls it with the configured addresses.
 
-use crate::admin::{Admin, QueueAccess};
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::manage::{Local, QueueAccess};
 use crate::outbound::Outbound;
 use crate::queue::{Queue, QueueError, QueueSettings, Scheduler, Spool};
 use crate::rewrite::pipeline::Forwarding;
@@ -79,7 +79,7 @@ fn activation_secret(config: &Config) -> Result<Option<Vec<u8>>, RunError> {
 /// Says in the log which static domains and aliases are under a
 /// chain-governed TLD: they do not forward (the chain alone decides there),
 /// and the operator may remove them.
-fn warn_static_under_chain(admin: &Admin) {
+fn warn_static_under_chain(admin: &Local) {
     /// Records named one by one; the rest are counted.
     const NAMED: usize = 20;
     match admin.static_under_chain() {
@@ -197,7 +197,7 @@ pub async fn run(
         forwarding,
     });
     tasks.spawn(smtp::server::run(listeners.smtp, smtp_ctx, stopped.clone()));
-    let admin = Arc::new(Admin::new(
+    let admin = Arc::new(Local::new(
         config.clone(),
         store.clone(),
         QueueAccess::Live(queue.clone()),

@@ -19,13 +19,13 @@ pub enum ApiKeyError {
 }
 
 /// Path of the key generated when none is configured.
-pub fn generated_key_path(config: &Config) -> PathBuf {
+pub(crate) fn generated_key_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin.key")
 }
 
 /// The admin keys of this node. With none configured, the key in
 /// data_dir/admin.key is used, created (0600) when `create` is set.
-pub fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, ApiKeyError> {
+pub(crate) fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, ApiKeyError> {
     let mut keys = config.http.admin_keys.clone();
     if let Some(file) = &config.http.admin_keys_file {
         keys.extend(read_key_file(file)?);
@@ -69,7 +69,7 @@ fn read_key_file(path: &Path) -> Result<Vec<String>, ApiKeyError> {
 }
 
 /// The key presented in an Authorization header, if any.
-pub fn presented_key(header: &str) -> Option<String> {
+pub(crate) fn presented_key(header: &str) -> Option<String> {
     // The scheme is case-insensitive (RFC 9110 §11.1).
     let (scheme, credentials) = header.trim().split_once(' ')?;
     let credentials = credentials.trim();
@@ -89,7 +89,7 @@ pub fn presented_key(header: &str) -> Option<String> {
 }
 
 /// True when `presented` equals one of `keys` (constant time per key).
-pub fn is_valid(presented: &str, keys: &[String]) -> bool {
+pub(crate) fn is_valid(presented: &str, keys: &[String]) -> bool {
     let mut ok = subtle::Choice::from(0);
     for key in keys {
         ok |= presented.as_bytes().ct_eq(key.as_bytes());

@@ -45,7 +45,7 @@ impl Chain {
             registries.clone(),
             config.chain.clone(),
         ));
-        let own = crate::admin::own_domains(config);
+        let own = crate::manage::own_domains(config);
         let activation = Arc::new(activation::Activation::new(
             client.clone(),
             store,
