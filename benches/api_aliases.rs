@@ -6,9 +6,9 @@
 //! prints the percentiles (the target is p99 < 5 ms for a page).
 
 use criterion::Criterion;
-use eas_relay::admin::{Admin, QueueAccess};
 use eas_relay::api::{self, ApiState};
 use eas_relay::config::Config;
+use eas_relay::manage::{Local, QueueAccess};
 use eas_relay::spool::Spool;
 use eas_relay::store::{Source, Store};
 use http_body_util::{BodyExt, Empty};
@@ -100,7 +100,7 @@ fn main() {
         .expect("aliases");
     std::fs::create_dir_all(config.spool_dir()).expect("spool dir");
     let spool = Spool::open(&config.spool_dir()).expect("spool");
-    let admin = Admin::new(config.clone(), store, QueueAccess::Offline(spool));
+    let admin = Local::new(config.clone(), store, QueueAccess::Offline(spool));
     let state = ApiState::new(
         config.clone(),
         Arc::new(admin),

@@ -3,7 +3,6 @@
 //! contract; each module's header says its one job.
 
 pub mod address;
-pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod chain;
@@ -11,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod dns;
 pub mod files;
+pub mod manage;
 pub mod message;
 pub mod net;
 pub mod observe;

@@ -3,9 +3,9 @@
 //! them down in order when asked. Tests call [`run`] with listeners bound
 //! on port 0; `eas-relay serve` calls it with the configured addresses.
 
-use crate::admin::{Admin, QueueAccess};
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::manage::{Local, QueueAccess};
 use crate::outbound::Outbound;
 use crate::queue::{Queue, QueueError, QueueSettings, Scheduler};
 use crate::rewrite::pipeline::Forwarding;
@@ -50,7 +50,7 @@ pub enum RunError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
-    Keys(#[from] api::auth::KeyError),
+    Keys(#[from] api::keys::ApiKeyError),
     #[error("SRS: {0}")]
     Srs(#[from] crate::rewrite::srs::SrsError),
     #[error(transparent)]
@@ -80,7 +80,7 @@ fn activation_secret(config: &Config) -> Result<Option<Vec<u8>>, RunError> {
 /// Says in the log which static domains and aliases are under a
 /// chain-governed TLD: they do not forward (the chain alone decides there),
 /// and the operator may remove them.
-fn warn_static_under_chain(admin: &Admin) {
+fn warn_static_under_chain(admin: &Local) {
     /// Records named one by one; the rest are counted.
     const NAMED: usize = 20;
     match admin.static_under_chain() {
@@ -134,7 +134,7 @@ pub async fn run(
         source,
     })?;
     // The key first: a CLI started meanwhile finds it and talks to the API.
-    let keys = api::auth::load_keys(&config, true)?;
+    let keys = api::keys::load_keys(&config, true)?;
     let srs = if config.srs.enabled {
         Some(Srs::from_config(&config)?)
     } else {
@@ -202,7 +202,7 @@ pub async fn run(
         smtp_ctx,
         stopped.clone(),
     ));
-    let admin = Arc::new(Admin::new(
+    let admin = Arc::new(Local::new(
         config.clone(),
         store.clone(),
         QueueAccess::Live(queue.clone()),

@@ -7,13 +7,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new().route("/account", get(account))
 }
 
 async fn account(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let domains = s
-        .admin
+        .manage
         .store()
         .domain_count()
         .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -4,14 +4,14 @@
 //! are read-only here (409), except DELETE, which suspends one locally.
 
 use super::{ApiError, ApiJson, ApiQuery, ApiState, Page};
-use crate::admin::{BulkBehavior, BulkItem, Removed};
+use crate::manage::{BulkBehavior, BulkItem, Removed};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/domains/{domain}/aliases", get(list).post(create))
         .route("/domains/{domain}/aliases/bulk", post(bulk))
@@ -24,7 +24,7 @@ pub fn router() -> Router<ApiState> {
 
 /// eas-relay extension: `alias@domain<TAB>forward` lines in one transaction.
 async fn import(State(s): State<ApiState>, body: String) -> Result<Json<Value>, ApiError> {
-    let n = s.admin.import_aliases(&body)?;
+    let n = s.manage.import_aliases(&body)?;
     Ok(Json(json!({ "imported": n, "success": true })))
 }
 
@@ -57,7 +57,7 @@ async fn list(
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let (total, aliases) =
-        s.admin
+        s.manage
             .aliases_page(&domain, page.q(), page.alias(), page.page(), page.limit())?;
     Ok(Json(json!({
         "aliases": aliases,
@@ -74,7 +74,7 @@ async fn create(
     ApiJson(body): ApiJson<NewAlias>,
 ) -> Result<Json<Value>, ApiError> {
     let alias = s
-        .admin
+        .manage
         .put_alias(&domain, &body.alias, &body.forward, false)?;
     Ok(Json(json!({ "alias": alias, "success": true })))
 }
@@ -87,7 +87,7 @@ async fn bulk(
     ApiJson(body): ApiJson<Bulk>,
 ) -> Result<Json<Value>, ApiError> {
     let result = s
-        .admin
+        .manage
         .bulk_aliases(&domain, &body.aliases, body.behavior)?;
     Ok(Json(json!({
         "added": result.added,
@@ -103,7 +103,7 @@ async fn show(
     Path((domain, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
-        json!({ "alias": s.admin.alias(&domain, &alias)?, "success": true }),
+        json!({ "alias": s.manage.alias(&domain, &alias)?, "success": true }),
     ))
 }
 
@@ -113,7 +113,7 @@ async fn update(
     ApiJson(body): ApiJson<AliasUpdate>,
 ) -> Result<Json<Value>, ApiError> {
     let alias = s
-        .admin
+        .manage
         .update_alias(&domain, &alias, body.forward.as_deref(), body.active)?;
     Ok(Json(json!({ "alias": alias, "success": true })))
 }
@@ -122,7 +122,7 @@ async fn remove(
     State(s): State<ApiState>,
     Path((domain, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(match s.admin.remove_alias(&domain, &alias)? {
+    Ok(Json(match s.manage.remove_alias(&domain, &alias)? {
         Removed::Deleted => json!({ "success": true }),
         Removed::Suspended => json!({ "suspended": true, "success": true }),
     }))

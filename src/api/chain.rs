@@ -8,14 +8,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/chain/status", get(status))
         .route("/chain/resync", post(resync))
 }
 
 /// The chain part of `/health` and `/v3/chain/status`.
-pub fn view(state: &ApiState) -> Value {
+pub(crate) fn view(state: &ApiState) -> Value {
     let Some(watcher) = &state.watcher else {
         return json!({ "enabled": false });
     };

@@ -3,7 +3,7 @@
 //! live), in ImprovMX's shapes.
 
 use super::{ApiError, ApiJson, ApiQuery, ApiState, Page};
-use crate::admin::DomainUpdate;
+use crate::manage::DomainUpdate;
 use crate::zone::{self, Check};
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/domains", get(list).post(add))
         .route("/domains/{domain}", get(show).put(update).delete(remove))
@@ -35,7 +35,7 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let active = page.is_active()?;
     let (total, domains) = s
-        .admin
+        .manage
         .domains_page(page.q(), active, page.page(), page.limit())?;
     Ok(Json(json!({
         "domains": domains,
@@ -57,11 +57,11 @@ async fn add(
     };
     // All or nothing: the name, then the settings, are checked before the
     // domain is added.
-    crate::admin::parse_domain(&body.domain)?;
+    crate::manage::parse_domain(&body.domain)?;
     settings.check()?;
-    let mut domain = s.admin.add_domain(&body.domain)?;
+    let mut domain = s.manage.add_domain(&body.domain)?;
     if settings.notification_email.is_some() || settings.whitelabel.is_some() {
-        domain = s.admin.update_domain(&domain.domain, settings)?;
+        domain = s.manage.update_domain(&domain.domain, settings)?;
     }
     Ok(Json(json!({ "domain": domain, "success": true })))
 }
@@ -71,7 +71,7 @@ async fn show(
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
-        json!({ "domain": s.admin.domain(&domain)?, "success": true }),
+        json!({ "domain": s.manage.domain(&domain)?, "success": true }),
     ))
 }
 
@@ -80,7 +80,7 @@ async fn update(
     Path(domain): Path<String>,
     ApiJson(body): ApiJson<DomainUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    let domain = s.admin.update_domain(&domain, body)?;
+    let domain = s.manage.update_domain(&domain, body)?;
     Ok(Json(json!({ "domain": domain, "success": true })))
 }
 
@@ -88,7 +88,7 @@ async fn remove(
     State(s): State<ApiState>,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.remove_domain(&domain)?;
+    s.manage.remove_domain(&domain)?;
     Ok(Json(json!({ "success": true })))
 }
 
@@ -100,7 +100,7 @@ async fn check(
     State(s): State<ApiState>,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = s.admin.domain(&domain)?.domain;
+    let name = s.manage.domain(&domain)?.domain;
     let config = s.config.clone();
     let plan = {
         let name = name.clone();

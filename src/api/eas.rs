@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/activate", post(activate))
         .route("/deactivate", post(deactivate))
@@ -26,7 +26,7 @@ pub fn router() -> Router<ApiState> {
 }
 
 /// Header carrying the hex HMAC-SHA256 of the body.
-pub const SIGNATURE_HEADER: &str = "x-eas-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-eas-signature";
 
 #[derive(Deserialize)]
 struct AliasRequest {

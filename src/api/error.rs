@@ -3,14 +3,14 @@
 //! `error`, which some ImprovMX clients read); internal failures are logged
 //! here and shown only as "internal error".
 
-use crate::admin::AdminError;
+use crate::manage::ManageError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     Unauthorized,
     NotFound(String),
     Invalid {
@@ -31,7 +31,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ApiError {
         ApiError::Invalid {
             field: field.into(),
             message: message.into(),
@@ -39,12 +39,12 @@ impl ApiError {
     }
 }
 
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> ApiError {
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> ApiError {
         match e {
-            AdminError::NotFound(what) => ApiError::NotFound(what),
-            AdminError::Invalid { field, message } => ApiError::Invalid { field, message },
-            AdminError::Conflict { field, message } => ApiError::Conflict { field, message },
+            ManageError::NotFound(what) => ApiError::NotFound(what),
+            ManageError::Invalid { field, message } => ApiError::Invalid { field, message },
+            ManageError::Conflict { field, message } => ApiError::Conflict { field, message },
             other => ApiError::Internal(other.to_string()),
         }
     }

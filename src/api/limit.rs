@@ -13,39 +13,39 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-pub const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-pub const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-pub const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub(crate) const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Keys kept before idle ones (with a full budget again) are forgotten.
 const RETAIN_AFTER: usize = 10_000;
 
 /// What one request left of a budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    pub limit: u32,
-    pub remaining: u32,
+pub(crate) struct Budget {
+    pub(crate) limit: u32,
+    pub(crate) remaining: u32,
     /// Unix seconds when the budget is full again.
-    pub reset: u64,
+    pub(crate) reset: u64,
 }
 
 /// The verdict on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed(Budget),
     /// Over the limit: the budget (nothing left) and how long to wait.
     Refused(Budget, Duration),
 }
 
 /// One keyed limiter: `per_minute` requests a minute, bursts up to as many.
-pub struct Limiter<K: Hash + Eq + Clone> {
+pub(crate) struct Limiter<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K, StateInformationMiddleware>,
     quota: Quota,
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
     /// None when `per_minute` is 0 (no limit).
-    pub fn per_minute(per_minute: u32) -> Option<Limiter<K>> {
+    pub(crate) fn per_minute(per_minute: u32) -> Option<Limiter<K>> {
         let quota = Quota::per_minute(NonZeroU32::new(per_minute)?);
         Some(Limiter {
             limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
@@ -53,7 +53,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         })
     }
 
-    pub fn check(&self, key: &K) -> Verdict {
+    pub(crate) fn check(&self, key: &K) -> Verdict {
         if self.limiter.len() > RETAIN_AFTER {
             self.limiter.retain_recent();
         }
@@ -86,13 +86,13 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 }
 
 /// The limits of one HTTP server.
-pub struct RateLimits {
-    pub per_ip: Option<Limiter<IpAddr>>,
-    pub per_key: Option<Limiter<String>>,
+pub(crate) struct RateLimits {
+    pub(crate) per_ip: Option<Limiter<IpAddr>>,
+    pub(crate) per_key: Option<Limiter<String>>,
 }
 
 impl RateLimits {
-    pub fn new(config: &RateLimitConfig) -> RateLimits {
+    pub(crate) fn new(config: &RateLimitConfig) -> RateLimits {
         RateLimits {
             per_ip: Limiter::per_minute(config.per_ip),
             per_key: Limiter::per_minute(config.per_key),
@@ -102,7 +102,7 @@ impl RateLimits {
 
 /// Writes the budget into `headers`, unless they already show a tighter
 /// one (a request can be under two limits: the answer shows the nearer).
-pub fn write_budget(headers: &mut HeaderMap, budget: Budget) {
+pub(crate) fn write_budget(headers: &mut HeaderMap, budget: Budget) {
     let shown = headers
         .get(&REMAINING)
         .and_then(|v| v.to_str().ok())

@@ -4,22 +4,21 @@
 
 mod account;
 mod aliases;
-pub mod auth;
 mod chain;
-pub mod client;
 mod domains;
 mod eas;
 mod error;
-pub mod limit;
-pub mod logs;
+pub mod keys;
+pub(crate) mod limit;
+mod logs;
 mod openapi;
 mod queue;
-pub mod serve;
+pub(crate) mod serve;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
-use crate::admin::Admin;
 use crate::config::Config;
+use crate::manage::Local;
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -37,31 +36,31 @@ use std::sync::Arc;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
-    pub config: Arc<Config>,
-    pub admin: Arc<Admin>,
-    pub keys: Arc<Vec<String>>,
-    pub metrics: PrometheusHandle,
+    pub(crate) config: Arc<Config>,
+    pub(crate) manage: Arc<Local>,
+    pub(crate) keys: Arc<Vec<String>>,
+    pub(crate) metrics: PrometheusHandle,
     /// None when chain.enabled is off.
-    pub activation: Option<Arc<crate::chain::activation::Activation>>,
+    pub(crate) activation: Option<Arc<crate::chain::activation::Activation>>,
     /// The shared secret of the activation endpoints, when configured.
-    pub activation_secret: Option<Vec<u8>>,
+    pub(crate) activation_secret: Option<Vec<u8>>,
     /// The watcher (for health, chain status and resync), when the chain is on.
-    pub watcher: Option<Arc<crate::chain::watcher::Watcher>>,
-    pub limits: Arc<RateLimits>,
+    pub(crate) watcher: Option<Arc<crate::chain::watcher::Watcher>>,
+    pub(crate) limits: Arc<RateLimits>,
 }
 
 impl ApiState {
     /// The state of an HTTP API without a chain.
     pub fn new(
         config: Arc<Config>,
-        admin: Arc<Admin>,
+        manage: Arc<Local>,
         keys: Vec<String>,
         metrics: PrometheusHandle,
     ) -> ApiState {
         ApiState {
             limits: Arc::new(RateLimits::new(&config.http.rate_limit)),
             config,
-            admin,
+            manage,
             keys: Arc::new(keys),
             metrics,
             activation: None,
@@ -213,11 +212,11 @@ async fn limited(
 /// HTTP 503, `"failing"` (a queue worker died or is stuck: mail is not
 /// moving).
 async fn health(State(state): State<ApiState>) -> Response {
-    let queued = state.admin.store().queue_due_count().unwrap_or(0);
+    let queued = state.manage.store().queue_due_count().unwrap_or(0);
     let chain = chain::view(&state);
     let stale = chain["stale"].as_bool().unwrap_or(false);
     let workers = state
-        .admin
+        .manage
         .queue_health()
         .map(|h| h.states())
         .unwrap_or_default();
@@ -263,9 +262,9 @@ async fn require_key(State(state): State<ApiState>, request: Request, next: Next
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(auth::presented_key);
+        .and_then(keys::presented_key);
     match presented {
-        Some(key) if auth::is_valid(&key, &state.keys) => match &state.limits.per_key {
+        Some(key) if keys::is_valid(&key, &state.keys) => match &state.limits.per_key {
             Some(limiter) => limited(limiter.check(&key), next.run(request)).await,
             None => next.run(request).await,
         },
@@ -275,7 +274,7 @@ async fn require_key(State(state): State<ApiState>, request: Request, next: Next
 
 /// A JSON body whose errors (malformed, wrong type, unknown field) come
 /// back in the API's error shape.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -294,7 +293,7 @@ where
 
 /// Query parameters whose errors (wrong type) come back in the API's
 /// error shape.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
 where
@@ -318,38 +317,38 @@ where
 /// and the filters `q`, `is_active` (domains) and `alias` (aliases).
 /// Parameters a list does not know are ignored, as ImprovMX does.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct Page {
-    pub page: Option<usize>,
-    pub limit: Option<usize>,
-    pub q: Option<String>,
-    pub is_active: Option<String>,
-    pub alias: Option<String>,
+pub(crate) struct Page {
+    pub(crate) page: Option<usize>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) q: Option<String>,
+    pub(crate) is_active: Option<String>,
+    pub(crate) alias: Option<String>,
 }
 
 /// Most items one page holds.
-pub const MAX_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 100;
 
 impl Page {
-    pub fn page(&self) -> usize {
+    pub(crate) fn page(&self) -> usize {
         self.page.unwrap_or(1).max(1)
     }
 
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit.unwrap_or(50).clamp(1, MAX_LIMIT)
     }
 
     /// `q`, unless empty.
-    pub fn q(&self) -> Option<&str> {
+    pub(crate) fn q(&self) -> Option<&str> {
         self.q.as_deref().filter(|q| !q.is_empty())
     }
 
     /// `alias`, unless empty.
-    pub fn alias(&self) -> Option<&str> {
+    pub(crate) fn alias(&self) -> Option<&str> {
         self.alias.as_deref().filter(|a| !a.is_empty())
     }
 
     /// `is_active`: `1`/`true` or `0`/`false`; absent or empty: no filter.
-    pub fn is_active(&self) -> Result<Option<bool>, ApiError> {
+    pub(crate) fn is_active(&self) -> Result<Option<bool>, ApiError> {
         match self.is_active.as_deref() {
             None | Some("") => Ok(None),
             Some("1" | "true") => Ok(Some(true)),
@@ -387,12 +386,12 @@ mod tests {
         let started =
             Queue::start(store.clone(), spool, QueueSettings::from_config(&config)).unwrap();
         let queue = started.queue;
-        let admin = Arc::new(Admin::new(
+        let manage = Arc::new(Local::new(
             config.clone(),
             store.clone(),
-            crate::admin::QueueAccess::Live(queue.clone()),
+            crate::manage::QueueAccess::Live(queue.clone()),
         ));
-        let state = ApiState::new(config, admin, vec![], crate::observe::metrics_handle());
+        let state = ApiState::new(config, manage, vec![], crate::observe::metrics_handle());
         let get = |state: ApiState| async move {
             let response = health(State(state)).await;
             let status = response.status().as_u16();

@@ -11,14 +11,14 @@ use axum::routing::get;
 use std::sync::OnceLock;
 
 /// Mounted under /v3 without the key check: the document is public.
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new().route("/openapi.json", get(serve))
 }
 
 const DOCUMENT: &str = include_str!("openapi.json");
 
 /// The document with this build's version.
-pub fn document() -> &'static str {
+pub(crate) fn document() -> &'static str {
     static RENDERED: OnceLock<String> = OnceLock::new();
     RENDERED.get_or_init(|| {
         let mut doc: serde_json::Value =

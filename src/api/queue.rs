@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-pub fn router() -> Router<ApiState> {
+pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/queue", get(list))
         .route("/queue/retry", post(retry_all))
@@ -15,7 +15,7 @@ pub fn router() -> Router<ApiState> {
 }
 
 async fn list(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let queue = s.admin.queue()?;
+    let queue = s.manage.queue()?;
     Ok(Json(
         json!({ "queue": queue, "total": queue.len(), "success": true }),
     ))
@@ -23,17 +23,17 @@ async fn list(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
 
 async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(
-        json!({ "message": s.admin.queue_entry(&id)?, "success": true }),
+        json!({ "message": s.manage.queue_entry(&id)?, "success": true }),
     ))
 }
 
 async fn retry(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let n = s.admin.retry(Some(&id)).await?;
+    let n = s.manage.retry(Some(&id)).await?;
     Ok(Json(json!({ "retried": n, "success": true })))
 }
 
 async fn retry_all(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let n = s.admin.retry(None).await?;
+    let n = s.manage.retry(None).await?;
     Ok(Json(json!({ "retried": n, "success": true })))
 }
 
@@ -41,6 +41,6 @@ async fn remove(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.drop_message(&id).await?;
+    s.manage.drop_message(&id).await?;
     Ok(Json(json!({ "success": true })))
 }

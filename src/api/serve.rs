@@ -46,7 +46,7 @@ struct Timeouts {
 }
 
 /// Serves `router` on `listener` until `stop` turns true.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     config: &HttpConfig,

@@ -3,9 +3,9 @@
 //! store directly with a watcher of their own. Either way the output is the
 //! same.
 
-use crate::admin::AdminError;
-use crate::api::client::ApiClient;
+use super::remote::{Remote, store_in_use};
 use crate::config::Config;
+use crate::manage::ManageError;
 use crate::store::{Store, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Runs a command on a fresh runtime; prints its error.
-pub fn run(command: impl std::future::Future<Output = Result<(), AdminError>>) -> ExitCode {
+pub(crate) fn run(command: impl std::future::Future<Output = Result<(), ManageError>>) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -29,34 +29,25 @@ pub fn run(command: impl std::future::Future<Output = Result<(), AdminError>>) -
     }
 }
 
-fn remote_error(e: impl std::fmt::Display) -> AdminError {
-    AdminError::Remote(e.to_string())
+fn remote_error(e: impl std::fmt::Display) -> ManageError {
+    ManageError::Remote(e.to_string())
 }
 
-/// The running node's admin API, if one answers.
-async fn node(config: &Config) -> Option<ApiClient> {
-    let keys = crate::api::auth::load_keys(config, false).unwrap_or_default();
-    ApiClient::probe(config.http.listen, keys.first()?.clone()).await
-}
-
-fn require_chain(config: &Config) -> Result<(), AdminError> {
+fn require_chain(config: &Config) -> Result<(), ManageError> {
     if config.chain.enabled {
         Ok(())
     } else {
-        Err(AdminError::Invalid {
+        Err(ManageError::Invalid {
             field: "chain.enabled".into(),
             message: "the chain is not enabled in this config".into(),
         })
     }
 }
 
-fn open_store(config: &Config) -> Result<Arc<Store>, AdminError> {
+fn open_store(config: &Config) -> Result<Arc<Store>, ManageError> {
     match Store::open_with_cache(&config.store_path(), config.store.cache_size.0 as usize) {
         Ok(store) => Ok(Arc::new(store)),
-        Err(StoreError::Locked(path)) => Err(AdminError::Remote(format!(
-            "the store {path} is in use by a running node, but its admin API at {} did not answer",
-            config.http.listen
-        ))),
+        Err(StoreError::Locked(path)) => Err(store_in_use(&path, config)),
         Err(e) => Err(e.into()),
     }
 }
@@ -74,11 +65,15 @@ fn bar(from: u64, to: u64) -> ProgressBar {
 }
 
 /// `eas-relay resync [--from-block N]`.
-pub async fn resync(config: Config, from: Option<u64>, json: bool) -> Result<(), AdminError> {
+pub(crate) async fn resync(
+    config: Config,
+    from: Option<u64>,
+    json: bool,
+) -> Result<(), ManageError> {
     require_chain(&config)?;
     let from = from.unwrap_or(config.chain.start_block);
     let started = Instant::now();
-    let (to, aliases) = match node(&config).await {
+    let (to, aliases) = match Remote::find(&config).await {
         Some(api) => {
             api.chain_resync(Some(from)).await?;
             // Follow the node's progress until it has caught up.
@@ -143,9 +138,9 @@ pub async fn resync(config: Config, from: Option<u64>, json: bool) -> Result<(),
 }
 
 /// `eas-relay chain status`.
-pub async fn status(config: Config, json_out: bool) -> Result<(), AdminError> {
+pub(crate) async fn status(config: Config, json_out: bool) -> Result<(), ManageError> {
     require_chain(&config)?;
-    let view: Value = match node(&config).await {
+    let view: Value = match Remote::find(&config).await {
         Some(api) => api.chain_status().await?,
         None => {
             let store = open_store(&config)?;

@@ -1,12 +1,14 @@
-//! The checks of `config check` that `serve` would otherwise only hit at
-//! start (or never): the secret files of SRS and activation are readable
-//! and private, `outbound.tls = "verified"` has trusted roots to verify
-//! with, and a warning when the config file itself, readable by every user
-//! of the machine, holds secrets inline.
+//! `config check`: the config parses, and what parsing cannot tell, which
+//! `serve` would otherwise only hit at start (or never): the certificate
+//! and keys load, the secret files of SRS and activation are readable and
+//! private, `outbound.tls = "verified"` has trusted roots to verify with;
+//! and a warning when the config file itself, readable by every user of
+//! the machine, holds secrets inline.
 
 use crate::config::{Config, ConfigError, TlsPolicy};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 fn shown(path: &Path) -> String {
     format!("\"{}\"", path.display())
@@ -75,7 +77,7 @@ fn inline_secrets(config: &Config) -> Vec<&'static str> {
 /// A warning when `path` may be read by every user of the machine and
 /// holds secrets inline. A warning, not a refusal: configs under /etc are
 /// often 0644, and refusing would stop such a relay on upgrade.
-pub fn inline_secrets_exposed(path: &Path, config: &Config) -> Option<String> {
+pub(super) fn inline_secrets_exposed(path: &Path, config: &Config) -> Option<String> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
     let keys = inline_secrets(config);
     (mode & 0o004 != 0 && !keys.is_empty()).then(|| {
@@ -85,4 +87,107 @@ pub fn inline_secrets_exposed(path: &Path, config: &Config) -> Option<String> {
             keys.join(", ")
         )
     })
+}
+
+/// `config check [FILE]`: exit 0 when the config is usable as `serve` would
+/// use it, 2 (saying what is wrong) otherwise.
+pub(super) fn config_check(path: Option<&PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("eas-relay: config check needs a file (argument or --config)");
+        return ExitCode::from(2);
+    };
+    match Config::load(path).and_then(|config| check_files(&config).map(|()| config)) {
+        Ok(config) => {
+            if let Some(warning) = inline_secrets_exposed(path, &config) {
+                eprintln!("warning: {warning}");
+            }
+            out!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What parsing cannot tell: whether the files the config names can be
+/// used as `serve` will use them (certificate and key, admin key file).
+fn check_files(config: &Config) -> Result<(), ConfigError> {
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key)
+        && config.smtp.starttls
+    {
+        use crate::tls::TlsError;
+        match crate::tls::server_config(Some(cert), Some(key), &config.data_dir, &config.hostname) {
+            Ok(_) => {}
+            Err(TlsError::Load { what, reason, .. }) => {
+                let (name, path) = match what {
+                    "key" => ("tls.key", key),
+                    _ => ("tls.cert", cert),
+                };
+                return Err(ConfigError::Invalid {
+                    key: name.into(),
+                    value: shown(path),
+                    reason: format!("cannot read the TLS {what}: {reason}"),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls.key".into(),
+                    value: shown(key),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    secret_files(config)?;
+    outbound_roots(config)?;
+    if let Some(file) = &config.http.admin_keys_file
+        && let Err(e) = crate::api::keys::load_keys(config, false)
+    {
+        return Err(ConfigError::Invalid {
+            key: "http.admin_keys_file".into(),
+            value: shown(file),
+            reason: e.to_string(),
+        });
+    }
+    if let (Some(file), crate::config::TlsPolicy::Verified) =
+        (&config.outbound.tls_ca_file, config.outbound.tls)
+        && let Err(e) = crate::tls::verifying_client_config(Some(file))
+    {
+        return Err(ConfigError::Invalid {
+            key: "outbound.tls_ca_file".into(),
+            value: shown(file),
+            reason: e.to_string(),
+        });
+    }
+    // Configured DKIM keys must load (generated ones are made at start).
+    if !config.dkim.keys.is_empty() {
+        use crate::rewrite::keys::{DkimKeyError, load};
+        match load(config) {
+            Ok(_) => {}
+            Err(DkimKeyError::Read { key, path, source }) => {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: shown(&path),
+                    reason: format!("cannot read the DKIM key: {source}"),
+                });
+            }
+            Err(DkimKeyError::Invalid { key, path, reason }) => {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: shown(&path),
+                    reason: format!("not a usable DKIM key: {reason}"),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    key: "dkim.keys".into(),
+                    value: "(keys)".into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

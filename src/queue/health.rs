@@ -47,10 +47,6 @@ impl Component {
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Work started (a group commit, a scheduler turn).
     pub fn busy(&self) {
         self.busy_since.store(now_ms().max(1), Ordering::Relaxed);
@@ -145,6 +141,7 @@ impl Health {
     }
 
     /// True when every worker is fine.
+    #[cfg(test)]
     pub fn healthy(&self) -> bool {
         self.states().iter().all(|(_, s)| *s == State::Ok)
     }

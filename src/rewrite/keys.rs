@@ -24,7 +24,7 @@ const MIN_RSA_BITS: usize = 2048;
 
 /// Why a key cannot be used; names the file and the config key behind it.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum DkimKeyError {
     #[error("cannot read DKIM key file {path} (config key `{key}`): {source}")]
     Read {
         key: String,
@@ -192,7 +192,7 @@ pub struct SelectorKey {
 /// The keys the relay signs with: `dkim.keys`, or when none are configured,
 /// `data_dir/dkim/eas-ed25519.pem` and `data_dir/dkim/eas-rsa.pem`, generated
 /// (0600) when missing and reused afterwards.
-pub fn load(config: &Config) -> Result<Vec<SelectorKey>, KeyError> {
+pub fn load(config: &Config) -> Result<Vec<SelectorKey>, DkimKeyError> {
     if config.dkim.keys.is_empty() {
         let dir = config.data_dir.join("dkim");
         return [
@@ -204,7 +204,7 @@ pub fn load(config: &Config) -> Result<Vec<SelectorKey>, KeyError> {
             let path = dir.join(format!("{selector}.pem"));
             let pair = if path.exists() {
                 // The relay's own: made 0600 if an older version left it wider.
-                crate::files::restrict_own_file(&path).map_err(|source| KeyError::Read {
+                crate::files::restrict_own_file(&path).map_err(|source| DkimKeyError::Read {
                     key: "dkim.keys (empty: generated keys)".into(),
                     path: path.clone(),
                     source,
@@ -245,13 +245,17 @@ pub fn load(config: &Config) -> Result<Vec<SelectorKey>, KeyError> {
         .collect()
 }
 
-fn load_file(path: &Path, algorithm: KeyAlgorithm, config_key: &str) -> Result<KeyPair, KeyError> {
-    let pem = crate::files::read_secret(path).map_err(|source| KeyError::Read {
+fn load_file(
+    path: &Path,
+    algorithm: KeyAlgorithm,
+    config_key: &str,
+) -> Result<KeyPair, DkimKeyError> {
+    let pem = crate::files::read_secret(path).map_err(|source| DkimKeyError::Read {
         key: config_key.to_string(),
         path: path.to_path_buf(),
         source,
     })?;
-    KeyPair::from_pem(&pem, algorithm).map_err(|reason| KeyError::Invalid {
+    KeyPair::from_pem(&pem, algorithm).map_err(|reason| DkimKeyError::Invalid {
         key: config_key.to_string(),
         path: path.to_path_buf(),
         reason,
@@ -260,11 +264,11 @@ fn load_file(path: &Path, algorithm: KeyAlgorithm, config_key: &str) -> Result<K
 
 /// Generates a key (Ed25519, or RSA-2048) and writes it as a PKCS#8 PEM file
 /// readable by its owner only. Refuses to overwrite an existing file.
-pub fn generate(algorithm: KeyAlgorithm, path: &Path) -> Result<KeyPair, KeyError> {
+pub fn generate(algorithm: KeyAlgorithm, path: &Path) -> Result<KeyPair, DkimKeyError> {
     if path.exists() {
-        return Err(KeyError::Exists(path.to_path_buf()));
+        return Err(DkimKeyError::Exists(path.to_path_buf()));
     }
-    let fail = |reason: String| KeyError::Generate {
+    let fail = |reason: String| DkimKeyError::Generate {
         path: path.to_path_buf(),
         reason,
     };
@@ -288,7 +292,7 @@ pub fn generate(algorithm: KeyAlgorithm, path: &Path) -> Result<KeyPair, KeyErro
     // is followed or overwritten.
     crate::files::write_secret_new(path, pem.as_bytes()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            KeyError::Exists(path.to_path_buf())
+            DkimKeyError::Exists(path.to_path_buf())
         } else {
             fail(e.to_string())
         }
@@ -392,7 +396,7 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         assert!(matches!(
             generate(KeyAlgorithm::Ed25519, &path),
-            Err(KeyError::Exists(_))
+            Err(DkimKeyError::Exists(_))
         ));
         assert_eq!(std::fs::read(&path).unwrap(), before);
     }

@@ -7,7 +7,7 @@ use crate::auth::{self, Envelope, Verdicts, Verifier};
 use crate::config::Config;
 use crate::reply::Reply;
 use crate::rewrite::from::FromRewrite;
-use crate::rewrite::keys::{self, KeyError, SelectorKey};
+use crate::rewrite::keys::{self, DkimKeyError, SelectorKey};
 use crate::rewrite::results;
 use crate::rewrite::sign::{Seal, Signer};
 use crate::spool::{Body, Message};
@@ -114,7 +114,7 @@ struct InboundOwned {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] DkimKeyError),
     #[error("cannot set up DKIM/ARC signing: {0}")]
     Signer(String),
     #[error("cannot set up sender verification: {0}")]

@@ -8,9 +8,9 @@ use super::tables::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 // The queue's committer writes these two tables itself.
+use crate::config::DEFAULT_CACHE_SIZE;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use crate::config::DEFAULT_CACHE_SIZE;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -28,8 +28,8 @@ pub use records::{
 };
 pub(crate) use records::{Cursor, Deactivating};
 
-pub(crate) use db::{format_queue_id, now_ms, parse_queue_id};
 pub use db::{Store, StoreError};
+pub(crate) use db::{format_queue_id, now_ms, parse_queue_id};
 // The queue committer's tests read these two tables themselves.
 #[cfg(test)]
 pub(crate) use tables::{QUEUE, QUEUE_DUE};

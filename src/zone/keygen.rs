@@ -5,7 +5,7 @@ use super::plan::{PlanKey, Record, Section, algorithm_name, describe_key, record
 use super::render::{wrap, zone_line};
 use crate::config::{Config, KeyAlgorithm};
 use crate::dns::canonical;
-use crate::rewrite::keys::{self, KeyError};
+use crate::rewrite::keys::{self, DkimKeyError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ pub(crate) enum KeygenError {
     #[error("`{0}` is not a valid selector (letters, digits, '-', '_', dot-separated)")]
     BadSelector(String),
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] DkimKeyError),
 }
 
 /// A key `dkim keygen` wrote.

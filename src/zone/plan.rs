@@ -4,7 +4,7 @@
 
 use crate::config::{Config, KeyAlgorithm};
 use crate::dns::canonical;
-use crate::rewrite::keys::{self, KeyError, SelectorKey};
+use crate::rewrite::keys::{self, DkimKeyError, SelectorKey};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -102,7 +102,7 @@ impl Plan {
 
     /// The plan with the relay's DKIM keys, loaded (or generated, as the
     /// node does on first start) by [`keys::load`].
-    pub(crate) fn load(config: &Config, domain: &str) -> Result<Plan, KeyError> {
+    pub(crate) fn load(config: &Config, domain: &str) -> Result<Plan, DkimKeyError> {
         if !signs(config) {
             return Ok(Plan::new(config, domain, Vec::new()));
         }

@@ -8,7 +8,7 @@ use super::render::*;
 use super::report::*;
 use crate::config::{Config, KeyAlgorithm};
 use crate::dns::Answer;
-use crate::rewrite::keys::KeyError;
+use crate::rewrite::keys::DkimKeyError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_auth::SpfResult;
@@ -535,7 +535,7 @@ fn keygen_refuses_taken_and_bad_selectors() {
     assert_eq!(entry["key"].as_str(), Some(key.key.to_str().unwrap()));
     let err = keygen(&config, KeyAlgorithm::Ed25519, None, None, day);
     assert!(
-        matches!(err, Err(KeygenError::Key(KeyError::Exists(_)))),
+        matches!(err, Err(KeygenError::Key(DkimKeyError::Exists(_)))),
         "{err:?}"
     );
     // Once dkim.keys is in use, its selectors are the taken ones.

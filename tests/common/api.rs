@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
-use eas_relay::admin::{Admin, QueueAccess};
 use eas_relay::api::{ApiState, router};
 use eas_relay::config::Config;
+use eas_relay::manage::{Local, QueueAccess};
 use eas_relay::spool::Spool;
 use eas_relay::store::Store;
 use http_body_util::BodyExt;
@@ -83,7 +83,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 /// The router of one API, with its store (the test may write it directly).
 pub struct Api {
     pub router: Router,
-    pub admin: Arc<Admin>,
+    pub admin: Arc<Local>,
     pub store: Arc<Store>,
     pub config: Arc<Config>,
     _dir: tempfile::TempDir,
@@ -105,7 +105,7 @@ impl Api {
         let spool_dir = dir.path().join("spool");
         std::fs::create_dir_all(&spool_dir).unwrap();
         let spool = Spool::open(&spool_dir).expect("spool");
-        let admin = Arc::new(Admin::new(
+        let admin = Arc::new(Local::new(
             config.clone(),
             store.clone(),
             QueueAccess::Offline(spool),

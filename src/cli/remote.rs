@@ -1,8 +1,10 @@
-//! A client of this node's own admin API, used by the CLI when a node is
-//! running (the store is then locked by that node). It returns the same
-//! views as [`crate::admin::Admin`], so the CLI prints the same either way.
+//! A running node reached through its own admin API: what the CLI uses
+//! when a node is running (the store is then locked by that node). It
+//! carries out the same [`Manage`] actions as [`crate::manage::Local`] and
+//! returns the same views, so the CLI prints the same either way.
 
-use crate::admin::{AdminError, AliasView, DomainView, QueueView, Removed};
+use crate::config::Config;
+use crate::manage::{AliasView, DomainView, Manage, ManageError, QueueView, Removed};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
@@ -16,20 +18,28 @@ use std::time::Duration;
 const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Most items the API returns per request (see `api::Page::limit`).
-const PAGE: usize = super::MAX_LIMIT;
+const PAGE: usize = crate::api::MAX_LIMIT;
 
-pub struct ApiClient {
+/// The admin API of a running node, and the key to call it with.
+pub(crate) struct Remote {
     addr: SocketAddr,
     key: String,
 }
 
-impl ApiClient {
+impl Remote {
+    /// The running node's admin API (called with the first admin key),
+    /// if one answers.
+    pub(super) async fn find(config: &Config) -> Option<Remote> {
+        let keys = crate::api::keys::load_keys(config, false).unwrap_or_default();
+        Remote::probe(config.http.listen, keys.first()?.clone()).await
+    }
+
     /// A client when something listens on `addr`, None otherwise.
-    pub async fn probe(addr: SocketAddr, key: String) -> Option<ApiClient> {
+    async fn probe(addr: SocketAddr, key: String) -> Option<Remote> {
         let connected =
             tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
                 .await;
-        matches!(connected, Ok(Ok(_))).then_some(ApiClient { addr, key })
+        matches!(connected, Ok(Ok(_))).then_some(Remote { addr, key })
     }
 
     /// One API call; over the node's rate limit it waits as told
@@ -39,7 +49,7 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Value, AdminError> {
+    ) -> Result<Value, ManageError> {
         let started = std::time::Instant::now();
         loop {
             match self.call_once(method.clone(), path, body.clone()).await? {
@@ -48,7 +58,7 @@ impl ApiClient {
                     tokio::time::sleep(wait).await;
                 }
                 Err(_) => {
-                    return Err(AdminError::Remote(format!(
+                    return Err(ManageError::Remote(format!(
                         "admin API at {}: still rate limited after {} s (http.rate_limit)",
                         self.addr,
                         RATE_LIMIT_PATIENCE.as_secs()
@@ -64,9 +74,9 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Result<Value, Duration>, AdminError> {
+    ) -> Result<Result<Value, Duration>, ManageError> {
         let remote = |e: &dyn std::fmt::Display| {
-            AdminError::Remote(format!("admin API at {}: {e}", self.addr))
+            ManageError::Remote(format!("admin API at {}: {e}", self.addr))
         };
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
@@ -114,25 +124,21 @@ impl ApiClient {
             .unwrap_or_else(|| ("server".into(), status.to_string()));
         Err(match status {
             StatusCode::NOT_FOUND => {
-                AdminError::NotFound(message.trim_end_matches(" not found").to_string())
+                ManageError::NotFound(message.trim_end_matches(" not found").to_string())
             }
-            StatusCode::BAD_REQUEST => AdminError::Invalid { field, message },
-            StatusCode::CONFLICT => AdminError::Conflict { field, message },
-            StatusCode::UNAUTHORIZED => AdminError::Remote(format!(
+            StatusCode::BAD_REQUEST => ManageError::Invalid { field, message },
+            StatusCode::CONFLICT => ManageError::Conflict { field, message },
+            StatusCode::UNAUTHORIZED => ManageError::Remote(format!(
                 "the admin API at {} refused the key (check http.admin_keys / admin.key)",
                 self.addr
             )),
-            _ => AdminError::Remote(format!("admin API at {}: {status}: {message}", self.addr)),
+            _ => ManageError::Remote(format!("admin API at {}: {status}: {message}", self.addr)),
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str, field: &str) -> Result<T, AdminError> {
+    async fn get<T: DeserializeOwned>(&self, path: &str, field: &str) -> Result<T, ManageError> {
         let value = self.call(Method::GET, path, None).await?;
         parse(&value[field])
-    }
-
-    pub async fn domains(&self) -> Result<Vec<DomainView>, AdminError> {
-        self.all("/v3/domains", "domains").await
     }
 
     /// Every item of a paged list (the API serves at most [`PAGE`] per
@@ -141,7 +147,7 @@ impl ApiClient {
         &self,
         path: &str,
         field: &str,
-    ) -> Result<Vec<T>, AdminError> {
+    ) -> Result<Vec<T>, ManageError> {
         let mut items = Vec::new();
         for page in 1.. {
             let value = self
@@ -162,13 +168,34 @@ impl ApiClient {
         Ok(items)
     }
 
-    pub async fn add_domain(&self, domain: &str) -> Result<DomainView, AdminError> {
+    /// The watcher's state (`/v3/chain/status`).
+    pub(crate) async fn chain_status(&self) -> Result<Value, ManageError> {
+        let value = self.call(Method::GET, "/v3/chain/status", None).await?;
+        Ok(value["chain"].clone())
+    }
+
+    /// Asks the node to re-read history from `from` (its start_block when None).
+    pub(crate) async fn chain_resync(&self, from: Option<u64>) -> Result<u64, ManageError> {
+        let body = json!({ "from_block": from }).to_string().into_bytes();
+        let value = self
+            .call(Method::POST, "/v3/chain/resync", Some(body))
+            .await?;
+        Ok(value["from_block"].as_u64().unwrap_or(0))
+    }
+}
+
+impl Manage for Remote {
+    async fn domains(&self) -> Result<Vec<DomainView>, ManageError> {
+        self.all("/v3/domains", "domains").await
+    }
+
+    async fn add_domain(&self, domain: &str) -> Result<DomainView, ManageError> {
         let body = json!({ "domain": domain }).to_string().into_bytes();
         let value = self.call(Method::POST, "/v3/domains", Some(body)).await?;
         parse(&value["domain"])
     }
 
-    pub async fn remove_domain(&self, domain: &str) -> Result<(), AdminError> {
+    async fn remove_domain(&self, domain: &str) -> Result<(), ManageError> {
         self.call(
             Method::DELETE,
             &format!("/v3/domains/{}", enc(domain)),
@@ -178,17 +205,17 @@ impl ApiClient {
         .map(|_| ())
     }
 
-    pub async fn aliases(&self, domain: &str) -> Result<Vec<AliasView>, AdminError> {
+    async fn aliases(&self, domain: &str) -> Result<Vec<AliasView>, ManageError> {
         self.all(&format!("/v3/domains/{}/aliases", enc(domain)), "aliases")
             .await
     }
 
-    pub async fn add_alias(
+    async fn add_alias(
         &self,
         domain: &str,
         alias: &str,
         forward: &str,
-    ) -> Result<AliasView, AdminError> {
+    ) -> Result<AliasView, ManageError> {
         let body = json!({ "alias": alias, "forward": forward })
             .to_string()
             .into_bytes();
@@ -202,7 +229,7 @@ impl ApiClient {
         parse(&value["alias"])
     }
 
-    pub async fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, AdminError> {
+    async fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, ManageError> {
         let path = format!("/v3/domains/{}/aliases/{}", enc(domain), enc(alias));
         let value = self.call(Method::DELETE, &path, None).await?;
         Ok(if value["suspended"] == true {
@@ -212,7 +239,7 @@ impl ApiClient {
         })
     }
 
-    pub async fn import_aliases(&self, text: &str) -> Result<usize, AdminError> {
+    async fn import_aliases(&self, text: &str) -> Result<usize, ManageError> {
         let value = self
             .call(
                 Method::POST,
@@ -223,15 +250,15 @@ impl ApiClient {
         Ok(value["imported"].as_u64().unwrap_or(0) as usize)
     }
 
-    pub async fn queue(&self) -> Result<Vec<QueueView>, AdminError> {
+    async fn queue(&self) -> Result<Vec<QueueView>, ManageError> {
         self.get("/v3/queue", "queue").await
     }
 
-    pub async fn queue_entry(&self, id: &str) -> Result<QueueView, AdminError> {
+    async fn queue_entry(&self, id: &str) -> Result<QueueView, ManageError> {
         self.get(&format!("/v3/queue/{}", enc(id)), "message").await
     }
 
-    pub async fn retry(&self, id: Option<&str>) -> Result<usize, AdminError> {
+    async fn retry(&self, id: Option<&str>) -> Result<usize, ManageError> {
         let path = match id {
             Some(id) => format!("/v3/queue/{}/retry", enc(id)),
             None => "/v3/queue/retry".to_string(),
@@ -240,34 +267,19 @@ impl ApiClient {
         Ok(value["retried"].as_u64().unwrap_or(0) as usize)
     }
 
-    pub async fn drop_message(&self, id: &str) -> Result<(), AdminError> {
+    async fn drop_message(&self, id: &str) -> Result<(), ManageError> {
         self.call(Method::DELETE, &format!("/v3/queue/{}", enc(id)), None)
             .await
             .map(|_| ())
     }
 
     /// The raw log items (rendered by the API).
-    /// The watcher's state (`/v3/chain/status`).
-    pub async fn chain_status(&self) -> Result<Value, AdminError> {
-        let value = self.call(Method::GET, "/v3/chain/status", None).await?;
-        Ok(value["chain"].clone())
-    }
-
-    /// Asks the node to re-read history from `from` (its start_block when None).
-    pub async fn chain_resync(&self, from: Option<u64>) -> Result<u64, AdminError> {
-        let body = json!({ "from_block": from }).to_string().into_bytes();
-        let value = self
-            .call(Method::POST, "/v3/chain/resync", Some(body))
-            .await?;
-        Ok(value["from_block"].as_u64().unwrap_or(0))
-    }
-
-    pub async fn logs(
+    async fn logs(
         &self,
         domain: &str,
         alias: Option<&str>,
         limit: usize,
-    ) -> Result<Value, AdminError> {
+    ) -> Result<Value, ManageError> {
         let path = match alias {
             Some(a) => format!("/v3/domains/{}/logs/{}", enc(domain), enc(a)),
             None => format!("/v3/domains/{}/logs", enc(domain)),
@@ -297,9 +309,18 @@ impl ApiClient {
     }
 }
 
-fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, AdminError> {
+/// Why the store cannot be opened here: a running node holds it, but its
+/// admin API did not answer.
+pub(super) fn store_in_use(path: &str, config: &Config) -> ManageError {
+    ManageError::Remote(format!(
+        "the store {path} is in use by a running node, but its admin API at {} did not answer",
+        config.http.listen
+    ))
+}
+
+fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, ManageError> {
     serde_json::from_value(value.clone())
-        .map_err(|e| AdminError::Remote(format!("unexpected answer from the admin API: {e}")))
+        .map_err(|e| ManageError::Remote(format!("unexpected answer from the admin API: {e}")))
 }
 
 /// Percent-encodes a path segment.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum ApiKeyError {
     #[error("cannot read admin key file {0}: {1}")]
     Read(PathBuf, std::io::Error),
     #[error("admin key file {0} holds no key")]
@@ -19,13 +19,13 @@ pub enum KeyError {
 }
 
 /// Path of the key generated when none is configured.
-pub fn generated_key_path(config: &Config) -> PathBuf {
+pub(crate) fn generated_key_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin.key")
 }
 
 /// The admin keys of this node. With none configured, the key in
 /// data_dir/admin.key is used, created (0600) when `create` is set.
-pub fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, KeyError> {
+pub(crate) fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, ApiKeyError> {
     let mut keys = config.http.admin_keys.clone();
     if let Some(file) = &config.http.admin_keys_file {
         keys.extend(read_key_file(file)?);
@@ -36,7 +36,7 @@ pub fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, KeyError>
     let path = generated_key_path(config);
     if path.exists() {
         // The relay's own: made 0600 if an older version left it wider.
-        crate::files::restrict_own_file(&path).map_err(|e| KeyError::Read(path.clone(), e))?;
+        crate::files::restrict_own_file(&path).map_err(|e| ApiKeyError::Read(path.clone(), e))?;
         return read_key_file(&path);
     }
     if !create {
@@ -48,14 +48,14 @@ pub fn load_keys(config: &Config, create: bool) -> Result<Vec<String>, KeyError>
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     };
     crate::tls::write_private(&path, format!("{key}\n").as_bytes())
-        .map_err(|e| KeyError::Write(path.clone(), e.to_string()))?;
+        .map_err(|e| ApiKeyError::Write(path.clone(), e.to_string()))?;
     tracing::info!(path = %path.display(), "generated an admin API key");
     Ok(vec![key])
 }
 
-fn read_key_file(path: &Path) -> Result<Vec<String>, KeyError> {
+fn read_key_file(path: &Path) -> Result<Vec<String>, ApiKeyError> {
     let text = crate::files::read_secret_string(path)
-        .map_err(|e| KeyError::Read(path.to_path_buf(), e))?;
+        .map_err(|e| ApiKeyError::Read(path.to_path_buf(), e))?;
     let keys: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -63,13 +63,13 @@ fn read_key_file(path: &Path) -> Result<Vec<String>, KeyError> {
         .map(str::to_string)
         .collect();
     if keys.is_empty() {
-        return Err(KeyError::Empty(path.to_path_buf()));
+        return Err(ApiKeyError::Empty(path.to_path_buf()));
     }
     Ok(keys)
 }
 
 /// The key presented in an Authorization header, if any.
-pub fn presented_key(header: &str) -> Option<String> {
+pub(crate) fn presented_key(header: &str) -> Option<String> {
     // The scheme is case-insensitive (RFC 9110 §11.1).
     let (scheme, credentials) = header.trim().split_once(' ')?;
     let credentials = credentials.trim();
@@ -89,7 +89,7 @@ pub fn presented_key(header: &str) -> Option<String> {
 }
 
 /// True when `presented` equals one of `keys` (constant time per key).
-pub fn is_valid(presented: &str, keys: &[String]) -> bool {
+pub(crate) fn is_valid(presented: &str, keys: &[String]) -> bool {
     let mut ok = subtle::Choice::from(0);
     for key in keys {
         ok |= presented.as_bytes().ct_eq(key.as_bytes());

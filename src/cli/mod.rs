@@ -1,0 +1,86 @@
+//! The command line: `serve`, `config check|show`, the management
+//! commands (`domain`, `alias`, `queue`, `log`), the chain commands, and
+//! the DNS helpers (`dkim keygen`, `dns records|check`, in
+//! `crate::zone`). This file parses and hands each command to the file
+//! of its group.
+
+/// `println!` that keeps going when stdout has no reader any more
+/// (`eas-relay log d.country | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod args;
+mod chain;
+mod check;
+mod dns;
+mod manage;
+mod print;
+mod remote;
+mod serve;
+
+pub use args::Cli;
+
+use crate::config::{Config, ConfigError};
+use args::{ChainCommand, Command, ConfigCommand, DkimCommand, DnsCommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Runs the CLI; returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        return check::config_check(file.as_ref().or(cli.config.as_ref()));
+    }
+    let config = match load_config(cli.config.as_ref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("eas-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Serve => {
+            let warning = cli
+                .config
+                .as_ref()
+                .and_then(|path| check::inline_secrets_exposed(path, &config));
+            serve::serve(config, warning)
+        }
+        Command::Config(ConfigCommand::Show) => {
+            out!("{}", config.to_toml().trim_end());
+            ExitCode::SUCCESS
+        }
+        Command::Dkim(DkimCommand::Keygen {
+            algo,
+            selector,
+            out,
+        }) => dns::dkim_keygen(&config, algo, selector, out, cli.json),
+        Command::Dns(DnsCommand::Records { domain }) => dns::records(&config, &domain, cli.json),
+        Command::Dns(DnsCommand::Check { domain }) => dns::check(&config, &domain, cli.json),
+        Command::Resync { from_block } => chain::run(chain::resync(config, from_block, cli.json)),
+        Command::Chain(ChainCommand::Status) => chain::run(chain::status(config, cli.json)),
+        command => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            match runtime.block_on(manage::run(config, command, cli.json)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("eas-relay: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::from_env(),
+    }
+}

@@ -1,0 +1,361 @@
+//! Operator actions on aliases: list, page, add, change, remove, bulk
+//! writes and imports, with the checks of their forwarding addresses.
+
+use super::validate::{conflict, invalid, parse_alias, parse_domain};
+use super::views::{Removed, alias_view};
+use super::{AliasView, Local, ManageError};
+use crate::address::{ForwardError, Mailbox};
+use crate::store::{AliasRecord, Source};
+use serde::{Deserialize, Serialize};
+
+/// One item of a bulk alias request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkItem {
+    pub alias: String,
+    pub forward: String,
+}
+
+/// `add`: create the aliases that do not exist, skip the others;
+/// `update`: create or replace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BulkBehavior {
+    #[default]
+    Add,
+    Update,
+}
+
+/// A bulk item that was refused, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BulkFailure {
+    pub alias: String,
+    pub forward: String,
+    pub errors: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// What a bulk request did, item by item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BulkResult {
+    pub added: Vec<AliasView>,
+    pub updated: Vec<AliasView>,
+    pub skipped: Vec<AliasView>,
+    pub failed: Vec<BulkFailure>,
+}
+
+/// Most items in one bulk request.
+pub(crate) const BULK_MAX: usize = 1000;
+
+impl Local {
+    /// Aliases of a domain, ordered by name.
+    pub(crate) fn aliases(&self, domain: &str) -> Result<Vec<AliasView>, ManageError> {
+        let (name, _) = self.domain_record(domain)?;
+        Ok(self
+            .store
+            .alias_list(&name)?
+            .iter()
+            .map(|(local, r)| alias_view(local, r))
+            .collect())
+    }
+
+    /// One page (from 1) of a domain's aliases: those starting with
+    /// `alias`, and those whose name or forward contains `q` (when given);
+    /// and how many match.
+    pub(crate) fn aliases_page(
+        &self,
+        domain: &str,
+        q: Option<&str>,
+        alias: Option<&str>,
+        page: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<AliasView>), ManageError> {
+        let (name, _) = self.domain_record(domain)?;
+        let prefix = alias.map(str::to_lowercase).unwrap_or_default();
+        let q = q.map(str::to_lowercase);
+        let contains = |local: &str, r: &AliasRecord| {
+            let q = q.as_deref().unwrap_or_default();
+            local.contains(q) || r.forwards.iter().any(|f| f.to_lowercase().contains(q))
+        };
+        let offset = page.saturating_sub(1).saturating_mul(limit);
+        let (total, records) = self.store.alias_page(
+            &name,
+            |local| local.starts_with(&prefix),
+            q.is_some()
+                .then_some(&contains as &dyn Fn(&str, &AliasRecord) -> bool),
+            offset,
+            limit,
+        )?;
+        Ok((
+            total,
+            records.iter().map(|(l, r)| alias_view(l, r)).collect(),
+        ))
+    }
+
+    /// Adds or updates many aliases of one static domain, each item on its
+    /// own: invalid ones fail with their errors, the others are written in
+    /// one transaction.
+    pub(crate) fn bulk_aliases(
+        &self,
+        domain: &str,
+        items: &[BulkItem],
+        behavior: BulkBehavior,
+    ) -> Result<BulkResult, ManageError> {
+        let name = self.static_domain(domain)?;
+        if items.len() > BULK_MAX {
+            return Err(invalid(
+                "aliases",
+                format!("at most {BULK_MAX} aliases per request"),
+            ));
+        }
+        let mut result = BulkResult::default();
+        let mut writes: Vec<(String, Vec<String>, bool)> = Vec::new();
+        for item in items {
+            let checked = parse_alias(&item.alias)
+                .and_then(|local| Ok((local, self.parse_forwards(&item.forward)?)));
+            let (local, forwards) = match checked {
+                Ok(ok) => ok,
+                Err(ManageError::Invalid { field, message }) => {
+                    result.failed.push(BulkFailure {
+                        alias: item.alias.clone(),
+                        forward: item.forward.clone(),
+                        errors: [(field, vec![message])].into(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if writes.iter().any(|(l, _, _)| *l == local) {
+                result.failed.push(BulkFailure {
+                    alias: item.alias.clone(),
+                    forward: item.forward.clone(),
+                    errors: [("alias".into(), vec!["given twice in this request".into()])].into(),
+                });
+                continue;
+            }
+            match self.store.alias_get(&name, &local)? {
+                Some(existing) if behavior == BulkBehavior::Add => {
+                    result.skipped.push(alias_view(&local, &existing));
+                }
+                existing => writes.push((local, forwards, existing.is_some())),
+            }
+        }
+        let records = self.store.alias_put_many(
+            writes
+                .iter()
+                .map(|(local, forwards, _)| (name.clone(), local.clone(), forwards.clone())),
+            Source::Static,
+        )?;
+        for ((local, _, existed), record) in writes.iter().zip(&records) {
+            let view = alias_view(local, record);
+            if *existed {
+                result.updated.push(view);
+            } else {
+                result.added.push(view);
+            }
+        }
+        Ok(result)
+    }
+
+    pub(crate) fn alias(&self, domain: &str, alias: &str) -> Result<AliasView, ManageError> {
+        let (name, _) = self.domain_record(domain)?;
+        let local = parse_alias(alias)?;
+        match self.store.alias_get(&name, &local)? {
+            Some(r) => Ok(alias_view(&local, &r)),
+            None => Err(ManageError::NotFound(format!("alias {local}@{name}"))),
+        }
+    }
+
+    /// Creates an alias; refused when it exists (`replace` false) or when
+    /// it does not (`replace` true, i.e. an update).
+    pub(crate) fn put_alias(
+        &self,
+        domain: &str,
+        alias: &str,
+        forward: &str,
+        replace: bool,
+    ) -> Result<AliasView, ManageError> {
+        let name = self.static_domain(domain)?;
+        let local = parse_alias(alias)?;
+        let forwards = self.parse_forwards(forward)?;
+        let exists = self.store.alias_get(&name, &local)?.is_some();
+        if exists && !replace {
+            return Err(conflict("alias", format!("{local}@{name} already exists")));
+        }
+        if !exists && replace {
+            return Err(ManageError::NotFound(format!("alias {local}@{name}")));
+        }
+        let record = self
+            .store
+            .alias_put(&name, &local, forwards, Source::Static)?;
+        Ok(alias_view(&local, &record))
+    }
+
+    /// `PUT` of an alias: a new `forward` (static domains only) and/or
+    /// `active` (suspend or resume; also for a chain-governed alias, whose
+    /// forward only the chain sets).
+    pub(crate) fn update_alias(
+        &self,
+        domain: &str,
+        alias: &str,
+        forward: Option<&str>,
+        active: Option<bool>,
+    ) -> Result<AliasView, ManageError> {
+        if forward.is_none() && active.is_none() {
+            return Err(invalid("forward", "give `forward`, `active` or both"));
+        }
+        let mut view = match forward {
+            Some(forward) => self.put_alias(domain, alias, forward, true)?,
+            None => self.alias(domain, alias)?,
+        };
+        if let Some(active) = active {
+            let (name, _) = self.domain_record(domain)?;
+            self.store.alias_set_active(&name, &view.alias, active)?;
+            view.active = active;
+        }
+        Ok(view)
+    }
+
+    /// Deletes a static alias; suspends a chain-governed one (the chain
+    /// still holds it: deleting it here would not stop a re-activation).
+    /// A static alias left in a chain-governed domain is deleted.
+    pub(crate) fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, ManageError> {
+        let (name, _) = self.domain_record(domain)?;
+        let local = parse_alias(alias)?;
+        let Some(record) = self.store.alias_get(&name, &local)? else {
+            return Err(ManageError::NotFound(format!("alias {local}@{name}")));
+        };
+        let found = if record.chain.is_some() {
+            self.store.alias_set_active(&name, &local, false)?
+        } else {
+            self.store.alias_remove(&name, &local)?
+        };
+        if !found {
+            return Err(ManageError::NotFound(format!("alias {local}@{name}")));
+        }
+        Ok(if record.chain.is_some() {
+            Removed::Suspended
+        } else {
+            Removed::Deleted
+        })
+    }
+
+    /// Static records that do not forward because they are under a
+    /// chain-governed TLD: static domains there (`domain`) and static
+    /// aliases left in chain-governed domains (`alias@domain`). They
+    /// predate the TLD being governed; the operator may remove them.
+    pub(crate) fn static_under_chain(&self) -> Result<Vec<String>, ManageError> {
+        let mut found = Vec::new();
+        for (name, record) in self.store.domain_list()? {
+            if self.config.chain.governing_tld(&name).is_none() {
+                continue;
+            }
+            if record.source == Source::Static {
+                found.push(name);
+                continue;
+            }
+            for (local, alias) in self.store.alias_list(&name)? {
+                if alias.chain.is_none() {
+                    found.push(format!("{local}@{name}"));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Imports `alias@domain<TAB>forward[,forward...]` lines (blank lines
+    /// and `#` comments skipped), adding missing domains; all or nothing.
+    pub(crate) fn import_aliases(&self, text: &str) -> Result<usize, ManageError> {
+        let mut items = Vec::new();
+        let mut domains = std::collections::BTreeSet::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let field = format!("line {}", n + 1);
+            let (address, forward) = line
+                .split_once(['\t', ' '])
+                .ok_or_else(|| invalid(&field, "expected `alias@domain<TAB>forward`"))?;
+            let (alias, domain) = address
+                .rsplit_once('@')
+                .ok_or_else(|| invalid(&field, format!("`{address}` has no domain")))?;
+            let domain = parse_domain(domain).map_err(|e| invalid(&field, e.to_string()))?;
+            let local = parse_alias(alias).map_err(|e| invalid(&field, e.to_string()))?;
+            let forwards = self
+                .parse_forwards(forward.trim())
+                .map_err(|e| invalid(&field, e.to_string()))?;
+            domains.insert(domain.clone());
+            items.push((domain, local, forwards));
+        }
+        for domain in &domains {
+            self.not_chain_governed(domain)?;
+            if let Some(record) = self.store.domain_get(domain)?
+                && record.source == Source::Chain
+            {
+                return Err(conflict(
+                    "domain",
+                    format!("{domain} is governed by the chain"),
+                ));
+            }
+        }
+        // A forward to a domain this import adds would loop, as one to a
+        // domain already served does.
+        for (n, (_, _, forwards)) in items.iter().enumerate() {
+            if let Some(f) = forwards.iter().find(|f| {
+                Mailbox::parse(f).is_some_and(|m| domains.contains(&m.domain.to_lowercase()))
+            }) {
+                return Err(invalid(
+                    "forward",
+                    format!(
+                        "alias {}: `{f}` is at a domain this import adds (a forwarding loop)",
+                        n + 1
+                    ),
+                ));
+            }
+        }
+        for domain in &domains {
+            self.store.domain_add(domain, Source::Static)?;
+        }
+        Ok(self.store.alias_put_many(items, Source::Static)?.len())
+    }
+
+    pub(super) fn parse_forwards(&self, forward: &str) -> Result<Vec<String>, ManageError> {
+        let forwards: Vec<String> = forward
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if forwards.is_empty() {
+            return Err(invalid(
+                "forward",
+                "at least one forwarding address is required",
+            ));
+        }
+        let max = self.config.aliases.max_destinations;
+        if forwards.len() > max {
+            return Err(invalid(
+                "forward",
+                format!("at most {max} forwarding addresses"),
+            ));
+        }
+        let own = self.config.own_domains();
+        for f in &forwards {
+            crate::address::check_forward(f, |domain| {
+                Ok(own.iter().any(|d| d == domain) || self.store.domain_get(domain)?.is_some())
+            })
+            .map_err(|e| match e {
+                ForwardError::Invalid(why) => invalid(
+                    "forward",
+                    format!("`{f}` is not a valid email address: {why}"),
+                ),
+                ForwardError::Served => invalid(
+                    "forward",
+                    format!("`{f}` is at a domain this relay serves (a forwarding loop)"),
+                ),
+                ForwardError::Lookup(e) => ManageError::Store(e),
+            })?;
+        }
+        Ok(forwards)
+    }
+}

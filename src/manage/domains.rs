@@ -1,0 +1,160 @@
+//! Operator actions on domains: list, show, add, change, remove.
+
+use super::validate::{conflict, invalid, parse_domain};
+use super::views::alias_view;
+use super::{DOMAIN_ALIASES_SHOWN, DomainView, Local, ManageError};
+use crate::address::Mailbox;
+use crate::store::{DomainRecord, Source};
+use serde::Deserialize;
+
+/// Changes to a domain's settings (`PUT /v3/domains/{d}`); absent fields
+/// stay as they are, `null` clears one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DomainUpdate {
+    #[serde(default, with = "double_option")]
+    pub notification_email: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub webhook: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub whitelabel: Option<Option<String>>,
+    /// eas-relay: false suspends the whole domain (mail to it is refused).
+    pub active: Option<bool>,
+}
+
+impl DomainUpdate {
+    /// Refuses settings that are not what they claim to be.
+    pub(crate) fn check(&self) -> Result<(), ManageError> {
+        if let Some(Some(email)) = &self.notification_email
+            && Mailbox::parse(email).is_none()
+        {
+            return Err(invalid(
+                "notification_email",
+                format!("`{email}` is not a valid email address"),
+            ));
+        }
+        if let Some(Some(url)) = &self.webhook
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid("webhook", "must be an http(s) URL"));
+        }
+        Ok(())
+    }
+}
+
+/// Tells an absent field (None) from an explicit `null` (Some(None)).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+impl Local {
+    fn domain_view(&self, name: &str, record: &DomainRecord) -> Result<DomainView, ManageError> {
+        let (total, first) =
+            self.store
+                .alias_page(name, |_| true, None, 0, DOMAIN_ALIASES_SHOWN)?;
+        Ok(DomainView {
+            domain: name.to_string(),
+            display: name.to_string(),
+            active: record.active,
+            added: record.created * 1000,
+            notification_email: record.notification_email.clone(),
+            webhook: record.webhook.clone(),
+            whitelabel: record.whitelabel.clone(),
+            source: record.source,
+            aliases: first.iter().map(|(l, r)| alias_view(l, r)).collect(),
+            aliases_total: total,
+        })
+    }
+
+    pub(crate) fn domains(&self) -> Result<Vec<DomainView>, ManageError> {
+        self.store
+            .domain_list()?
+            .iter()
+            .map(|(name, record)| self.domain_view(name, record))
+            .collect()
+    }
+
+    /// One page (from 1) of the domains containing `q` (when given) that
+    /// are active or not (when `active` is given); and how many match.
+    pub(crate) fn domains_page(
+        &self,
+        q: Option<&str>,
+        active: Option<bool>,
+        page: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<DomainView>), ManageError> {
+        let q = q.map(str::to_lowercase);
+        let matching: Vec<(String, DomainRecord)> = self
+            .store
+            .domain_list()?
+            .into_iter()
+            .filter(|(name, record)| {
+                q.as_deref().is_none_or(|q| name.contains(q))
+                    && active.is_none_or(|a| record.active == a)
+            })
+            .collect();
+        let views = matching
+            .iter()
+            .skip(page.saturating_sub(1).saturating_mul(limit))
+            .take(limit)
+            .map(|(name, record)| self.domain_view(name, record))
+            .collect::<Result<_, _>>()?;
+        Ok((matching.len(), views))
+    }
+
+    /// Changes a domain's settings.
+    pub(crate) fn update_domain(
+        &self,
+        domain: &str,
+        update: DomainUpdate,
+    ) -> Result<DomainView, ManageError> {
+        let (name, mut record) = self.domain_record(domain)?;
+        update.check()?;
+        if let Some(v) = update.notification_email {
+            record.notification_email = v;
+        }
+        if let Some(v) = update.webhook {
+            record.webhook = v;
+        }
+        if let Some(v) = update.whitelabel {
+            record.whitelabel = v;
+        }
+        if let Some(active) = update.active {
+            record.active = active;
+        }
+        self.store.domain_put(&name, &record)?;
+        self.domain_view(&name, &record)
+    }
+
+    pub(crate) fn domain(&self, domain: &str) -> Result<DomainView, ManageError> {
+        let (name, record) = self.domain_record(domain)?;
+        self.domain_view(&name, &record)
+    }
+
+    pub(crate) fn add_domain(&self, domain: &str) -> Result<DomainView, ManageError> {
+        let name = parse_domain(domain)?;
+        self.not_chain_governed(&name)?;
+        if !self.store.domain_add(&name, Source::Static)? {
+            return Err(conflict("domain", format!("{name} is already registered")));
+        }
+        self.domain(&name)
+    }
+
+    pub(crate) fn remove_domain(&self, domain: &str) -> Result<(), ManageError> {
+        let (name, record) = self.domain_record(domain)?;
+        if record.source == Source::Chain {
+            return Err(conflict(
+                "domain",
+                format!("{name} is governed by the chain"),
+            ));
+        }
+        self.store.domain_remove(&name)?;
+        Ok(())
+    }
+}
