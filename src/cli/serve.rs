@@ -2,7 +2,7 @@
 //! SIGTERM.
 
 use crate::config::Config;
-use crate::server::{Listeners, run};
+use crate::node::{Listeners, run};
 use std::process::ExitCode;
 
 pub(super) fn serve(config: Config, warning: Option<String>) -> ExitCode {
