@@ -298,3 +298,7 @@ async fn deliver_entry(queue: Queue, outbound: Arc<dyn Deliver>, id: u64) -> Opt
     }
     queue.record(id, results).await
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;
