@@ -185,7 +185,8 @@ pub async fn run(
     let smtp_addr = listeners.smtp.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();
     let mut tasks = JoinSet::new();
-    let scheduler = Scheduler::new(queue.clone(), started.events, outbound.clone());
+    let target: Arc<dyn crate::queue::Deliver> = outbound.clone();
+    let scheduler = Scheduler::new(queue.clone(), started.events, target);
     tasks.spawn(scheduler.run(stopped.clone(), DELIVERY_GRACE));
     tasks.spawn(queue.health().clone().supervise(stopped.clone()));
     let smtp_ctx = Arc::new(SmtpContext {

@@ -6,6 +6,7 @@
 
 mod accept;
 mod commit;
+mod deliver;
 pub(crate) mod dsn;
 pub(crate) mod health;
 pub(crate) mod ops;
@@ -14,6 +15,7 @@ pub(crate) mod redact;
 mod scheduler;
 
 pub(crate) use accept::{Accepted, AcceptedRecipient, Queued};
+pub(crate) use deliver::Deliver;
 pub(crate) use recovery::Recovered;
 pub(crate) use scheduler::Scheduler;
 

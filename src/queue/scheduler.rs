@@ -2,8 +2,9 @@
 //! due messages to outbound delivery (at most `max_inflight` at once), and
 //! reschedules them with whatever the committer decided.
 
+use super::deliver::Deliver;
 use super::{Event, Queue, RcptResult};
-use crate::outbound::{Attempt, DeliveryStatus, Envelope, Outbound, Payload};
+use crate::outbound::{Attempt, DeliveryStatus, Envelope, Payload};
 use crate::reply::Reply;
 use crate::store::{RcptStatus, format_queue_id, now_ms};
 use std::cmp::Reverse;
@@ -20,7 +21,7 @@ const MAX_PANICS: u32 = 3;
 
 pub struct Scheduler {
     queue: Queue,
-    outbound: Arc<Outbound>,
+    outbound: Arc<dyn Deliver>,
     events: mpsc::UnboundedReceiver<Event>,
     heap: BinaryHeap<Reverse<(u64, u64)>>,
     /// id -> due of its live heap item (older heap items are stale).
@@ -38,7 +39,7 @@ impl Scheduler {
     pub(crate) fn new(
         queue: Queue,
         events: mpsc::UnboundedReceiver<Event>,
-        outbound: Arc<Outbound>,
+        outbound: Arc<dyn Deliver>,
     ) -> Scheduler {
         Scheduler {
             queue,
@@ -203,7 +204,7 @@ impl Scheduler {
 
 /// One delivery attempt of one queue entry: every due recipient, grouped by
 /// destination domain, domains in parallel. Returns the next due time.
-async fn deliver_entry(queue: Queue, outbound: Arc<Outbound>, id: u64) -> Option<u64> {
+async fn deliver_entry(queue: Queue, outbound: Arc<dyn Deliver>, id: u64) -> Option<u64> {
     let retry_later = || {
         let delay = u64::try_from(queue.settings().retry_initial.as_millis());
         Some(now_ms().saturating_add(delay.unwrap_or(u64::MAX)))
