@@ -1,6 +1,16 @@
 //! eas-relay: a forwarding-only SMTP relay for the `.country` Email Alias
 //! Service. See DESIGN.md (in the shared folder) and the README for the
 //! contract; each module's header says its one job.
+//!
+//! The map (docs/ARCHITECTURE.md; `tests/layers.rs` checks it), ground floor
+//! first; a module imports only from its own layer or below:
+//! 0. vocabulary: [`reply`], [`address`], [`net`], [`message`], [`files`]
+//! 1. settings: [`config`], [`observe`]
+//! 2. infrastructure: [`store`], `dns`, [`tls`], [`spool`]
+//! 3. the relay's logic: [`recipients`], [`auth`], [`rewrite`], [`chain`]
+//! 4. delivery: [`outbound`], then [`queue`] above it
+//! 5. faces: `smtp`, [`api`], [`manage`], `zone`
+//! 6. top: [`node`] (the wiring, [`run`]), [`cli`]
 
 pub mod address;
 pub mod api;
