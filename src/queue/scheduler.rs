@@ -266,6 +266,8 @@ async fn deliver_entry(queue: Queue, outbound: Arc<dyn Deliver>, id: u64) -> Opt
         body_8bit: entry.body_8bit,
     });
     let mut attempts = JoinSet::new();
+    // Which recipients each attempt carries, so a panicked one can be told.
+    let mut carried: HashMap<tokio::task::Id, Vec<usize>> = HashMap::new();
     for (domain, indexes) in by_domain {
         let rcpts: Vec<String> = indexes
             .iter()
@@ -274,17 +276,36 @@ async fn deliver_entry(queue: Queue, outbound: Arc<dyn Deliver>, id: u64) -> Opt
         let outbound = outbound.clone();
         let envelope = envelope.clone();
         let payload = payload.clone();
-        attempts.spawn(async move {
+        let ours = indexes.clone();
+        let handle = attempts.spawn(async move {
             let outcomes: Vec<Attempt> =
                 outbound.deliver(&domain, &envelope, &rcpts, &payload).await;
             (indexes, outcomes)
         });
+        carried.insert(handle.id(), ours);
     }
-    while let Some(done) = attempts.join_next().await {
-        let Ok((indexes, outcomes)) = done else {
-            continue; // a panicked attempt leaves its recipients pending
+    while let Some(done) = attempts.join_next_with_id().await {
+        let (indexes, outcomes) = match done {
+            Ok((task, (indexes, outcomes))) => {
+                carried.remove(&task);
+                (indexes, outcomes)
+            }
+            Err(e) => {
+                // A panicked attempt: its recipients are deferred with the
+                // usual backoff, never left due at once (a hot loop).
+                tracing::error!(id = %format_queue_id(id), error = %e, "delivery attempt failed");
+                (carried.remove(&e.id()).unwrap_or_default(), Vec::new())
+            }
         };
-        for (index, attempt) in indexes.into_iter().zip(outcomes) {
+        let mut outcomes = outcomes.into_iter();
+        for index in indexes {
+            // An attempt that answered fewer recipients than it carried
+            // defers the rest the same way.
+            let attempt = outcomes.next().unwrap_or_else(|| Attempt {
+                status: DeliveryStatus::Deferred,
+                reply: Reply::new(451, [4, 3, 0], "local delivery failure, will retry"),
+                server: None,
+            });
             results.push(RcptResult {
                 index,
                 status: attempt.status,

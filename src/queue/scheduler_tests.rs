@@ -141,7 +141,6 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A 451 reschedules the recipient after `retry_initial`, then doubling,
 /// One 250, one 550 and one 451 in one entry: delivered, failed, deferred.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_recipient_gets_its_own_outcome() {
@@ -169,5 +168,32 @@ async fn each_recipient_gets_its_own_outcome() {
         ]
     );
     assert!(entry.recipients[2].next_attempt >= before + 60_000);
+    h.stop().await;
+}
+
+/// A delivery that panics (a bug meeting a hostile reply) defers its
+/// recipients with the usual backoff: the entry is not handed out again at
+/// once, over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_delivery_is_deferred_not_retried_in_a_hot_loop() {
+    let h = start(settings(60_000, 60_000, Duration::from_secs(3600)));
+    let before = now_ms();
+    h.enqueue(2, &["panic"], before).await;
+    until("the panicked attempt logged as deferred", || {
+        !h.log("panic").is_empty()
+    })
+    .await;
+    assert_eq!(h.log("panic")[0].outcome, LogOutcome::Deferred);
+    let entry = h.store.queue_get(2).unwrap().expect("still queued");
+    assert_eq!(entry.recipients[0].status, RcptStatus::Pending);
+    assert!(entry.recipients[0].next_attempt >= before + 60_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = h.script.calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "tried once, then backoff: {} calls",
+        calls.len()
+    );
     h.stop().await;
 }
