@@ -276,27 +276,21 @@ async fn deliver_entry(queue: Queue, outbound: Arc<dyn Deliver>, id: u64) -> Opt
         let outbound = outbound.clone();
         let envelope = envelope.clone();
         let payload = payload.clone();
-        let ours = indexes.clone();
-        let handle = attempts.spawn(async move {
-            let outcomes: Vec<Attempt> =
-                outbound.deliver(&domain, &envelope, &rcpts, &payload).await;
-            (indexes, outcomes)
-        });
-        carried.insert(handle.id(), ours);
+        let handle = attempts
+            .spawn(async move { outbound.deliver(&domain, &envelope, &rcpts, &payload).await });
+        carried.insert(handle.id(), indexes);
     }
     while let Some(done) = attempts.join_next_with_id().await {
-        let (indexes, outcomes) = match done {
-            Ok((task, (indexes, outcomes))) => {
-                carried.remove(&task);
-                (indexes, outcomes)
-            }
+        let (task, outcomes) = match done {
+            Ok(answered) => answered,
             Err(e) => {
                 // A panicked attempt: its recipients are deferred with the
                 // usual backoff, never left due at once (a hot loop).
                 tracing::error!(id = %format_queue_id(id), error = %e, "delivery attempt failed");
-                (carried.remove(&e.id()).unwrap_or_default(), Vec::new())
+                (e.id(), Vec::new())
             }
         };
+        let indexes = carried.remove(&task).unwrap_or_default();
         let mut outcomes = outcomes.into_iter();
         for index in indexes {
             // An attempt that answered fewer recipients than it carried
