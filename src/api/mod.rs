@@ -232,13 +232,20 @@ async fn health(State(state): State<ApiState>) -> Response {
         (false, true) => "degraded",
         (false, false) => "ok",
     };
-    let body = Json(json!({
+    let mut body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "queue": queued,
         "chain": chain,
         "components": components,
-    }));
+    });
+    if state.config.dns_provisioning.enabled {
+        // Names waiting for their DNS records: shown, but the relay stays
+        // "ok" (mail to them forwards as soon as the records are there).
+        let pending = state.manage.store().provision_pending_count().unwrap_or(0);
+        body["dns_provision_pending"] = json!(pending);
+    }
+    let body = Json(body);
     if failing {
         (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     } else {
