@@ -307,3 +307,138 @@ async fn static_domains_are_provisioned_when_asked() {
     assert!(redis.hgetall("elsewhere.test.").await.is_empty());
     relay.stop().await;
 }
+
+// ------------------------------------------------------------ the CLI
+
+mod cli {
+    use super::common::dns::TestDns;
+    use super::common::node::{CliOutput, clean_command, run};
+    use super::*;
+
+    const HOST: &str = "mx.relay.test";
+
+    struct Env {
+        dir: tempfile::TempDir,
+        config: std::path::PathBuf,
+    }
+
+    impl Env {
+        fn new(redis: &TestRedis, dns: &TestDns) -> Env {
+            let dir = tempfile::tempdir().unwrap();
+            let config = dir.path().join("eas-relay.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    r#"hostname = "{HOST}"
+data_dir = "{data}"
+
+[outbound]
+nameservers = ["{ns}"]
+
+[srs]
+domain = "bounce.relay.test"
+
+[dkim]
+domain = "relay.test"
+
+[dns_provisioning]
+redis_url = "{url}"
+tld_zones = ["country"]
+mx = ["{HOST}"]
+"#,
+                    data = dir.path().join("data").display(),
+                    ns = dns.addr(),
+                    url = redis.url(),
+                ),
+            )
+            .unwrap();
+            Env { dir, config }
+        }
+
+        /// The binary with `args` (off the runtime: the DNS server must
+        /// keep answering meanwhile).
+        async fn cli(&self, args: &[&str]) -> CliOutput {
+            let mut cmd = clean_command();
+            cmd.arg("--config").arg(&self.config).args(args);
+            tokio::task::spawn_blocking(move || run(cmd)).await.unwrap()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dry_run_then_write_then_all_and_the_zone_written_passes_dns_check() {
+        let redis = TestRedis::start().await;
+        let dns = TestDns::start().await;
+        let env = Env::new(&redis, &dns);
+
+        // A dry run says what it would write and writes nothing.
+        let out = env.cli(&["dns", "provision", DOMAIN, "--dry-run"]).await;
+        let text = out.ok();
+        assert!(text.starts_with(&format!("{DOMAIN}: would write\nlabel @\n  before: (absent)\n  after:  {{\"mx\":[{{\"host\":\"{HOST}.\"")), "{text}");
+        assert!(text.contains("label _dmarc"), "{text}");
+        assert!(redis.hgetall(KEY).await.is_empty());
+
+        let out = env.cli(&["dns", "provision", DOMAIN]).await;
+        assert!(
+            out.ok().starts_with(&format!("{DOMAIN}: written")),
+            "{out:#?}"
+        );
+        let out = env.cli(&["dns", "provision", DOMAIN]).await;
+        assert_eq!(out.ok().trim(), format!("{DOMAIN}: unchanged"));
+
+        // --all: every domain with active aliases (written offline here).
+        for domain in [DOMAIN, "other.country", "empty.country"] {
+            env.cli(&["domain", "add", domain]).await.ok();
+        }
+        for address in [format!("hello@{DOMAIN}"), "info@other.country".into()] {
+            env.cli(&["alias", "add", &address, "someone@dest.test"])
+                .await
+                .ok();
+        }
+        let out = env.cli(&["--json", "dns", "provision", "--all"]).await;
+        let v: Value = serde_json::from_str(out.ok()).unwrap();
+        assert_eq!(v["summary"]["written"], 1, "{v}");
+        assert_eq!(v["summary"]["unchanged"], 1, "{v}");
+        assert_eq!(v["summary"]["failed"], json!([]), "{v}");
+        assert!(redis.hget("other.country.", "@").await.is_some());
+        assert!(redis.hgetall("empty.country.").await.is_empty());
+
+        // The zone as written, served by DNS, passes `dns check`: the
+        // domain's records from Redis, the relay's from `dns records`.
+        let apex = parse(&redis.hget(KEY, "@").await);
+        for mx in apex["mx"].as_array().unwrap() {
+            dns.add_mx(
+                DOMAIN,
+                mx["preference"].as_u64().unwrap() as u16,
+                mx["host"].as_str().unwrap(),
+            );
+        }
+        for txt in apex["txt"].as_array().unwrap() {
+            dns.add_txt(DOMAIN, txt["text"].as_str().unwrap());
+        }
+        let dmarc = parse(&redis.hget(KEY, "_dmarc").await);
+        for txt in dmarc["txt"].as_array().unwrap() {
+            dns.add_txt(&format!("_dmarc.{DOMAIN}"), txt["text"].as_str().unwrap());
+        }
+        let out = env.cli(&["--json", "dns", "records", DOMAIN]).await;
+        let records: Value = serde_json::from_str(out.ok()).unwrap();
+        for r in records.as_array().unwrap() {
+            let name = r["name"].as_str().unwrap().trim_end_matches('.');
+            let value = r["value"].as_str().unwrap();
+            if name.ends_with(DOMAIN) || value.contains('<') || name.contains('<') {
+                continue;
+            }
+            match r["type"].as_str().unwrap() {
+                "MX" => {
+                    let (pref, host) = value.split_once(' ').unwrap();
+                    dns.add_mx(name, pref.parse().unwrap(), host);
+                }
+                "TXT" => dns.add_txt(name, value),
+                _ => {}
+            }
+        }
+        dns.add_a(HOST, "127.0.0.1".parse().unwrap());
+        let out = env.cli(&["dns", "check", DOMAIN]).await;
+        assert_eq!(out.code, 0, "{out:#?}");
+        drop(env.dir);
+    }
+}

@@ -41,7 +41,7 @@ pub enum LabelError {
 }
 
 /// One label to write: its JSON before (None: absent) and after.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LabelChange {
     pub label: &'static str,
     pub before: Option<String>,

@@ -7,12 +7,15 @@
 //! labels and writes them only if they are still what was read (Redis:
 //! [`RedisZone`]); the [`Provisioner`] ties them with a bounded retry on
 //! conflicts; [`worker`] drains the store's durable queue of pending names
-//! with backoff, so that Redis being down never loses a provisioning.
+//! with backoff, so that Redis being down never loses a provisioning;
+//! [`provision_many`] runs many names pipelined (the CLI's `--all`).
 
+mod bulk;
 mod edit;
 mod redis;
 pub(crate) mod worker;
 
+pub use bulk::{Summary, provision_many};
 pub use edit::{Desired, LabelChange, LabelError, changes};
 pub use redis::RedisZone;
 
