@@ -229,6 +229,7 @@ pub async fn run(
         activation: chain.as_ref().map(|c| c.activation.clone()),
         activation_secret,
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
+        zone: provisioner.clone(),
         ..ApiState::new(config.clone(), admin, keys, metrics)
     };
     if let Some(chain) = &chain {

@@ -85,7 +85,13 @@ async fn wait_pending(relay: &TestRelay, n: u64) -> Value {
 async fn first_activation_writes_mx_spf_and_dmarc_in_the_plugin_shape() {
     let redis = TestRedis::start().await;
     let url = redis.url();
-    let t = ChainRelay::start_with(ChainOptions::default(), false, |c| provisioning(c, &url)).await;
+    // The domain check looks records up: only ever in this server.
+    let dns = common::dns::TestDns::start().await;
+    let t = ChainRelay::start_with(ChainOptions::default(), false, |c| {
+        provisioning(c, &url);
+        c.outbound.nameservers = vec![dns.addr()];
+    })
+    .await;
     activate(&t, "hello", true).await;
 
     let apex = redis.wait_field(KEY, "@", LIMIT, |v| v.is_some()).await;
@@ -101,6 +107,26 @@ async fn first_activation_writes_mx_spf_and_dmarc_in_the_plugin_shape() {
     assert_eq!(body["status"], "ok", "{body}");
     let (_, metrics) = common::http::raw(t.relay.http, "GET", "/metrics", None, "").await;
     assert!(metrics.contains("eas_dns_provision_pending"), "{metrics}");
+
+    // The domain check says whether the zone holds the records.
+    let path = format!("/v3/domains/{DOMAIN}/check");
+    let (status, body) = t.relay.api("GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["zone"], json!({"ok": true, "missing": []}), "{body}");
+    let _: i64 = redis::cmd("HDEL")
+        .arg(KEY)
+        .arg("_dmarc")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    let (_, body) = t.relay.api("GET", &path, None).await;
+    assert_eq!(
+        body["zone"],
+        json!({"ok": false, "missing": ["_dmarc"]}),
+        "{body}"
+    );
+    // Checking never writes.
+    assert_eq!(redis.hget(KEY, "_dmarc").await, None);
 }
 
 #[tokio::test]

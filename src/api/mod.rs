@@ -46,6 +46,8 @@ pub struct ApiState {
     pub(crate) activation_secret: Option<Vec<u8>>,
     /// The watcher (for health, chain status and resync), when the chain is on.
     pub(crate) watcher: Option<Arc<crate::chain::watcher::Watcher>>,
+    /// The zone in Redis (for the domain check), when DNS provisioning is on.
+    pub(crate) zone: Option<Arc<crate::provision::Provisioner<crate::provision::RedisZone>>>,
     pub(crate) limits: Arc<RateLimits>,
 }
 
@@ -66,6 +68,7 @@ impl ApiState {
             activation: None,
             activation_secret: None,
             watcher: None,
+            zone: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! the name, a failure is logged with its reason and tried again after a
 //! doubling delay. It keeps `eas_dns_provision_pending` up to date.
 
-use super::{Outcome, Provisioner, ZoneWriter};
+use super::{Outcome, ProvisionError, Provisioner, ZoneWriter};
 use crate::config::DnsProvisioningConfig;
 use crate::store::{Store, now_ms};
 use std::sync::Arc;
@@ -16,7 +16,9 @@ const POLL: Duration = Duration::from_millis(250);
 /// tried on its own and fails on its own).
 const BATCH: usize = 64;
 
-/// Runs until `stop` turns true.
+/// Runs until `stop` turns true. A pass in progress is dropped at stop (a
+/// name whose write was under way stays queued: writing it again is
+/// harmless, the edit is idempotent).
 pub(crate) async fn run<Z: ZoneWriter + 'static>(
     provisioner: Arc<Provisioner<Z>>,
     store: Arc<Store>,
@@ -24,7 +26,14 @@ pub(crate) async fn run<Z: ZoneWriter + 'static>(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        pass(&provisioner, &store, &config).await;
+        let more = tokio::select! {
+            more = pass(&provisioner, &store, &config) => more,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        if more {
+            // A full batch went through: the next is due at once.
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = stop.wait_for(|s| *s) => break,
@@ -32,12 +41,14 @@ pub(crate) async fn run<Z: ZoneWriter + 'static>(
     }
 }
 
-/// One pass over the due names; returns how many were provisioned.
+/// One pass over the due names; true when a whole batch was written (more
+/// may be due). An unreachable zone ends the pass at its first failure:
+/// the other names keep their turn instead of each waiting out a timeout.
 pub(crate) async fn pass<Z: ZoneWriter>(
     provisioner: &Provisioner<Z>,
     store: &Arc<Store>,
     config: &DnsProvisioningConfig,
-) -> usize {
+) -> bool {
     let due = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.provision_due(now_ms(), BATCH)).await
@@ -46,11 +57,13 @@ pub(crate) async fn pass<Z: ZoneWriter>(
         Ok(Ok(due)) => due,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot read the DNS provisioning queue");
-            return 0;
+            return false;
         }
-        Err(_) => return 0,
+        Err(_) => return false,
     };
+    let full = due.len() >= BATCH;
     let mut done = 0;
+    let mut unreachable = false;
     for (domain, pending) in due {
         let result = provisioner.provision(&domain, false).await;
         let store = store.clone();
@@ -73,6 +86,10 @@ pub(crate) async fn pass<Z: ZoneWriter>(
                 tokio::task::spawn_blocking(move || store.provision_done(&domain)).await
             }
             Err(e) => {
+                unreachable = matches!(
+                    e,
+                    ProvisionError::Unreachable(_) | ProvisionError::Timeout(_)
+                );
                 let delay = config.backoff(pending.attempts);
                 let next = now_ms().saturating_add(delay.as_millis() as u64);
                 tracing::warn!(
@@ -92,10 +109,13 @@ pub(crate) async fn pass<Z: ZoneWriter>(
         if let Ok(Err(e)) = outcome {
             tracing::warn!(error = %e, "cannot update the DNS provisioning queue");
         }
+        if unreachable {
+            break;
+        }
     }
     let store = store.clone();
     if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || store.provision_pending_count()).await {
         metrics::gauge!("eas_dns_provision_pending").set(n as f64);
     }
-    done
+    full && done == BATCH
 }
