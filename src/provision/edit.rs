@@ -16,6 +16,8 @@ pub(crate) const DMARC_LABEL: &str = "_dmarc";
 /// Largest label JSON read from the zone: a label is a handful of records;
 /// anything larger is refused rather than parsed.
 pub(crate) const MAX_LABEL_BYTES: usize = 64 * 1024;
+/// The fields the relay reads or writes, folded as CoreDNS reads them.
+const FOLDED: [&str; 3] = ["mx", "txt", "cname"];
 
 /// What the relay wants in a name's zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub enum LabelError {
     NotAnObject { label: String },
     #[error("label {label} is larger than {MAX_LABEL_BYTES} bytes")]
     TooLarge { label: String },
+    #[error("label {label} has a CNAME: no MX or TXT may stand beside it")]
+    Cname { label: String },
 }
 
 /// One label to write: its JSON before (None: absent) and after.
@@ -78,34 +82,53 @@ impl RawObject {
         match text {
             None => Ok(RawObject(Vec::new())),
             Some(t) if t.len() > MAX_LABEL_BYTES => Err(LabelError::TooLarge { label }),
-            Some(t) => serde_json::from_str(t).map_err(|_| LabelError::NotAnObject { label }),
+            Some(t) => {
+                let mut obj: RawObject =
+                    serde_json::from_str(t).map_err(|_| LabelError::NotAnObject { label })?;
+                obj.fold();
+                Ok(obj)
+            }
         }
     }
 
-    /// The first value of `key` (the one a reader of duplicates would
-    /// rarely agree on: duplicates are folded into it when rewritten).
+    /// Folds every case variant of the fields the relay reads into one
+    /// lower-case field holding the LAST occurrence's value, in the place
+    /// of the first: CoreDNS decodes a label with Go's encoding/json, where
+    /// keys match case-insensitively and the last duplicate wins, so this
+    /// is what DNS serves. Reading anything else would let `{"mx":[ours],
+    /// "mx":[old]}` look provisioned while DNS serves `old`.
+    fn fold(&mut self) {
+        for key in FOLDED {
+            let mut at = self
+                .0
+                .iter()
+                .enumerate()
+                .filter(|(_, (k, _))| k.eq_ignore_ascii_case(key))
+                .map(|(i, _)| i);
+            let Some(first) = at.next() else { continue };
+            let last = at.next_back().unwrap_or(first);
+            let value = self.0[last].1.clone();
+            self.0[first] = (key.to_string(), value);
+            let mut i = 0;
+            self.0.retain(|(k, _)| {
+                let keep = i == first || !k.eq_ignore_ascii_case(key);
+                i += 1;
+                keep
+            });
+        }
+    }
+
+    /// The value of `key` (one of [`FOLDED`]: after [`RawObject::fold`]
+    /// there is exactly one, lower case).
     fn get(&self, key: &str) -> Option<&RawValue> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
     }
 
-    /// Sets `key` to `value` in the place of its first occurrence (or at
-    /// the end), dropping later duplicates.
+    /// Sets `key` to `value` in the place of its occurrence (or at the end).
     fn set(&mut self, key: &str, value: Box<RawValue>) {
-        let mut value = Some(value);
-        self.0.retain_mut(|(k, v)| {
-            if k != key {
-                return true;
-            }
-            match value.take() {
-                Some(new) => {
-                    *v = new;
-                    true
-                }
-                None => false,
-            }
-        });
-        if let Some(new) = value {
-            self.0.push((key.to_string(), new));
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key.to_string(), value)),
         }
     }
 
@@ -130,9 +153,10 @@ fn raw(value: &Value) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
-/// Whether a TXT text is an SPF record (`v=spf1` then a space or the end).
+/// Whether a TXT text is an SPF record: it begins exactly with `v=spf1`
+/// then a space or the end (RFC 7208 §4.5; `" v=spf1"` is not one).
 pub(crate) fn is_spf(text: &str) -> bool {
-    let t = text.trim_start().as_bytes();
+    let t = text.as_bytes();
     t.len() >= 6 && t[..6].eq_ignore_ascii_case(b"v=spf1") && t.get(6).is_none_or(|b| *b == b' ')
 }
 
@@ -171,6 +195,21 @@ fn entries(obj: &RawObject, key: &str) -> Vec<Box<RawValue>> {
 
 /// Replaces field `key` by `entries` unless it already means the same.
 fn put_array(obj: &mut RawObject, key: &str, entries: &[Box<RawValue>]) -> bool {
+    let old = obj.get(key);
+    // The same entries byte for byte: unchanged, also when one holds what
+    // serde_json accepts as text but not as a Value (`1e400`, a lone
+    // surrogate `"\ud800"`); compared as Values only, such a label would
+    // count as changed on every run and be rewritten forever.
+    let same_bytes = old
+        .and_then(|v| serde_json::from_str::<Vec<Box<RawValue>>>(v.get()).ok())
+        .is_some_and(|old| {
+            old.iter()
+                .map(|e| e.get())
+                .eq(entries.iter().map(|e| e.get()))
+        });
+    if same_bytes {
+        return false;
+    }
     let joined = format!(
         "[{}]",
         entries
@@ -179,18 +218,20 @@ fn put_array(obj: &mut RawObject, key: &str, entries: &[Box<RawValue>]) -> bool 
             .collect::<Vec<_>>()
             .join(",")
     );
-    let new: Value = serde_json::from_str(&joined).unwrap_or(Value::Null);
-    let old: Option<Value> = obj
-        .get(key)
-        .and_then(|v| serde_json::from_str(v.get()).ok());
-    if old.as_ref() == Some(&new) {
+    let new = serde_json::from_str::<Value>(&joined).ok();
+    let old = old.and_then(|v| serde_json::from_str::<Value>(v.get()).ok());
+    if new.is_some() && old == new {
         return false;
     }
+    // The entries are each valid JSON, so their array is too; were it not,
+    // nothing is written rather than something the relay cannot vouch for.
     match RawValue::from_string(joined) {
-        Ok(value) => obj.set(key, value),
-        Err(_) => obj.set(key, raw(&new)),
+        Ok(value) => {
+            obj.set(key, value);
+            true
+        }
+        Err(_) => false,
     }
-    true
 }
 
 /// The apex: the relay's MX hosts (plus the kept ones that were there) and
@@ -254,6 +295,11 @@ pub fn changes(
 ) -> Result<Vec<LabelChange>, LabelError> {
     let mut out = Vec::new();
     let mut obj = RawObject::parse(APEX, apex)?;
+    if obj.get("cname").is_some() {
+        // MX or TXT beside a CNAME is not allowed (RFC 1034 §3.6.2): the
+        // owner points the name elsewhere; adding records would break it.
+        return Err(LabelError::Cname { label: APEX.into() });
+    }
     if edit_apex(&mut obj, d) {
         out.push(LabelChange {
             label: APEX,
@@ -262,13 +308,19 @@ pub fn changes(
         });
     }
     if let Some(record) = &d.dmarc {
-        let mut obj = RawObject::parse(DMARC_LABEL, dmarc)?;
-        if edit_dmarc(&mut obj, record, d.ttl) {
-            out.push(LabelChange {
-                label: DMARC_LABEL,
-                before: dmarc.map(str::to_string),
-                after: obj.to_json(),
-            });
+        // A `_dmarc` label the relay cannot read is the owner's: it is left
+        // alone, and the apex (what makes mail arrive) is still written.
+        match RawObject::parse(DMARC_LABEL, dmarc) {
+            Err(e) => tracing::warn!(error = %e, "_dmarc left as is"),
+            Ok(mut obj) => {
+                if edit_dmarc(&mut obj, record, d.ttl) {
+                    out.push(LabelChange {
+                        label: DMARC_LABEL,
+                        before: dmarc.map(str::to_string),
+                        after: obj.to_json(),
+                    });
+                }
+            }
         }
     }
     Ok(out)

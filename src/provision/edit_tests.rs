@@ -29,8 +29,23 @@ fn apply(apex: Option<&str>, dmarc: Option<&str>) -> (Option<String>, Option<Str
     (apex, dmarc)
 }
 
+/// A field as CoreDNS reads it (Go: case-insensitive keys, last wins).
+fn go_field(label: &str, key: &str) -> Value {
+    RawObject::parse(APEX, Some(label))
+        .unwrap()
+        .get(key)
+        .map(|v| value(v.get()))
+        .unwrap_or(Value::Null)
+}
+
+/// The keys of a label's raw text, duplicates and all.
+fn raw_keys(label: &str) -> Vec<String> {
+    let obj: RawObject = serde_json::from_str(label).unwrap();
+    obj.0.into_iter().map(|(k, _)| k).collect()
+}
+
 fn spf_count(apex: &str) -> usize {
-    value(apex)["txt"]
+    go_field(apex, "txt")
         .as_array()
         .map(|a| {
             a.iter()
@@ -170,7 +185,7 @@ fn a_label_that_is_no_object_or_too_large_is_refused() {
     }
     let huge = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_LABEL_BYTES));
     assert!(matches!(
-        changes(None, Some(&huge), &desired()),
+        changes(Some(&huge), None, &desired()),
         Err(LabelError::TooLarge { .. })
     ));
 }
@@ -178,10 +193,90 @@ fn a_label_that_is_no_object_or_too_large_is_refused() {
 #[test]
 fn spf_recognition() {
     assert!(is_spf("v=spf1"));
-    assert!(is_spf(" V=SPF1 -all"));
+    assert!(is_spf("V=SPF1 -all"));
+    // RFC 7208 §4.5: the record begins exactly with the version.
+    assert!(!is_spf(" v=spf1 -all"));
     assert!(!is_spf("v=spf10 -all"));
     assert!(!is_spf("v=spf"));
     assert!(!is_spf("spf v=spf1"));
+}
+
+const OURS_MX: &str = r#"[{"host":"mx1.relay.example.","preference":10,"ttl":300},{"host":"mx2.relay.example.","preference":20,"ttl":300}]"#;
+const OURS_TXT: &str = r#"[{"ttl":300,"text":"v=spf1 -all"}]"#;
+const OLD_MX: &str = r#"[{"ttl":300,"host":"mx1.improvmx.com.","preference":0}]"#;
+
+#[test]
+fn attacker_hides_old_mx_behind_a_first_duplicate_key() {
+    // Go reads the last "mx": DNS serves improvmx; the relay must see it.
+    let apex = format!(r#"{{"mx":{OURS_MX},"txt":{OURS_TXT},"mx":{OLD_MX}}}"#);
+    let todo = changes(
+        Some(&apex),
+        Some(r#"{"txt":[{"ttl":1,"text":"v=DMARC1; p=none"}]}"#),
+        &desired(),
+    )
+    .unwrap();
+    assert_eq!(todo.len(), 1, "{todo:?}");
+    assert_eq!(raw_keys(&todo[0].after), ["mx", "txt"]);
+    assert_eq!(go_field(&todo[0].after, "mx"), value(OURS_MX));
+}
+
+#[test]
+fn attacker_writes_upper_case_mx_and_txt_keys() {
+    let apex = format!(
+        r#"{{"a":[],"MX":{OLD_MX},"Txt":[{{"ttl":300,"text":"{OLD_SPF}"}}],"txt":[{{"ttl":300,"text":"keep"}}],"TXT":[{{"ttl":300,"text":"{OLD_SPF}"}}]}}"#
+    );
+    let (after, _) = apply(Some(&apex), None);
+    let after = after.unwrap();
+    // One lower-case key each, in the place of the first variant.
+    assert_eq!(raw_keys(&after), ["a", "mx", "txt"]);
+    assert_eq!(go_field(&after, "mx"), value(OURS_MX));
+    // The last TXT variant is what DNS served: its SPF record is replaced.
+    assert_eq!(go_field(&after, "txt"), value(OURS_TXT));
+}
+
+#[test]
+fn a_duplicate_whose_last_is_ours_is_what_dns_serves_and_left_alone() {
+    let apex = format!(r#"{{"MX":{OLD_MX},"txt":{OURS_TXT},"mx":{OURS_MX}}}"#);
+    let dmarc = r#"{"txt":[{"ttl":1,"text":"v=DMARC1; p=none"}]}"#;
+    assert_eq!(changes(Some(&apex), Some(dmarc), &desired()).unwrap(), []);
+}
+
+#[test]
+fn attacker_hides_a_cname_under_an_upper_case_key() {
+    let dmarc = r#"{"CNAME":{"ttl":300,"host":"dmarc.provider.example."}}"#;
+    let (_, after) = apply(None, Some(dmarc));
+    assert_eq!(after.as_deref(), Some(dmarc));
+    let apex = r#"{"Cname":{"ttl":300,"host":"elsewhere.example."}}"#;
+    assert!(matches!(
+        changes(Some(apex), None, &desired()),
+        Err(LabelError::Cname { .. })
+    ));
+}
+
+#[test]
+fn attacker_puts_numbers_or_surrogates_serde_cannot_read_and_a_second_run_writes_nothing() {
+    for odd in [r#"1e400"#, r#""\ud800""#, r#"{"text":"\udfff x"}"#] {
+        let apex = format!(r#"{{"txt":[{odd},{{"ttl":300,"text":"{OLD_SPF}"}}]}}"#);
+        let (after, dmarc) = apply(Some(&apex), None);
+        let after = after.unwrap();
+        assert!(after.contains(odd), "{after}");
+        let again = changes(Some(&after), dmarc.as_deref(), &desired()).unwrap();
+        assert!(again.is_empty(), "{odd}: {again:?}");
+    }
+}
+
+#[test]
+fn attacker_breaks_dmarc_and_the_apex_is_still_written() {
+    for bad in [
+        "[]",
+        "{",
+        "\"x\"",
+        &format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_LABEL_BYTES)),
+    ] {
+        let todo = changes(None, Some(bad), &desired()).unwrap();
+        assert_eq!(todo.len(), 1, "{bad:.20}");
+        assert_eq!(todo[0].label, APEX);
+    }
 }
 
 /// Arbitrary JSON values, a few levels deep.
@@ -238,20 +333,35 @@ fn label() -> impl Strategy<Value = String> {
         ],
         0..4,
     );
+    // Keys the relay folds come in every spelling and may repeat, in any
+    // order: the label is raw text, as an attacker could write it.
+    let spelling = |k: &'static str| {
+        let mut title = k.to_string();
+        title[..1].make_ascii_uppercase();
+        prop_oneof![Just(k.to_string()), Just(k.to_uppercase()), Just(title)]
+    };
     (
-        prop::collection::btree_map("[a-z]{1,5}", json_value(), 0..4),
-        prop::option::of(txt),
-        prop::option::of(mx),
+        prop::collection::btree_map(
+            "[a-z]{1,5}".prop_filter("not a folded key", |k| !FOLDED.contains(&k.as_str())),
+            json_value(),
+            0..4,
+        ),
+        prop::collection::vec((spelling("txt"), txt.prop_map(Value::Array)), 0..3),
+        prop::collection::vec((spelling("mx"), mx.prop_map(Value::Array)), 0..3),
     )
         .prop_map(|(extra, txt, mx)| {
-            let mut o: serde_json::Map<String, Value> = extra.into_iter().collect();
-            if let Some(t) = txt {
-                o.insert("txt".into(), Value::Array(t));
-            }
-            if let Some(m) = mx {
-                o.insert("mx".into(), Value::Array(m));
-            }
-            Value::Object(o).to_string()
+            let mut fields: Vec<(String, Value)> = extra.into_iter().collect();
+            fields.extend(txt);
+            fields.extend(mx);
+            fields
+        })
+        .prop_shuffle()
+        .prop_map(|fields| {
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                .collect();
+            format!("{{{}}}", body.join(","))
         })
 }
 
@@ -277,11 +387,24 @@ proptest! {
         let (after_apex, after_dmarc) = apply(apex.as_deref(), dmarc.as_deref());
         let after_apex = after_apex.unwrap();
         prop_assert_eq!(spf_count(&after_apex), 1);
+        // What DNS serves at the apex is the relay's MX, whatever the keys.
+        let served = go_field(&after_apex, "mx");
+        let served = served.as_array().unwrap();
+        prop_assert_eq!(&Value::Array(served[..2].to_vec()), &value(OURS_MX));
+        // A label the relay wrote has each folded key once, lower case.
+        for label in [Some(after_apex.as_str()), after_dmarc.as_deref()].into_iter().flatten() {
+            if Some(label) != apex.as_deref() && Some(label) != dmarc.as_deref() {
+                for f in FOLDED {
+                    let n = raw_keys(label).iter().filter(|k| k.eq_ignore_ascii_case(f)).count();
+                    prop_assert!(n <= 1 && (n == 0 || raw_keys(label).iter().any(|k| k == f)), "{}", label);
+                }
+            }
+        }
         for (before, after) in [(apex.as_deref(), Some(after_apex.as_str())), (dmarc.as_deref(), after_dmarc.as_deref())] {
             let (Some(before), Some(after)) = (before, after) else { continue };
             let (before, after) = (value(before), value(after));
             for (k, v) in before.as_object().unwrap() {
-                if k != "mx" && k != "txt" {
+                if !FOLDED.iter().any(|f| k.eq_ignore_ascii_case(f)) {
                     prop_assert_eq!(Some(v), after.get(k));
                 }
             }

@@ -137,14 +137,20 @@ impl Settings {
         }
     }
 
-    /// The zone's hash key of `domain`, if it is under a provisioned TLD.
+    /// The zone's hash key of `domain`, if it is exactly one label under
+    /// a provisioned TLD: `a.b.zone` would make `a.b.zone.` a new, more
+    /// specific zone that takes over `a.b.zone` from its owner's.
     pub fn key(&self, domain: &str) -> Option<String> {
-        let domain = crate::dns::canonical(domain);
+        let domain = crate::address::normalize_domain(domain)?;
         let ours = self.zones.iter().any(|z| {
             domain
                 .strip_suffix(z.as_str())
                 .and_then(|rest| rest.strip_suffix('.'))
-                .is_some_and(|sld| !sld.is_empty())
+                .is_some_and(|sld| {
+                    !sld.contains('.')
+                        && (crate::chain::activation::valid_sld(sld)
+                            || crate::address::is_hostname(sld))
+                })
         });
         ours.then(|| format!("{}{domain}.{}", self.key_prefix, self.key_suffix))
     }
@@ -188,5 +194,48 @@ impl<Z: ZoneWriter> Provisioner<Z> {
             }
         }
         Err(ProvisionError::Conflict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            key_prefix: "p:".into(),
+            key_suffix: String::new(),
+            zones: vec!["country".into()],
+            desired: Desired {
+                mx: vec!["mx1.relay.example.".into()],
+                keep_mx: Vec::new(),
+                ttl: 300,
+                spf: None,
+                dmarc: None,
+            },
+        }
+    }
+
+    #[test]
+    fn attacker_asks_for_a_multi_label_name_to_take_over_a_sub_zone() {
+        let s = settings();
+        assert_eq!(s.key("Name.Country.").as_deref(), Some("p:name.country."));
+        assert_eq!(
+            s.key("xn--bcher-kva.country").as_deref(),
+            Some("p:xn--bcher-kva.country.")
+        );
+        for bad in [
+            "a.b.country",
+            "www.victim.country",
+            "country",
+            ".country",
+            "a..country",
+            "-a.country",
+            "a b.country",
+            "a.country..",
+            "name.other",
+        ] {
+            assert_eq!(s.key(bad), None, "{bad}");
+        }
     }
 }
