@@ -371,6 +371,7 @@ domain = "relay.test"
 redis_url = "{url}"
 tld_zones = ["country"]
 mx = ["{HOST}"]
+static_domains = true
 "#,
                     data = dir.path().join("data").display(),
                     ns = dns.addr(),
@@ -396,6 +397,24 @@ mx = ["{HOST}"]
         let dns = TestDns::start().await;
         let env = Env::new(&redis, &dns);
 
+        // A name the relay does not serve is refused (nothing written)
+        // unless forced; a registered one is written.
+        let out = env.cli(&["dns", "provision", "stranger.country"]).await;
+        assert_eq!(out.code, 1, "{out:#?}");
+        assert!(
+            out.stderr.contains("not a domain of this relay"),
+            "{out:#?}"
+        );
+        assert!(redis.hgetall("stranger.country.").await.is_empty());
+        let out = env
+            .cli(&["dns", "provision", "stranger.country", "--force"])
+            .await;
+        assert!(
+            out.ok().starts_with("stranger.country: written"),
+            "{out:#?}"
+        );
+        env.cli(&["domain", "add", DOMAIN]).await.ok();
+
         // A dry run says what it would write and writes nothing.
         let out = env.cli(&["dns", "provision", DOMAIN, "--dry-run"]).await;
         let text = out.ok();
@@ -411,8 +430,9 @@ mx = ["{HOST}"]
         let out = env.cli(&["dns", "provision", DOMAIN]).await;
         assert_eq!(out.ok().trim(), format!("{DOMAIN}: unchanged"));
 
-        // --all: every domain with active aliases (written offline here).
-        for domain in [DOMAIN, "other.country", "empty.country"] {
+        // --all: every served domain with active aliases (written offline
+        // here; static ones as dns_provisioning.static_domains is on).
+        for domain in ["other.country", "empty.country"] {
             env.cli(&["domain", "add", domain]).await.ok();
         }
         for address in [format!("hello@{DOMAIN}"), "info@other.country".into()] {

@@ -113,6 +113,10 @@ pub(crate) enum DnsCommand {
         /// Say what would be written; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also a name the relay does not serve (not in the store, inactive,
+        /// or an expired chain name).
+        #[arg(long)]
+        force: bool,
     },
 }
 

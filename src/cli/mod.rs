@@ -65,7 +65,8 @@ pub fn main(cli: Cli) -> ExitCode {
             domain,
             all: _,
             dry_run,
-        }) => provision::run(config, domain, dry_run, cli.json),
+            force,
+        }) => provision::run(config, domain, dry_run, force, cli.json),
         Command::Resync { from_block } => chain::run(chain::resync(config, from_block, cli.json)),
         Command::Chain(ChainCommand::Status) => chain::run(chain::status(config, cli.json)),
         command => {
