@@ -88,8 +88,17 @@ impl DnsProvisioningConfig {
         if !matches!(scheme, Some("redis" | "rediss")) || self.redis_url.len() <= "redis://".len() {
             return Err(ConfigError::invalid(
                 &key("redis_url"),
-                format!("{:?}", self.redis_url),
+                format!("{:?}", redacted(&self.redis_url)),
                 "must be a redis://host[:port][/db] or rediss:// URL",
+            ));
+        }
+        // `#insecure` makes the redis crate skip certificate checks: TLS
+        // that anyone on the path can intercept is refused, not warned of.
+        if scheme == Some("rediss") && self.redis_url.contains("#insecure") {
+            return Err(ConfigError::invalid(
+                &key("redis_url"),
+                format!("{:?}", redacted(&self.redis_url)),
+                "rediss://…#insecure skips certificate checks: use a verified rediss:// URL",
             ));
         }
         for (name, hosts) in [("mx", &self.mx), ("keep_mx", &self.keep_mx)] {
@@ -136,6 +145,23 @@ impl DnsProvisioningConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// `url` with its user information (which may hold a password) replaced
+/// by `***`, for error messages and logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL at all: everything before an `@` may be a secret.
+        return match url.rfind('@') {
+            Some(at) => format!("***{}", url.get(at..).unwrap_or_default()),
+            None => url.to_string(),
+        };
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest.get(..authority_end).and_then(|a| a.rfind('@')) {
+        Some(at) => format!("{scheme}://***{}", rest.get(at..).unwrap_or_default()),
+        None => url.to_string(),
     }
 }
 
@@ -232,6 +258,33 @@ mod tests {
         for (config, key) in cases {
             assert_eq!(refused_key(&config), key, "{config:?}");
         }
+    }
+
+    #[test]
+    fn attacker_reads_the_redis_password_from_a_config_error() {
+        let c = DnsProvisioningConfig {
+            redis_url: "rediss://user:s3cret@zone.example:6380/2#insecure".into(),
+            ..enabled()
+        };
+        let Err(ConfigError::Invalid { key, value, reason }) = c.validate() else {
+            panic!("#insecure accepted");
+        };
+        assert_eq!(key, "dns_provisioning.redis_url");
+        assert!(reason.contains("#insecure"), "{reason}");
+        assert!(
+            !value.contains("s3cret") && value.contains("***@zone.example"),
+            "{value}"
+        );
+        let c = DnsProvisioningConfig {
+            redis_url: "redis:/:s3cret@zone.example".into(),
+            ..enabled()
+        };
+        let Err(ConfigError::Invalid { value, .. }) = c.validate() else {
+            panic!("a URL without :// accepted");
+        };
+        assert!(!value.contains("s3cret"), "{value}");
+        assert_eq!(redacted("redis://:pw@h/0"), "redis://***@h/0");
+        assert_eq!(redacted("redis://h:6379/0?x=a@b"), "redis://h:6379/0?x=a@b");
     }
 
     #[test]

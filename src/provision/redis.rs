@@ -55,6 +55,18 @@ fn classify(e: RedisError) -> ProvisionError {
     }
 }
 
+/// A password file's content without its final newline (an editor adds
+/// one); any other space is part of the password, so it is kept.
+fn without_final_newline(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
+}
+
 impl RedisZone {
     /// A zone at `url` (the password, if any, from `password`); connects
     /// on first use, so that a node starts while Redis is down.
@@ -93,9 +105,8 @@ impl RedisZone {
                     .map_err(|source| ProvisionError::Password {
                         path: path.clone(),
                         source,
-                    })?
-                    .trim()
-                    .to_string(),
+                    })
+                    .map(without_final_newline)?,
             ),
             None => None,
         };
@@ -173,5 +184,17 @@ impl ZoneWriter for RedisZone {
         }
         let written: i64 = self.timed(call.invoke_async(&mut con)).await?;
         Ok(written == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_password_with_spaces_keeps_them_only_the_final_newline_goes() {
+        let f = super::without_final_newline;
+        assert_eq!(f(" pass word \n".into()), " pass word ");
+        assert_eq!(f("pw\r\n".into()), "pw");
+        assert_eq!(f("pw\n\n".into()), "pw\n");
+        assert_eq!(f("pw".into()), "pw");
     }
 }
