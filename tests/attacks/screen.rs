@@ -68,6 +68,7 @@ async fn greeting_time(relay: &TestRelay, source: &str) -> (Duration, String) {
     let started = Instant::now();
     let (c, greeting) = connect(relay, source).await;
     let took = started.elapsed();
+    eprintln!("greeting of {source}: {took:?}");
     c.quit().await;
     (took, greeting)
 }
