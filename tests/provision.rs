@@ -488,3 +488,30 @@ static_domains = true
         drop(env.dir);
     }
 }
+
+/// Sizes and values are read in one script: a huge label is refused
+/// without being read or written, a missing `_dmarc` still reads as absent.
+#[tokio::test]
+async fn attacker_puts_a_huge_label_in_the_zone_and_it_is_neither_read_nor_overwritten() {
+    let redis = TestRedis::start().await;
+    let zone = RedisZone::new(&redis.url(), None, Duration::from_secs(2)).unwrap();
+    let huge = format!(r#"{{"x":"{}"}}"#, "a".repeat(70 * 1024));
+    redis.hset(KEY, "@", &huge).await;
+    let err = zone.read(KEY, &["@", "_dmarc"]).await.unwrap_err();
+    assert!(matches!(err, ProvisionError::Label(_)), "{err:?}");
+    assert!(err.to_string().contains("label @"), "{err}");
+
+    redis.hset(KEY, "@", r#"{"a":[]}"#).await;
+    let read = zone.read(KEY, &["_dmarc", "@"]).await.unwrap();
+    assert_eq!(read, [None, Some(r#"{"a":[]}"#.to_string())]);
+    let read = zone.read(KEY, &["@", "_dmarc"]).await.unwrap();
+    assert_eq!(read, [Some(r#"{"a":[]}"#.to_string()), None]);
+
+    let mut config = Config::default();
+    provisioning(&mut config, &redis.url());
+    config.dns_provisioning.tld_zones = vec!["country".into()];
+    redis.hset(KEY, "@", &huge).await;
+    let p = Provisioner::new(zone, Settings::from_config(&config));
+    assert!(p.provision(DOMAIN, false).await.is_err());
+    assert_eq!(redis.hget(KEY, "@").await.as_deref(), Some(huge.as_str()));
+}

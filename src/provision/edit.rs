@@ -301,10 +301,15 @@ pub fn changes(
         return Err(LabelError::Cname { label: APEX.into() });
     }
     if edit_apex(&mut obj, d) {
+        let after = obj.to_json();
+        // What the relay writes must be readable by the relay again.
+        if after.len() > MAX_LABEL_BYTES {
+            return Err(LabelError::TooLarge { label: APEX.into() });
+        }
         out.push(LabelChange {
             label: APEX,
             before: apex.map(str::to_string),
-            after: obj.to_json(),
+            after,
         });
     }
     if let Some(record) = &d.dmarc {
@@ -313,12 +318,19 @@ pub fn changes(
         match RawObject::parse(DMARC_LABEL, dmarc) {
             Err(e) => tracing::warn!(error = %e, "_dmarc left as is"),
             Ok(mut obj) => {
-                if edit_dmarc(&mut obj, record, d.ttl) {
-                    out.push(LabelChange {
+                let after = edit_dmarc(&mut obj, record, d.ttl).then(|| obj.to_json());
+                match after {
+                    Some(after) if after.len() > MAX_LABEL_BYTES => {
+                        tracing::warn!(
+                            "_dmarc left as is: adding the record would make it too large"
+                        )
+                    }
+                    Some(after) => out.push(LabelChange {
                         label: DMARC_LABEL,
                         before: dmarc.map(str::to_string),
-                        after: obj.to_json(),
-                    });
+                        after,
+                    }),
+                    None => {}
                 }
             }
         }

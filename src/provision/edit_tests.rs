@@ -279,6 +279,22 @@ fn attacker_breaks_dmarc_and_the_apex_is_still_written() {
     }
 }
 
+#[test]
+fn attacker_fills_a_label_just_below_the_limit_so_the_edit_crosses_it() {
+    // Room for the pad but not for the relay's records: never written.
+    let pad = "a".repeat(MAX_LABEL_BYTES - 20);
+    let full = format!(r#"{{"x":"{pad}"}}"#);
+    assert!(full.len() <= MAX_LABEL_BYTES);
+    assert!(matches!(
+        changes(Some(&full), None, &desired()),
+        Err(LabelError::TooLarge { .. })
+    ));
+    // At `_dmarc` it is left alone and the apex is still written.
+    let todo = changes(None, Some(&full), &desired()).unwrap();
+    assert_eq!(todo.len(), 1);
+    assert_eq!(todo[0].label, APEX);
+}
+
 /// Arbitrary JSON values, a few levels deep.
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

@@ -39,12 +39,31 @@ end
 return 1
 ";
 
+/// KEYS[1] the zone; ARGV[1] the largest label read, then the labels.
+/// Sizes and values in one atomic step (a label cannot grow between the
+/// check and the read): `{"large", label}` if one is too large, else
+/// `{"ok", value or nil, …}`.
+const READ: &str = r"
+local max = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  if redis.call('HSTRLEN', KEYS[1], ARGV[i]) > max then
+    return {'large', ARGV[i]}
+  end
+end
+local out = {'ok'}
+for i = 2, #ARGV do
+  out[i] = redis.call('HGET', KEYS[1], ARGV[i])
+end
+return out
+";
+
 /// A zone in Redis (the CoreDNS redis plugin's hash layout).
 #[derive(Clone)]
 pub struct RedisZone {
     connection: ConnectionManager,
     timeout: Duration,
     script: Script,
+    read: Script,
 }
 
 fn classify(e: RedisError) -> ProvisionError {
@@ -94,6 +113,7 @@ impl RedisZone {
             connection,
             timeout,
             script: Script::new(COMPARE_AND_SET),
+            read: Script::new(READ),
         })
     }
 
@@ -133,29 +153,36 @@ impl ZoneWriter for RedisZone {
         labels: &[&str],
     ) -> Result<Vec<Option<String>>, ProvisionError> {
         let mut con = self.connection.clone();
-        // Sizes first: a hostile or broken zone cannot make us read a
-        // huge value.
-        let mut sizes = redis::pipe();
+        // Sizes and values in one script: a hostile or broken zone cannot
+        // make us read a huge value, not even by growing it in between.
+        let mut call = self.read.key(zone);
+        call.arg(MAX_LABEL_BYTES);
         for label in labels {
-            sizes.cmd("HSTRLEN").arg(zone).arg(*label);
+            call.arg(*label);
         }
-        let sizes: Vec<u64> = self.timed(sizes.query_async(&mut con)).await?;
-        if let Some((label, _)) = labels
-            .iter()
-            .zip(&sizes)
-            .find(|(_, s)| **s > MAX_LABEL_BYTES as u64)
-        {
-            let label = label.to_string();
+        let answer: Vec<Option<Vec<u8>>> = self.timed(call.invoke_async(&mut con)).await?;
+        let (marker, values) = match answer.split_first() {
+            Some((Some(marker), values)) => (marker.as_slice(), values.to_vec()),
+            _ => return Err(ProvisionError::Refused("empty answer to the read".into())),
+        };
+        if marker == b"large" {
+            let label = values
+                .first()
+                .cloned()
+                .flatten()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
             return Err(super::LabelError::TooLarge { label }.into());
         }
-        let values: Vec<Option<Vec<u8>>> = self
-            .timed(
-                redis::cmd("HMGET")
-                    .arg(zone)
-                    .arg(labels)
-                    .query_async(&mut con),
-            )
-            .await?;
+        if marker != b"ok" {
+            return Err(ProvisionError::Refused("unknown answer to the read".into()));
+        }
+        // A nil at the end is dropped from a Lua array: pad to one per label.
+        let mut values = values;
+        if values.len() > labels.len() {
+            return Err(ProvisionError::Refused("long answer to the read".into()));
+        }
+        values.resize(labels.len(), None);
         values
             .into_iter()
             .zip(labels)
