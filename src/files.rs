@@ -98,12 +98,6 @@ pub fn read_own_secret(path: &Path) -> io::Result<Vec<u8>> {
     read_secret(path)
 }
 
-/// [`read_own_secret`] for a text file.
-pub fn read_own_secret_string(path: &Path) -> io::Result<String> {
-    String::from_utf8(read_own_secret(path)?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"))
-}
-
 /// Creates `path` and any missing parents as 0700 (an existing directory
 /// is left as it is).
 pub fn create_private_dir(path: &Path) -> io::Result<()> {

@@ -14,26 +14,26 @@
 
 pub mod address;
 pub mod api;
-pub mod auth;
+pub(crate) mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub(crate) mod dns;
-pub mod files;
+pub(crate) mod files;
 pub mod manage;
-pub mod message;
-pub mod net;
-pub mod node;
+pub(crate) mod message;
+pub(crate) mod net;
+pub(crate) mod node;
 pub mod observe;
 pub mod outbound;
-pub mod queue;
+pub(crate) mod queue;
 pub mod recipients;
 pub mod reply;
 pub mod rewrite;
 pub(crate) mod smtp;
 pub mod spool;
 pub mod store;
-pub mod tls;
+pub(crate) mod tls;
 pub(crate) mod zone;
 
 pub use config::Config;

@@ -102,8 +102,10 @@ pub fn count_received(msg: &[u8]) -> usize {
 
 /// Rewrites bare LF and bare CR as CRLF so the stored message is canonical
 /// (signatures and the next hop see the same bytes). Returns the input
-/// unchanged when it has none.
-pub fn normalize_crlf(msg: Vec<u8>) -> Vec<u8> {
+/// unchanged when it has none. The whole-message model that the streaming
+/// normalizer of `smtp/incoming.rs` is tested against.
+#[cfg(test)]
+pub(crate) fn normalize_crlf(msg: Vec<u8>) -> Vec<u8> {
     let needs = msg.iter().enumerate().any(|(i, &b)| match b {
         b'\n' => i == 0 || msg[i - 1] != b'\r',
         b'\r' => msg.get(i + 1) != Some(&b'\n'),

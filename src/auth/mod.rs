@@ -72,11 +72,6 @@ impl Verifier {
         })
     }
 
-    /// The authserv-id of our Authentication-Results.
-    pub fn hostname(&self) -> &str {
-        &self.hostname
-    }
-
     /// Runs SPF (HELO and MAIL FROM), DKIM and ARC concurrently, then DMARC.
     pub async fn verify<'x>(
         &'x self,

@@ -121,12 +121,40 @@ pub enum PipelineError {
     Verifier(String),
 }
 
-/// Messages checked and signed at once, each on a thread of the blocking
-/// pool: the CPU-heavy work (body hashes of a file, DKIM and ARC
-/// verification, signing) never runs on the threads that serve sessions,
-/// and a flood of hostile messages waits here instead of taking them all.
+/// Messages checked and signed at once. A heavy message (see [`is_light`])
+/// is checked on a thread of the blocking pool: the CPU-heavy work (body
+/// hashes of a file, many DKIM and ARC verifications) never runs on the
+/// threads that serve sessions, and a flood of hostile messages waits here
+/// instead of taking them all.
 /// Threads mostly wait for DNS, so there are more of them than cores.
 const CHECK_THREADS: usize = 32;
+
+/// Largest header section a message may have to be checked on the
+/// session's own thread ([`is_light`]).
+const LIGHT_HEADER_MAX: usize = 16 * 1024;
+
+/// Most signature fields (DKIM-Signature, ARC-Seal, ARC-Message-Signature)
+/// a message may carry to be checked on the session's own thread.
+const LIGHT_SIGNATURES_MAX: usize = 3;
+
+/// Whether checking `arrived` is cheap enough for a session thread: a body
+/// in memory (no file to read for other body hashes), a small header
+/// section, few signatures to verify. Hostile messages (hundreds of
+/// signatures, a huge header) are not light and wait for the pool.
+fn is_light(arrived: &Arrived) -> bool {
+    if !matches!(arrived.body, Body::Memory(_)) || arrived.header.len() > LIGHT_HEADER_MAX {
+        return false;
+    }
+    let signatures = crate::message::header_fields(&arrived.header)
+        .filter(|(name, _)| {
+            name.eq_ignore_ascii_case(b"dkim-signature")
+                || name.eq_ignore_ascii_case(b"arc-seal")
+                || name.eq_ignore_ascii_case(b"arc-message-signature")
+        })
+        .take(LIGHT_SIGNATURES_MAX + 1)
+        .count();
+    signatures <= LIGHT_SIGNATURES_MAX
+}
 
 /// Verification, From rewriting and signing, shared by every session.
 pub struct Forwarding {
@@ -211,6 +239,7 @@ impl Forwarding {
 
     /// [`Forwarding::prepare_arrived`] on a thread of the bounded check
     /// pool (see [`CHECK_THREADS`]); the session's own thread only waits.
+    /// A light message is checked in place, under the same bound.
     pub async fn prepare_on_pool(
         self: std::sync::Arc<Self>,
         arrived: Arrived,
@@ -220,6 +249,16 @@ impl Forwarding {
         // left is a scan of the header in memory, cheaper than the hand-off
         // to a pool thread that every message would otherwise pay.
         if self.verifier.is_none() && self.signer.is_idle() {
+            return self.prepare_arrived(arrived, inbound).await;
+        }
+        // A light message (small header in memory, at most a few
+        // signatures to verify, body in memory) costs about what one
+        // signature of ours costs: checked here, it saves two thread
+        // hand-offs per message. Everything heavier goes to the pool.
+        if is_light(&arrived) {
+            let Ok(_permit) = self.checks.acquire().await else {
+                return Err(LOCAL_FAILURE);
+            };
             return self.prepare_arrived(arrived, inbound).await;
         }
         let Ok(permit) = self.checks.clone().acquire_owned().await else {
@@ -522,6 +561,28 @@ mod tests {
         let forwarding = Forwarding::new(&config).unwrap();
         assert!(forwarding.dkim_records().is_empty());
         assert!(!dir.path().join("dkim").exists(), "no key generated");
+    }
+
+    /// What runs on a session's thread must stay cheap: a message with
+    /// many signatures or a large header goes to the check pool (the
+    /// defence of `five_hundred_dkim_signatures_do_not_stall_other_sessions`).
+    #[test]
+    fn many_signatures_or_a_large_header_are_not_checked_on_session_threads() {
+        let message = |fields: &str| {
+            Arrived::from_bytes(format!("{fields}From: a@b.test\r\n\r\nhello\r\n").into_bytes())
+        };
+        assert!(is_light(&message("")));
+        assert!(is_light(&message(
+            "DKIM-Signature: v=1; d=b.test\r\nARC-Seal: i=1\r\nARC-Message-Signature: i=1\r\n"
+        )));
+        assert!(!is_light(&message(
+            &"dkim-signature: v=1; d=b.test\r\n".repeat(4)
+        )));
+        assert!(!is_light(&message(
+            "DKIM-Signature: v=1\r\nARC-Seal: i=1\r\nARC-Message-Signature: i=1\r\nArc-Seal: i=2\r\n"
+        )));
+        let padding = format!("X-Pad: {}\r\n", "p".repeat(100)).repeat(200);
+        assert!(!is_light(&message(&padding)));
     }
 
     #[test]
