@@ -260,7 +260,9 @@ async fn a_deferral_after_max_age_bounces_with_a_dsn_and_is_not_retried() {
         log[0].message
     );
     assert_eq!(h.store.queue_get(3).unwrap(), None, "gone from the queue");
-    assert!(!h.queue.spool().path(3).exists(), "its body is deleted");
+    // The body is deleted once the commit is durable, just after it.
+    let body = h.queue.spool().path(3);
+    until("its body deleted", || !body.exists()).await;
     // The DSN is queued for the sender and attempted.
     let dsn = h
         .store
