@@ -49,7 +49,7 @@ async fn resync(
     let body: Resync = if body.iter().all(u8::is_ascii_whitespace) {
         Resync::default()
     } else {
-        super::body::from_slice(&body)?
+        super::extract::from_slice(&body)?
     };
     let Some(watcher) = &s.watcher else {
         return Err(ApiError::Conflict {

@@ -4,11 +4,11 @@
 
 mod account;
 mod aliases;
-mod body;
 mod chain;
 mod domains;
 mod eas;
 mod error;
+mod extract;
 pub mod keys;
 pub(crate) mod limit;
 mod logs;
@@ -17,8 +17,8 @@ mod queue;
 pub(crate) mod serve;
 mod slash;
 
-pub(crate) use body::ApiJson;
 pub(crate) use error::ApiError;
+pub(crate) use extract::{ApiJson, ApiQuery};
 
 use crate::config::Config;
 use crate::manage::Local;
@@ -31,7 +31,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use limit::{RateLimits, Verdict};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -281,28 +280,6 @@ async fn require_key(State(state): State<ApiState>, request: Request, next: Next
             None => next.run(request).await,
         },
         _ => ApiError::Unauthorized.into_response(),
-    }
-}
-
-/// Query parameters whose errors (wrong type) come back in the API's
-/// error shape.
-pub(crate) struct ApiQuery<T>(pub T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(ApiError::invalid("query", rejection.body_text())),
-        }
     }
 }
 

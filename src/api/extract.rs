@@ -1,17 +1,22 @@
-//! JSON request bodies: parsed into the handler's type, and a refusal names
-//! the field at fault (`{"errors":{"domain":["missing field `domain`"]}}`),
-//! as ImprovMX clients read it. Only a body that is not JSON at all (or is
-//! not declared as JSON) is refused on `body`.
+//! What a request brings, parsed into the handler's type: JSON bodies and
+//! query strings. A refusal names the field at fault
+//! (`{"errors":{"domain":["missing field `domain`"]}}`, `{"errors":{"page":
+//! […]}}`), as ImprovMX clients read it; only a body that is not JSON at
+//! all (or is not declared as JSON) is refused on `body`, a query string
+//! that cannot be told apart on `query`.
 
 use super::ApiError;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-/// The key of an error that no one field is at fault for.
+/// The key of a body error that no one field is at fault for.
 const BODY: &str = "body";
+/// The key of a query error that no one parameter is at fault for.
+const QUERY: &str = "query";
 /// Longest field name (or path) shown as a key; anything longer is not one
 /// of ours and is refused on `body`.
 const MAX_KEY: usize = 128;
@@ -45,14 +50,51 @@ fn refusal(rejection: &JsonRejection) -> ApiError {
     };
     // axum keeps serde_path_to_error's error as the source of its own; should
     // that ever change, the refusal is still given, keyed `body`.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(data);
+    match found::<serde_json::Error>(data) {
+        Some(error) => data_error(error),
+        None => ApiError::invalid(BODY, rejection.body_text()),
+    }
+}
+
+/// Query parameters whose errors (wrong type) come back in the API's
+/// error shape, keyed by the parameter.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            // serde_urlencoded's error is serde's own `value::Error`.
+            Err(rejection) => Err(
+                match found::<serde::de::value::Error>(&rejection)
+                    .and_then(|e| field_of(e.path(), &e.inner().to_string()).map(|f| (f, e)))
+                {
+                    Some((field, e)) => ApiError::invalid(&field, e.inner().to_string()),
+                    None => ApiError::invalid(QUERY, rejection.body_text()),
+                },
+            ),
+        }
+    }
+}
+
+/// serde_path_to_error's error in the source chain of `error`, if there.
+fn found<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a serde_path_to_error::Error<E>> {
+    let mut source = Some(error);
     while let Some(error) = source {
-        if let Some(found) = error.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
-            return data_error(found);
+        if let Some(found) = error.downcast_ref::<serde_path_to_error::Error<E>>() {
+            return Some(found);
         }
         source = error.source();
     }
-    ApiError::invalid(BODY, rejection.body_text())
+    None
 }
 
 /// Reads `T` from JSON bytes (for a handler that takes the body itself),
