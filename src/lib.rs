@@ -9,7 +9,7 @@
 //! 2. infrastructure: [`store`], `dns`, [`tls`], [`spool`]
 //! 3. the relay's logic: [`recipients`], [`auth`], [`rewrite`], [`chain`]
 //! 4. delivery: [`outbound`], then [`queue`] above it
-//! 5. faces: `smtp`, [`api`], [`manage`], `zone`
+//! 5. faces: `smtp`, [`api`], [`manage`], `zone`, [`provision`]
 //! 6. top: [`node`] (the wiring, [`run`]), [`cli`]
 
 pub mod address;
@@ -26,6 +26,7 @@ pub(crate) mod net;
 pub(crate) mod node;
 pub mod observe;
 pub mod outbound;
+pub mod provision;
 pub(crate) mod queue;
 pub mod recipients;
 pub mod reply;

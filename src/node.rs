@@ -57,6 +57,8 @@ pub enum RunError {
     Forwarding(#[from] crate::rewrite::pipeline::PipelineError),
     #[error("chain: {0}")]
     Chain(#[from] crate::chain::ChainError),
+    #[error("dns_provisioning: {0}")]
+    Provision(#[from] crate::provision::ProvisionError),
     #[error("cannot read chain.activation_secret_file {path}: {source}")]
     Secret {
         path: PathBuf,
@@ -158,6 +160,14 @@ pub async fn run(
             }
         });
     }
+    store.set_provision_on_activation(config.dns_provisioning.enabled);
+    let provisioner = if config.dns_provisioning.enabled {
+        let zone = crate::provision::RedisZone::from_config(&config.dns_provisioning)?;
+        let settings = crate::provision::Settings::from_config(&config);
+        Some(Arc::new(crate::provision::Provisioner::new(zone, settings)))
+    } else {
+        None
+    };
     let chain = if config.chain.enabled {
         Some(crate::chain::Chain::new(&config, store.clone())?)
     } else {
@@ -219,10 +229,19 @@ pub async fn run(
         activation: chain.as_ref().map(|c| c.activation.clone()),
         activation_secret,
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
+        zone: provisioner.clone(),
         ..ApiState::new(config.clone(), admin, keys, metrics)
     };
     if let Some(chain) = &chain {
         tasks.spawn(chain.watcher.clone().run(stopped.clone()));
+    }
+    if let Some(provisioner) = provisioner {
+        tasks.spawn(crate::provision::worker::run(
+            provisioner,
+            store.clone(),
+            config.dns_provisioning.clone(),
+            stopped.clone(),
+        ));
     }
     let router = api::router(state);
     let http_config = config.http.clone();

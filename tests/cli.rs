@@ -238,6 +238,8 @@ fn config_check_opens_the_files_the_config_names() {
     std::fs::write(&open_srs, "srs-secret-0123456789\n").unwrap();
     let open_activation = d.join("open-activation.secret");
     std::fs::write(&open_activation, "activation-secret-0123456789\n").unwrap();
+    let open_redis = d.join("open-redis.password");
+    std::fs::write(&open_redis, "redis-password-0123\n").unwrap();
     let write = |name: &str, text: String| {
         let file = d.join(name);
         std::fs::write(&file, text).unwrap();
@@ -337,6 +339,21 @@ fn config_check_opens_the_files_the_config_names() {
         (
             format!("[chain]\nactivation_secret_file = \"{missing}\"\n"),
             "key `chain.activation_secret_file`",
+            missing.as_str(),
+            "No such file",
+        ),
+        (
+            format!(
+                "[dns_provisioning]\nredis_password_file = \"{}\"\n",
+                open_redis.display()
+            ),
+            "key `dns_provisioning.redis_password_file`",
+            "open-redis.password",
+            "mode 0644",
+        ),
+        (
+            format!("[dns_provisioning]\nredis_password_file = \"{missing}\"\n"),
+            "key `dns_provisioning.redis_password_file`",
             missing.as_str(),
             "No such file",
         ),

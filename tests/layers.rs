@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["store", "dns", "tls", "spool"],
     &["recipients", "auth", "rewrite", "chain"],
     &["outbound", "queue"],
-    &["smtp", "api", "manage", "zone"],
+    &["smtp", "api", "manage", "zone", "provision"],
     &["node", "cli"],
 ];
 

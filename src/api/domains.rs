@@ -4,6 +4,7 @@
 
 use super::{ApiError, ApiJson, ApiQuery, ApiState, Page};
 use crate::manage::DomainUpdate;
+use crate::provision::{Outcome, Provisioner, RedisZone};
 use crate::zone::{self, Check};
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -95,7 +96,9 @@ async fn remove(
 /// The records the relay needs for `domain`, looked up now through
 /// `outbound.nameservers`: ImprovMX's `records` summary (`mx`, `spf`,
 /// `dkim1`, `dkim2`, `dmarc`, each `{expected, values, valid}`), plus every
-/// check with what is wrong (`checks`, as `eas-relay dns check` prints them).
+/// check with what is wrong (`checks`, as `eas-relay dns check` prints them);
+/// with DNS provisioning on, whether the zone in Redis holds the records
+/// (`zone`).
 async fn check(
     State(s): State<ApiState>,
     Path(domain): Path<String>,
@@ -130,7 +133,11 @@ async fn check(
             )
         })
         .collect();
-    Ok(Json(json!({
+    let zone = match &s.zone {
+        Some(p) => zone_state(p, &name).await,
+        None => Value::Null,
+    };
+    let mut body = json!({
         "records": {
             "mx": summary("MX", &name),
             "spf": summary("SPF", &name),
@@ -144,7 +151,31 @@ async fn check(
         },
         "checks": checks,
         "success": true,
-    })))
+    });
+    if !zone.is_null() {
+        body["zone"] = zone;
+    }
+    Ok(Json(body))
+}
+
+/// Whether the zone in Redis holds `domain`'s records: `ok` true, or
+/// false with the labels still to write, or null with why it is not known
+/// (the reason in detail goes to the log only).
+async fn zone_state(p: &Provisioner<RedisZone>, domain: &str) -> Value {
+    match p.provision(domain, true).await {
+        Ok(Outcome::Unchanged) => json!({ "ok": true, "missing": [] }),
+        Ok(Outcome::Written(changes)) => json!({
+            "ok": false,
+            "missing": changes.iter().map(|c| c.label).collect::<Vec<_>>(),
+        }),
+        Ok(Outcome::NotOurZone) => {
+            json!({ "ok": null, "error": "not under dns_provisioning.tld_zones" })
+        }
+        Err(e) => {
+            tracing::warn!(%domain, error = %e, "cannot read the zone for the domain check");
+            json!({ "ok": null, "error": "the zone could not be read" })
+        }
+    }
 }
 
 fn record(c: &Check) -> Value {

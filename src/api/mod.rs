@@ -48,6 +48,8 @@ pub struct ApiState {
     pub(crate) activation_secret: Option<Vec<u8>>,
     /// The watcher (for health, chain status and resync), when the chain is on.
     pub(crate) watcher: Option<Arc<crate::chain::watcher::Watcher>>,
+    /// The zone in Redis (for the domain check), when DNS provisioning is on.
+    pub(crate) zone: Option<Arc<crate::provision::Provisioner<crate::provision::RedisZone>>>,
     pub(crate) limits: Arc<RateLimits>,
 }
 
@@ -68,6 +70,7 @@ impl ApiState {
             activation: None,
             activation_secret: None,
             watcher: None,
+            zone: None,
         }
     }
 }
@@ -243,13 +246,20 @@ async fn health(State(state): State<ApiState>) -> Response {
         (false, true) => "degraded",
         (false, false) => "ok",
     };
-    let body = Json(json!({
+    let mut body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "queue": queued,
         "chain": chain,
         "components": components,
-    }));
+    });
+    if state.config.dns_provisioning.enabled {
+        // Names waiting for their DNS records: shown, but the relay stays
+        // "ok" (mail to them forwards as soon as the records are there).
+        let pending = state.manage.store().provision_pending_count().unwrap_or(0);
+        body["dns_provision_pending"] = json!(pending);
+    }
+    let body = Json(body);
     if failing {
         (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     } else {

@@ -102,6 +102,18 @@ pub(crate) enum DnsCommand {
         #[arg(value_parser = domain_arg)]
         domain: String,
     },
+    /// Write DOMAIN's MX, SPF and DMARC into the zone in Redis
+    /// ([dns_provisioning]); prints the before/after JSON of each label.
+    Provision {
+        #[arg(value_parser = domain_arg, required_unless_present = "all", conflicts_with = "all")]
+        domain: Option<String>,
+        /// Every domain with active aliases.
+        #[arg(long)]
+        all: bool,
+        /// Say what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// A domain argument, normalized like the admin commands do.

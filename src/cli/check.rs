@@ -14,8 +14,9 @@ fn shown(path: &Path) -> String {
     format!("\"{}\"", path.display())
 }
 
-/// `srs.secrets_file` and `chain.activation_secret_file` can be read as
-/// `serve` reads them (present, private, owned by the relay's user or root).
+/// `srs.secrets_file`, `chain.activation_secret_file` and
+/// `dns_provisioning.redis_password_file` can be read as `serve` reads them
+/// (present, private, owned by the relay's user or root).
 pub(super) fn secret_files(config: &Config) -> Result<(), ConfigError> {
     if let Some(file) = &config.srs.secrets_file {
         // With a file configured nothing is generated: this only reads.
@@ -40,6 +41,13 @@ pub(super) fn secret_files(config: &Config) -> Result<(), ConfigError> {
                 reason: "the file holds no secret".into(),
             });
         }
+    }
+    if let Some(file) = &config.dns_provisioning.redis_password_file {
+        crate::files::read_secret_string(file).map_err(|e| ConfigError::Invalid {
+            key: "dns_provisioning.redis_password_file".into(),
+            value: shown(file),
+            reason: format!("cannot read the Redis password: {e}"),
+        })?;
     }
     Ok(())
 }
@@ -67,6 +75,11 @@ fn inline_secrets(config: &Config) -> Vec<&'static str> {
         (
             "chain.activation_secret",
             !config.chain.activation_secret.is_empty(),
+        ),
+        // redis://user:password@host: a password in the URL.
+        (
+            "dns_provisioning.redis_url",
+            config.dns_provisioning.redis_url.contains('@'),
         ),
     ]
     .into_iter()

@@ -39,6 +39,14 @@ async fn backend(config: Config) -> Result<Backend, ManageError> {
     )))
 }
 
+/// Every domain, from a running node or the store.
+pub(super) async fn domains(config: Config) -> Result<Vec<crate::manage::DomainView>, ManageError> {
+    match backend(config).await? {
+        Backend::Local(local) => local.domains(),
+        Backend::Remote(remote) => remote.domains().await,
+    }
+}
+
 /// Runs a management command where it can be carried out.
 pub(super) async fn run(config: Config, command: Command, json: bool) -> Result<(), ManageError> {
     match backend(config).await? {

@@ -1,7 +1,7 @@
 //! The command line: `serve`, `config check|show`, the management
 //! commands (`domain`, `alias`, `queue`, `log`), the chain commands, and
 //! the DNS helpers (`dkim keygen`, `dns records|check`, in
-//! `crate::zone`). This file parses and hands each command to the file
+//! `crate::zone`; `dns provision`, in `crate::provision`). This file parses and hands each command to the file
 //! of its group.
 
 /// `println!` that keeps going when stdout has no reader any more
@@ -19,6 +19,7 @@ mod check;
 mod dns;
 mod manage;
 mod print;
+mod provision;
 mod remote;
 mod serve;
 
@@ -60,6 +61,11 @@ pub fn main(cli: Cli) -> ExitCode {
         }) => dns::dkim_keygen(&config, algo, selector, out, cli.json),
         Command::Dns(DnsCommand::Records { domain }) => dns::records(&config, &domain, cli.json),
         Command::Dns(DnsCommand::Check { domain }) => dns::check(&config, &domain, cli.json),
+        Command::Dns(DnsCommand::Provision {
+            domain,
+            all: _,
+            dry_run,
+        }) => provision::run(config, domain, dry_run, cli.json),
         Command::Resync { from_block } => chain::run(chain::resync(config, from_block, cli.json)),
         Command::Chain(ChainCommand::Status) => chain::run(chain::status(config, cli.json)),
         command => {

@@ -17,6 +17,7 @@ mod aliases;
 mod auth;
 mod chain;
 mod dkim;
+mod dns_provisioning;
 mod env;
 mod error;
 mod http;
@@ -34,6 +35,7 @@ pub use aliases::AliasConfig;
 pub use auth::AuthConfig;
 pub use chain::{ChainConfig, RegistryConfig};
 pub use dkim::{ArcConfig, DkimConfig, DkimKeyConfig, KeyAlgorithm};
+pub use dns_provisioning::DnsProvisioningConfig;
 pub(crate) use env::ENV_CONFIG_FILE;
 pub use error::ConfigError;
 pub use http::{HttpConfig, RateLimitConfig};
@@ -76,6 +78,7 @@ pub struct Config {
     pub arc: ArcConfig,
     pub rewrite: RewriteConfig,
     pub chain: ChainConfig,
+    pub dns_provisioning: DnsProvisioningConfig,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             arc: ArcConfig::default(),
             rewrite: RewriteConfig::default(),
             chain: ChainConfig::default(),
+            dns_provisioning: DnsProvisioningConfig::default(),
         }
     }
 }
@@ -183,6 +187,7 @@ impl Config {
         self.arc.validate(&self.dkim)?;
         self.rewrite.validate()?;
         self.chain.validate()?;
+        self.dns_provisioning.validate()?;
         Ok(())
     }
 

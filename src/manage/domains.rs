@@ -143,6 +143,12 @@ impl Local {
         if !self.store.domain_add(&name, Source::Static)? {
             return Err(conflict("domain", format!("{name} is already registered")));
         }
+        let provisioning = &self.config.dns_provisioning;
+        if provisioning.enabled && provisioning.static_domains {
+            // The node's provisioning worker writes its records (names
+            // under no provisioned TLD leave the queue unwritten).
+            self.store.provision_enqueue(&name)?;
+        }
         self.domain(&name)
     }
 

@@ -51,7 +51,14 @@ pub struct Activated {
     pub name: NameState,
 }
 
-fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecord, StoreError> {
+/// Records `a` in `txn`; a name activated for the first time (not yet a
+/// chain domain here) is also queued for DNS provisioning when `provision`
+/// is on, in the same transaction: a crash cannot keep one without the other.
+fn activate_in(
+    txn: &redb::WriteTransaction,
+    a: &Activated,
+    provision: bool,
+) -> Result<AliasRecord, StoreError> {
     let domain = a.domain.as_str();
     let mut domains = txn.open_table(DOMAINS)?;
     let existing: Option<DomainRecord> = get_decoded(&domains, "domains", domain)?;
@@ -59,7 +66,12 @@ fn activate_in(txn: &redb::WriteTransaction, a: &Activated) -> Result<AliasRecor
         Some(d) if d.source == Source::Chain => d,
         // A static domain of the same name becomes chain-governed: the
         // chain is the authority for names it rents.
-        _ => DomainRecord::new(super::db::now_ms() / 1000, Source::Chain),
+        _ => {
+            if provision {
+                super::provision::enqueue_in(txn, domain)?;
+            }
+            DomainRecord::new(super::db::now_ms() / 1000, Source::Chain)
+        }
     };
     domains.insert(domain, encode(&record).as_slice())?;
     txn.open_table(CHAIN_NAMES)?
@@ -92,7 +104,8 @@ impl Store {
     /// binding of the same alias.
     pub fn chain_activate(&self, activation: &Activated) -> Result<AliasRecord, StoreError> {
         let txn = self.db().begin_write()?;
-        let record = activate_in(&txn, activation)?;
+        let provision = self.provision_on_activation.load(Ordering::Relaxed);
+        let record = activate_in(&txn, activation, provision)?;
         txn.commit()?;
         Ok(record)
     }
@@ -101,8 +114,9 @@ impl Store {
     /// pushed by a peer): all or none.
     pub fn chain_activate_many(&self, activations: &[Activated]) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
+        let provision = self.provision_on_activation.load(Ordering::Relaxed);
         for a in activations {
-            activate_in(&txn, a)?;
+            activate_in(&txn, a, provision)?;
         }
         txn.commit()?;
         Ok(())

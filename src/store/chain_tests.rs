@@ -237,3 +237,45 @@ fn deactivation_marks_follow_the_binding() {
     assert!(s.chain_deactivating(10).unwrap().is_empty());
     s.chain_unmark("fsociety.country\0hello").unwrap();
 }
+
+#[test]
+fn only_a_first_activation_queues_dns_provisioning_and_only_when_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.redb")).unwrap();
+    let activated = |domain: &str, local: &str| Activated {
+        domain: domain.into(),
+        local: local.into(),
+        node: [local.len() as u8; 32],
+        alias_hash: [local.len() as u8 + 1; 32],
+        binding: binding("0xc1"),
+        reveal: Reveal {
+            forward: "mr.robot@gmail.com".into(),
+            signature: format!("0x{}1b", "11".repeat(64)),
+        },
+        name: name("0xaa", 10),
+    };
+    // Off: nothing is queued.
+    s.chain_activate(&activated("off.country", "a")).unwrap();
+    assert_eq!(s.provision_pending_count().unwrap(), 0);
+    // On: the first activation of a name queues it (with the reveal),
+    // later ones of the same name do not; a name already a chain domain
+    // before provisioning was on is not queued either.
+    s.set_provision_on_activation(true);
+    s.chain_activate(&activated("fsociety.country", "hello"))
+        .unwrap();
+    assert_eq!(s.provision_pending().unwrap().len(), 1);
+    s.provision_done("fsociety.country").unwrap();
+    s.chain_activate(&activated("fsociety.country", "second"))
+        .unwrap();
+    s.chain_activate(&activated("off.country", "b")).unwrap();
+    assert_eq!(s.provision_pending_count().unwrap(), 0);
+    s.chain_activate_many(&[activated("new.country", "x"), activated("new.country", "y")])
+        .unwrap();
+    let pending: Vec<String> = s
+        .provision_pending()
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(pending, vec!["new.country".to_string()]);
+}

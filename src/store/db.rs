@@ -4,7 +4,7 @@
 
 use super::tables::{
     ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
-    CHAIN_NODES, CHAIN_REVEALS, DOMAINS, LOG, LOG_TIME, META, QUEUE, QUEUE_DUE,
+    CHAIN_NODES, CHAIN_REVEALS, DNS_PENDING, DOMAINS, LOG, LOG_TIME, META, QUEUE, QUEUE_DUE,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 // The queue's committer writes these two tables itself.
@@ -70,6 +70,9 @@ pub struct Store {
     /// How far (s) the chain's time may run ahead of the wall clock and
     /// still be believed (`chain.max_clock_skew`).
     pub(crate) chain_skew: std::sync::atomic::AtomicU64,
+    /// Whether a chain name's first activation also records its DNS
+    /// provisioning as pending (`dns_provisioning.enabled`).
+    pub(crate) provision_on_activation: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -104,6 +107,7 @@ impl Store {
                     .0
                     .as_secs(),
             ),
+            provision_on_activation: std::sync::atomic::AtomicBool::new(false),
         };
         let txn = store.db.begin_write()?;
         {
@@ -116,6 +120,7 @@ impl Store {
             txn.open_table(META)?;
             txn.open_table(CHAIN_NAMES)?;
             txn.open_table(CHAIN_NODES)?;
+            txn.open_table(DNS_PENDING)?;
             txn.open_table(CHAIN_ALIAS_INDEX)?;
             txn.open_table(CHAIN_MAINTAINERS)?;
             txn.open_table(CHAIN_META)?;

@@ -5,13 +5,15 @@
 //!
 //! `db` is the handle and codec, `tables` every table and key, `records`
 //! the domain, alias and chain records; `aliases`, `chain`,
-//! `chain_deactivation`, `queue` and `log` are the operations on them.
+//! `chain_deactivation`, `queue`, `log` and `provision` (DNS writes still
+//! to do) are the operations on them.
 
 mod aliases;
 mod chain;
 mod chain_deactivation;
 mod db;
 mod log;
+mod provision;
 mod queue;
 mod records;
 pub(crate) mod tables;
@@ -24,7 +26,8 @@ pub use log::{LogEntry, LogOutcome};
 pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};
 pub use records::{
-    AliasRecord, ChainBinding, ChainStatus, DomainRecord, NameState, Reveal, Source,
+    AliasRecord, ChainBinding, ChainStatus, DomainRecord, NameState, PendingProvision, Reveal,
+    Source,
 };
 pub(crate) use records::{Cursor, Deactivating};
 

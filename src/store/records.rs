@@ -158,3 +158,17 @@ impl Deactivating {
         binding.alias == self.alias && binding.commitment.eq_ignore_ascii_case(&self.commitment)
     }
 }
+
+/// A domain whose DNS records are still to be written into the zone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingProvision {
+    /// When it was queued (Unix ms).
+    pub since_ms: u64,
+    /// Failed writes so far.
+    pub attempts: u32,
+    /// Not attempted before this (Unix ms).
+    pub next_ms: u64,
+    /// Why the last write failed (empty before the first attempt).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_error: String,
+}

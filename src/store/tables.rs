@@ -41,6 +41,11 @@ pub(crate) const CHAIN_REVEALS: TableDefinition<&str, &[u8]> =
 pub(crate) const CHAIN_DEACTIVATING: TableDefinition<&str, &[u8]> =
     TableDefinition::new("chain_deactivating");
 
+/// domain → [`PendingProvision`](super::records::PendingProvision): names
+/// whose DNS records are still to be written into the zone (Redis), kept
+/// until a write succeeds.
+pub(crate) const DNS_PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("dns_pending");
+
 /// The key of an alias in the aliases table (also how the chain tables
 /// name an alias): `domain NUL local`.
 pub(crate) fn alias_key(domain: &str, local: &str) -> String {

@@ -143,6 +143,18 @@ async fn secret_files_readable_by_other_users_are_refused() {
             path: write("activation.secret", "activation-secret-0123456789\n"),
             configure: |c, p| c.chain.activation_secret_file = Some(p.to_path_buf()),
         },
+        Secret {
+            what: "Redis password file",
+            path: write("redis.password", "redis-password-0123\n"),
+            configure: |c, p| {
+                // Read at start when provisioning is on (Redis itself is
+                // contacted lazily: none needs to run here).
+                c.dns_provisioning.enabled = true;
+                c.dns_provisioning.mx = vec!["mx.relay.test".into()];
+                c.dns_provisioning.redis_url = "redis://127.0.0.1:1".into();
+                c.dns_provisioning.redis_password_file = Some(p.to_path_buf());
+            },
+        },
     ];
     let data = dir.path().join("data");
     let configured = |c: &mut Config| {

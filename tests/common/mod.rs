@@ -12,6 +12,7 @@ pub mod http;
 pub mod node;
 pub mod proxy;
 pub mod pyverify;
+pub mod redis;
 pub mod relay;
 pub mod sink;
 pub mod smtp;

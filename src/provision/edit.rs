@@ -1,0 +1,279 @@
+//! The sans-IO heart of provisioning: given the JSON of a zone label as it
+//! is in Redis (the CoreDNS redis plugin's format), what it must become.
+//! Only `mx` and `txt` of the apex and `txt` of `_dmarc` are ever changed;
+//! every other field of a label keeps its exact bytes and its place, and a
+//! label that needs no change is not rewritten at all (idempotent).
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::fmt;
+
+/// The apex label's field name in the zone hash.
+pub(crate) const APEX: &str = "@";
+/// The DMARC label's field name in the zone hash.
+pub(crate) const DMARC_LABEL: &str = "_dmarc";
+/// Largest label JSON read from the zone: a label is a handful of records;
+/// anything larger is refused rather than parsed.
+pub(crate) const MAX_LABEL_BYTES: usize = 64 * 1024;
+
+/// What the relay wants in a name's zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The relay's MX hosts, fully qualified (trailing dot), in order.
+    pub mx: Vec<String>,
+    /// MX hosts (canonical: lower case, no dot) that stay beside the relay's.
+    pub keep_mx: Vec<String>,
+    pub ttl: u32,
+    /// The apex SPF record; None: leave SPF alone.
+    pub spf: Option<String>,
+    /// The DMARC record for `_dmarc` when it has none; None: leave it alone.
+    pub dmarc: Option<String>,
+}
+
+/// A label the zone holds that cannot be edited safely: it is left as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("label {label} is not a JSON object")]
+    NotAnObject { label: String },
+    #[error("label {label} is larger than {MAX_LABEL_BYTES} bytes")]
+    TooLarge { label: String },
+}
+
+/// One label to write: its JSON before (None: absent) and after.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LabelChange {
+    pub label: &'static str,
+    pub before: Option<String>,
+    pub after: String,
+}
+
+/// A JSON object as (key, raw value) pairs in their order, so that fields
+/// the relay does not touch are written back byte for byte.
+struct RawObject(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push(entry);
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl RawObject {
+    fn parse(label: &str, text: Option<&str>) -> Result<RawObject, LabelError> {
+        let label = label.to_string();
+        match text {
+            None => Ok(RawObject(Vec::new())),
+            Some(t) if t.len() > MAX_LABEL_BYTES => Err(LabelError::TooLarge { label }),
+            Some(t) => serde_json::from_str(t).map_err(|_| LabelError::NotAnObject { label }),
+        }
+    }
+
+    /// The first value of `key` (the one a reader of duplicates would
+    /// rarely agree on: duplicates are folded into it when rewritten).
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// Sets `key` to `value` in the place of its first occurrence (or at
+    /// the end), dropping later duplicates.
+    fn set(&mut self, key: &str, value: Box<RawValue>) {
+        let mut value = Some(value);
+        self.0.retain_mut(|(k, v)| {
+            if k != key {
+                return true;
+            }
+            match value.take() {
+                Some(new) => {
+                    *v = new;
+                    true
+                }
+                None => false,
+            }
+        });
+        if let Some(new) = value {
+            self.0.push((key.to_string(), new));
+        }
+    }
+
+    fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String(k.clone()).to_string());
+            out.push(':');
+            out.push_str(v.get());
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn raw(value: &Value) -> Box<RawValue> {
+    // Serializing a Value never fails (its keys are strings); the fallback
+    // is never reached.
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// Whether a TXT text is an SPF record (`v=spf1` then a space or the end).
+pub(crate) fn is_spf(text: &str) -> bool {
+    let t = text.trim_start().as_bytes();
+    t.len() >= 6 && t[..6].eq_ignore_ascii_case(b"v=spf1") && t.get(6).is_none_or(|b| *b == b' ')
+}
+
+fn is_dmarc(text: &str) -> bool {
+    let t = text.trim_start().as_bytes();
+    t.len() >= 8 && t[..8].eq_ignore_ascii_case(b"v=DMARC1")
+}
+
+/// The `text` of a TXT entry of the plugin's format, if it has one.
+fn txt_text(entry: &RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(entry.get()).ok()? {
+        Value::Object(o) => match o.get("text") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn mx_host(entry: &RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(entry.get()).ok()? {
+        Value::Object(o) => match o.get("host") {
+            Some(Value::String(s)) => Some(crate::dns::canonical(s)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The entries of an array field (an absent or non-array field has none).
+fn entries(obj: &RawObject, key: &str) -> Vec<Box<RawValue>> {
+    obj.get(key)
+        .and_then(|v| serde_json::from_str::<Vec<Box<RawValue>>>(v.get()).ok())
+        .unwrap_or_default()
+}
+
+/// Replaces field `key` by `entries` unless it already means the same.
+fn put_array(obj: &mut RawObject, key: &str, entries: &[Box<RawValue>]) -> bool {
+    let joined = format!(
+        "[{}]",
+        entries
+            .iter()
+            .map(|e| e.get())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let new: Value = serde_json::from_str(&joined).unwrap_or(Value::Null);
+    let old: Option<Value> = obj
+        .get(key)
+        .and_then(|v| serde_json::from_str(v.get()).ok());
+    if old.as_ref() == Some(&new) {
+        return false;
+    }
+    match RawValue::from_string(joined) {
+        Ok(value) => obj.set(key, value),
+        Err(_) => obj.set(key, raw(&new)),
+    }
+    true
+}
+
+/// The apex: the relay's MX hosts (plus the kept ones that were there) and
+/// exactly one SPF record, in the place of the first old one.
+fn edit_apex(obj: &mut RawObject, d: &Desired) -> bool {
+    let ours: Vec<String> = d.mx.iter().map(|h| crate::dns::canonical(h)).collect();
+    let mut mx: Vec<Box<RawValue>> =
+        d.mx.iter()
+            .zip(1u32..)
+            .map(|(host, i)| {
+                raw(&json!({
+                    "ttl": d.ttl,
+                    "host": host,
+                    "preference": i.saturating_mul(10),
+                }))
+            })
+            .collect();
+    mx.extend(
+        entries(obj, "mx")
+            .into_iter()
+            .filter(|e| mx_host(e).is_some_and(|h| d.keep_mx.contains(&h) && !ours.contains(&h))),
+    );
+    let mut changed = put_array(obj, "mx", &mx);
+    if let Some(spf) = &d.spf {
+        let old = entries(obj, "txt");
+        let first_spf = old
+            .iter()
+            .position(|e| txt_text(e).is_some_and(|t| is_spf(&t)));
+        let mut txt: Vec<Box<RawValue>> = old
+            .into_iter()
+            .filter(|e| !txt_text(e).is_some_and(|t| is_spf(&t)))
+            .collect();
+        let at = first_spf.unwrap_or(txt.len()).min(txt.len());
+        txt.insert(at, raw(&json!({"ttl": d.ttl, "text": spf})));
+        changed |= put_array(obj, "txt", &txt);
+    }
+    changed
+}
+
+/// `_dmarc`: the suggested record, only when the label has no DMARC record
+/// and no CNAME (a TXT beside a CNAME is not allowed).
+fn edit_dmarc(obj: &mut RawObject, dmarc: &str, ttl: u32) -> bool {
+    let mut txt = entries(obj, "txt");
+    if obj.get("cname").is_some()
+        || txt
+            .iter()
+            .any(|e| txt_text(e).is_some_and(|t| is_dmarc(&t)))
+    {
+        return false;
+    }
+    txt.push(raw(&json!({"ttl": ttl, "text": dmarc})));
+    put_array(obj, "txt", &txt)
+}
+
+/// The labels to write, given what the zone holds at the apex and at
+/// `_dmarc` (None: absent). Empty when nothing needs to change.
+pub fn changes(
+    apex: Option<&str>,
+    dmarc: Option<&str>,
+    d: &Desired,
+) -> Result<Vec<LabelChange>, LabelError> {
+    let mut out = Vec::new();
+    let mut obj = RawObject::parse(APEX, apex)?;
+    if edit_apex(&mut obj, d) {
+        out.push(LabelChange {
+            label: APEX,
+            before: apex.map(str::to_string),
+            after: obj.to_json(),
+        });
+    }
+    if let Some(record) = &d.dmarc {
+        let mut obj = RawObject::parse(DMARC_LABEL, dmarc)?;
+        if edit_dmarc(&mut obj, record, d.ttl) {
+            out.push(LabelChange {
+                label: DMARC_LABEL,
+                before: dmarc.map(str::to_string),
+                after: obj.to_json(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "edit_tests.rs"]
+mod tests;

@@ -1,0 +1,177 @@
+//! The zone in Redis, as the CoreDNS redis plugin reads it: one connection
+//! (multiplexed, reconnecting) with a deadline on connecting and on every
+//! command, label sizes checked before their values are read, and writes
+//! through one Lua compare-and-set script.
+//!
+//! Why a script and not WATCH/MULTI/EXEC: WATCH is state of a connection,
+//! and the relay shares one multiplexed connection among all its writes
+//! (the worker's, the CLI's `--all` pipeline), where one task's WATCH
+//! would guard or abort another's transaction. The script runs atomically
+//! in Redis and compares exactly the labels we write with what we read:
+//! the same guarantee as WATCH on those fields, on a shared connection.
+
+use super::edit::{LabelChange, MAX_LABEL_BYTES};
+use super::{ProvisionError, ZoneWriter};
+use crate::config::DnsProvisioningConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, RedisError, Script};
+use std::future::Future;
+use std::time::Duration;
+
+/// KEYS[1] the zone; ARGV[1] the number of labels n, then per label:
+/// name, "1" if it was present, its JSON as read, its new JSON. Writes all
+/// and answers 1 only if every label still holds what was read.
+const COMPARE_AND_SET: &str = r"
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local base = 2 + i * 4
+  local current = redis.call('HGET', KEYS[1], ARGV[base])
+  if ARGV[base + 1] == '1' then
+    if current ~= ARGV[base + 2] then return 0 end
+  elseif current then
+    return 0
+  end
+end
+for i = 0, n - 1 do
+  local base = 2 + i * 4
+  redis.call('HSET', KEYS[1], ARGV[base], ARGV[base + 3])
+end
+return 1
+";
+
+/// A zone in Redis (the CoreDNS redis plugin's hash layout).
+#[derive(Clone)]
+pub struct RedisZone {
+    connection: ConnectionManager,
+    timeout: Duration,
+    script: Script,
+}
+
+fn classify(e: RedisError) -> ProvisionError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        ProvisionError::Unreachable(e.to_string())
+    } else {
+        ProvisionError::Refused(e.to_string())
+    }
+}
+
+impl RedisZone {
+    /// A zone at `url` (the password, if any, from `password`); connects
+    /// on first use, so that a node starts while Redis is down.
+    pub fn new(
+        url: &str,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<RedisZone, ProvisionError> {
+        let mut info = url
+            .into_connection_info()
+            .map_err(|e| ProvisionError::Refused(format!("redis_url: {e}")))?;
+        if let Some(password) = password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(classify)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Our own queue retries with backoff; the manager tries once.
+            .set_number_of_retries(1);
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(classify)?;
+        Ok(RedisZone {
+            connection,
+            timeout,
+            script: Script::new(COMPARE_AND_SET),
+        })
+    }
+
+    /// The zone of `[dns_provisioning]`, its password read from its file.
+    pub fn from_config(config: &DnsProvisioningConfig) -> Result<RedisZone, ProvisionError> {
+        let password = match &config.redis_password_file {
+            Some(path) => Some(
+                crate::files::read_secret_string(path)
+                    .map_err(|source| ProvisionError::Password {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Self::new(&config.redis_url, password.as_deref(), config.timeout.0)
+    }
+
+    /// `f` within the deadline (the manager's own deadlines cover each
+    /// command; this one also covers a reconnection in between).
+    async fn timed<T>(
+        &self,
+        f: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, ProvisionError> {
+        match tokio::time::timeout(self.timeout.saturating_mul(2), f).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(ProvisionError::Timeout(self.timeout)),
+        }
+    }
+}
+
+impl ZoneWriter for RedisZone {
+    async fn read(
+        &self,
+        zone: &str,
+        labels: &[&str],
+    ) -> Result<Vec<Option<String>>, ProvisionError> {
+        let mut con = self.connection.clone();
+        // Sizes first: a hostile or broken zone cannot make us read a
+        // huge value.
+        let mut sizes = redis::pipe();
+        for label in labels {
+            sizes.cmd("HSTRLEN").arg(zone).arg(*label);
+        }
+        let sizes: Vec<u64> = self.timed(sizes.query_async(&mut con)).await?;
+        if let Some((label, _)) = labels
+            .iter()
+            .zip(&sizes)
+            .find(|(_, s)| **s > MAX_LABEL_BYTES as u64)
+        {
+            let label = label.to_string();
+            return Err(super::LabelError::TooLarge { label }.into());
+        }
+        let values: Vec<Option<Vec<u8>>> = self
+            .timed(
+                redis::cmd("HMGET")
+                    .arg(zone)
+                    .arg(labels)
+                    .query_async(&mut con),
+            )
+            .await?;
+        values
+            .into_iter()
+            .zip(labels)
+            .map(|(v, label)| match v {
+                None => Ok(None),
+                Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+                    ProvisionError::Refused(format!("label {label} is not UTF-8 text"))
+                }),
+            })
+            .collect()
+    }
+
+    async fn compare_and_set(
+        &self,
+        zone: &str,
+        changes: &[LabelChange],
+    ) -> Result<bool, ProvisionError> {
+        let mut con = self.connection.clone();
+        let mut call = self.script.key(zone);
+        call.arg(changes.len());
+        for c in changes {
+            call.arg(c.label)
+                .arg(if c.before.is_some() { "1" } else { "0" })
+                .arg(c.before.as_deref().unwrap_or(""))
+                .arg(&c.after);
+        }
+        let written: i64 = self.timed(call.invoke_async(&mut con)).await?;
+        Ok(written == 1)
+    }
+}

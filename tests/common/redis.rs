@@ -1,0 +1,188 @@
+//! A real `redis-server` for the tests: started on a free loopback port
+//! with its own temporary directory (no persistence, no system service),
+//! stopped and started again on the same port, killed on drop; plus a
+//! client to read and write the zone as CoreDNS and other writers do.
+
+use redis::AsyncCommands;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bound of waiting for the server to answer.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
+pub struct TestRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+fn binary() -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let path = PathBuf::from(dir).join("redis-server");
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("redis-server is not installed (scripts/test installs the Debian package)");
+}
+
+impl TestRedis {
+    /// Starts a server on a free port (another port if it was taken).
+    pub async fn start() -> TestRedis {
+        let mut redis = TestRedis {
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        let mut last = String::new();
+        for _ in 0..5 {
+            redis.port = free_port();
+            match redis.spawn().await {
+                Ok(()) => return redis,
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server did not start: {last}");
+    }
+
+    async fn spawn(&mut self) -> Result<(), String> {
+        let log =
+            std::fs::File::create(self.dir.path().join("redis.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(binary())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn redis-server: {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("redis-server exited ({status}): {}", self.log()));
+            }
+            if let Ok(mut con) = self.try_connection().await {
+                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
+                if pong.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!("no answer within {START_LIMIT:?}: {}", self.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server (its data is gone: nothing is saved).
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts the server again on the same port (the relay's URL stays).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            match self.spawn().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("redis-server restart: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// A connection of another client (as CoreDNS or an operator).
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connection().await.expect("connect to redis")
+    }
+
+    pub async fn hget(&self, key: &str, field: &str) -> Option<String> {
+        self.connection()
+            .await
+            .hget(key, field)
+            .await
+            .expect("HGET")
+    }
+
+    pub async fn hset(&self, key: &str, field: &str, value: &str) {
+        let _: i64 = self
+            .connection()
+            .await
+            .hset(key, field, value)
+            .await
+            .expect("HSET");
+    }
+
+    /// Every field of the hash `key`.
+    pub async fn hgetall(&self, key: &str) -> std::collections::BTreeMap<String, String> {
+        self.connection().await.hgetall(key).await.expect("HGETALL")
+    }
+
+    /// Waits until `field` of `key` satisfies `ok`; returns its value.
+    pub async fn wait_field(
+        &self,
+        key: &str,
+        field: &str,
+        limit: Duration,
+        ok: impl Fn(&Option<String>) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = self.hget(key, field).await;
+            if ok(&value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} {field} = {value:?} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
