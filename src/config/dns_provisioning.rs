@@ -41,6 +41,9 @@ pub struct DnsProvisioningConfig {
     pub dmarc: bool,
     /// Also provision static domains on `POST /v3/domains` / `domain add`.
     pub static_domains: bool,
+    /// When `/deactivate-all` removes a name's last alias, take the records
+    /// the relay wrote out of the zone again.
+    pub remove_on_deactivate_all: bool,
     /// Delay before the first retry of a failed write; doubles each time.
     pub retry_initial: HumanDuration,
     /// Upper bound of the retry delay.
@@ -64,6 +67,7 @@ impl Default for DnsProvisioningConfig {
             spf: true,
             dmarc: true,
             static_domains: false,
+            remove_on_deactivate_all: false,
             retry_initial: HumanDuration::secs(10),
             retry_max: HumanDuration::secs(3600),
             timeout: HumanDuration::secs(5),

@@ -19,12 +19,13 @@ use std::future::Future;
 use std::time::Duration;
 
 /// KEYS[1] the zone; ARGV[1] the number of labels n, then per label:
-/// name, "1" if it was present, its JSON as read, its new JSON. Writes all
-/// and answers 1 only if every label still holds what was read.
+/// name, "1" if it was present, its JSON as read, "1" if it stays, its new
+/// JSON (a label that does not stay is deleted). Writes all and answers 1
+/// only if every label still holds what was read.
 const COMPARE_AND_SET: &str = r"
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
-  local base = 2 + i * 4
+  local base = 2 + i * 5
   local current = redis.call('HGET', KEYS[1], ARGV[base])
   if ARGV[base + 1] == '1' then
     if current ~= ARGV[base + 2] then return 0 end
@@ -33,8 +34,12 @@ for i = 0, n - 1 do
   end
 end
 for i = 0, n - 1 do
-  local base = 2 + i * 4
-  redis.call('HSET', KEYS[1], ARGV[base], ARGV[base + 3])
+  local base = 2 + i * 5
+  if ARGV[base + 3] == '1' then
+    redis.call('HSET', KEYS[1], ARGV[base], ARGV[base + 4])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[base])
+  end
 end
 return 1
 ";
@@ -169,7 +174,8 @@ impl ZoneWriter for RedisZone {
             call.arg(c.label)
                 .arg(if c.before.is_some() { "1" } else { "0" })
                 .arg(c.before.as_deref().unwrap_or(""))
-                .arg(&c.after);
+                .arg(if c.after.is_some() { "1" } else { "0" })
+                .arg(c.after.as_deref().unwrap_or(""));
         }
         let written: i64 = self.timed(call.invoke_async(&mut con)).await?;
         Ok(written == 1)
