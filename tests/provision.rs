@@ -436,6 +436,76 @@ async fn deactivate_all_removes_nothing_by_default() {
     assert_eq!(redis.hgetall(KEY).await, written);
 }
 
+/// A CA of the test: its PEM, and a server certificate for 127.0.0.1
+/// (chain PEM, key PEM).
+fn test_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "eas-relay redis test CA");
+    let issuer = rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (issuer.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_trusted_through_redis_ca_file() {
+    let (ca, cert, key) = test_ca();
+    let (other_ca, _, _) = test_ca();
+    let redis = TestRedis::start_tls(&cert, &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca_file, &ca).unwrap();
+    std::fs::write(&other_file, &other_ca).unwrap();
+    let mut config = Config::default();
+    provisioning(&mut config, &redis.tls_url());
+    config.dns_provisioning.tld_zones = vec!["country".into()];
+    let settings = Settings::from_config(&config);
+    let provision = |ca: Option<&std::path::Path>, domain: &'static str| {
+        let mut p = config.dns_provisioning.clone();
+        p.redis_ca_file = ca.map(std::path::Path::to_path_buf);
+        let settings = settings.clone();
+        async move {
+            let zone = RedisZone::from_config(&p).unwrap();
+            Provisioner::new(zone, settings)
+                .provision(domain, false)
+                .await
+        }
+    };
+    // Trusted through redis_ca_file: written over TLS.
+    let outcome = provision(Some(&ca_file), DOMAIN).await.unwrap();
+    assert!(matches!(outcome, Outcome::Written(_)), "{outcome:?}");
+    assert_eq!(parse(&redis.hget(KEY, "@").await), apex_expected());
+    // Another CA, or only the system's roots: the server is not trusted
+    // and nothing is written.
+    for ca in [Some(other_file.as_path()), None] {
+        let err = provision(ca, "other.country").await.unwrap_err();
+        assert!(
+            matches!(err, ProvisionError::Unreachable(_)),
+            "{ca:?}: {err}"
+        );
+        assert!(err.to_string().contains("certificate"), "{ca:?}: {err}");
+    }
+    assert!(redis.hgetall("other.country.").await.is_empty());
+    // A CA file without a certificate is refused before any connection.
+    std::fs::write(&other_file, "not a certificate\n").unwrap();
+    let mut p = config.dns_provisioning.clone();
+    p.redis_ca_file = Some(other_file.clone());
+    assert!(matches!(
+        RedisZone::from_config(&p),
+        Err(ProvisionError::CaFile { .. })
+    ));
+}
+
 // ------------------------------------------------------------ the CLI
 
 mod cli {

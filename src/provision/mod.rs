@@ -17,7 +17,7 @@ pub(crate) mod worker;
 
 pub use bulk::{Summary, provision_many};
 pub use edit::{Desired, LabelChange, LabelError, changes, removals};
-pub use redis::RedisZone;
+pub use redis::{RedisZone, load_ca};
 
 use crate::config::Config;
 use crate::store::ProvisionKind;
@@ -41,6 +41,8 @@ pub enum ProvisionError {
     Label(#[from] LabelError),
     #[error("the zone kept changing under us ({CONFLICT_ATTEMPTS} attempts)")]
     Conflict,
+    #[error("cannot use dns_provisioning.redis_ca_file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
     #[error("cannot read dns_provisioning.redis_password_file {path}: {source}")]
     Password {
         path: PathBuf,
