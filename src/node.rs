@@ -53,6 +53,9 @@ pub enum RunError {
     Keys(#[from] api::keys::ApiKeyError),
     #[error("SRS: {0}")]
     Srs(#[from] crate::rewrite::srs::SrsError),
+    /// Connection screening cannot start (its resolver).
+    #[error("{0}")]
+    Screen(String),
     #[error(transparent)]
     Forwarding(#[from] crate::rewrite::pipeline::PipelineError),
     #[error("chain: {0}")]
@@ -210,6 +213,9 @@ pub async fn run(
         tls,
         srs,
         forwarding,
+        screen: crate::screen::Screen::from_config(&config)
+            .map_err(|e| RunError::Screen(e.to_string()))?
+            .map(Arc::new),
     });
     tasks.spawn(smtp::listener::run(
         listeners.smtp,

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["reply", "address", "net", "message", "files"],
     &["config", "observe"],
     &["store", "dns", "tls", "spool"],
-    &["recipients", "auth", "rewrite", "chain"],
+    &["recipients", "auth", "rewrite", "chain", "screen"],
     &["outbound", "queue"],
     &["smtp", "api", "manage", "zone", "provision"],
     &["node", "cli"],

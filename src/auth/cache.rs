@@ -34,7 +34,7 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 

@@ -5,7 +5,7 @@
 //! and the one Authentication-Results header (RFC 8601) that records them.
 
 pub mod body;
-mod cache;
+pub(crate) mod cache;
 
 use crate::config::Config;
 use crate::reply::Reply;

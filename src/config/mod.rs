@@ -25,6 +25,7 @@ mod log;
 mod outbound;
 mod queue;
 mod rewrite;
+mod screen;
 mod smtp;
 mod srs;
 mod store;
@@ -44,6 +45,8 @@ pub(crate) use outbound::parse_host_port;
 pub use outbound::{OutboundConfig, TlsPolicy};
 pub use queue::QueueConfig;
 pub use rewrite::RewriteConfig;
+pub(crate) use screen::DnsblSite;
+pub use screen::ScreenConfig;
 pub use smtp::SmtpConfig;
 pub use srs::SrsConfig;
 pub(crate) use store::DEFAULT_CACHE_SIZE;
@@ -66,6 +69,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub smtp: SmtpConfig,
+    pub screen: ScreenConfig,
     pub tls: TlsConfig,
     pub http: HttpConfig,
     pub aliases: AliasConfig,
@@ -89,6 +93,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             log: LogConfig::default(),
             smtp: SmtpConfig::default(),
+            screen: ScreenConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
             aliases: AliasConfig::default(),
@@ -175,6 +180,7 @@ impl Config {
             ));
         }
         self.smtp.validate()?;
+        self.screen.validate()?;
         self.http.validate()?;
         self.store.validate()?;
         self.auth.validate()?;
@@ -387,6 +393,28 @@ mod tests {
         assert!(reason.contains("verified"), "{reason}");
         let c = parse("[outbound]\ntls = \"verified\"\ntls_ca_file = \"/ca.pem\"\n").unwrap();
         assert_eq!(c.outbound.tls, TlsPolicy::Verified);
+    }
+
+    #[test]
+    fn screen_lists_and_thresholds_are_checked() {
+        let c = parse("[screen]\nenabled = true\ndnsbl = [\"zen.spamhaus.org*2\", \"list.dnswl.org=127.0.[0..255].[1..3]*-5\"]\n").unwrap();
+        assert_eq!(c.screen.sites().len(), 2);
+        let (key, value, reason) =
+            invalid_key("[screen]\ndnsbl = [\"ok.example\", \"zen.spamhaus.org*two\"]\n");
+        assert_eq!(key, "screen.dnsbl[1]");
+        assert!(value.contains("zen.spamhaus.org*two"), "{value}");
+        assert!(reason.contains("bad weight"), "{reason}");
+        let (key, _, reason) = invalid_key("[screen]\ndnsbl = [\"b.example=127.0.0.300\"]\n");
+        assert_eq!(key, "screen.dnsbl[0]");
+        assert!(reason.contains("bad filter"), "{reason}");
+        let (key, _, _) = invalid_key("[screen]\nthreshold = 0\n");
+        assert_eq!(key, "screen.threshold");
+        let (key, _, _) = invalid_key("[screen]\nthreshold = 2\nallowlist_threshold = 2\n");
+        assert_eq!(key, "screen.allowlist_threshold");
+        let (key, _, _) = invalid_key("[screen]\ncache_ttl = \"2h\"\n");
+        assert_eq!(key, "screen.cache_ttl");
+        let (key, _, _) = invalid_key("[screen]\ntimeout = \"0s\"\n");
+        assert_eq!(key, "screen.timeout");
     }
 
     #[test]

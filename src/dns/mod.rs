@@ -8,7 +8,7 @@
 mod query;
 
 pub(crate) use query::{
-    Answer, MxSet, canonical, lookup_addresses, lookup_mx, lookup_ptr, lookup_txt,
+    Answer, MxSet, canonical, lookup_a, lookup_addresses, lookup_mx, lookup_ptr, lookup_txt,
     without_hosts_file,
 };
 

@@ -5,7 +5,7 @@
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::RData;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,6 +134,15 @@ pub(crate) async fn lookup_addresses(resolver: &TokioResolver, host: &str) -> An
     } else {
         Answer::Found(addresses)
     }
+}
+
+/// The A records of `name` (a DNS list's answer); the caller bounds the time.
+pub(crate) async fn lookup_a(resolver: &TokioResolver, name: &str) -> Answer<Vec<Ipv4Addr>> {
+    let answer = lookup(resolver.ipv4_lookup(format!("{name}.")), rdata).await;
+    map_answer(answer, |r| match r {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    })
 }
 
 /// The PTR names of `ip`, canonical.

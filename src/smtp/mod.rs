@@ -8,7 +8,8 @@
 //! `data`, `starttls`, `vrfy`). Message bytes go through `receiver` (where
 //! DATA ends, BDAT sizes) into `incoming` (limits, body streamed to the
 //! spool); `data` then checks, prepares and queues the message. `guard`
-//! holds the budgets all sessions share. Imports run one way: the verb files
+//! holds the budgets all sessions share; `prescreen` acts on the verdict of
+//! `crate::screen` before the greeting. Imports run one way: the verb files
 //! use `session`, `session` uses `receiver` and `incoming`, never back.
 
 mod data;
@@ -17,6 +18,7 @@ pub(crate) mod guard;
 mod incoming;
 pub(crate) mod listener;
 mod mail;
+mod prescreen;
 mod rcpt;
 mod receiver;
 mod session;
@@ -46,4 +48,6 @@ pub(crate) struct SmtpContext {
     pub(crate) forwarding: Arc<Forwarding>,
     /// Budgets shared by all sessions (bounces per address, SRS failures).
     pub(crate) guards: guard::Guards,
+    /// Connection screening; None when `screen.enabled` is off.
+    pub(crate) screen: Option<Arc<crate::screen::Screen>>,
 }

@@ -100,6 +100,9 @@ pub(crate) struct Session<T> {
     junk: usize,
     /// When the session must end, whatever it is doing.
     deadline: Instant,
+    /// Screening is on and the client not allowlisted: no command may
+    /// follow another in one read before EHLO/HELO is answered.
+    pub(crate) strict_before_helo: bool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -112,8 +115,14 @@ pub(crate) async fn handle<T: Io>(
 ) {
     metrics::gauge!("eas_smtp_sessions_active").increment(1.0);
     let mut session = Session::new(ctx, stream, peer, shutdown);
-    session.greet();
-    if session.flush().await.is_ok() && session.run().await == Flow::StartTls {
+    let greeted = match session.ctx.screen.clone() {
+        Some(screen) => session.screen_and_greet(&screen).await == Flow::Continue,
+        None => {
+            session.greet();
+            session.flush().await.is_ok()
+        }
+    };
+    if greeted && session.run().await == Flow::StartTls {
         // Boxed: the TLS session's future is allocated only when needed,
         // not carried by every session (idle sessions cost memory).
         Box::pin(session.upgrade()).await;
@@ -148,11 +157,12 @@ impl<T: Io> Session<T> {
             errors: 0,
             junk: 0,
             deadline,
+            strict_before_helo: false,
             shutdown,
         }
     }
 
-    fn greet(&mut self) {
+    pub(crate) fn greet(&mut self) {
         let text = format!("{} ESMTP eas-relay", self.ctx.config.hostname);
         self.reply(&Reply {
             code: 220,
@@ -346,6 +356,9 @@ impl<T: Io> Session<T> {
                     };
                     let (line, rest) = bytes.split_at(pos + 1);
                     bytes = rest;
+                    if self.strict_before_helo && self.helo.is_none() && !rest.is_empty() {
+                        return self.pipelined_before_helo();
+                    }
                     let flow = self.complete_line(line).await;
                     if flow == Flow::StartTls {
                         // Anything pipelined after STARTTLS is discarded

@@ -15,5 +15,6 @@ mod http_slots;
 mod message;
 mod outbound;
 mod queue;
+mod screen;
 mod smtp_slots;
 mod srs;

@@ -89,6 +89,9 @@ impl Harness {
         Harness {
             ctx: Arc::new(SmtpContext {
                 guards: crate::smtp::guard::Guards::from_config(&config),
+                screen: crate::screen::Screen::from_config(&config)
+                    .expect("screen")
+                    .map(Arc::new),
                 config: Arc::new(config),
                 store,
                 queue: started.queue,
