@@ -164,6 +164,9 @@ pub async fn run(
         });
     }
     store.set_provision_on_activation(config.dns_provisioning.enabled);
+    store.set_remove_on_deactivate_all(
+        config.dns_provisioning.enabled && config.dns_provisioning.remove_on_deactivate_all,
+    );
     let provisioner = if config.dns_provisioning.enabled {
         let zone = crate::provision::RedisZone::from_config(&config.dns_provisioning)?;
         let settings = crate::provision::Settings::from_config(&config);

@@ -258,19 +258,51 @@ async fn adding_an_invalid_domain_is_refused_on_the_domain_field() {
 }
 
 #[tokio::test]
-async fn a_malformed_or_unexpected_body_is_refused_on_the_body_field() {
+async fn a_body_that_is_not_a_json_object_is_refused_on_the_body_field() {
     let api = Api::new();
-    for body in [
-        "{\"domain\": ",
-        "[]",
-        "{\"domain\": 5}",
-        "{}",
-        "{\"domain\": \"example.org\", \"colour\": \"red\"}",
-    ] {
+    for body in ["{\"domain\": ", "[]", "\"example.org\"", ""] {
         let answer = api
             .call(Method::POST, "/v3/domains", Auth::Bearer, Some(body))
             .await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "body");
+    }
+    let body = api.ok(Method::GET, "/v3/domains", None).await;
+    assert_eq!(body["total"], 0, "{body}");
+}
+
+/// ImprovMX clients read which field is wrong from the key of `errors`:
+/// a missing, mistyped or unknown field is named there, with serde's
+/// words (and no line/column: the key says where).
+#[tokio::test]
+async fn a_missing_mistyped_or_unknown_field_is_refused_on_that_field() {
+    let api = Api::new();
+    for (body, field, says) in [
+        ("{}", "domain", "missing field `domain`"),
+        ("{\"domain\": 5}", "domain", "invalid type: integer `5`"),
+        ("{\"domain\": null}", "domain", "invalid type: null"),
+        (
+            "{\"domain\": \"example.org\", \"notification_email\": [1]}",
+            "notification_email",
+            "invalid type: sequence",
+        ),
+        (
+            "{\"domain\": \"example.org\", \"colour\": \"red\"}",
+            "colour",
+            "unknown field `colour`",
+        ),
+        // A name that is not a plain field name is not echoed as a key.
+        (
+            "{\"domain\": \"example.org\", \"a b`\": 1}",
+            "body",
+            "unknown field",
+        ),
+    ] {
+        let answer = api
+            .call(Method::POST, "/v3/domains", Auth::Bearer, Some(body))
+            .await;
+        let message = assert_error(&answer, StatusCode::BAD_REQUEST, field);
+        assert!(message.starts_with(says), "{body}: {message}");
+        assert!(!message.contains("line 1"), "{message}");
     }
     // Nothing was added by any of them.
     let body = api.ok(Method::GET, "/v3/domains", None).await;
@@ -413,9 +445,10 @@ async fn a_query_parameter_of_the_wrong_type_is_refused_in_the_error_shape() {
         );
         assert_eq!(body["success"], false, "{path}: {body}");
         assert_eq!(body["code"], 400, "{path}: {body}");
+        // Keyed by the parameter at fault, as a body field is.
         let errors = body["errors"].as_object();
         assert!(
-            errors.is_some_and(|e| e.contains_key(field) || e.contains_key("query")),
+            errors.is_some_and(|e| e.len() == 1 && e.contains_key(field)),
             "{path}: {body}"
         );
     }
@@ -593,11 +626,11 @@ async fn updating_a_domain_refuses_bad_settings_and_unknown_fields() {
     let answer = api
         .json(Method::PUT, path, &json!({ "colour": "red" }))
         .await;
-    assert_error(&answer, StatusCode::BAD_REQUEST, "body");
+    assert_error(&answer, StatusCode::BAD_REQUEST, "colour");
     let answer = api
         .json(Method::PUT, path, &json!({ "active": "no" }))
         .await;
-    assert_error(&answer, StatusCode::BAD_REQUEST, "body");
+    assert_error(&answer, StatusCode::BAD_REQUEST, "active");
     let answer = api
         .call(Method::PUT, path, Auth::Bearer, Some("{\"active\":"))
         .await;
@@ -988,20 +1021,32 @@ async fn more_forwards_than_max_destinations_are_refused() {
 }
 
 #[tokio::test]
-async fn an_alias_body_with_unknown_or_missing_fields_is_refused_on_the_body_field() {
+async fn an_alias_body_with_unknown_missing_or_mistyped_fields_is_refused_on_that_field() {
     let api = Api::new();
     api.add_domain("example.org").await;
-    for body in [
-        json!({ "alias": "hello", "forward": "u@dest.test", "colour": "red" }),
-        json!({ "alias": "hello" }),
-        json!({ "forward": "u@dest.test" }),
-        json!({ "alias": "hello", "forward": ["u@dest.test"] }),
+    for (body, field) in [
+        (
+            json!({ "alias": "hello", "forward": "u@dest.test", "colour": "red" }),
+            "colour",
+        ),
+        (json!({ "alias": "hello" }), "forward"),
+        (json!({ "forward": "u@dest.test" }), "alias"),
+        (
+            json!({ "alias": "hello", "forward": ["u@dest.test"] }),
+            "forward",
+        ),
     ] {
         let answer = api
             .json(Method::POST, "/v3/domains/example.org/aliases", &body)
             .await;
-        assert_error(&answer, StatusCode::BAD_REQUEST, "body");
+        assert_error(&answer, StatusCode::BAD_REQUEST, field);
     }
+    assert!(
+        api.store
+            .alias_get("example.org", "hello")
+            .unwrap()
+            .is_none()
+    );
     api.add_alias("example.org", "hello", "u@dest.test").await;
     let answer = api
         .json(
@@ -1010,7 +1055,7 @@ async fn an_alias_body_with_unknown_or_missing_fields_is_refused_on_the_body_fie
             &json!({ "forward": "v@dest.test", "alias": "other" }),
         )
         .await;
-    assert_error(&answer, StatusCode::BAD_REQUEST, "body");
+    assert_error(&answer, StatusCode::BAD_REQUEST, "alias");
 }
 
 #[tokio::test]
@@ -1231,16 +1276,29 @@ async fn bulk_refuses_an_unknown_behavior_and_unknown_fields() {
     let api = Api::new();
     api.add_domain("example.org").await;
     let item = json!({ "alias": "a", "forward": "u@dest.test" });
-    for body in [
-        json!({ "behavior": "delete", "aliases": [item.clone()] }),
-        json!({ "aliases": [item.clone()], "colour": "red" }),
-        json!({ "aliases": [{ "alias": "a", "forward": "u@dest.test", "x": 1 }] }),
-        json!({ "behavior": "add" }),
+    for (body, field) in [
+        (
+            json!({ "behavior": "delete", "aliases": [item.clone()] }),
+            "behavior",
+        ),
+        (
+            json!({ "aliases": [item.clone()], "colour": "red" }),
+            "colour",
+        ),
+        (
+            json!({ "aliases": [item.clone(), { "alias": "a", "forward": "u@dest.test", "x": 1 }] }),
+            "aliases[1].x",
+        ),
+        (
+            json!({ "aliases": [{ "alias": "b" }] }),
+            "aliases[0].forward",
+        ),
+        (json!({ "behavior": "add" }), "aliases"),
     ] {
         let answer = api
             .json(Method::POST, "/v3/domains/example.org/aliases/bulk", &body)
             .await;
-        assert_error(&answer, StatusCode::BAD_REQUEST, "body");
+        assert_error(&answer, StatusCode::BAD_REQUEST, field);
     }
     assert!(api.store.alias_get("example.org", "a").unwrap().is_none());
 }
@@ -1551,7 +1609,7 @@ async fn a_resync_is_a_conflict_when_the_chain_is_off() {
             Some("{\"from_block\": \"x\"}"),
         )
         .await;
-    assert_error(&answer, StatusCode::BAD_REQUEST, "body");
+    assert_error(&answer, StatusCode::BAD_REQUEST, "from_block");
 }
 
 #[tokio::test]
@@ -2080,4 +2138,233 @@ async fn a_static_alias_is_suspended_and_resumed_with_put_active() {
         .await;
     assert_eq!(body["alias"]["forward"], "ops2@dest.test", "{body}");
     assert_eq!(body["alias"]["active"], true, "{body}");
+}
+
+// -------------------------------------------------------- trailing slash
+
+/// The GET routes of every `/v3` family answer the same with one trailing
+/// slash as without (the EAS server's ImprovMX client sends
+/// `/domains/{d}/aliases/`), the query kept.
+#[tokio::test]
+async fn every_v3_route_family_answers_the_same_with_a_trailing_slash() {
+    let api = Api::new();
+    api.add_domain("example.org").await;
+    api.add_alias("example.org", "hello", "u@dest.test").await;
+    for path in [
+        "/v3/account",
+        "/v3/domains",
+        "/v3/domains?q=example&limit=1",
+        "/v3/domains/example.org",
+        "/v3/domains/example.org/aliases",
+        "/v3/domains/example.org/aliases?alias=hel",
+        "/v3/domains/example.org/aliases/hello",
+        "/v3/domains/example.org/logs",
+        "/v3/domains/example.org/logs/hello",
+        "/v3/queue",
+        "/v3/chain/status",
+        "/v3/openapi.json",
+    ] {
+        let slashed = match path.split_once('?') {
+            Some((p, q)) => format!("{p}/?{q}"),
+            None => format!("{path}/"),
+        };
+        let (status, _, body) = api.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let (status, _, slashed_body) = api.get(&slashed).await;
+        assert_eq!(status, StatusCode::OK, "{slashed}: {slashed_body}");
+        assert_eq!(body, slashed_body, "{slashed}");
+    }
+    // The query was applied, not dropped with the slash.
+    let (_, _, body) = api
+        .get("/v3/domains/example.org/aliases/?alias=nomatch")
+        .await;
+    assert_eq!(body["aliases"], json!([]), "{body}");
+}
+
+/// The writes the EAS server sends, each with a trailing slash, do what
+/// they do without one; the key is still required.
+#[tokio::test]
+async fn writes_with_a_trailing_slash_act_as_without_and_need_the_key() {
+    let api = Api::new();
+    let answer = api
+        .call(Method::GET, "/v3/domains/", Auth::None, None)
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "authorization");
+    let answer = api
+        .call(
+            Method::POST,
+            "/v3/domains/",
+            Auth::None,
+            Some("{\"domain\":\"example.org\"}"),
+        )
+        .await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "authorization");
+    assert_eq!(
+        api.get("/v3/domains/example.org").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    api.ok(
+        Method::POST,
+        "/v3/domains/",
+        Some(json!({ "domain": "example.org" })),
+    )
+    .await;
+    assert_eq!(api.get("/v3/domains/example.org").await.0, StatusCode::OK);
+    // addAlias: POST /domains/{d}/aliases/ { alias, forward }
+    let body = api
+        .ok(
+            Method::POST,
+            "/v3/domains/example.org/aliases/",
+            Some(json!({ "alias": "hello", "forward": "u@dest.test" })),
+        )
+        .await;
+    assert_eq!(body["alias"]["forward"], "u@dest.test", "{body}");
+    // listAlias: GET /domains/{d}/aliases/ reads `aliases`
+    let body = api
+        .ok(Method::GET, "/v3/domains/example.org/aliases/", None)
+        .await;
+    assert_eq!(names(&body["aliases"]), ["hello"], "{body}");
+    api.ok(
+        Method::PUT,
+        "/v3/domains/example.org/aliases/hello/",
+        Some(json!({ "forward": "v@dest.test" })),
+    )
+    .await;
+    let body = api
+        .ok(Method::GET, "/v3/domains/example.org/aliases/hello", None)
+        .await;
+    assert_eq!(body["alias"]["forward"], "v@dest.test", "{body}");
+    api.ok(
+        Method::POST,
+        "/v3/domains/example.org/aliases/bulk/",
+        Some(json!({ "aliases": [{ "alias": "b", "forward": "b@dest.test" }] })),
+    )
+    .await;
+    assert!(api.store.alias_get("example.org", "b").unwrap().is_some());
+    api.ok(
+        Method::DELETE,
+        "/v3/domains/example.org/aliases/hello/",
+        None,
+    )
+    .await;
+    assert!(
+        api.store
+            .alias_get("example.org", "hello")
+            .unwrap()
+            .is_none()
+    );
+    api.ok(
+        Method::PUT,
+        "/v3/domains/example.org/",
+        Some(json!({ "active": false })),
+    )
+    .await;
+    api.ok(Method::POST, "/v3/queue/retry/", None).await;
+    api.ok(Method::DELETE, "/v3/domains/example.org/", None)
+        .await;
+    assert_eq!(
+        api.get("/v3/domains/example.org").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // A missing field is still named with the slash.
+    let answer = api.json(Method::POST, "/v3/domains/", &json!({})).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "domain");
+}
+
+/// Only one trailing slash is forgiven, only under `/v3`: doubled slashes
+/// and empty segments find no route (404); a percent-encoded slash is no
+/// separator (no route, or a name refused on its field); never another
+/// resource. `/health/` and the EAS endpoints are not rewritten.
+#[tokio::test]
+async fn doubled_empty_or_encoded_slashes_reach_no_resource() {
+    let api = Api::new();
+    api.add_domain("example.org").await;
+    api.add_alias("example.org", "hello", "u@dest.test").await;
+    for path in [
+        "/v3/",
+        "/v3//",
+        "/v3//domains",
+        "/v3/domains//",
+        "/v3/domains///",
+        "/v3/domains/example.org//",
+        "/v3/domains/example.org/aliases//",
+        "/v3/domains/example.org/aliases/hello//",
+        "/v3/domains//aliases",
+        "/v3/domains//aliases/",
+        "/v3/domains/example.org//aliases",
+        "/v3/domains/example.org//aliases/",
+        "/v3/domains%2F",
+        "/v3/domains/example.org/aliases%2F",
+        "/v3/domains/example.org/aliases%2fhello",
+        "/v3/account%2F",
+        "//v3/domains",
+        "//v3/domains/",
+        "/health/",
+        "/activate/",
+    ] {
+        let (status, headers, body) = api.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(
+            body["errors"]["resource"][0], "route not found",
+            "{path}: {body}"
+        );
+        // Shaped like every other answer.
+        assert_eq!(
+            header(&headers, "x-content-type-options"),
+            "nosniff",
+            "{path}"
+        );
+    }
+    // An encoded slash inside a name stays in the name, which is refused on
+    // its field (as the CLI says offline): never the alias or domain before
+    // the slash.
+    for (method, path, field) in [
+        (
+            Method::GET,
+            "/v3/domains/example.org/aliases/hello%2F",
+            "alias",
+        ),
+        (
+            Method::GET,
+            "/v3/domains/example.org/aliases/hello%2f",
+            "alias",
+        ),
+        (
+            Method::DELETE,
+            "/v3/domains/example.org/aliases/hello%2F",
+            "alias",
+        ),
+        (
+            Method::PUT,
+            "/v3/domains/example.org/aliases/hello%2Fx",
+            "alias",
+        ),
+        (Method::GET, "/v3/domains/example.org%2Faliases", "domain"),
+        (
+            Method::GET,
+            "/v3/domains/example.org%2F/aliases/hello",
+            "domain",
+        ),
+        (Method::DELETE, "/v3/domains/example.org%2F", "domain"),
+    ] {
+        let body = (method == Method::PUT).then_some("{\"forward\":\"x@dest.test\"}");
+        let answer = api.call(method, path, Auth::Bearer, body).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, field);
+    }
+    let answer = api
+        .call(
+            Method::DELETE,
+            "/v3/domains/example.org//aliases/hello",
+            Auth::Bearer,
+            None,
+        )
+        .await;
+    assert_eq!(answer.0, StatusCode::NOT_FOUND);
+    assert!(
+        api.store
+            .alias_get("example.org", "hello")
+            .unwrap()
+            .is_some()
+    );
 }

@@ -2,12 +2,14 @@
 //! real chain: the first activation of a name writes its MX, SPF and DMARC
 //! records in the redis plugin's exact JSON shape, keeps everything else
 //! of the zone, changes nothing the second time, never overwrites a
-//! concurrent writer, and survives Redis being down across a relay restart.
+//! concurrent writer, and survives Redis being down across a relay restart;
+//! with `remove_on_deactivate_all`, the last alias leaving through
+//! `/deactivate-all` takes out exactly what the relay wrote.
 
 mod common;
 
 use common::anvil::{ChainOptions, YEAR, dev_signer};
-use common::eas::{ChainRelay, DOMAIN, SLD, chain_config};
+use common::eas::{CONFIRMATIONS, ChainRelay, DOMAIN, SLD, chain_config};
 use common::redis::TestRedis;
 use common::relay::TestRelay;
 use common::sink::TestSink;
@@ -332,6 +334,176 @@ async fn static_domains_are_provisioned_when_asked() {
     wait_pending(&relay, 0).await;
     assert!(redis.hgetall("elsewhere.test.").await.is_empty());
     relay.stop().await;
+}
+
+/// The zone as the EAS server left it, with the owner's own records.
+const OWNER_APEX: &str = r#"{"a":[{"ttl":300,"ip":"192.0.2.7"}], "aaaa":[{"ttl":300,"ip":"2001:db8::7"}],"txt":[{"ttl":300,"text":"google-site-verification=abc"},{"ttl":300,"text":"v=spf1 include:spf.improvmx.com ~all"}],"mx":[{"ttl":300,"preference":0,"host":"mx1.improvmx.com."},{"ttl":300,"preference":50,"host":"backup.owner.test."}],"caa":[{"ttl":300,"flag":0,"tag":"issue","value":"letsencrypt.org"}]}"#;
+const OWNER_WWW: &str = r#"{"cname":[{"ttl":300,"host":"fsociety.country."}]}"#;
+
+/// A relay provisioning into a zone holding the owner's records, with
+/// `hello` activated and its records written.
+async fn provisioned(remove: bool) -> (TestRedis, ChainRelay) {
+    let redis = TestRedis::start().await;
+    redis.hset(KEY, "@", OWNER_APEX).await;
+    redis.hset(KEY, "www", OWNER_WWW).await;
+    let url = redis.url();
+    let t = ChainRelay::start_with(ChainOptions::default(), false, |c| {
+        provisioning(c, &url);
+        c.dns_provisioning.remove_on_deactivate_all = remove;
+    })
+    .await;
+    activate(&t, "hello", true).await;
+    redis
+        .wait_field(KEY, "_dmarc", LIMIT, |v| v.is_some())
+        .await;
+    wait_pending(&t.relay, 0).await;
+    (redis, t)
+}
+
+/// Deactivates every alias on chain, lets it confirm, asks
+/// `/deactivate-all`, and waits until the watcher removed the aliases.
+async fn deactivate_all(t: &ChainRelay) {
+    t.chain.deactivate_all(&dev_signer(1), SLD).await.unwrap();
+    t.chain.mine(CONFIRMATIONS).await;
+    t.settle().await;
+    assert_eq!(
+        t.post("/deactivate-all", json!({ "sld": SLD })).await,
+        (200, json!({ "success": true }))
+    );
+    let deadline = Instant::now() + LIMIT;
+    while t.aliases_of(SLD).await != json!([]) {
+        assert!(Instant::now() < deadline, "aliases not removed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn deactivate_all_removes_only_what_the_relay_wrote_and_reactivation_writes_again() {
+    let (redis, t) = provisioned(true).await;
+    let written = redis.hgetall(KEY).await;
+    deactivate_all(&t).await;
+    // The removal is queued with the last alias's removal, then done; the
+    // _dmarc label held only ours: deleted.
+    redis
+        .wait_field(KEY, "_dmarc", LIMIT, |v| v.is_none())
+        .await;
+    wait_pending(&t.relay, 0).await;
+    let apex = redis.hget(KEY, "@").await.unwrap();
+    // The owner's records keep their exact bytes; the relay's MX hosts and
+    // its SPF go (the improvmx MX and SPF it replaced are not restored:
+    // the relay does not know they were the owner's wish).
+    assert_eq!(
+        apex,
+        r#"{"a":[{"ttl":300,"ip":"192.0.2.7"}],"aaaa":[{"ttl":300,"ip":"2001:db8::7"}],"txt":[{"ttl":300,"text":"google-site-verification=abc"}],"mx":[{"ttl":300,"preference":50,"host":"backup.owner.test."}],"caa":[{"ttl":300,"flag":0,"tag":"issue","value":"letsencrypt.org"}]}"#
+    );
+    assert_eq!(redis.hget(KEY, "www").await.as_deref(), Some(OWNER_WWW));
+    assert_eq!(redis.hgetall(KEY).await.len(), 2);
+
+    // A later activation of the name writes the records again.
+    activate(&t, "again", false).await;
+    let dmarc = redis
+        .wait_field(KEY, "_dmarc", LIMIT, |v| v.is_some())
+        .await;
+    assert_eq!(dmarc, written.get("_dmarc").cloned());
+    wait_pending(&t.relay, 0).await;
+    let apex: Value = serde_json::from_str(&redis.hget(KEY, "@").await.unwrap()).unwrap();
+    assert_eq!(
+        apex["mx"],
+        json!([
+            {"ttl": 300, "host": "mx1.relay.test.", "preference": 10},
+            {"ttl": 300, "host": "mx2.relay.test.", "preference": 20},
+            {"ttl": 300, "preference": 50, "host": "backup.owner.test."},
+        ])
+    );
+    assert_eq!(
+        apex["txt"],
+        json!([
+            {"ttl": 300, "text": "google-site-verification=abc"},
+            {"ttl": 300, "text": "v=spf1 -all"},
+        ])
+    );
+    assert_eq!(redis.hget(KEY, "www").await.as_deref(), Some(OWNER_WWW));
+}
+
+#[tokio::test]
+async fn deactivate_all_removes_nothing_by_default() {
+    let (redis, t) = provisioned(false).await;
+    let written = redis.hgetall(KEY).await;
+    deactivate_all(&t).await;
+    // A removal would be queued with the aliases' removal: none is, and
+    // the zone is as the provisioning left it.
+    assert_eq!(health(&t.relay).await["dns_provision_pending"], json!(0));
+    assert_eq!(redis.hgetall(KEY).await, written);
+}
+
+/// A CA of the test: its PEM, and a server certificate for 127.0.0.1
+/// (chain PEM, key PEM).
+fn test_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "eas-relay redis test CA");
+    let issuer = rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (issuer.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_trusted_through_redis_ca_file() {
+    let (ca, cert, key) = test_ca();
+    let (other_ca, _, _) = test_ca();
+    let redis = TestRedis::start_tls(&cert, &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca_file, &ca).unwrap();
+    std::fs::write(&other_file, &other_ca).unwrap();
+    let mut config = Config::default();
+    provisioning(&mut config, &redis.tls_url());
+    config.dns_provisioning.tld_zones = vec!["country".into()];
+    let settings = Settings::from_config(&config);
+    let provision = |ca: Option<&std::path::Path>, domain: &'static str| {
+        let mut p = config.dns_provisioning.clone();
+        p.redis_ca_file = ca.map(std::path::Path::to_path_buf);
+        let settings = settings.clone();
+        async move {
+            let zone = RedisZone::from_config(&p).unwrap();
+            Provisioner::new(zone, settings)
+                .provision(domain, false)
+                .await
+        }
+    };
+    // Trusted through redis_ca_file: written over TLS.
+    let outcome = provision(Some(&ca_file), DOMAIN).await.unwrap();
+    assert!(matches!(outcome, Outcome::Written(_)), "{outcome:?}");
+    assert_eq!(parse(&redis.hget(KEY, "@").await), apex_expected());
+    // Another CA, or only the system's roots: the server is not trusted
+    // and nothing is written.
+    for ca in [Some(other_file.as_path()), None] {
+        let err = provision(ca, "other.country").await.unwrap_err();
+        assert!(
+            matches!(err, ProvisionError::Unreachable(_)),
+            "{ca:?}: {err}"
+        );
+        assert!(err.to_string().contains("certificate"), "{ca:?}: {err}");
+    }
+    assert!(redis.hgetall("other.country.").await.is_empty());
+    // A CA file without a certificate is refused before any connection.
+    std::fs::write(&other_file, "not a certificate\n").unwrap();
+    let mut p = config.dns_provisioning.clone();
+    p.redis_ca_file = Some(other_file.clone());
+    assert!(matches!(
+        RedisZone::from_config(&p),
+        Err(ProvisionError::CaFile { .. })
+    ));
 }
 
 // ------------------------------------------------------------ the CLI

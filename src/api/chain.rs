@@ -49,7 +49,7 @@ async fn resync(
     let body: Resync = if body.iter().all(u8::is_ascii_whitespace) {
         Resync::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?
+        super::extract::from_slice(&body)?
     };
     let Some(watcher) = &s.watcher else {
         return Err(ApiError::Conflict {

@@ -8,18 +8,21 @@ mod chain;
 mod domains;
 mod eas;
 mod error;
+mod extract;
 pub mod keys;
 pub(crate) mod limit;
 mod logs;
 mod openapi;
 mod queue;
 pub(crate) mod serve;
+mod slash;
 
 pub(crate) use error::ApiError;
+pub(crate) use extract::{ApiJson, ApiQuery};
 
 use crate::config::Config;
 use crate::manage::Local;
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -28,7 +31,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use limit::{RateLimits, Verdict};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -73,7 +75,8 @@ impl ApiState {
     }
 }
 
-/// The whole HTTP API. Serve it with [`serve::serve`] (or
+/// The whole HTTP API; every `/v3` route also answers with one trailing
+/// slash (`slash.rs`). Serve it with [`serve::serve`] (or
 /// `into_make_service_with_connect_info::<SocketAddr>()`): the per-network
 /// rate limit needs the client's address.
 pub fn router(state: ApiState) -> Router {
@@ -89,20 +92,28 @@ pub fn router(state: ApiState) -> Router {
         .merge(openapi::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_ip));
     let eas = eas::router().route_layer(middleware::from_fn_with_state(state.clone(), limit_ip));
-    let mut router = Router::new()
+    let api = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(eas)
         .nest("/v3", v3)
-        .fallback(|| async { ApiError::NotFound("route".into()) });
-    router = router.layer(middleware::map_response(method_not_allowed));
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .with_state(state.clone());
+    // The path check (one trailing slash forgiven under /v3, empty segments
+    // and encoded slashes refused) must run before routing, so it wraps the
+    // finished router: a router's own layers run after a route is matched.
+    // The answer-shaping layers wrap it in turn, so its 404s are shaped too.
+    let mut router = Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn(slash::normalize))
+        .layer(middleware::map_response(method_not_allowed));
     if state.config.http.security_headers {
         router = router.layer(middleware::map_response(security_headers));
     }
     if let Some(cors) = cors(&state.config.http.cors_origins) {
         router = router.layer(cors);
     }
-    router.with_state(state)
+    router
 }
 
 /// CORS for the configured origins (none: no CORS headers at all).
@@ -279,47 +290,6 @@ async fn require_key(State(state): State<ApiState>, request: Request, next: Next
             None => next.run(request).await,
         },
         _ => ApiError::Unauthorized.into_response(),
-    }
-}
-
-/// A JSON body whose errors (malformed, wrong type, unknown field) come
-/// back in the API's error shape.
-pub(crate) struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(ApiError::invalid("body", rejection.body_text())),
-        }
-    }
-}
-
-/// Query parameters whose errors (wrong type) come back in the API's
-/// error shape.
-pub(crate) struct ApiQuery<T>(pub T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(ApiError::invalid("query", rejection.body_text())),
-        }
     }
 }
 

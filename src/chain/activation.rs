@@ -372,7 +372,7 @@ impl Activation {
         if let Some(b) = binding
             && self
                 .store
-                .chain_mark_deactivating(&domain, &local, &b, head)?
+                .chain_mark_deactivating(&domain, &local, &b, head, false)?
         {
             tracing::info!(alias = %b.alias, %domain, block = head,
                 "alias deactivated on chain: removed once confirmed");
@@ -429,7 +429,7 @@ impl Activation {
             match value {
                 StateValue::Hash(h) if h == B256::ZERO => {
                     self.store
-                        .chain_mark_deactivating(&domain, local, b, head)?;
+                        .chain_mark_deactivating(&domain, local, b, head, true)?;
                 }
                 StateValue::Hash(_) => left += 1,
                 other => {

@@ -174,6 +174,15 @@ fn check_files(config: &Config) -> Result<(), ConfigError> {
             reason: e.to_string(),
         });
     }
+    if let Some(file) = &config.dns_provisioning.redis_ca_file
+        && let Err(e) = crate::provision::load_ca(file)
+    {
+        return Err(ConfigError::Invalid {
+            key: "dns_provisioning.redis_ca_file".into(),
+            value: shown(file),
+            reason: e.to_string(),
+        });
+    }
     // Configured DKIM keys must load (generated ones are made at start).
     if !config.dkim.keys.is_empty() {
         use crate::rewrite::keys::{DkimKeyError, load};

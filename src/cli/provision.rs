@@ -143,7 +143,7 @@ async fn one(p: &Provisioner<RedisZone>, domain: &str, dry_run: bool, json: bool
     for c in changes {
         out!("label {}", c.label);
         out!("  before: {}", c.before.as_deref().unwrap_or("(absent)"));
-        out!("  after:  {}", c.after);
+        out!("  after:  {}", c.after.as_deref().unwrap_or("(absent)"));
     }
     ExitCode::SUCCESS
 }

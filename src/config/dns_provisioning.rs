@@ -22,6 +22,9 @@ pub struct DnsProvisioningConfig {
     pub redis_url: String,
     /// A file holding the Redis password (keeps it out of the URL).
     pub redis_password_file: Option<PathBuf>,
+    /// PEM certificates trusted (instead of the system's roots) for a
+    /// `rediss://` Redis with a private CA.
+    pub redis_ca_file: Option<PathBuf>,
     /// Prepended to `<sld>.<tld>.` to form the zone's hash key.
     pub key_prefix: String,
     /// Appended to `<sld>.<tld>.` to form the zone's hash key.
@@ -41,6 +44,9 @@ pub struct DnsProvisioningConfig {
     pub dmarc: bool,
     /// Also provision static domains on `POST /v3/domains` / `domain add`.
     pub static_domains: bool,
+    /// When `/deactivate-all` removes a name's last alias, take the records
+    /// the relay wrote out of the zone again.
+    pub remove_on_deactivate_all: bool,
     /// Delay before the first retry of a failed write; doubles each time.
     pub retry_initial: HumanDuration,
     /// Upper bound of the retry delay.
@@ -55,6 +61,7 @@ impl Default for DnsProvisioningConfig {
             enabled: false,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_password_file: None,
+            redis_ca_file: None,
             key_prefix: String::new(),
             key_suffix: String::new(),
             tld_zones: Vec::new(),
@@ -64,6 +71,7 @@ impl Default for DnsProvisioningConfig {
             spf: true,
             dmarc: true,
             static_domains: false,
+            remove_on_deactivate_all: false,
             retry_initial: HumanDuration::secs(10),
             retry_max: HumanDuration::secs(3600),
             timeout: HumanDuration::secs(5),
@@ -99,6 +107,15 @@ impl DnsProvisioningConfig {
                 &key("redis_url"),
                 format!("{:?}", redacted(&self.redis_url)),
                 "rediss://…#insecure skips certificate checks: use a verified rediss:// URL",
+            ));
+        }
+        if let Some(file) = &self.redis_ca_file
+            && scheme != Some("rediss")
+        {
+            return Err(ConfigError::invalid(
+                &key("redis_ca_file"),
+                format!("\"{}\"", file.display()),
+                "is used only with a rediss:// redis_url (no certificate is checked otherwise)",
             ));
         }
         for (name, hosts) in [("mx", &self.mx), ("keep_mx", &self.keep_mx)] {
@@ -218,6 +235,13 @@ mod tests {
                     ..enabled()
                 },
                 "dns_provisioning.redis_url",
+            ),
+            (
+                DnsProvisioningConfig {
+                    redis_ca_file: Some("/etc/ca.pem".into()),
+                    ..enabled()
+                },
+                "dns_provisioning.redis_ca_file",
             ),
             (
                 DnsProvisioningConfig {

@@ -415,6 +415,9 @@ mod tests {
         assert_eq!(key, "screen.cache_ttl");
         let (key, _, _) = invalid_key("[screen]\ntimeout = \"0s\"\n");
         assert_eq!(key, "screen.timeout");
+        let (key, _, reason) = invalid_key("[screen]\ngreet_delay = \"2m\"\n");
+        assert_eq!(key, "screen.greet_delay");
+        assert!(reason.contains("at most 30s"), "{reason}");
     }
 
     #[test]

@@ -14,6 +14,10 @@ use std::time::Duration;
 /// Longest a verdict may be cached (the cache's own ceiling).
 const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 
+/// Longest greeting delay (postscreen's default is 6s; a real MTA waits
+/// minutes for a greeting, but every unknown client pays this).
+const MAX_GREET_DELAY: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScreenConfig {
@@ -79,6 +83,15 @@ impl ScreenConfig {
             ));
         }
         nonzero_duration("screen.timeout", self.timeout)?;
+        // Every unknown client waits this long: a typo ("2m" for "2s")
+        // would hold each connection for minutes and fill the seats.
+        if self.greet_delay.0 > MAX_GREET_DELAY {
+            return Err(ConfigError::invalid(
+                "screen.greet_delay",
+                self.greet_delay,
+                "must be at most 30s",
+            ));
+        }
         for (key, ttl) in [
             ("screen.cache_ttl", self.cache_ttl),
             ("screen.blocked_cache_ttl", self.blocked_cache_ttl),

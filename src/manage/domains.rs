@@ -140,14 +140,16 @@ impl Local {
     pub(crate) fn add_domain(&self, domain: &str) -> Result<DomainView, ManageError> {
         let name = parse_domain(domain)?;
         self.not_chain_governed(&name)?;
-        if !self.store.domain_add(&name, Source::Static)? {
-            return Err(conflict("domain", format!("{name} is already registered")));
-        }
+        // The node's provisioning worker writes its records (names under
+        // no provisioned TLD leave the queue unwritten); the row is queued
+        // in the domain's own transaction.
         let provisioning = &self.config.dns_provisioning;
-        if provisioning.enabled && provisioning.static_domains {
-            // The node's provisioning worker writes its records (names
-            // under no provisioned TLD leave the queue unwritten).
-            self.store.provision_enqueue(&name)?;
+        let provision = provisioning.enabled && provisioning.static_domains;
+        if !self
+            .store
+            .domain_add_provisioned(&name, Source::Static, provision)?
+        {
+            return Err(conflict("domain", format!("{name} is already registered")));
         }
         self.domain(&name)
     }

@@ -1,8 +1,10 @@
 //! The sans-IO heart of provisioning: given the JSON of a zone label as it
-//! is in Redis (the CoreDNS redis plugin's format), what it must become.
-//! Only `mx` and `txt` of the apex and `txt` of `_dmarc` are ever changed;
-//! every other field of a label keeps its exact bytes and its place, and a
-//! label that needs no change is not rewritten at all (idempotent).
+//! is in Redis (the CoreDNS redis plugin's format), what it must become
+//! when the relay's records are written ([`changes`]) or taken out again
+//! ([`removals`]). Only `mx` and `txt` of the apex and `txt` of `_dmarc`
+//! are ever changed; every other field of a label keeps its exact bytes
+//! and its place, and a label that needs no change is not rewritten at all
+//! (idempotent).
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -44,12 +46,13 @@ pub enum LabelError {
     Cname { label: String },
 }
 
-/// One label to write: its JSON before (None: absent) and after.
+/// One label to write: its JSON before and after (None: absent; after a
+/// removal, a label left with no field at all is deleted).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LabelChange {
     pub label: &'static str,
     pub before: Option<String>,
-    pub after: String,
+    pub after: Option<String>,
 }
 
 /// A JSON object as (key, raw value) pairs in their order, so that fields
@@ -130,6 +133,10 @@ impl RawObject {
             Some((_, v)) => *v = value,
             None => self.0.push((key.to_string(), value)),
         }
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
     }
 
     fn to_json(&self) -> String {
@@ -309,7 +316,7 @@ pub fn changes(
         out.push(LabelChange {
             label: APEX,
             before: apex.map(str::to_string),
-            after,
+            after: Some(after),
         });
     }
     if let Some(record) = &d.dmarc {
@@ -328,7 +335,7 @@ pub fn changes(
                     Some(after) => out.push(LabelChange {
                         label: DMARC_LABEL,
                         before: dmarc.map(str::to_string),
-                        after,
+                        after: Some(after),
                     }),
                     None => {}
                 }
@@ -336,6 +343,70 @@ pub fn changes(
         }
     }
     Ok(out)
+}
+
+/// Drops the entries of array field `key` that the relay wrote (`ours`);
+/// a field left empty goes. True when something was dropped.
+fn drop_entries(obj: &mut RawObject, key: &str, ours: impl Fn(&RawValue) -> bool) -> bool {
+    let old = entries(obj, key);
+    let kept: Vec<Box<RawValue>> = old.iter().filter(|e| !ours(e)).cloned().collect();
+    if kept.len() == old.len() {
+        return false;
+    }
+    if kept.is_empty() {
+        obj.remove(key);
+        true
+    } else {
+        put_array(obj, key, &kept)
+    }
+}
+
+/// The change of one label by `edit` (None: nothing to change); a label
+/// left with no field is deleted.
+fn remove_from(
+    label: &'static str,
+    text: Option<&str>,
+    edit: impl FnOnce(&mut RawObject) -> bool,
+) -> Result<Option<LabelChange>, LabelError> {
+    let Some(before) = text else {
+        return Ok(None);
+    };
+    let mut obj = RawObject::parse(label, Some(before))?;
+    if !edit(&mut obj) {
+        return Ok(None);
+    }
+    Ok(Some(LabelChange {
+        label,
+        before: Some(before.to_string()),
+        after: (!obj.0.is_empty()).then(|| obj.to_json()),
+    }))
+}
+
+/// The labels to write to take the relay's records out of a name's zone:
+/// the apex MX entries naming one of its hosts, the apex TXT and `_dmarc`
+/// TXT entries whose text is still exactly the SPF and DMARC record the
+/// relay writes; nothing else (an SPF record the owner changed since is
+/// the owner's now). Empty when none is there.
+pub fn removals(
+    apex: Option<&str>,
+    dmarc: Option<&str>,
+    d: &Desired,
+) -> Result<Vec<LabelChange>, LabelError> {
+    let ours: Vec<String> = d.mx.iter().map(|h| crate::dns::canonical(h)).collect();
+    let is_text = |record: &Option<String>, e: &RawValue| {
+        record
+            .as_ref()
+            .is_some_and(|r| txt_text(e).is_some_and(|t| t == *r))
+    };
+    let apex = remove_from(APEX, apex, |obj| {
+        let mx = drop_entries(obj, "mx", |e| mx_host(e).is_some_and(|h| ours.contains(&h)));
+        let spf = drop_entries(obj, "txt", |e| is_text(&d.spf, e));
+        mx | spf
+    })?;
+    let dmarc = remove_from(DMARC_LABEL, dmarc, |obj| {
+        drop_entries(obj, "txt", |e| is_text(&d.dmarc, e))
+    })?;
+    Ok(apex.into_iter().chain(dmarc).collect())
 }
 
 #[cfg(test)]

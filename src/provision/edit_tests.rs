@@ -22,8 +22,8 @@ fn apply(apex: Option<&str>, dmarc: Option<&str>) -> (Option<String>, Option<Str
     let mut dmarc = dmarc.map(str::to_string);
     for c in changes(apex.as_deref(), dmarc.as_deref(), &desired()).unwrap() {
         match c.label {
-            APEX => apex = Some(c.after),
-            _ => dmarc = Some(c.after),
+            APEX => apex = c.after,
+            _ => dmarc = c.after,
         }
     }
     (apex, dmarc)
@@ -62,12 +62,12 @@ fn an_empty_zone_gets_mx_spf_and_dmarc_in_the_plugin_shape() {
     assert_eq!(todo[0].label, "@");
     assert_eq!(todo[0].before, None);
     assert_eq!(
-        todo[0].after,
+        todo[0].after.as_deref().unwrap(),
         r#"{"mx":[{"host":"mx1.relay.example.","preference":10,"ttl":300},{"host":"mx2.relay.example.","preference":20,"ttl":300}],"txt":[{"text":"v=spf1 -all","ttl":300}]}"#
     );
     assert_eq!(todo[1].label, "_dmarc");
     assert_eq!(
-        todo[1].after,
+        todo[1].after.as_deref().unwrap(),
         r#"{"txt":[{"text":"v=DMARC1; p=reject","ttl":300}]}"#
     );
 }
@@ -169,7 +169,10 @@ fn spf_and_dmarc_off_touch_only_mx() {
     let apex = format!(r#"{{"txt":[{{"ttl":300,"text":"{OLD_SPF}"}}]}}"#);
     let todo = changes(Some(&apex), None, &d).unwrap();
     assert_eq!(todo.len(), 1);
-    assert_eq!(value(&todo[0].after)["txt"][0]["text"], OLD_SPF);
+    assert_eq!(
+        value(todo[0].after.as_deref().unwrap())["txt"][0]["text"],
+        OLD_SPF
+    );
 }
 
 #[test]
@@ -216,8 +219,11 @@ fn attacker_hides_old_mx_behind_a_first_duplicate_key() {
     )
     .unwrap();
     assert_eq!(todo.len(), 1, "{todo:?}");
-    assert_eq!(raw_keys(&todo[0].after), ["mx", "txt"]);
-    assert_eq!(go_field(&todo[0].after, "mx"), value(OURS_MX));
+    assert_eq!(raw_keys(todo[0].after.as_deref().unwrap()), ["mx", "txt"]);
+    assert_eq!(
+        go_field(todo[0].after.as_deref().unwrap(), "mx"),
+        value(OURS_MX)
+    );
 }
 
 #[test]
@@ -428,4 +434,44 @@ proptest! {
         let again = changes(Some(&after_apex), after_dmarc.as_deref(), &desired()).unwrap();
         prop_assert!(again.is_empty(), "{:?}", again);
     }
+}
+
+/// `apex` and `dmarc` after the removal of the relay's records.
+fn removed(apex: Option<&str>, dmarc: Option<&str>) -> (Option<String>, Option<String>) {
+    let mut apex = apex.map(str::to_string);
+    let mut dmarc = dmarc.map(str::to_string);
+    for c in removals(apex.as_deref(), dmarc.as_deref(), &desired()).unwrap() {
+        match c.label {
+            APEX => apex = c.after,
+            _ => dmarc = c.after,
+        }
+    }
+    (apex, dmarc)
+}
+
+#[test]
+fn removal_of_a_zone_the_relay_filled_deletes_its_labels_and_is_idempotent() {
+    let (apex, dmarc) = apply(None, None);
+    let (apex, dmarc) = removed(apex.as_deref(), dmarc.as_deref());
+    assert_eq!((apex, dmarc), (None, None));
+    assert!(removals(None, None, &desired()).unwrap().is_empty());
+}
+
+#[test]
+fn removal_takes_only_the_relays_records_and_keeps_the_rest_byte_for_byte() {
+    let apex = r#"{"a":[{"ttl":60, "ip":"192.0.2.1"}],"mx":[{"ttl":300,"host":"MX1.relay.example","preference":10},{"ttl":300,"host":"backup.owner.example.","preference":50}],"txt":[{"ttl":300,"text":"v=spf1 -all"},{"ttl":300,"text":"keep me"}]}"#;
+    // The owner changed the DMARC record: it is the owner's now.
+    let dmarc = r#"{"txt":[{"ttl":300,"text":"v=DMARC1; p=none"}]}"#;
+    let todo = removals(Some(apex), Some(dmarc), &desired()).unwrap();
+    assert_eq!(todo.len(), 1);
+    assert_eq!(todo[0].before.as_deref(), Some(apex));
+    assert_eq!(
+        todo[0].after.as_deref(),
+        Some(
+            r#"{"a":[{"ttl":60, "ip":"192.0.2.1"}],"mx":[{"ttl":300,"host":"backup.owner.example.","preference":50}],"txt":[{"ttl":300,"text":"keep me"}]}"#
+        )
+    );
+    // An SPF record the owner changed since stays too.
+    let apex = r#"{"txt":[{"ttl":300,"text":"v=spf1 include:other.example -all"}]}"#;
+    assert!(removals(Some(apex), None, &desired()).unwrap().is_empty());
 }

@@ -16,10 +16,11 @@ mod redis;
 pub(crate) mod worker;
 
 pub use bulk::{Summary, provision_many};
-pub use edit::{Desired, LabelChange, LabelError, changes};
-pub use redis::RedisZone;
+pub use edit::{Desired, LabelChange, LabelError, changes, removals};
+pub use redis::{RedisZone, load_ca};
 
 use crate::config::Config;
+use crate::store::ProvisionKind;
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub enum ProvisionError {
     Label(#[from] LabelError),
     #[error("the zone kept changing under us ({CONFLICT_ATTEMPTS} attempts)")]
     Conflict,
+    #[error("cannot use dns_provisioning.redis_ca_file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
     #[error("cannot read dns_provisioning.redis_password_file {path}: {source}")]
     Password {
         path: PathBuf,
@@ -58,8 +61,9 @@ pub trait ZoneWriter: Send + Sync {
         labels: &[&str],
     ) -> impl Future<Output = Result<Vec<Option<String>>, ProvisionError>> + Send;
 
-    /// Writes every change's `after` if every label still holds its
-    /// `before`; false (nothing written) otherwise.
+    /// Writes every change's `after` (deletes the label when None) if
+    /// every label still holds its `before`; false (nothing written)
+    /// otherwise.
     fn compare_and_set(
         &self,
         zone: &str,
@@ -172,9 +176,26 @@ impl<Z: ZoneWriter> Provisioner<Z> {
     }
 
     /// Writes `domain`'s records into its zone (with `dry_run`, only says
-    /// what it would write). A writer that changes the same labels between
-    /// our read and our write makes us read again, a few times at most.
+    /// what it would write).
     pub async fn provision(&self, domain: &str, dry_run: bool) -> Result<Outcome, ProvisionError> {
+        self.run(domain, ProvisionKind::Provision, dry_run).await
+    }
+
+    /// Takes the records the relay writes out of `domain`'s zone, leaving
+    /// everything else (with `dry_run`, only says what it would write).
+    pub async fn remove(&self, domain: &str, dry_run: bool) -> Result<Outcome, ProvisionError> {
+        self.run(domain, ProvisionKind::Remove, dry_run).await
+    }
+
+    /// Does `kind` for `domain`. A writer that changes the same labels
+    /// between our read and our write makes us read again, a few times at
+    /// most.
+    pub async fn run(
+        &self,
+        domain: &str,
+        kind: ProvisionKind,
+        dry_run: bool,
+    ) -> Result<Outcome, ProvisionError> {
         let Some(key) = self.settings.key(domain) else {
             return Ok(Outcome::NotOurZone);
         };
@@ -185,7 +206,10 @@ impl<Z: ZoneWriter> Provisioner<Z> {
                 [apex, dmarc] => (apex.as_deref(), dmarc.as_deref()),
                 _ => return Err(ProvisionError::Refused("short answer".into())),
             };
-            let todo = changes(apex, dmarc, &self.settings.desired)?;
+            let todo = match kind {
+                ProvisionKind::Provision => changes(apex, dmarc, &self.settings.desired)?,
+                ProvisionKind::Remove => removals(apex, dmarc, &self.settings.desired)?,
+            };
             if todo.is_empty() {
                 return Ok(Outcome::Unchanged);
             }

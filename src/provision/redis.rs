@@ -1,7 +1,9 @@
 //! The zone in Redis, as the CoreDNS redis plugin reads it: one connection
 //! (multiplexed, reconnecting) with a deadline on connecting and on every
 //! command, label sizes checked before their values are read, and writes
-//! through one Lua compare-and-set script.
+//! through one Lua compare-and-set script. Over `rediss://`, the server's
+//! certificate is checked against the system's roots, or only against
+//! `redis_ca_file`'s certificates when one is configured (a private CA).
 //!
 //! Why a script and not WATCH/MULTI/EXEC: WATCH is state of a connection,
 //! and the relay shares one multiplexed connection among all its writes
@@ -14,17 +16,21 @@ use super::edit::{LabelChange, MAX_LABEL_BYTES};
 use super::{ProvisionError, ZoneWriter};
 use crate::config::DnsProvisioningConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, RedisError, Script};
+use redis::{IntoConnectionInfo, RedisError, Script, TlsCertificates};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 /// KEYS[1] the zone; ARGV[1] the number of labels n, then per label:
-/// name, "1" if it was present, its JSON as read, its new JSON. Writes all
-/// and answers 1 only if every label still holds what was read.
+/// name, "1" if it was present, its JSON as read, "1" if it stays, its new
+/// JSON (a label that does not stay is deleted). Writes all and answers 1
+/// only if every label still holds what was read.
 const COMPARE_AND_SET: &str = r"
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
-  local base = 2 + i * 4
+  local base = 2 + i * 5
   local current = redis.call('HGET', KEYS[1], ARGV[base])
   if ARGV[base + 1] == '1' then
     if current ~= ARGV[base + 2] then return 0 end
@@ -33,8 +39,12 @@ for i = 0, n - 1 do
   end
 end
 for i = 0, n - 1 do
-  local base = 2 + i * 4
-  redis.call('HSET', KEYS[1], ARGV[base], ARGV[base + 3])
+  local base = 2 + i * 5
+  if ARGV[base + 3] == '1' then
+    redis.call('HSET', KEYS[1], ARGV[base], ARGV[base + 4])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[base])
+  end
 end
 return 1
 ";
@@ -56,6 +66,32 @@ for i = 2, #ARGV do
 end
 return out
 ";
+
+/// Largest CA file read: a few certificates, not a data dump.
+const MAX_CA_BYTES: u64 = 1024 * 1024;
+
+/// The PEM of `redis_ca_file`, checked to hold at least one certificate
+/// and nothing unparsable (`config check` calls it too).
+pub fn load_ca(path: &Path) -> Result<Vec<u8>, ProvisionError> {
+    let fail = |reason: String| ProvisionError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    if size > MAX_CA_BYTES {
+        return Err(fail(format!("larger than {MAX_CA_BYTES} bytes")));
+    }
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate in the file".into()));
+    }
+    Ok(pem)
+}
 
 /// A zone in Redis (the CoreDNS redis plugin's hash layout).
 #[derive(Clone)]
@@ -94,6 +130,17 @@ impl RedisZone {
         password: Option<&str>,
         timeout: Duration,
     ) -> Result<RedisZone, ProvisionError> {
+        Self::with_ca(url, password, None, timeout)
+    }
+
+    /// As [`RedisZone::new`], trusting only the PEM certificates `ca` (from
+    /// [`load_ca`]) for a `rediss://` server when given.
+    pub fn with_ca(
+        url: &str,
+        password: Option<&str>,
+        ca: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<RedisZone, ProvisionError> {
         let mut info = url
             .into_connection_info()
             .map_err(|e| ProvisionError::Refused(format!("redis_url: {e}")))?;
@@ -101,7 +148,17 @@ impl RedisZone {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(classify)?;
+        let client = match ca {
+            Some(root_cert) => redis::Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(classify)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -130,7 +187,8 @@ impl RedisZone {
             ),
             None => None,
         };
-        Self::new(&config.redis_url, password.as_deref(), config.timeout.0)
+        let ca = config.redis_ca_file.as_deref().map(load_ca).transpose()?;
+        Self::with_ca(&config.redis_url, password.as_deref(), ca, config.timeout.0)
     }
 
     /// `f` within the deadline (the manager's own deadlines cover each
@@ -207,7 +265,8 @@ impl ZoneWriter for RedisZone {
             call.arg(c.label)
                 .arg(if c.before.is_some() { "1" } else { "0" })
                 .arg(c.before.as_deref().unwrap_or(""))
-                .arg(&c.after);
+                .arg(if c.after.is_some() { "1" } else { "0" })
+                .arg(c.after.as_deref().unwrap_or(""));
         }
         let written: i64 = self.timed(call.invoke_async(&mut con)).await?;
         Ok(written == 1)

@@ -1,6 +1,6 @@
 //! The provisioning worker: drains the store's queue of names waiting for
-//! their DNS records, one batch of due names at a time; a success removes
-//! the name, a failure is logged with its reason and tried again after a
+//! their DNS records to be written (or removed), one batch of due names at
+//! a time; a success removes the name, a failure is logged with its reason and tried again after a
 //! doubling delay. It keeps `eas_dns_provision_pending` up to date.
 
 use super::{Outcome, ProvisionError, Provisioner, ZoneWriter};
@@ -65,13 +65,15 @@ pub(crate) async fn pass<Z: ZoneWriter>(
     let mut done = 0;
     let mut unreachable = false;
     for (domain, pending) in due {
-        let result = provisioner.provision(&domain, false).await;
+        let kind = pending.kind;
+        let result = provisioner.run(&domain, kind, false).await;
         let store = store.clone();
         let outcome = match result {
             Ok(outcome) => {
                 match &outcome {
                     Outcome::Written(changes) => tracing::info!(
                         %domain,
+                        ?kind,
                         labels = %changes.iter().map(|c| c.label).collect::<Vec<_>>().join(","),
                         "DNS records written into the zone"
                     ),
@@ -83,7 +85,7 @@ pub(crate) async fn pass<Z: ZoneWriter>(
                     }
                 }
                 done += 1;
-                tokio::task::spawn_blocking(move || store.provision_done(&domain)).await
+                tokio::task::spawn_blocking(move || store.provision_done(&domain, kind)).await
             }
             Err(e) => {
                 unreachable = matches!(
@@ -101,7 +103,9 @@ pub(crate) async fn pass<Z: ZoneWriter>(
                 );
                 let reason = e.to_string();
                 tokio::task::spawn_blocking(move || {
-                    store.provision_failed(&domain, next, &reason).map(|_| ())
+                    store
+                        .provision_failed(&domain, kind, next, &reason)
+                        .map(|_| ())
                 })
                 .await
             }

@@ -636,4 +636,91 @@ mod tests {
         drop(tx);
         thread.join().unwrap();
     }
+
+    /// A sample line of a Prometheus rendering, as a number.
+    fn sample(rendered: &str, name: &str) -> Option<f64> {
+        rendered.lines().find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        })
+    }
+
+    /// Operations that arrive while a group commits wait for it, then go
+    /// in the next group together: one transaction (one fsync) for all of
+    /// them. Observed through the committer's own metrics, recorded on its
+    /// thread by a recorder local to this test; the first group is held
+    /// open by holding the store's write transaction, so the grouping does
+    /// not depend on timing.
+    #[test]
+    fn operations_waiting_for_a_commit_go_in_one_group() {
+        use super::super::health::{Health, State};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, _events) = committer(dir.path());
+        // A 1 ms stall timeout makes "busy with a group" visible in health.
+        c.health = Health::new(Duration::from_millis(1));
+        let health = c.health.clone();
+        let store = c.store.clone();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let rendered = recorder.handle();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let thread =
+            std::thread::spawn(move || metrics::with_local_recorder(&recorder, || c.run(rx)));
+        let insert = |id| {
+            let (done, rx) = oneshot::channel();
+            let op = Commit::Insert {
+                entry: Box::new(sample_entry(id, 0)),
+                done,
+            };
+            (op, rx)
+        };
+
+        let txn = store.db().begin_write().unwrap();
+        let (first, first_done) = insert(1);
+        tx.send(first).ok().unwrap();
+        // The committer is inside the first group, waiting for the store.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !health.states().contains(&("committer", State::Stalled)) {
+            assert!(std::time::Instant::now() < deadline, "never busy");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Four concurrent writers queue up behind it.
+        let waiting: Vec<_> = (2..=5)
+            .map(|id| {
+                let tx = tx.clone();
+                let (op, done) = insert(id);
+                std::thread::spawn(move || {
+                    tx.send(op).ok().unwrap();
+                    done
+                })
+            })
+            .collect();
+        let waiting: Vec<_> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
+        drop(txn);
+        assert!(first_done.blocking_recv().unwrap().is_ok());
+        for done in waiting {
+            assert!(done.blocking_recv().unwrap().is_ok());
+        }
+        drop(tx);
+        thread.join().unwrap();
+
+        for id in 1..=5 {
+            assert!(store.queue_get(id).unwrap().is_some(), "{id} committed");
+        }
+        let rendered = rendered.render();
+        assert_eq!(
+            sample(&rendered, "eas_queue_commits_total"),
+            Some(2.0),
+            "{rendered}"
+        );
+        assert_eq!(
+            sample(&rendered, "eas_queue_commit_batch_size_count"),
+            Some(2.0),
+            "{rendered}"
+        );
+        assert_eq!(
+            sample(&rendered, "eas_queue_commit_batch_size_sum"),
+            Some(5.0),
+            "the first alone, then the four together: {rendered}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! Keys are lower case; an alias key is `domain\0local`.
 
 use super::db::{Store, StoreError, decode, encode, get_decoded};
-use super::records::{AliasRecord, ChainBinding, DomainRecord, NameState, Source};
+use super::records::{AliasRecord, ChainBinding, DomainRecord, NameState, ProvisionKind, Source};
 use super::tables::{
     ALIASES, CHAIN_MAINTAINERS, CHAIN_NAMES, CHAIN_REVEALS, DOMAINS, META, alias_key,
     maintainer_key,
@@ -37,19 +37,24 @@ impl Store {
 
     /// Adds a domain; returns false when it already existed (left unchanged).
     pub fn domain_add(&self, domain: &str, source: Source) -> Result<bool, StoreError> {
+        self.domain_add_provisioned(domain, source, false)
+    }
+
+    /// Adds a domain and, with `provision`, queues its DNS provisioning in
+    /// the same transaction (a crash cannot keep the domain and lose its
+    /// records); false when it already existed (nothing written then).
+    pub fn domain_add_provisioned(
+        &self,
+        domain: &str,
+        source: Source,
+        provision: bool,
+    ) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
-        let added = {
-            let mut table = txn.open_table(DOMAINS)?;
-            if table.get(domain)?.is_some() {
-                false
-            } else {
-                let record = DomainRecord::new(unix_now(), source);
-                table.insert(domain, encode(&record).as_slice())?;
-                true
-            }
-        };
+        if !domain_add_in(&txn, domain, source, provision)? {
+            return Ok(false);
+        }
         txn.commit()?;
-        Ok(added)
+        Ok(true)
     }
 
     /// Replaces a domain's record (e.g. to deactivate it).
@@ -261,6 +266,26 @@ impl Store {
     }
 }
 
+/// Adds `domain` in `txn` (false, nothing written, when it exists), with
+/// its pending provisioning when `provision`.
+fn domain_add_in(
+    txn: &redb::WriteTransaction,
+    domain: &str,
+    source: Source,
+    provision: bool,
+) -> Result<bool, StoreError> {
+    let mut table = txn.open_table(DOMAINS)?;
+    if table.get(domain)?.is_some() {
+        return Ok(false);
+    }
+    let record = DomainRecord::new(unix_now(), source);
+    table.insert(domain, encode(&record).as_slice())?;
+    if provision {
+        super::provision::enqueue_in(txn, domain, ProvisionKind::Provision)?;
+    }
+    Ok(true)
+}
+
 /// Writes an alias (new: next id, created now; existing: keeps id and
 /// created, active again unless a suspended chain alias) with its source and, for chain-governed aliases,
 /// the binding.
@@ -311,6 +336,47 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_static_domain_and_its_pending_provisioning_are_one_write() {
+        let (_d, s) = store();
+        let pending = |s: &Store| -> Vec<String> {
+            s.provision_pending()
+                .unwrap()
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect()
+        };
+        // Both are written by one transaction: dropped before its commit
+        // (a crash), neither the domain nor its provisioning exists.
+        {
+            let txn = s.db().begin_write().unwrap();
+            assert!(domain_add_in(&txn, "a.country", Source::Static, true).unwrap());
+        }
+        assert!(s.domain_get("a.country").unwrap().is_none());
+        assert!(pending(&s).is_empty());
+        // Committed: both.
+        assert!(
+            s.domain_add_provisioned("a.country", Source::Static, true)
+                .unwrap()
+        );
+        assert!(s.domain_get("a.country").unwrap().is_some());
+        assert_eq!(pending(&s), vec!["a.country".to_string()]);
+        // A domain that exists already queues nothing.
+        s.provision_done("a.country", ProvisionKind::Provision)
+            .unwrap();
+        assert!(
+            !s.domain_add_provisioned("a.country", Source::Static, true)
+                .unwrap()
+        );
+        assert!(pending(&s).is_empty());
+        // Without provisioning, the domain alone.
+        assert!(
+            s.domain_add_provisioned("b.country", Source::Static, false)
+                .unwrap()
+        );
+        assert!(pending(&s).is_empty());
     }
 
     #[test]

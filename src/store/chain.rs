@@ -6,8 +6,8 @@
 use super::aliases::put_alias;
 use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{
-    AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, DomainRecord, NameState, Reveal,
-    Source,
+    AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, Deactivating, DomainRecord,
+    NameState, ProvisionKind, Reveal, Source,
 };
 use super::tables::{
     ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
@@ -51,9 +51,24 @@ pub struct Activated {
     pub name: NameState,
 }
 
+/// Whether `domain` holds any alias in `aliases`.
+fn has_aliases(
+    aliases: &impl ReadableTable<&'static str, &'static [u8]>,
+    domain: &str,
+) -> Result<bool, StoreError> {
+    let first = alias_key(domain, "");
+    let end = format!("{domain}\u{1}");
+    Ok(aliases
+        .range(first.as_str()..end.as_str())?
+        .next()
+        .is_some())
+}
+
 /// Records `a` in `txn`; a name activated for the first time (not yet a
-/// chain domain here) is also queued for DNS provisioning when `provision`
-/// is on, in the same transaction: a crash cannot keep one without the other.
+/// chain domain here), or again after its last alias went (its records
+/// may have been removed from the zone), is also queued for DNS
+/// provisioning when `provision` is on, in the same transaction: a crash
+/// cannot keep one without the other.
 fn activate_in(
     txn: &redb::WriteTransaction,
     a: &Activated,
@@ -62,17 +77,21 @@ fn activate_in(
     let domain = a.domain.as_str();
     let mut domains = txn.open_table(DOMAINS)?;
     let existing: Option<DomainRecord> = get_decoded(&domains, "domains", domain)?;
-    let record = match existing {
-        Some(d) if d.source == Source::Chain => d,
+    let (record, first) = match existing {
+        Some(d) if d.source == Source::Chain => {
+            let empty = !has_aliases(&txn.open_table(ALIASES)?, domain)?;
+            (d, empty)
+        }
         // A static domain of the same name becomes chain-governed: the
         // chain is the authority for names it rents.
-        _ => {
-            if provision {
-                super::provision::enqueue_in(txn, domain)?;
-            }
-            DomainRecord::new(super::db::now_ms() / 1000, Source::Chain)
-        }
+        _ => (
+            DomainRecord::new(super::db::now_ms() / 1000, Source::Chain),
+            true,
+        ),
     };
+    if provision && first {
+        super::provision::enqueue_in(txn, domain, ProvisionKind::Provision)?;
+    }
     domains.insert(domain, encode(&record).as_slice())?;
     txn.open_table(CHAIN_NAMES)?
         .insert(domain, encode(&a.name).as_slice())?;
@@ -219,9 +238,22 @@ impl Store {
             if same {
                 aliases.remove(key.as_str())?;
                 txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
-                txn.open_table(CHAIN_DEACTIVATING)?.remove(key.as_str())?;
+                let mark: Option<Deactivating> = txn
+                    .open_table(CHAIN_DEACTIVATING)?
+                    .remove(key.as_str())?
+                    .map(|v| decode("chain_deactivating", &key, v.value()))
+                    .transpose()?;
                 txn.open_table(CHAIN_ALIAS_INDEX)?
                     .remove(alias_index_key(node, alias_hash, &expected.tld).as_slice())?;
+                // The name's last alias leaving through `/deactivate-all`
+                // takes the relay's records out of the zone, in this same
+                // transaction (and only then: not on `/deactivate`).
+                if mark.is_some_and(|m| m.all)
+                    && self.remove_on_deactivate_all.load(Ordering::Relaxed)
+                    && !has_aliases(&aliases, domain)?
+                {
+                    super::provision::enqueue_in(&txn, domain, ProvisionKind::Remove)?;
+                }
             }
             same
         };

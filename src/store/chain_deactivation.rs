@@ -10,14 +10,16 @@ use super::tables::{ALIASES, CHAIN_DEACTIVATING, alias_key};
 use redb::{ReadableDatabase, ReadableTable};
 
 impl Store {
-    /// Marks the chain alias `local@domain` for removal, if its binding is
-    /// still `expected`; false when it is not (gone, static, replaced).
+    /// Marks the chain alias `local@domain` for removal (`all`: by
+    /// `/deactivate-all`), if its binding is still `expected`; false when it
+    /// is not (gone, static, replaced).
     pub(crate) fn chain_mark_deactivating(
         &self,
         domain: &str,
         local: &str,
         expected: &ChainBinding,
         from_block: u64,
+        all: bool,
     ) -> Result<bool, StoreError> {
         let key = alias_key(domain, local);
         let txn = self.db().begin_write()?;
@@ -28,6 +30,7 @@ impl Store {
                 alias: expected.alias.clone(),
                 commitment: expected.commitment.clone(),
                 from_block,
+                all,
             };
             let same = current
                 .and_then(|r| r.chain)

@@ -206,17 +206,17 @@ fn deactivation_marks_follow_the_binding() {
         ..binding("0xc1")
     };
     assert!(
-        !s.chain_mark_deactivating("fsociety.country", "hello", &other, 20)
+        !s.chain_mark_deactivating("fsociety.country", "hello", &other, 20, false)
             .unwrap()
     );
     assert!(
-        !s.chain_mark_deactivating("fsociety.country", "hello", &binding("0xc2"), 20)
+        !s.chain_mark_deactivating("fsociety.country", "hello", &binding("0xc2"), 20, false)
             .unwrap()
     );
     assert!(s.chain_deactivating(10).unwrap().is_empty());
     // The binding itself is; a re-reveal clears the mark.
     assert!(
-        s.chain_mark_deactivating("fsociety.country", "hello", &binding("0xC1"), 20)
+        s.chain_mark_deactivating("fsociety.country", "hello", &binding("0xC1"), 20, false)
             .unwrap()
     );
     let marks = s.chain_deactivating(10).unwrap();
@@ -227,7 +227,7 @@ fn deactivation_marks_follow_the_binding() {
     assert!(s.chain_deactivating(10).unwrap().is_empty());
     // Forgetting the alias removes its mark; unmark is idempotent.
     assert!(
-        s.chain_mark_deactivating("fsociety.country", "hello", &binding("0xc1"), 21)
+        s.chain_mark_deactivating("fsociety.country", "hello", &binding("0xc1"), 21, false)
             .unwrap()
     );
     assert!(
@@ -264,7 +264,8 @@ fn only_a_first_activation_queues_dns_provisioning_and_only_when_on() {
     s.chain_activate(&activated("fsociety.country", "hello"))
         .unwrap();
     assert_eq!(s.provision_pending().unwrap().len(), 1);
-    s.provision_done("fsociety.country").unwrap();
+    s.provision_done("fsociety.country", crate::store::ProvisionKind::Provision)
+        .unwrap();
     s.chain_activate(&activated("fsociety.country", "second"))
         .unwrap();
     s.chain_activate(&activated("off.country", "b")).unwrap();
@@ -278,4 +279,69 @@ fn only_a_first_activation_queues_dns_provisioning_and_only_when_on() {
         .map(|(d, _)| d)
         .collect();
     assert_eq!(pending, vec!["new.country".to_string()]);
+}
+
+#[test]
+fn only_the_last_alias_leaving_through_deactivate_all_queues_a_removal() {
+    use crate::store::ProvisionKind::{Provision, Remove};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.redb")).unwrap();
+    s.set_provision_on_activation(true);
+    s.set_remove_on_deactivate_all(true);
+    const D: &str = "fsociety.country";
+    let activated = |local: &str| Activated {
+        domain: D.into(),
+        local: local.into(),
+        node: [1; 32],
+        alias_hash: [local.len() as u8; 32],
+        binding: binding("0xc1"),
+        reveal: Reveal {
+            forward: "mr.robot@gmail.com".into(),
+            signature: format!("0x{}1b", "11".repeat(64)),
+        },
+        name: name("0xaa", 10),
+    };
+    let gone = |local: &str, all: bool| {
+        assert!(
+            s.chain_mark_deactivating(D, local, &binding("0xc1"), 20, all)
+                .unwrap()
+        );
+        assert!(
+            s.chain_forget_alias(
+                D,
+                local,
+                &binding("0xc1"),
+                &[1; 32],
+                &[local.len() as u8; 32]
+            )
+            .unwrap()
+        );
+    };
+    let pending = || -> Vec<(String, ProvisionKind)> {
+        s.provision_pending()
+            .unwrap()
+            .into_iter()
+            .map(|(d, p)| (d, p.kind))
+            .collect()
+    };
+    s.chain_activate(&activated("hello")).unwrap();
+    s.chain_activate(&activated("second")).unwrap();
+    s.provision_done(D, Provision).unwrap();
+    // Not the last alias: nothing.
+    gone("hello", true);
+    assert!(pending().is_empty());
+    // The last alias, but through `/deactivate`: nothing either.
+    gone("second", false);
+    assert!(pending().is_empty());
+    // A re-activation of the emptied name provisions again.
+    s.chain_activate(&activated("third")).unwrap();
+    assert_eq!(pending(), vec![(D.to_string(), Provision)]);
+    s.provision_done(D, Provision).unwrap();
+    // The last alias through `/deactivate-all`: the removal, in the same
+    // write as the alias's removal.
+    gone("third", true);
+    assert_eq!(pending(), vec![(D.to_string(), Remove)]);
+    // Activated again before the removal ran: the row flips back.
+    s.chain_activate(&activated("fourth")).unwrap();
+    assert_eq!(pending(), vec![(D.to_string(), Provision)]);
 }

@@ -73,6 +73,9 @@ pub struct Store {
     /// Whether a chain name's first activation also records its DNS
     /// provisioning as pending (`dns_provisioning.enabled`).
     pub(crate) provision_on_activation: std::sync::atomic::AtomicBool,
+    /// Whether a `/deactivate-all` that removes a name's last alias queues
+    /// the removal of its zone records.
+    pub(crate) remove_on_deactivate_all: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -108,6 +111,7 @@ impl Store {
                     .as_secs(),
             ),
             provision_on_activation: std::sync::atomic::AtomicBool::new(false),
+            remove_on_deactivate_all: std::sync::atomic::AtomicBool::new(false),
         };
         let txn = store.db.begin_write()?;
         {

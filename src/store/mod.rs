@@ -26,8 +26,8 @@ pub use log::{LogEntry, LogOutcome};
 pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};
 pub use records::{
-    AliasRecord, ChainBinding, ChainStatus, DomainRecord, NameState, PendingProvision, Reveal,
-    Source,
+    AliasRecord, ChainBinding, ChainStatus, DomainRecord, NameState, PendingProvision,
+    ProvisionKind, Reveal, Source,
 };
 pub(crate) use records::{Cursor, Deactivating};
 

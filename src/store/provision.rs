@@ -1,21 +1,31 @@
-//! Domains whose DNS records are still to be written into the zone: queued
-//! with the first activation of a name (in its transaction) or by an
-//! operator, drained by the provisioning worker, which records each
-//! failure and when to try again, and removes a domain once written.
+//! Domains whose DNS records are still to be written into the zone (or,
+//! with `remove_on_deactivate_all`, removed from it): queued with the first
+//! activation of a name, with the last alias of a `/deactivate-all`, or
+//! with a static domain's creation (each in that change's transaction), or
+//! by an operator; drained by the provisioning worker, which records each
+//! failure and when to try again, and removes a row once its operation is
+//! done. One row per domain: a later operation flips the row's kind.
 
 use super::db::{Store, StoreError, decode, encode, get_decoded, now_ms};
-use super::records::PendingProvision;
+use super::records::{PendingProvision, ProvisionKind};
 use super::tables::DNS_PENDING;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::sync::atomic::Ordering;
 
-/// Queues `domain` in `txn` unless it is queued already (its attempts and
-/// backoff are kept then).
-pub(super) fn enqueue_in(txn: &redb::WriteTransaction, domain: &str) -> Result<(), StoreError> {
+/// Queues `kind` for `domain` in `txn`. A row of the same kind keeps its
+/// attempts and backoff; a row of the other kind becomes a new operation
+/// (due now): only the latest wish about a name counts.
+pub(super) fn enqueue_in(
+    txn: &redb::WriteTransaction,
+    domain: &str,
+    kind: ProvisionKind,
+) -> Result<(), StoreError> {
     let mut table = txn.open_table(DNS_PENDING)?;
-    if table.get(domain)?.is_none() {
+    let current: Option<PendingProvision> = get_decoded(&table, "dns_pending", domain)?;
+    if current.is_none_or(|row| row.kind != kind) {
         let now = now_ms();
         let row = PendingProvision {
+            kind,
             since_ms: now,
             next_ms: now,
             ..Default::default()
@@ -32,11 +42,17 @@ impl Store {
         self.provision_on_activation.store(on, Ordering::Relaxed);
     }
 
-    /// Queues `domain` for provisioning (a static domain, an operator's
-    /// request); a domain already queued keeps its place.
+    /// Whether the last alias of a name going through `/deactivate-all`
+    /// queues the removal of its records (`remove_on_deactivate_all`).
+    pub fn set_remove_on_deactivate_all(&self, on: bool) {
+        self.remove_on_deactivate_all.store(on, Ordering::Relaxed);
+    }
+
+    /// Queues `domain` for provisioning (an operator's request); a domain
+    /// already queued for it keeps its place.
     pub fn provision_enqueue(&self, domain: &str) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
-        enqueue_in(&txn, domain)?;
+        enqueue_in(&txn, domain, ProvisionKind::Provision)?;
         txn.commit()?;
         Ok(())
     }
@@ -73,29 +89,40 @@ impl Store {
         Ok(txn.open_table(DNS_PENDING)?.len()?)
     }
 
-    /// `domain` is provisioned: off the queue.
-    pub fn provision_done(&self, domain: &str) -> Result<(), StoreError> {
+    /// `kind` is done for `domain`: off the queue, unless the row flipped
+    /// to the other kind meanwhile (that operation is still to do).
+    pub fn provision_done(&self, domain: &str, kind: ProvisionKind) -> Result<(), StoreError> {
         let txn = self.db().begin_write()?;
-        txn.open_table(DNS_PENDING)?.remove(domain)?;
+        {
+            let mut table = txn.open_table(DNS_PENDING)?;
+            let current: Option<PendingProvision> = get_decoded(&table, "dns_pending", domain)?;
+            if current.is_some_and(|row| row.kind == kind) {
+                table.remove(domain)?;
+            }
+        }
         txn.commit()?;
         Ok(())
     }
 
-    /// A failed write of `domain`: counted, with its reason, and tried again
-    /// at `next_ms` (a domain no longer queued stays so).
+    /// A failed `kind` of `domain`: counted, with its reason, and tried
+    /// again at `next_ms` (a domain no longer queued, or queued for the
+    /// other kind meanwhile, is left as it is).
     pub fn provision_failed(
         &self,
         domain: &str,
+        kind: ProvisionKind,
         next_ms: u64,
         error: &str,
     ) -> Result<PendingProvision, StoreError> {
         let txn = self.db().begin_write()?;
         let row = {
             let mut table = txn.open_table(DNS_PENDING)?;
-            let mut row: PendingProvision = match get_decoded(&table, "dns_pending", domain)? {
-                Some(row) => row,
-                None => return Ok(PendingProvision::default()),
-            };
+            let mut row: PendingProvision =
+                match get_decoded::<PendingProvision>(&table, "dns_pending", domain)? {
+                    Some(row) if row.kind == kind => row,
+                    Some(row) => return Ok(row),
+                    None => return Ok(PendingProvision::default()),
+                };
             row.attempts = row.attempts.saturating_add(1);
             row.next_ms = next_ms;
             row.last_error = error.chars().take(500).collect();
@@ -110,6 +137,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: ProvisionKind = ProvisionKind::Provision;
+    const R: ProvisionKind = ProvisionKind::Remove;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -127,7 +157,7 @@ mod tests {
         assert_eq!(due.len(), 2);
         let later = now_ms() + 60_000;
         let row = store
-            .provision_failed("a.country", later, "redis: connection refused")
+            .provision_failed("a.country", P, later, "redis: connection refused")
             .unwrap();
         assert_eq!(row.attempts, 1);
         assert_eq!(row.last_error, "redis: connection refused");
@@ -141,11 +171,42 @@ mod tests {
         // Queuing again keeps the backoff of a failing domain.
         store.provision_enqueue("a.country").unwrap();
         assert_eq!(store.provision_pending().unwrap()[0].1.attempts, 1);
-        store.provision_done("b.country").unwrap();
-        store.provision_done("a.country").unwrap();
+        store.provision_done("b.country", P).unwrap();
+        store.provision_done("a.country", P).unwrap();
         assert_eq!(store.provision_pending_count().unwrap(), 0);
         // A failure reported for a domain no longer queued does not queue it.
-        store.provision_failed("a.country", later, "x").unwrap();
+        store.provision_failed("a.country", P, later, "x").unwrap();
+        assert_eq!(store.provision_pending_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_later_wish_flips_the_row_and_an_earlier_operation_cannot_end_it() {
+        let (_dir, store) = store();
+        let queue = |kind| {
+            let txn = store.db().begin_write().unwrap();
+            enqueue_in(&txn, "a.country", kind).unwrap();
+            txn.commit().unwrap();
+        };
+        queue(P);
+        let later = now_ms() + 60_000;
+        store
+            .provision_failed("a.country", P, later, "down")
+            .unwrap();
+        // The removal is a new operation: due now, no failures yet.
+        queue(R);
+        let row = &store.provision_pending().unwrap()[0].1;
+        assert_eq!((row.kind, row.attempts), (R, 0));
+        assert!(row.next_ms <= now_ms());
+        // The provisioning that was under way ends: the removal stays, and
+        // a failure of that provisioning does not count against it.
+        store.provision_done("a.country", P).unwrap();
+        store.provision_failed("a.country", P, later, "x").unwrap();
+        let row = &store.provision_pending().unwrap()[0].1;
+        assert_eq!((row.kind, row.attempts), (R, 0));
+        // A re-activation flips it back.
+        queue(P);
+        assert_eq!(store.provision_pending().unwrap()[0].1.kind, P);
+        store.provision_done("a.country", P).unwrap();
         assert_eq!(store.provision_pending_count().unwrap(), 0);
     }
 }

@@ -150,6 +150,10 @@ pub(crate) struct Deactivating {
     pub commitment: String,
     /// The (claimed) latest block of that read.
     pub from_block: u64,
+    /// Marked by `/deactivate-all` (the name's records may leave the zone
+    /// with its last alias), not by `/deactivate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
 }
 
 impl Deactivating {
@@ -159,9 +163,24 @@ impl Deactivating {
     }
 }
 
-/// A domain whose DNS records are still to be written into the zone.
+/// What a pending zone operation does to a name's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvisionKind {
+    /// Write the relay's records.
+    #[default]
+    Provision,
+    /// Remove exactly the records the relay wrote (`remove_on_deactivate_all`).
+    Remove,
+}
+
+/// A domain whose DNS records are still to be written into (or removed
+/// from) the zone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingProvision {
+    /// Rows written before removal existed are provisionings.
+    #[serde(default)]
+    pub kind: ProvisionKind,
     /// When it was queued (Unix ms).
     pub since_ms: u64,
     /// Failed writes so far.

@@ -1,7 +1,9 @@
 //! A real `redis-server` for the tests: started on a free loopback port
 //! with its own temporary directory (no persistence, no system service),
 //! stopped and started again on the same port, killed on drop; plus a
-//! client to read and write the zone as CoreDNS and other writers do.
+//! client to read and write the zone as CoreDNS and other writers do. A
+//! server may also listen with TLS (`start_tls`: Debian's redis-server is
+//! built with it) beside its plain port, which the helpers keep using.
 
 use redis::AsyncCommands;
 use std::net::TcpListener;
@@ -16,6 +18,8 @@ pub struct TestRedis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// (TLS port, certificate PEM file, key PEM file).
+    tls: Option<(u16, PathBuf, PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -38,14 +42,37 @@ fn binary() -> PathBuf {
 impl TestRedis {
     /// Starts a server on a free port (another port if it was taken).
     pub async fn start() -> TestRedis {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server that also listens with TLS, presenting `cert_pem`
+    /// (the chain) with `key_pem`; clients need no certificate.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> TestRedis {
+        Self::start_with(Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(tls: Option<(&str, &str)>) -> TestRedis {
         let mut redis = TestRedis {
             port: 0,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            tls: None,
         };
+        if let Some((cert, key)) = tls {
+            let (c, k) = (
+                redis.dir.path().join("cert.pem"),
+                redis.dir.path().join("key.pem"),
+            );
+            std::fs::write(&c, cert).expect("write cert.pem");
+            std::fs::write(&k, key).expect("write key.pem");
+            redis.tls = Some((0, c, k));
+        }
         let mut last = String::new();
         for _ in 0..5 {
             redis.port = free_port();
+            if let Some((port, _, _)) = redis.tls.as_mut() {
+                *port = free_port();
+            }
             match redis.spawn().await {
                 Ok(()) => return redis,
                 Err(e) => last = e,
@@ -57,11 +84,21 @@ impl TestRedis {
     async fn spawn(&mut self) -> Result<(), String> {
         let log =
             std::fs::File::create(self.dir.path().join("redis.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.dir.path());
+        if let Some((port, cert, key)) = &self.tls {
+            command
+                .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -123,6 +160,12 @@ impl TestRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The `rediss://` URL of the TLS port (a server from `start_tls`).
+    pub fn tls_url(&self) -> String {
+        let (port, _, _) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
