@@ -336,6 +336,82 @@ async fn static_domains_are_provisioned_when_asked() {
     relay.stop().await;
 }
 
+/// A relay provisioning static domains under `zone.test` into `url`.
+async fn static_relay(url: &str) -> TestRelay {
+    TestRelay::start(|c| {
+        provisioning(c, url);
+        c.dns_provisioning.static_domains = true;
+        c.dns_provisioning.tld_zones = vec!["zone.test".into()];
+    })
+    .await
+}
+
+/// `POST /v3/domains` for `domain`, which must answer 200.
+async fn add_domain(relay: &TestRelay, domain: &str) {
+    let (status, body) = relay
+        .api("POST", "/v3/domains", Some(json!({ "domain": domain })))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn attacker_removes_a_static_domain_while_redis_is_down_and_it_gets_no_records() {
+    let mut redis = TestRedis::start().await;
+    let url = redis.url();
+    redis.stop();
+    let relay = static_relay(&url).await;
+    add_domain(&relay, "gone.zone.test").await;
+    wait_pending(&relay, 1).await;
+    let (status, body) = relay
+        .api("DELETE", "/v3/domains/gone.zone.test", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Its pending write went with the domain.
+    wait_pending(&relay, 0).await;
+    redis.restart().await;
+    // A domain added after Redis is back is written: the worker runs, and
+    // the removed one, which would have been due first, got nothing.
+    add_domain(&relay, "kept.zone.test").await;
+    redis
+        .wait_field("kept.zone.test.", "@", LIMIT, |v| v.is_some())
+        .await;
+    wait_pending(&relay, 0).await;
+    assert!(redis.hgetall("gone.zone.test.").await.is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn attacker_puts_a_label_that_is_no_object_and_it_shows_as_failing_until_fixed() {
+    let redis = TestRedis::start().await;
+    let url = redis.url();
+    redis.hset("bad.zone.test.", "@", "[1,2,3]").await;
+    let relay = static_relay(&url).await;
+    add_domain(&relay, "bad.zone.test").await;
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let body = health(&relay).await;
+        if body["dns_provision_failing"] == json!(1) {
+            assert_eq!(body["dns_provision_pending"], json!(1), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never failing: {body}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        redis.hget("bad.zone.test.", "@").await.as_deref(),
+        Some("[1,2,3]")
+    );
+    // The owner repairs the label: the next try (at retry_max) writes it.
+    redis.hset("bad.zone.test.", "@", "{}").await;
+    let apex = redis
+        .wait_field("bad.zone.test.", "@", LIMIT, |v| v.as_deref() != Some("{}"))
+        .await;
+    assert_eq!(parse(&apex), apex_expected());
+    let body = wait_pending(&relay, 0).await;
+    assert_eq!(body["dns_provision_failing"], json!(0), "{body}");
+    relay.stop().await;
+}
+
 /// The zone as the EAS server left it, with the owner's own records.
 const OWNER_APEX: &str = r#"{"a":[{"ttl":300,"ip":"192.0.2.7"}], "aaaa":[{"ttl":300,"ip":"2001:db8::7"}],"txt":[{"ttl":300,"text":"google-site-verification=abc"},{"ttl":300,"text":"v=spf1 include:spf.improvmx.com ~all"}],"mx":[{"ttl":300,"preference":0,"host":"mx1.improvmx.com."},{"ttl":300,"preference":50,"host":"backup.owner.test."}],"caa":[{"ttl":300,"flag":0,"tag":"issue","value":"letsencrypt.org"}]}"#;
 const OWNER_WWW: &str = r#"{"cname":[{"ttl":300,"host":"fsociety.country."}]}"#;

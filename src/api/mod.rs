@@ -258,6 +258,9 @@ async fn health(State(state): State<ApiState>) -> Response {
         // "ok" (mail to them forwards as soon as the records are there).
         let pending = state.manage.store().provision_pending_count().unwrap_or(0);
         body["dns_provision_pending"] = json!(pending);
+        // Names whose labels the relay cannot edit (an operator must look).
+        let failing = state.manage.store().provision_failing_count().unwrap_or(0);
+        body["dns_provision_failing"] = json!(failing);
     }
     let body = Json(body);
     if failing {

@@ -28,7 +28,8 @@ use std::path::PathBuf;
 /// labels between our read and our write.
 const CONFLICT_ATTEMPTS: usize = 5;
 
-/// Why a name could not be provisioned (the worker retries all of them).
+/// Why a name could not be provisioned (the worker retries all of them:
+/// see [`ProvisionError::is_permanent`] for how often).
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error("zone unreachable: {0}")]
@@ -48,6 +49,17 @@ pub enum ProvisionError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl ProvisionError {
+    /// Whether the failure is in the labels' content (not a JSON object, a
+    /// CNAME at the apex, too large): trying again soon cannot help, so the
+    /// worker waits `retry_max` and counts the name as failing until an
+    /// operator (or the label's owner) fixes the zone. Everything else
+    /// (Redis down, slow, refusing, a busy label) is temporary.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ProvisionError::Label(_))
+    }
 }
 
 /// A zone backend: reads labels of a zone and writes labels only if they

@@ -77,6 +77,7 @@ impl Store {
             aliases.retain_in(start.as_str()..end.as_str(), |_, _| false)?;
             txn.open_table(CHAIN_REVEALS)?
                 .retain_in(start.as_str()..end.as_str(), |_, _| false)?;
+            super::provision::forget_in(&txn, domain)?;
             existed
         };
         txn.commit()?;

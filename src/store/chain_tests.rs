@@ -345,3 +345,48 @@ fn only_the_last_alias_leaving_through_deactivate_all_queues_a_removal() {
     s.chain_activate(&activated("fourth")).unwrap();
     assert_eq!(pending(), vec![(D.to_string(), Provision)]);
 }
+
+#[test]
+fn attacker_lets_a_name_expire_or_lapse_while_its_records_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.redb")).unwrap();
+    s.set_provision_on_activation(true);
+    let activated = |domain: &str, expires: u64| Activated {
+        domain: domain.into(),
+        local: "hello".into(),
+        node: [domain.len() as u8; 32],
+        alias_hash: [7; 32],
+        binding: binding("0xc1"),
+        reveal: Reveal {
+            forward: "mr.robot@gmail.com".into(),
+            signature: format!("0x{}1b", "11".repeat(64)),
+        },
+        name: NameState {
+            expires,
+            ..name("0xaa", 10)
+        },
+    };
+    // Unexpired with an active alias: still ours, whatever static_domains.
+    s.chain_activate(&activated("fsociety.country", 2_000_000_000))
+        .unwrap();
+    assert!(s.provision_wanted("fsociety.country", false).unwrap());
+    // The name's expiry, as the chain last said, has passed.
+    s.chain_activate(&activated("fsociety.country", 1_000))
+        .unwrap();
+    assert!(!s.provision_wanted("fsociety.country", false).unwrap());
+    // Its alias went (deactivated, or the name changed hands): none active.
+    s.chain_activate(&activated("whiterose.country", 2_000_000_000))
+        .unwrap();
+    assert!(s.provision_wanted("whiterose.country", false).unwrap());
+    assert!(
+        s.chain_forget_alias(
+            "whiterose.country",
+            "hello",
+            &binding("0xc1"),
+            &["whiterose.country".len() as u8; 32],
+            &[7; 32],
+        )
+        .unwrap()
+    );
+    assert!(!s.provision_wanted("whiterose.country", false).unwrap());
+}

@@ -4,7 +4,8 @@
 
 use super::tables::{
     ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
-    CHAIN_NODES, CHAIN_REVEALS, DNS_PENDING, DOMAINS, LOG, LOG_TIME, META, QUEUE, QUEUE_DUE,
+    CHAIN_NODES, CHAIN_REVEALS, DNS_FAILING, DNS_PENDING, DNS_PENDING_DUE, DOMAINS, LOG, LOG_TIME,
+    META, QUEUE, QUEUE_DUE,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 // The queue's committer writes these two tables itself.
@@ -125,6 +126,9 @@ impl Store {
             txn.open_table(CHAIN_NAMES)?;
             txn.open_table(CHAIN_NODES)?;
             txn.open_table(DNS_PENDING)?;
+            txn.open_table(DNS_PENDING_DUE)?;
+            txn.open_table(DNS_FAILING)?;
+            super::provision::index_in(&txn)?;
             txn.open_table(CHAIN_ALIAS_INDEX)?;
             txn.open_table(CHAIN_MAINTAINERS)?;
             txn.open_table(CHAIN_META)?;

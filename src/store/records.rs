@@ -190,4 +190,8 @@ pub struct PendingProvision {
     /// Why the last write failed (empty before the first attempt).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_error: String,
+    /// The last failure was in the labels' content (retried at
+    /// `retry_max` only, counted as failing), not the zone being down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
 }

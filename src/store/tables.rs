@@ -45,6 +45,13 @@ pub(crate) const CHAIN_DEACTIVATING: TableDefinition<&str, &[u8]> =
 /// whose DNS records are still to be written into the zone (Redis), kept
 /// until a write succeeds.
 pub(crate) const DNS_PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("dns_pending");
+/// (next attempt ms, domain) -> (): the rows of DNS_PENDING in the order
+/// they come due, so a pass reads only the due ones.
+pub(crate) const DNS_PENDING_DUE: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("dns_pending_due");
+/// domain -> (): queued names whose last failure was in their labels'
+/// content (not the zone being down): an operator has to look at them.
+pub(crate) const DNS_FAILING: TableDefinition<&str, ()> = TableDefinition::new("dns_failing");
 
 /// The key of an alias in the aliases table (also how the chain tables
 /// name an alias): `domain NUL local`.
