@@ -215,6 +215,7 @@ impl Rspamd {
             virus,
             message: raw.messages.smtp_message.as_deref().and_then(clean_message),
             truncated: false,
+            forced: raw.is_skipped,
         })
     }
 }
@@ -238,6 +239,9 @@ fn header_value(text: &str) -> Option<hyper::header::HeaderValue> {
 #[derive(Deserialize)]
 struct Answer {
     action: String,
+    /// A pre-result (GTUBE, a module's forced action) ended the scan.
+    #[serde(default)]
+    is_skipped: bool,
     #[serde(default)]
     score: f64,
     #[serde(default)]

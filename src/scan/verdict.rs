@@ -88,6 +88,9 @@ pub(crate) struct Verdict {
     pub(crate) message: Option<String>,
     /// Only a prefix of the message was scanned.
     pub(crate) truncated: bool,
+    /// rspamd decided by a rule, not by the score (its `is_skipped`: a
+    /// pre-result such as GTUBE stopped the scan).
+    pub(crate) forced: bool,
 }
 
 impl Verdict {
@@ -102,7 +105,7 @@ impl Verdict {
     ) -> Action {
         let own = self.own_thresholds();
         let by_score = from_score(self.score, &own);
-        let forced = self.action != by_score;
+        let forced = self.forced || self.action != by_score;
         let mut action = None::<Action>;
         for domain in domains {
             let a = match domain {
@@ -203,7 +206,9 @@ impl Verdict {
     }
 }
 
-/// The most severe action whose threshold the score reaches.
+/// The action whose threshold is the highest the score reaches (rspamd's
+/// rule: greylist from 4, add header from 6, reject from 15); of equal
+/// thresholds, the most severe.
 fn from_score(score: f64, thresholds: &[(Action, f64)]) -> Action {
     thresholds
         .iter()
@@ -213,20 +218,28 @@ fn from_score(score: f64, thresholds: &[(Action, f64)]) -> Action {
 }
 
 impl SpamThresholds {
-    /// These thresholds, each missing one taken from `base`.
+    /// These thresholds, each missing one taken from `base` — but never
+    /// above one the domain set for a more severe action: a domain that
+    /// says "reject from 5" means it, even where rspamd flags from 6.
     fn over(&self, base: &[(Action, f64)]) -> Vec<(Action, f64)> {
         let mut out: Vec<(Action, f64)> = base
             .iter()
             .filter(|(a, _)| !matches!(a, Action::Reject | Action::AddHeader | Action::Greylist))
             .copied()
             .collect();
+        let mut ceiling = f64::INFINITY;
         for (action, own) in [
             (Action::Reject, self.reject),
             (Action::AddHeader, self.add_header),
             (Action::Greylist, self.greylist),
         ] {
             let inherited = base.iter().find(|(a, _)| *a == action).map(|(_, t)| *t);
-            if let Some(t) = own.or(inherited) {
+            let value = match own {
+                Some(t) => Some(t),
+                None => inherited.map(|t| t.min(ceiling)),
+            };
+            if let Some(t) = value {
+                ceiling = ceiling.min(t);
                 out.push((action, t));
             }
         }
@@ -284,6 +297,7 @@ mod tests {
             virus: None,
             message: None,
             truncated: false,
+            forced: false,
         }
     }
 
@@ -301,6 +315,13 @@ mod tests {
         assert_eq!(v.action_for([None]), Action::AddHeader);
         let strict = domain(Some(6.5), None);
         assert_eq!(v.action_for([Some(&strict)]), Action::Reject);
+        // Below rspamd's add-header threshold: still "reject from 5".
+        let stricter = domain(Some(5.0), None);
+        assert_eq!(v.action_for([Some(&stricter)]), Action::Reject);
+        assert_eq!(
+            verdict(Action::Greylist, 4.5).action_for([Some(&stricter)]),
+            Action::Greylist
+        );
         let lax = domain(None, Some(10.0));
         // Below its own add-header threshold, above rspamd's greylist one.
         assert_eq!(v.action_for([Some(&lax)]), Action::Greylist);
@@ -320,6 +341,16 @@ mod tests {
         let v = verdict(Action::Reject, 0.0);
         let lax = domain(Some(100.0), Some(100.0));
         assert_eq!(v.action_for([Some(&lax)]), Action::Reject);
+        // rspamd 3.4 gives GTUBE the reject threshold as its score: only
+        // `is_skipped` tells it from a score-based reject.
+        let mut v = verdict(Action::Reject, 15.0);
+        let off = SpamThresholds {
+            greylist: Some(100.0),
+            ..lax
+        };
+        assert_eq!(v.action_for([Some(&off)]), Action::Pass);
+        v.forced = true;
+        assert_eq!(v.action_for([Some(&off)]), Action::Reject);
     }
 
     #[test]
