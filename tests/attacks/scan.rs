@@ -134,7 +134,6 @@ async fn a_virus_attachment_is_refused_with_554_naming_the_virus() {
     let clamd = TestClamd::start().await;
     let rspamd = TestRspamd::start(RspamdOptions {
         clamd: Some(clamd.addr()),
-        ..RspamdOptions::default()
     })
     .await;
     let (relay, sink) = relay(&rspamd.url(), |_| {}).await;
