@@ -31,6 +31,7 @@ pub(crate) mod queue;
 pub mod recipients;
 pub mod reply;
 pub mod rewrite;
+pub(crate) mod scan;
 pub(crate) mod screen;
 pub(crate) mod smtp;
 pub mod spool;

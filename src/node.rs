@@ -205,6 +205,7 @@ pub async fn run(
     let scheduler = Scheduler::new(queue.clone(), started.events, target);
     tasks.spawn(scheduler.run(stopped.clone(), DELIVERY_GRACE));
     tasks.spawn(queue.health().clone().supervise(stopped.clone()));
+    let scanner = crate::scan::Scanner::from_config(&config).map(Arc::new);
     let smtp_ctx = Arc::new(SmtpContext {
         guards: smtp::guard::Guards::from_config(&config),
         config: config.clone(),
@@ -216,6 +217,7 @@ pub async fn run(
         screen: crate::screen::Screen::from_config(&config)
             .map_err(|e| RunError::Screen(e.to_string()))?
             .map(Arc::new),
+        scanner: scanner.clone(),
     });
     tasks.spawn(smtp::listener::run(
         listeners.smtp,
@@ -239,6 +241,7 @@ pub async fn run(
         activation_secret,
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
         zone: provisioner.clone(),
+        scanner,
         ..ApiState::new(config.clone(), admin, keys, metrics)
     };
     if let Some(chain) = &chain {

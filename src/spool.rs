@@ -45,6 +45,17 @@ impl Body {
         self.len() == 0
     }
 
+    /// A second handle on the file of a body held in a file (None for a
+    /// body in memory), for a reader that must outlive the borrow of the
+    /// body (a scan streaming it). The handle shares the file position:
+    /// read it with `FileExt::read_at` only.
+    pub(crate) fn file_handle(&self) -> Option<std::io::Result<File>> {
+        match self {
+            Body::Memory(_) => None,
+            Body::File(file) => Some(file.file.try_clone()),
+        }
+    }
+
     /// Calls `each` with the body in chunks of at most [`CHUNK`] bytes, in
     /// order (blocking: file reads).
     pub fn for_each_chunk(&self, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {

@@ -121,6 +121,7 @@ fn inbound<'a>(mail_from: &'a str) -> Inbound<'a> {
         client_ip: CLIENT.parse().unwrap(),
         helo: HELO,
         mail_from,
+        scan: None,
     }
 }
 

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["reply", "address", "net", "message", "files"],
     &["config", "observe"],
     &["store", "dns", "tls", "spool"],
-    &["recipients", "auth", "rewrite", "chain", "screen"],
+    &["recipients", "auth", "rewrite", "chain", "screen", "scan"],
     &["outbound", "queue"],
     &["smtp", "api", "manage", "zone", "provision"],
     &["node", "cli"],

@@ -50,6 +50,8 @@ pub struct ApiState {
     pub(crate) watcher: Option<Arc<crate::chain::watcher::Watcher>>,
     /// The zone in Redis (for the domain check), when DNS provisioning is on.
     pub(crate) zone: Option<Arc<crate::provision::Provisioner<crate::provision::RedisZone>>>,
+    /// The content scanner (for health), when `scan.enabled` is on.
+    pub(crate) scanner: Option<Arc<crate::scan::Scanner>>,
     pub(crate) limits: Arc<RateLimits>,
 }
 
@@ -67,6 +69,7 @@ impl ApiState {
             manage,
             keys: Arc::new(keys),
             metrics,
+            scanner: None,
             activation: None,
             activation_secret: None,
             watcher: None,
@@ -222,7 +225,8 @@ async fn limited(
     }
 }
 
-/// `/health`: `"ok"`, `"degraded"` (the chain view is stale) or, with
+/// `/health`: `"ok"`, `"degraded"` (the chain view is stale, or the content
+/// scanner's circuit is open) or, with
 /// HTTP 503, `"failing"` (a queue worker died or is stuck: mail is not
 /// moving).
 async fn health(State(state): State<ApiState>) -> Response {
@@ -241,7 +245,11 @@ async fn health(State(state): State<ApiState>) -> Response {
         .iter()
         .map(|(name, s)| (name.to_string(), json!(s.as_str())))
         .collect();
-    let status = match (failing, stale) {
+    // A scanner whose circuit is open: mail is deferred (or forwarded
+    // unscanned), not lost, so the node is degraded, not failing.
+    let scan = state.scanner.as_ref().map(|s| s.state());
+    let scan_down = scan.is_some_and(|s| s != "ok");
+    let status = match (failing, stale || scan_down) {
         (true, _) => "failing",
         (false, true) => "degraded",
         (false, false) => "ok",
@@ -253,6 +261,9 @@ async fn health(State(state): State<ApiState>) -> Response {
         "chain": chain,
         "components": components,
     });
+    if let Some(scan) = scan {
+        body["scan"] = json!(scan);
+    }
     if state.config.dns_provisioning.enabled {
         // Names waiting for their DNS records: shown, but the relay stays
         // "ok" (mail to them forwards as soon as the records are there).

@@ -172,13 +172,16 @@ impl Verifier {
     }
 
     /// The results for the Authentication-Results header and the ARC seal.
+    /// `comment` follows the authserv-id (RFC 8601 allows CFWS there): the
+    /// content scan's verdict, which has no registered method of its own.
     pub fn results<'a>(
         &'a self,
         verdicts: &Verdicts<'_>,
         message: &AuthenticatedMessage<'_>,
         envelope: &Envelope<'_>,
+        authserv: &'a str,
     ) -> AuthenticationResults<'a> {
-        let mut ar = AuthenticationResults::new(&self.hostname);
+        let mut ar = AuthenticationResults::new(authserv);
         if let Some(spf) = &verdicts.spf_mail_from {
             ar = ar.with_spf_mailfrom_result(
                 spf,

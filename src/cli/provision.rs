@@ -209,6 +209,7 @@ mod tests {
             notification_email: None,
             webhook: None,
             whitelabel: None,
+            spam: None,
             source,
             aliases: Vec::new(),
             aliases_total: 1,

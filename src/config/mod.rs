@@ -25,6 +25,7 @@ mod log;
 mod outbound;
 mod queue;
 mod rewrite;
+mod scan;
 mod screen;
 mod smtp;
 mod srs;
@@ -45,6 +46,7 @@ pub(crate) use outbound::parse_host_port;
 pub use outbound::{OutboundConfig, TlsPolicy};
 pub use queue::QueueConfig;
 pub use rewrite::RewriteConfig;
+pub use scan::{ScanConfig, ScanFailMode, SpamHeaders};
 pub(crate) use screen::DnsblSite;
 pub use screen::ScreenConfig;
 pub use smtp::SmtpConfig;
@@ -70,6 +72,7 @@ pub struct Config {
     pub log: LogConfig,
     pub smtp: SmtpConfig,
     pub screen: ScreenConfig,
+    pub scan: ScanConfig,
     pub tls: TlsConfig,
     pub http: HttpConfig,
     pub aliases: AliasConfig,
@@ -94,6 +97,7 @@ impl Default for Config {
             log: LogConfig::default(),
             smtp: SmtpConfig::default(),
             screen: ScreenConfig::default(),
+            scan: ScanConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
             aliases: AliasConfig::default(),
@@ -181,6 +185,7 @@ impl Config {
         }
         self.smtp.validate()?;
         self.screen.validate()?;
+        self.scan.validate()?;
         self.http.validate()?;
         self.store.validate()?;
         self.auth.validate()?;

@@ -4,7 +4,7 @@ use super::validate::{conflict, invalid, parse_domain};
 use super::views::alias_view;
 use super::{DOMAIN_ALIASES_SHOWN, DomainView, Local, ManageError};
 use crate::address::Mailbox;
-use crate::store::{DomainRecord, Source};
+use crate::store::{DomainRecord, Source, SpamThresholds};
 use serde::Deserialize;
 
 /// Changes to a domain's settings (`PUT /v3/domains/{d}`); absent fields
@@ -20,7 +20,23 @@ pub(crate) struct DomainUpdate {
     pub whitelabel: Option<Option<String>>,
     /// eas-relay: false suspends the whole domain (mail to it is refused).
     pub active: Option<bool>,
+    /// eas-relay: the domain's spam thresholds (content scanning); `null`
+    /// follows rspamd's again.
+    #[serde(default, with = "double_option")]
+    pub spam: Option<Option<SpamInput>>,
 }
+
+/// A domain's spam thresholds as the API takes them: scores, each optional.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SpamInput {
+    pub reject: Option<f64>,
+    pub add_header: Option<f64>,
+    pub greylist: Option<f64>,
+}
+
+/// Highest threshold accepted (rspamd scores stay far below).
+const MAX_THRESHOLD: f64 = 1000.0;
 
 impl DomainUpdate {
     /// Refuses settings that are not what they claim to be.
@@ -38,6 +54,30 @@ impl DomainUpdate {
         {
             return Err(invalid("webhook", "must be an http(s) URL"));
         }
+        if let Some(Some(spam)) = &self.spam {
+            for (name, value) in [
+                ("spam.reject", spam.reject),
+                ("spam.add_header", spam.add_header),
+                ("spam.greylist", spam.greylist),
+            ] {
+                if let Some(v) = value
+                    && !(v.is_finite() && v.abs() <= MAX_THRESHOLD)
+                {
+                    return Err(invalid(
+                        name,
+                        format!("must be a score between -{MAX_THRESHOLD} and {MAX_THRESHOLD}"),
+                    ));
+                }
+            }
+            if let (Some(add), Some(reject)) = (spam.add_header, spam.reject)
+                && add > reject
+            {
+                return Err(invalid(
+                    "spam.add_header",
+                    "must not be above spam.reject (a message would be refused before it is flagged)",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -46,10 +86,10 @@ impl DomainUpdate {
 mod double_option {
     use serde::{Deserialize, Deserializer};
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         d: D,
-    ) -> Result<Option<Option<String>>, D::Error> {
-        Option::<String>::deserialize(d).map(Some)
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
     }
 }
 
@@ -66,6 +106,7 @@ impl Local {
             notification_email: record.notification_email.clone(),
             webhook: record.webhook.clone(),
             whitelabel: record.whitelabel.clone(),
+            spam: record.spam,
             source: record.source,
             aliases: first.iter().map(|(l, r)| alias_view(l, r)).collect(),
             aliases_total: total,
@@ -127,6 +168,13 @@ impl Local {
         }
         if let Some(active) = update.active {
             record.active = active;
+        }
+        if let Some(spam) = update.spam {
+            record.spam = spam.map(|s| SpamThresholds {
+                reject: s.reject,
+                add_header: s.add_header,
+                greylist: s.greylist,
+            });
         }
         self.store.domain_put(&name, &record)?;
         self.domain_view(&name, &record)

@@ -3,7 +3,8 @@
 //! CLI prints, built from the store's records.
 
 use crate::store::{
-    AliasRecord, LogEntry, LogOutcome, QueueEntry, RcptStatus, Source, format_queue_id,
+    AliasRecord, LogEntry, LogOutcome, QueueEntry, RcptStatus, Source, SpamThresholds,
+    format_queue_id,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -23,6 +24,9 @@ pub(crate) struct DomainView {
     pub notification_email: Option<String>,
     pub webhook: Option<String>,
     pub whitelabel: Option<String>,
+    /// The domain's own spam thresholds; absent: rspamd's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<SpamThresholds>,
     pub source: Source,
     /// The first [`DOMAIN_ALIASES_SHOWN`] aliases.
     pub aliases: Vec<AliasView>,
@@ -130,6 +134,8 @@ pub(crate) fn log_items(logs: &[LogEntry]) -> Vec<Value> {
                 LogOutcome::Delivered => "DELIVERED",
                 LogOutcome::Deferred => "SOFT-BOUNCE",
                 LogOutcome::Bounced => "HARD-BOUNCE",
+                // ImprovMX's status of mail refused as spam.
+                LogOutcome::Refused => "REFUSED",
             };
             json!({
                 "id": l.id.to_string(),
@@ -147,6 +153,7 @@ pub(crate) fn log_items(logs: &[LogEntry]) -> Vec<Value> {
                     "message": l.message,
                     "server": l.server,
                     "created": l.time,
+                    "spam": l.spam,
                 }],
             })
         })

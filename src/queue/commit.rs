@@ -31,6 +31,7 @@ enum Applied {
     Retried(usize),
     Dropped(bool),
     Quarantined,
+    Logged,
 }
 
 /// Work that must wait for the commit: spool deletions, new DSN entries.
@@ -262,6 +263,12 @@ impl Committer {
                 }
                 Applied::Dropped(found)
             }
+            Commit::Log { entries, .. } => {
+                for entry in entries {
+                    b.log(entry.clone())?;
+                }
+                Applied::Logged
+            }
             Commit::Quarantine { id, reason } => {
                 // Raw bytes: a record that no longer decodes is kept too.
                 if let Some(raw) = b.remove_raw(*id)? {
@@ -371,6 +378,7 @@ impl Committer {
                 code: result.reply.code,
                 message: reply,
                 server: result.server.clone(),
+                spam: None,
             })?;
         }
         if !entry.is_finished() {
@@ -437,6 +445,7 @@ fn outcome_label(o: LogOutcome) -> &'static str {
         LogOutcome::Delivered => "delivered",
         LogOutcome::Deferred => "deferred",
         LogOutcome::Bounced => "bounced",
+        LogOutcome::Refused => "refused",
     }
 }
 
@@ -477,6 +486,9 @@ fn respond(op: Commit, result: Result<Applied, String>, retry_at: u64) {
             let _ = done.send(Err(fail(&m)));
         }
         (Commit::Quarantine { .. }, _) => {}
+        (Commit::Log { done, .. }, result) => {
+            let _ = done.send(result.is_ok());
+        }
         (_, Ok(_)) => unreachable!("operation and its result always match"),
     }
 }

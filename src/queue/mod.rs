@@ -123,6 +123,11 @@ pub(crate) enum Commit {
         id: u64,
         reason: String,
     },
+    /// Delivery-log rows of a message refused before acceptance.
+    Log {
+        entries: Vec<crate::store::LogEntry>,
+        done: oneshot::Sender<bool>,
+    },
 }
 
 /// Handle to the queue: cheap to clone, shared by sessions, scheduler, API.
@@ -281,6 +286,21 @@ impl Queue {
             .send(Commit::Drop { id, done })
             .map_err(|_| QueueError::Closed)?;
         rx.await.unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Writes the log rows of a message refused at the end of DATA (in the
+    /// next group commit); false when they could not be written.
+    pub(crate) async fn log_refused(&self, entries: Vec<crate::store::LogEntry>) -> bool {
+        let (done, rx) = oneshot::channel();
+        if self
+            .inner
+            .commits
+            .send(Commit::Log { entries, done })
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     pub(crate) fn quarantine(&self, id: u64, reason: String) {

@@ -21,6 +21,10 @@ pub struct Inbound<'a> {
     pub helo: &'a str,
     /// envelope sender as received, "" = null sender
     pub mail_from: &'a str,
+    /// The content scan's verdict, e.g. `rspamd: no action, score=1.20`:
+    /// a comment after our authserv-id in Authentication-Results and in
+    /// the ARC set's results.
+    pub scan: Option<&'a str>,
 }
 
 pub struct Prepared {
@@ -108,6 +112,7 @@ struct InboundOwned {
     client_ip: std::net::IpAddr,
     helo: String,
     mail_from: String,
+    scan: Option<String>,
 }
 
 /// Why the forwarding step cannot be set up (at startup).
@@ -268,6 +273,7 @@ impl Forwarding {
             client_ip: inbound.client_ip,
             helo: inbound.helo.to_string(),
             mail_from: inbound.mail_from.to_string(),
+            scan: inbound.scan.map(str::to_string),
         };
         let handle = tokio::runtime::Handle::current();
         let job = tokio::task::spawn_blocking(move || {
@@ -276,6 +282,7 @@ impl Forwarding {
                 client_ip: owned.client_ip,
                 helo: &owned.helo,
                 mail_from: &owned.mail_from,
+                scan: owned.scan.as_deref(),
             };
             handle.block_on(self.prepare_arrived(arrived, &inbound))
         });
@@ -346,7 +353,11 @@ impl Forwarding {
         if let Some(reply) = verifier.refusal(&verdicts) {
             return Err(reply);
         }
-        let results = verifier.results(&verdicts, &parsed, &envelope);
+        let authserv = match inbound.scan {
+            Some(scan) => format!("{} ({})", self.authserv_id, comment_safe(scan)),
+            None => self.authserv_id.clone(),
+        };
+        let results = verifier.results(&verdicts, &parsed, &envelope, &authserv);
         let ar_header = auth::authentication_results_header(&results, &verdicts);
 
         let base: &[u8] = stripped.as_deref().unwrap_or(&header);
@@ -522,6 +533,16 @@ fn log_setup(config: &Config, signer: &Signer) {
         from_rewrite = config.auth.enabled && config.rewrite.from_for_strict_dmarc,
         "forwarding pipeline ready"
     );
+}
+
+/// Text that may stand in a header comment: printable ASCII without the
+/// characters that end or nest a comment, or escape.
+fn comment_safe(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .filter(|c| !matches!(c, '(' | ')' | '\\'))
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]

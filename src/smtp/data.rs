@@ -1,8 +1,9 @@
 //! DATA and BDAT (CHUNKING), and the end of a message: loop check, trace
-//! header, then the durable queue — `250` only once the message is on disk.
+//! header, content scan (`scan.rs`), then the durable queue — `250` only once the message is on disk.
 
 use super::incoming::oversize_reply;
 use super::receiver::{DataReceiver, declared_chunk_size};
+use super::scan::{Scanned, Transacted};
 use super::session::{Flow, Io, Session, State, Transaction};
 use crate::message::{count_received, header_value, rfc2822_now};
 use crate::queue::{Accepted, AcceptedRecipient, Queued};
@@ -182,14 +183,44 @@ impl<T: Io> Session<T> {
         let message_id = header_value(&arrived.header, "message-id");
         let subject = header_value(&arrived.header, "subject");
         let body_8bit = arrived.eight_bit;
-        let mut header = Vec::with_capacity(received.len() + arrived.header.len());
+        // The content scan sees the message as it arrived, before any
+        // header of ours; its refusal comes before anything is queued.
+        let mut spam_fields = String::new();
+        let mut scan_comment = None;
+        if let Some(scanner) = self.ctx.scanner.clone() {
+            let scanned = self
+                .scan(
+                    &scanner,
+                    &Transacted {
+                        sender: &txn.sender,
+                        recipients: &txn.recipients,
+                        subject: subject.as_deref(),
+                        message_id: message_id.as_deref(),
+                    },
+                    id,
+                    &arrived.header,
+                    &arrived.body,
+                )
+                .await;
+            match scanned {
+                Scanned::Forward { fields, comment } => {
+                    spam_fields = fields;
+                    scan_comment = Some(comment);
+                }
+                Scanned::Refuse(reply, reason) => return Err((reply, reason)),
+            }
+        }
+        let mut header =
+            Vec::with_capacity(received.len() + spam_fields.len() + arrived.header.len());
         header.extend_from_slice(received.as_bytes());
+        header.extend_from_slice(spam_fields.as_bytes());
         header.extend_from_slice(&arrived.header);
         let helo = self.helo.as_ref().map(|h| h.name.clone());
         let inbound = Inbound {
             client_ip: self.peer.ip(),
             helo: helo.as_deref().unwrap_or(""),
             mail_from: &txn.sender,
+            scan: scan_comment.as_deref(),
         };
         let message = pipeline::Arrived {
             header,

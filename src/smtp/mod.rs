@@ -7,9 +7,9 @@
 //! command lines and dispatches to the verb files (`ehlo`, `mail`, `rcpt`,
 //! `data`, `starttls`, `vrfy`). Message bytes go through `receiver` (where
 //! DATA ends, BDAT sizes) into `incoming` (limits, body streamed to the
-//! spool); `data` then checks, prepares and queues the message. `guard`
-//! holds the budgets all sessions share; `prescreen` acts on the verdict of
-//! `crate::screen` before the greeting. Imports run one way: the verb files
+//! spool); `data` then checks, has `scan` ask rspamd, prepares and queues
+//! the message. `guard` holds the budgets all sessions share; `prescreen`
+//! acts on the verdict of `crate::screen` before the greeting. Imports run one way: the verb files
 //! use `session`, `session` uses `receiver` and `incoming`, never back.
 
 mod data;
@@ -21,6 +21,7 @@ mod mail;
 mod prescreen;
 mod rcpt;
 mod receiver;
+mod scan;
 mod session;
 mod starttls;
 mod vrfy;
@@ -50,4 +51,6 @@ pub(crate) struct SmtpContext {
     pub(crate) guards: guard::Guards,
     /// Connection screening; None when `screen.enabled` is off.
     pub(crate) screen: Option<Arc<crate::screen::Screen>>,
+    /// Content scanning at the end of DATA; None when `scan.enabled` is off.
+    pub(crate) scanner: Option<Arc<crate::scan::Scanner>>,
 }

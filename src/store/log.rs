@@ -1,5 +1,6 @@
 //! The delivery log: one entry per recipient outcome (delivered, deferred,
-//! bounced), kept per alias domain, newest first on read, purged after the
+//! bounced, or refused at the end of DATA by the content scan), kept per
+//! alias domain, newest first on read, purged after the
 //! configured retention.
 
 use super::db::{Store, StoreError, decode};
@@ -17,7 +18,24 @@ pub enum LogOutcome {
     Delivered,
     Deferred,
     Bounced,
+    /// Refused before acceptance (the content scan said spam or virus):
+    /// the sender's server got the reply, nothing was queued.
+    Refused,
 }
+
+/// The content scan's verdict on a refused or flagged message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpamLog {
+    pub score: f64,
+    pub required: f64,
+    /// The relay's action (rspamd's, or a domain's thresholds').
+    pub action: String,
+    /// `NAME(score)` of the highest-scoring symbols, comma-separated.
+    pub symbols: String,
+}
+
+/// Scores are finite (rspamd's non-finite numbers are read as 0).
+impl Eq for SpamLog {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -44,6 +62,9 @@ pub struct LogEntry {
     pub message: String,
     /// The host that answered, when one did.
     pub server: Option<String>,
+    /// The content scan's verdict, for a refused message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<SpamLog>,
 }
 
 impl LogEntry {
@@ -168,6 +189,7 @@ mod tests {
             code: 250,
             message: "ok".into(),
             server: Some("127.0.0.1".into()),
+            spam: None,
         }
     }
 

@@ -21,13 +21,13 @@ pub(crate) mod tables;
 pub use aliases::Lookup;
 pub use chain::Activated;
 pub(crate) use chain::ChainUpdate;
-pub use log::{LogEntry, LogOutcome};
+pub use log::{LogEntry, LogOutcome, SpamLog};
 #[cfg(test)]
 pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};
 pub use records::{
     AliasRecord, ChainBinding, ChainStatus, DomainRecord, NameState, PendingProvision,
-    ProvisionKind, Reveal, Source,
+    ProvisionKind, Reveal, Source, SpamThresholds,
 };
 pub(crate) use records::{Cursor, Deactivating};
 

@@ -31,7 +31,27 @@ pub struct DomainRecord {
     pub webhook: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whitelabel: Option<String>,
+    /// The domain's own spam thresholds (content scanning): None follows
+    /// rspamd's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<SpamThresholds>,
 }
+
+/// A domain's spam thresholds: the score from which rspamd's verdict
+/// becomes `reject` (550), `add header` (forwarded, flagged) or `greylist`
+/// (451). An absent one follows rspamd's. Scores are finite (checked where
+/// they are set), so equality is total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpamThresholds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_header: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greylist: Option<f64>,
+}
+
+impl Eq for SpamThresholds {}
 
 impl DomainRecord {
     /// An active domain created at `created` (Unix seconds).
@@ -43,6 +63,7 @@ impl DomainRecord {
             notification_email: None,
             webhook: None,
             whitelabel: None,
+            spam: None,
         }
     }
 }

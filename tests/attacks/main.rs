@@ -15,6 +15,7 @@ mod http_slots;
 mod message;
 mod outbound;
 mod queue;
+mod scan;
 mod screen;
 mod smtp_slots;
 mod srs;

@@ -1,11 +1,13 @@
 //! Shared helpers of the integration tests: a DNS server, a destination
 //! SMTP server, an in-process relay, the real binary as a child process,
-//! an SMTP client and an HTTP client.
+//! an SMTP client and an HTTP client, and real scanner peers (rspamd,
+//! clamd).
 // Each test binary uses only part of the helpers.
 #![allow(dead_code)]
 
 pub mod anvil;
 pub mod api;
+pub mod clamd;
 pub mod dns;
 pub mod eas;
 pub mod http;
@@ -14,5 +16,6 @@ pub mod proxy;
 pub mod pyverify;
 pub mod redis;
 pub mod relay;
+pub mod rspamd;
 pub mod sink;
 pub mod smtp;

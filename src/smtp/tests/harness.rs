@@ -92,6 +92,7 @@ impl Harness {
                 screen: crate::screen::Screen::from_config(&config)
                     .expect("screen")
                     .map(Arc::new),
+                scanner: crate::scan::Scanner::from_config(&config).map(Arc::new),
                 config: Arc::new(config),
                 store,
                 queue: started.queue,
