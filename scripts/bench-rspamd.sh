@@ -266,6 +266,29 @@ rspamd_fields() {
     }'
 }
 
+# user and system CPU of a relay's cgroup, split (run-load.sh reports only the
+# sum): cg_split_sampler NAME FILE writes "user_ns sys_ns" of group NAME to FILE
+# every 0.5 s while the group exists, until FILE.stop appears (bounded); the
+# last value is the relay's whole life (start to stop, a little more than the
+# load window), taken before its driver removes the group. Only builtins and
+# sleep in the loop: the sampler's own CPU is noise in the measured window.
+cg_split_sampler() {
+  local d u s k v end=$((SECONDS + TIMEOUT + 900))
+  d="$(_cg_dir1 "$1")"
+  while [[ ! -e "$2.stop" ]] && (( SECONDS < end )); do
+    u=""; s=""
+    if [[ -r "$d/cpu.stat" ]]; then
+      while read -r k v; do
+        case "$k" in user_usec) u=$((v * 1000)) ;; system_usec) s=$((v * 1000)) ;; esac
+      done < "$d/cpu.stat"
+    elif [[ -r "$d/cpuacct.usage_user" ]]; then
+      read -r u < "$d/cpuacct.usage_user" || true; read -r s < "$d/cpuacct.usage_sys" || true
+    fi
+    [[ -z "$u" || -z "$s" ]] || echo "$u $s" > "$2"
+    sleep 0.5
+  done
+}
+
 # ------------------------------------------------------------------ GTUBE probe
 # gtube HOST:PORT: one SMTP session sending a GTUBE message to an alias of the
 # table; prints the server's answer to the end of DATA; true when it is 5xx
@@ -332,7 +355,10 @@ eas_side() {  # $1 = 1: with [scan]
 }
 
 one_side() {  # $1 = side; appends its RESULT/CHECK lines with rspamd's fields to $RESULTS
-  local rc=0 f
+  local rc=0 f split sp u s cg=eas-relay
+  [[ "$1" == postfix ]] && cg=postfix-relay
+  split=$(mktemp /tmp/bench-rspamd-split.XXXXXX)
+  cg_split_sampler "$cg" "$split" & sp=$!
   rspamd_snap
   case "$1" in
     postfix) postfix_side || rc=$? ;;
@@ -341,6 +367,14 @@ one_side() {  # $1 = side; appends its RESULT/CHECK lines with rspamd's fields t
     *) die "unknown side $1 (postfix, eas-relay, eas-relay-noscan)" ;;
   esac
   f=$(rspamd_fields)
+  touch "$split.stop"; wait "$sp" 2>/dev/null || true
+  read -r u s < "$split" 2>/dev/null || true
+  f="$f relay_user_s=$(awk -v x="${u:-}" 'BEGIN { if (x == "") print "na"; else printf "%.2f", x / 1e9 }')"
+  f="$f relay_sys_s=$(awk -v x="${s:-}" 'BEGIN { if (x == "") print "na"; else printf "%.2f", x / 1e9 }')"
+  rm -f "$split" "$split.stop"
+  if ! kill -0 "$RSPAMD_PID" 2>/dev/null; then
+    log "rspamd exited during side $1: $(tail -3 "$RS/log/rspamd.log" 2>/dev/null)"; f="$f rspamd_died=1"; rc=1
+  fi
   printf '%s\n' "$SIDE_OUT" | sed "/^RESULT/ s/\$/ side=$1 $f/" | tee -a "$RESULTS"
   [[ -n "$SIDE_OUT" ]] || log "side $1 printed no RESULT line"
   if [[ -n "$DUMP" ]] && grep -q '^CHECK .*verdict=FAIL' <<< "$SIDE_OUT"; then rc=1; fi
@@ -404,6 +438,7 @@ summary() {
       add(s, "rcpu", 1000 * g["rspamd_cpu_s"] / g["n"])
       if (g["cpu_s"] != "na") add(s, "tcpu", 1000 * (g["cpu_s"] + g["rspamd_cpu_s"]) / g["n"])
       add(s, "pss", g["pss_peak_mb"]); add(s, "probe", g["probe_ms"])
+      if (g["relay_user_s"] != "" && g["relay_user_s"] != "na") { add(s, "usr", 1000 * g["relay_user_s"] / g["n"]); add(s, "sys", 1000 * g["relay_sys_s"] / g["n"]) }
     }
     scanned[s] = scanned[s] (scanned[s] == "" ? "" : " ") g["rspamd_scanned"] "/" g["n"]
     actions[s] = g["rspamd_actions"]
@@ -418,13 +453,13 @@ summary() {
     if (ns == 0) { print "no RESULT lines"; exit 1 }
     for (i = 1; i <= nh; i++) print "    " hdr[i]
     print ""
-    print "| side | relay (RESULT name) | runs (failed) | e2e msgs/s median (min-max) | accept msgs/s | relay CPU ms/msg | rspamd CPU ms/msg | relay+rspamd CPU ms/msg | relay PSS MB | scanned/n per run | rspamd actions (last run) |"
-    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    print "| side | relay (RESULT name) | runs (failed) | e2e msgs/s median (min-max) | accept msgs/s | relay CPU ms/msg | (user / sys, whole life) | rspamd CPU ms/msg | relay+rspamd CPU ms/msg | relay PSS MB | scanned/n per run | rspamd actions (last run) |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     for (i = 1; i <= ns; i++) {
       s = order[i]
-      printf "| %s | %s | %d (%d) | %s (%s-%s) | %s | %s | %s | %s | %s | %s | %s |\n", s, name[s], runs[s], fail[s],
+      printf "| %s | %s | %d (%d) | %s (%s-%s) | %s | %s | %s / %s | %s | %s | %s | %s | %s |\n", s, name[s], runs[s], fail[s],
         f(med(s, "mps"), "%.1f"), f(mn(s, "mps"), "%.1f"), f(mx(s, "mps"), "%.1f"), f(med(s, "amps"), "%.1f"),
-        f(med(s, "cpu"), "%.2f"), f(med(s, "rcpu"), "%.2f"), f(med(s, "tcpu"), "%.2f"), f(med(s, "pss"), "%.1f"), scanned[s], actions[s]
+        f(med(s, "cpu"), "%.2f"), f(med(s, "usr"), "%.2f"), f(med(s, "sys"), "%.2f"), f(med(s, "rcpu"), "%.2f"), f(med(s, "tcpu"), "%.2f"), f(med(s, "pss"), "%.1f"), scanned[s], actions[s]
     }
     print ""
     if (cnt["eas-relay", "mps"] && cnt["postfix", "mps"])
