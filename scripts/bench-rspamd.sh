@@ -40,6 +40,9 @@
 #   rspamd_scanned    tasks rspamd logged in the window (normal + proxy workers);
 #                     rspamd_scanned_normal / rspamd_scanned_proxy: per worker type
 #   rspamd_actions    action:count,... of those tasks (e.g. no_action:20000)
+#   relay_user_s / relay_sys_s  the relay cgroup's user and system CPU over the
+#                     relay's whole life (cgroup v1: tick-sampled, approximate)
+#   rspamd_died=1     only when rspamd's main process was gone after the run
 # and the summary (medians per side, ratio eas-relay/postfix) goes to
 # ${RESULTS%.txt}.md.
 #
