@@ -187,6 +187,7 @@ impl<T: Io> Session<T> {
         // header of ours; its refusal comes before anything is queued.
         let mut spam_fields = String::new();
         let mut scan_comment = None;
+        let mut spam = None;
         if let Some(scanner) = self.ctx.scanner.clone() {
             let scanned = self
                 .scan(
@@ -203,9 +204,14 @@ impl<T: Io> Session<T> {
                 )
                 .await;
             match scanned {
-                Scanned::Forward { fields, comment } => {
+                Scanned::Forward {
+                    fields,
+                    comment,
+                    log,
+                } => {
                     spam_fields = fields;
                     scan_comment = Some(comment);
+                    spam = log;
                 }
                 Scanned::Refuse(reply, reason) => return Err((reply, reason)),
             }
@@ -257,6 +263,7 @@ impl<T: Io> Session<T> {
             body_8bit,
             sender_authenticated: prepared.sender_authenticated,
             recipients: txn.recipients,
+            spam,
         };
         let sender = accepted.sender.clone();
         match self.ctx.queue.accept(accepted, prepared.message).await {

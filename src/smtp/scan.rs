@@ -26,7 +26,11 @@ pub(super) struct Transacted<'a> {
 pub(super) enum Scanned {
     /// Forward, with these header fields (possibly none) added, and the
     /// verdict for our Authentication-Results.
-    Forward { fields: String, comment: String },
+    Forward {
+        fields: String,
+        comment: String,
+        log: Option<SpamLog>,
+    },
     /// Refuse with this reply; the metrics reason.
     Refuse(Reply, &'static str),
 }
@@ -72,6 +76,7 @@ impl<T: Io> Session<T> {
                         Scanned::Forward {
                             fields: "X-Spam-Status: Unknown (content scan unavailable)\r\n".into(),
                             comment: "rspamd: unavailable".into(),
+                            log: None,
                         }
                     }
                 };
@@ -99,7 +104,11 @@ impl<T: Io> Session<T> {
                 verdict.score,
                 verdict.required
             );
-            return Scanned::Forward { fields, comment };
+            return Scanned::Forward {
+                fields,
+                comment,
+                log: Some(spam_log(&verdict, action)),
+            };
         };
         let reason = if verdict.virus.is_some() {
             "virus"
@@ -149,6 +158,19 @@ impl<T: Io> Session<T> {
     }
 }
 
+/// The verdict as the delivery log keeps it.
+fn spam_log(verdict: &Verdict, action: Action) -> SpamLog {
+    SpamLog {
+        score: verdict.score,
+        required: verdict.required,
+        action: match &verdict.virus {
+            Some(_) => "virus".into(),
+            None => action.as_str().into(),
+        },
+        symbols: verdict.symbol_list(),
+    }
+}
+
 /// One delivery-log row per recipient of a refused message.
 fn refused_entries(
     id: u64,
@@ -157,15 +179,7 @@ fn refused_entries(
     action: Action,
     reply: &Reply,
 ) -> Vec<LogEntry> {
-    let spam = SpamLog {
-        score: verdict.score,
-        required: verdict.required,
-        action: match &verdict.virus {
-            Some(_) => "virus".into(),
-            None => action.as_str().into(),
-        },
-        symbols: verdict.symbol_list(),
-    };
+    let spam = spam_log(verdict, action);
     let now = now_ms();
     txn.recipients
         .iter()

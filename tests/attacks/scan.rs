@@ -9,6 +9,7 @@
 //! on loopback with configurations made for the tests.
 
 use crate::common::clamd::{TestClamd, eicar};
+use crate::common::dns::TestDns;
 use crate::common::relay::TestRelay;
 use crate::common::rspamd::{RspamdOptions, TestRspamd};
 use crate::common::sink::TestSink;
@@ -114,13 +115,44 @@ async fn a_spammer_sending_gtube_is_refused_at_end_of_data_and_nothing_is_forwar
 #[tokio::test]
 async fn a_clean_message_is_forwarded_with_the_verdict_in_its_header() {
     let rspamd = TestRspamd::start(RspamdOptions::default()).await;
-    let (relay, sink) = relay(&rspamd.url(), |c| c.scan.headers = SpamHeaders::All).await;
+    // Sender checks on (against a DNS server of our own), so that the
+    // relay writes its Authentication-Results and the verdict in it.
+    let dns = TestDns::start().await;
+    dns.add_txt("sender.test", "v=spf1 ip4:127.0.0.1 -all");
+    let (relay, sink) = relay(&rspamd.url(), |c| {
+        c.scan.headers = SpamHeaders::All;
+        c.auth.enabled = true;
+        c.outbound.nameservers = vec![dns.addr()];
+    })
+    .await;
     send(&relay, "lunch", "See you at noon.", "250").await;
     let got = sink.wait_for(1, WAIT).await;
     let text = got[0].text();
     assert!(text.contains("X-Spam-Flag: NO\r\n"), "{text}");
     assert!(text.contains("X-Spam-Action: no action\r\n"), "{text}");
     assert!(text.contains("X-Spam-Status: No, score="), "{text}");
+    assert!(
+        text.contains("Authentication-Results: relay.test (rspamd: no action, score="),
+        "{text}"
+    );
+    assert!(text.contains("spf=pass"), "{text}");
+    // The verdict is in the delivery log of the forwarded message too.
+    let deadline = Instant::now() + WAIT;
+    let delivered = loop {
+        let logs = logs(&relay).await;
+        if let Some(l) = logs
+            .iter()
+            .find(|l| l["events"][0]["status"] == "DELIVERED")
+        {
+            break l.clone();
+        }
+        assert!(Instant::now() < deadline, "no delivery logged: {logs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        delivered["events"][0]["spam"]["action"], "no action",
+        "{delivered}"
+    );
     // Below our Received field, above the message's own.
     let received = text.find("Received: from client.test").unwrap();
     let flag = text.find("X-Spam-Flag").unwrap();
