@@ -216,11 +216,17 @@ impl<T: Io> Session<T> {
                 Scanned::Refuse(reply, reason) => return Err((reply, reason)),
             }
         }
-        let mut header =
-            Vec::with_capacity(received.len() + spam_fields.len() + arrived.header.len());
+        // A scanned message carries only our verdict: any the sender wrote
+        // (X-Spam-Flag: NO …) is removed.
+        let stripped = match self.ctx.scanner {
+            Some(_) => crate::scan::strip_spam_fields(&arrived.header),
+            None => None,
+        };
+        let original = stripped.as_deref().unwrap_or(&arrived.header);
+        let mut header = Vec::with_capacity(received.len() + spam_fields.len() + original.len());
         header.extend_from_slice(received.as_bytes());
         header.extend_from_slice(spam_fields.as_bytes());
-        header.extend_from_slice(&arrived.header);
+        header.extend_from_slice(original);
         let helo = self.helo.as_ref().map(|h| h.name.clone());
         let inbound = Inbound {
             client_ip: self.peer.ip(),

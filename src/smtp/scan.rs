@@ -35,6 +35,9 @@ pub(super) enum Scanned {
     Refuse(Reply, &'static str),
 }
 
+/// Most delivery-log rows written for one refused message.
+const MAX_REFUSED_ROWS: usize = 10;
+
 /// The reply while rspamd cannot be asked (tempfail mode).
 const SCANNER_DOWN: Reply = Reply::new(
     451,
@@ -66,15 +69,24 @@ impl<T: Io> Session<T> {
         let verdict = match scanner.scan(&envelope, header, body).await {
             Ok(verdict) => verdict,
             Err(e) => {
-                return match scanner.fail_mode() {
+                let fail = match e.may_pass_unscanned() {
+                    true => scanner.fail_mode(),
+                    // This message's own failure, or load: always deferred.
+                    false => ScanFailMode::Tempfail,
+                };
+                return match fail {
                     ScanFailMode::Tempfail => {
                         tracing::warn!(id = %queue_id, client = %self.peer.ip(), error = %e, "scan failed: message deferred");
                         Scanned::Refuse(SCANNER_DOWN, "scan_unavailable")
                     }
                     ScanFailMode::Accept => {
                         tracing::warn!(id = %queue_id, client = %self.peer.ip(), error = %e, "scan failed: forwarding unscanned");
+                        let fields = match scanner.headers() {
+                            SpamHeaders::None => String::new(),
+                            _ => "X-Spam-Status: Unknown (content scan unavailable)\r\n".into(),
+                        };
                         Scanned::Forward {
-                            fields: "X-Spam-Status: Unknown (content scan unavailable)\r\n".into(),
+                            fields,
                             comment: "rspamd: unavailable".into(),
                             log: None,
                         }
@@ -99,10 +111,15 @@ impl<T: Io> Session<T> {
                 _ => verdict.header_fields(action, all),
             };
             let comment = format!(
-                "rspamd: {}, score={:.2} required={:.2}",
+                "rspamd: {}, score={:.2} required={:.2}{}",
                 action.as_str(),
                 verdict.score,
-                verdict.required
+                verdict.required,
+                if verdict.truncated {
+                    ", only the start scanned"
+                } else {
+                    ""
+                }
             );
             return Scanned::Forward {
                 fields,
@@ -181,8 +198,17 @@ fn refused_entries(
 ) -> Vec<LogEntry> {
     let spam = spam_log(verdict, action);
     let now = now_ms();
-    txn.recipients
-        .iter()
+    // One row per alias, and at most MAX_REFUSED_ROWS: a spammer's
+    // hundred recipients must not cost a hundred rows per attempt.
+    let mut aliases: Vec<&AcceptedRecipient> = Vec::new();
+    for r in txn.recipients {
+        if !aliases.iter().any(|a| a.alias == r.alias) {
+            aliases.push(r);
+        }
+    }
+    aliases.truncate(MAX_REFUSED_ROWS);
+    aliases
+        .into_iter()
         .map(|r| LogEntry {
             id: 0,
             time: now,

@@ -290,7 +290,7 @@ async fn a_domain_threshold_changes_what_its_spam_gets() {
         .api(
             "PUT",
             "/v3/domains/example.org",
-            Some(serde_json::json!({ "spam": { "reject": 30.0, "add_header": 20.0, "greylist": 20.0 } })),
+            Some(serde_json::json!({ "spam": { "reject": 30.0, "add_header": 20.0 } })),
         )
         .await;
     assert_eq!(status, 200);
@@ -309,5 +309,33 @@ async fn a_domain_threshold_changes_what_its_spam_gets() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("spam.add_header"), "{body}");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_cannot_forge_the_spam_verdict() {
+    let rspamd = TestRspamd::start(RspamdOptions::default()).await;
+    let (relay, sink) = relay(&rspamd.url(), |_| {}).await;
+    let marker = crate::common::rspamd::score_marker(7.0);
+    let forged = format!(
+        "From: <alice@sender.test>\r\nTo: <hello@example.org>\r\nSubject: deal\r\n\
+         X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-5.0\r\nX-Spamd-Result: default: False\r\n\
+         Message-ID: <forged@client.test>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\n{marker}\r\n"
+    );
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    c.send_mail(
+        "alice@sender.test",
+        &["hello@example.org"],
+        forged.as_bytes(),
+    )
+    .await;
+    c.quit().await;
+    let got = sink.wait_for(1, WAIT).await;
+    let text = got[0].text();
+    assert!(text.contains("X-Spam-Flag: YES\r\n"), "{text}");
+    assert!(!text.contains("X-Spam-Flag: NO"), "{text}");
+    assert!(!text.contains("score=-5.0"), "{text}");
+    assert!(!text.contains("X-Spamd-Result"), "{text}");
     relay.stop().await;
 }
