@@ -185,7 +185,7 @@ impl Config {
         }
         self.smtp.validate()?;
         self.screen.validate()?;
-        self.scan.validate()?;
+        self.scan.validate(self.smtp.max_header_size.0)?;
         self.http.validate()?;
         self.store.validate()?;
         self.auth.validate()?;
