@@ -175,6 +175,13 @@ async fn bad_url_wrong_password_no_database_and_server_down_say_so_without_the_p
     assert!(!e.is_temporary());
     assert_hidden(&e, "Wr0ngSecret");
 
+    // No password at all, where the server asks for one.
+    let url = format!("postgres://eas@127.0.0.1:{port}/eas");
+    let e = Db::connect(&config(&url)).await.unwrap_err();
+    assert!(matches!(e, ClusterError::Login { .. }), "{e:?}");
+    assert!(e.to_string().contains("password missing"), "{e}");
+    assert!(!e.is_temporary());
+
     // A database that does not exist.
     let e = Db::connect(&config(&pg.url_for("nosuchdb")))
         .await

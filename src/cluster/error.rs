@@ -132,8 +132,9 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Whether `e` or one of its sources is a TLS failure.
-fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `e` or one of its sources is rustls refusing the server (a
+/// certificate not trusted, another host name, a protocol failure).
+fn is_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(e);
     while let Some(err) = current {
         if err.is::<rustls::Error>() {
@@ -148,12 +149,11 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
         }
         current = err.source();
     }
-    // tokio-postgres's own TLS errors (the server refuses TLS with
-    // `sslmode=require`): their top-level text says so.
-    e.to_string().starts_with("error performing TLS handshake")
+    false
 }
 
-/// Whether `e` or one of its sources is an I/O error (no connection).
+/// Whether `e` or one of its sources is an I/O error (no connection, or
+/// one lost, also in the middle of a TLS handshake).
 fn is_io(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(e);
     while let Some(err) = current {
@@ -163,6 +163,28 @@ fn is_io(e: &(dyn std::error::Error + 'static)) -> bool {
         current = err.source();
     }
     false
+}
+
+/// What the driver's own errors are, which it does not expose but names
+/// at the start of its text.
+enum DriverKind {
+    /// The server refused TLS, or TLS could not start.
+    Tls,
+    /// No login can be made: "password missing", an authentication method
+    /// or SCRAM exchange it cannot finish.
+    Login,
+}
+
+fn driver_kind(e: &tokio_postgres::Error) -> Option<DriverKind> {
+    let text = e.to_string();
+    if text.starts_with("error performing TLS handshake") {
+        Some(DriverKind::Tls)
+    } else if text.starts_with("invalid configuration") || text.starts_with("authentication error")
+    {
+        Some(DriverKind::Login)
+    } else {
+        None
+    }
 }
 
 impl Target {
@@ -192,13 +214,21 @@ impl Target {
                 reason,
             };
         }
-        if is_tls(e) {
+        if is_rustls(e) {
             return ClusterError::Tls { target, reason };
         }
         if is_io(e) || e.is_closed() {
             return ClusterError::Unreachable { target, reason };
         }
-        ClusterError::Other(reason)
+        match driver_kind(e) {
+            Some(DriverKind::Tls) => ClusterError::Tls { target, reason },
+            Some(DriverKind::Login) => ClusterError::Login {
+                target,
+                user: self.user.clone(),
+                reason,
+            },
+            None => ClusterError::Other(reason),
+        }
     }
 
     /// Sorts an error of the pool.

@@ -19,7 +19,8 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest node id (it is a column of every node's rows).
 pub const MAX_NODE_ID: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Debug shows `database_url` redacted (it may hold the password).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Run as one of several nodes sharing PostgreSQL. Refused until the
@@ -53,6 +54,20 @@ impl Default for ClusterConfig {
             connect_timeout: HumanDuration::secs(5),
             ca_file: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("enabled", &self.enabled)
+            .field("database_url", &redacted(&self.database_url))
+            .field("database_url_file", &self.database_url_file)
+            .field("node_id", &self.node_id)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
+            .finish()
     }
 }
 
@@ -368,6 +383,11 @@ mod tests {
                 "{key} shows the password: {reason}"
             );
         }
+        let debug = format!("{:?}", with_url("postgres://eas:s3cret@db/eas"));
+        assert!(
+            debug.contains("***@db/eas") && !debug.contains("s3cret"),
+            "{debug}"
+        );
     }
 
     #[test]
