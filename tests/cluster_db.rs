@@ -364,3 +364,66 @@ async fn tls_with_a_private_ca_through_ca_file() {
     assert!(matches!(e, ClusterError::Tls { .. }), "{e:?}");
     assert!(e.to_string().contains("does not support TLS"), "{e}");
 }
+
+#[tokio::test]
+async fn a_schema_from_a_newer_or_edited_binary_is_refused_not_changed() {
+    let pg = TestPostgres::start().await;
+    let db = Db::connect(&config(&pg.url())).await.unwrap();
+    db.migrate().await.unwrap();
+    let admin = db.client().await.unwrap();
+
+    // A newer node applied V2, which this binary does not have.
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO {HISTORY_TABLE} (version, name, applied_on, checksum) \
+             VALUES (2, 'future', '2027-01-01T00:00:00Z', '1')"
+        ))
+        .await
+        .unwrap();
+    let e = db.migrate().await.unwrap_err();
+    assert!(matches!(e, ClusterError::SchemaNewer { .. }), "{e:?}");
+    assert!(e.to_string().contains("upgrade this node"), "{e}");
+    assert!(!e.is_temporary());
+    admin
+        .batch_execute(&format!("DELETE FROM {HISTORY_TABLE} WHERE version = 2"))
+        .await
+        .unwrap();
+
+    // V1 as applied differs from this binary's V1 (edited after release).
+    admin
+        .batch_execute(&format!(
+            "UPDATE {HISTORY_TABLE} SET checksum = '1' WHERE version = 1"
+        ))
+        .await
+        .unwrap();
+    let e = db.migrate().await.unwrap_err();
+    assert!(matches!(e, ClusterError::SchemaDiverged { .. }), "{e:?}");
+    // Refused, not changed: the history still says what it said, and the
+    // lock was released (a failed run's connection left the pool).
+    let checksum: String = admin
+        .query_one(
+            &format!("SELECT checksum FROM {HISTORY_TABLE} WHERE version = 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(checksum, "1");
+    // The server ends the dropped session as soon as it reads the close.
+    let mut free = false;
+    for _ in 0..100 {
+        free = admin
+            .query_one(
+                "SELECT pg_try_advisory_lock($1)",
+                &[&eas_relay::cluster::MIGRATION_LOCK],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if free {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(free, "the migration lock is still held");
+}
