@@ -55,6 +55,15 @@ fn config_check_accepts_a_valid_file() {
 }
 
 #[test]
+fn the_configs_the_project_ships_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config.example.toml", "deploy/container.toml"] {
+        let out = check(&root.join(file), &[]);
+        assert_eq!(out.code, 0, "{file}: {out:#?}");
+    }
+}
+
+#[test]
 fn config_check_names_the_key_the_value_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     // (what, file text, what stderr must say)

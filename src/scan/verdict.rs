@@ -257,28 +257,11 @@ impl SpamThresholds {
 /// `X-Spamd-*` fields): only the relay's own verdict may reach the
 /// destination's filters. None when there are none.
 pub(crate) fn strip_spam_fields(header: &[u8]) -> Option<Vec<u8>> {
-    let (fields, _) = crate::rewrite::sign::header_fields(header);
-    let theirs: Vec<(usize, usize)> = fields
-        .iter()
-        .filter(|f| {
-            f.name.len() >= 6
-                && f.name
-                    .get(..6)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(b"x-spam"))
-        })
-        .map(|f| (f.start, f.end))
-        .collect();
-    if theirs.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(header.len());
-    let mut at = 0;
-    for (start, end) in theirs {
-        out.extend_from_slice(header.get(at..start).unwrap_or_default());
-        at = end;
-    }
-    out.extend_from_slice(header.get(at..).unwrap_or_default());
-    Some(out)
+    crate::rewrite::sign::without_fields(header, |f| {
+        f.name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"x-spam"))
+    })
 }
 
 /// A symbol or virus name from rspamd: letters, digits and `_.-` only,

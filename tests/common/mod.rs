@@ -20,3 +20,26 @@ pub mod relay;
 pub mod rspamd;
 pub mod sink;
 pub mod smtp;
+
+use std::path::PathBuf;
+
+/// A loopback TCP port free now (a peer started on it may still lose a
+/// race for it: the harnesses retry on another).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The first of `dirs` holding the program `name`; panics naming the
+/// Debian `package` that `scripts/test` installs.
+pub fn binary(name: &str, dirs: &[&str], package: &str) -> PathBuf {
+    for dir in dirs {
+        let path = PathBuf::from(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed (scripts/test installs the Debian package {package})");
+}
