@@ -11,7 +11,7 @@
 //! user into a template under `CARGO_TARGET_TMPDIR`, and every server
 //! starts from a copy of it (`cp -a`, ownership kept).
 
-use std::net::TcpListener;
+use super::free_port;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -35,13 +35,6 @@ pub struct TestPostgres {
     child: Option<Child>,
     /// How long `start` took (initdb, first start, user and database).
     pub started_in: Duration,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// The newest installed server's bin directory (Debian keeps each major
