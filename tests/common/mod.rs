@@ -1,7 +1,7 @@
 //! Shared helpers of the integration tests: a DNS server, a destination
 //! SMTP server, an in-process relay, the real binary as a child process,
-//! an SMTP client and an HTTP client, and real scanner peers (rspamd,
-//! clamd).
+//! an SMTP client and an HTTP client, real scanner peers (rspamd, clamd)
+//! and a real PostgreSQL.
 // Each test binary uses only part of the helpers.
 #![allow(dead_code)]
 
@@ -12,6 +12,7 @@ pub mod dns;
 pub mod eas;
 pub mod http;
 pub mod node;
+pub mod postgres;
 pub mod proxy;
 pub mod pyverify;
 pub mod redis;
