@@ -6,7 +6,7 @@
 //! first; a module imports only from its own layer or below:
 //! 0. vocabulary: [`reply`], [`address`], [`net`], [`message`], [`files`]
 //! 1. settings: [`config`], [`observe`]
-//! 2. infrastructure: [`store`], `dns`, [`tls`], [`spool`]
+//! 2. infrastructure: [`store`], `dns`, [`tls`], [`spool`], [`cluster`]
 //! 3. the relay's logic: [`recipients`], [`auth`], [`rewrite`], [`chain`]
 //! 4. delivery: [`outbound`], then [`queue`] above it
 //! 5. faces: `smtp`, [`api`], [`manage`], `zone`, [`provision`]
@@ -17,6 +17,7 @@ pub mod api;
 pub(crate) mod auth;
 pub mod chain;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub(crate) mod dns;
 pub(crate) mod files;

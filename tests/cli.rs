@@ -55,6 +55,15 @@ fn config_check_accepts_a_valid_file() {
 }
 
 #[test]
+fn the_configs_the_project_ships_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config.example.toml", "deploy/container.toml"] {
+        let out = check(&root.join(file), &[]);
+        assert_eq!(out.code, 0, "{file}: {out:#?}");
+    }
+}
+
+#[test]
 fn config_check_names_the_key_the_value_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     // (what, file text, what stderr must say)
@@ -240,6 +249,8 @@ fn config_check_opens_the_files_the_config_names() {
     std::fs::write(&open_activation, "activation-secret-0123456789\n").unwrap();
     let open_redis = d.join("open-redis.password");
     std::fs::write(&open_redis, "redis-password-0123\n").unwrap();
+    let open_db_url = d.join("open-db.url");
+    std::fs::write(&open_db_url, "postgres://eas:db-pw-0123@db/eas\n").unwrap();
     let write = |name: &str, text: String| {
         let file = d.join(name);
         std::fs::write(&file, text).unwrap();
@@ -358,6 +369,35 @@ fn config_check_opens_the_files_the_config_names() {
             "No such file",
         ),
         (
+            format!(
+                "[cluster]\ndatabase_url_file = \"{}\"\n",
+                open_db_url.display()
+            ),
+            "key `cluster.database_url_file`",
+            "open-db.url",
+            "mode 0644",
+        ),
+        (
+            format!("[cluster]\ndatabase_url_file = \"{missing}\"\n"),
+            "key `cluster.database_url_file`",
+            missing.as_str(),
+            "No such file",
+        ),
+        (
+            format!(
+                "[cluster]\ndatabase_url = \"postgres://eas@db/eas?sslmode=require\"\nca_file = \"{key}\"\n"
+            ),
+            "key `cluster.ca_file`",
+            key.as_str(),
+            "no PEM certificate",
+        ),
+        (
+            "[cluster]\nenabled = true\ndatabase_url = \"postgres://eas@db/eas\"\n".to_string(),
+            "key `cluster.enabled`",
+            "true",
+            "not implemented yet",
+        ),
+        (
             dkim_key(&missing),
             "key `dkim.keys[0].key`",
             missing.as_str(),
@@ -441,6 +481,24 @@ fn config_check_warns_about_inline_secrets_everyone_can_read() {
     for needle in ["warning:", "mode 0644", "http.admin_keys", "chmod 600"] {
         assert!(out.stderr.contains(needle), "`{needle}`: {}", out.stderr);
     }
+    // A database password in the URL is one; a user alone is not.
+    let db = files.dir.path().join("db.toml");
+    std::fs::write(
+        &db,
+        "[cluster]\ndatabase_url = \"postgres://eas:db-pw-0123@db/eas\"\n",
+    )
+    .unwrap();
+    let out = check(&db, &[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stderr.contains("cluster.database_url"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("db-pw-0123"), "{}", out.stderr);
+    std::fs::write(&db, "[cluster]\ndatabase_url = \"postgres://eas@db/eas\"\n").unwrap();
+    let out = check(&db, &[]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:#?}");
     // Without inline secrets a readable config is fine.
     let plain = files.dir.path().join("plain.toml");
     std::fs::write(&plain, "hostname = \"relay.test\"\n").unwrap();

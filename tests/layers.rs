@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["reply", "address", "net", "message", "files"],
     &["config", "observe"],
-    &["store", "dns", "tls", "spool"],
+    &["store", "dns", "tls", "spool", "cluster"],
     &["recipients", "auth", "rewrite", "chain", "screen", "scan"],
     &["outbound", "queue"],
     &["smtp", "api", "manage", "zone", "provision"],

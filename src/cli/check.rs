@@ -14,9 +14,10 @@ fn shown(path: &Path) -> String {
     format!("\"{}\"", path.display())
 }
 
-/// `srs.secrets_file`, `chain.activation_secret_file` and
-/// `dns_provisioning.redis_password_file` can be read as `serve` reads them
-/// (present, private, owned by the relay's user or root).
+/// `srs.secrets_file`, `chain.activation_secret_file`,
+/// `dns_provisioning.redis_password_file` and `cluster.database_url_file`
+/// can be read as `serve` reads them (present, private, owned by the
+/// relay's user or root).
 pub(super) fn secret_files(config: &Config) -> Result<(), ConfigError> {
     if let Some(file) = &config.srs.secrets_file {
         // With a file configured nothing is generated: this only reads.
@@ -49,7 +50,50 @@ pub(super) fn secret_files(config: &Config) -> Result<(), ConfigError> {
             reason: format!("cannot read the Redis password: {e}"),
         })?;
     }
-    Ok(())
+    cluster_settings(config)
+}
+
+/// `[cluster]`'s database URL (or its file: present, private) and CA file
+/// can be used as a node would use them; nothing is connected to.
+fn cluster_settings(config: &Config) -> Result<(), ConfigError> {
+    use crate::cluster::ClusterError;
+    let cluster = &config.cluster;
+    if cluster.database_url.is_empty() && cluster.database_url_file.is_none() {
+        return Ok(());
+    }
+    let Err(e) = crate::cluster::check(cluster) else {
+        return Ok(());
+    };
+    let url = || format!("{:?}", crate::config::redacted(&cluster.database_url));
+    let (key, value) = match &e {
+        ClusterError::UrlFile { path, .. } => ("cluster.database_url_file", shown(path)),
+        ClusterError::CaFile { path, .. } => ("cluster.ca_file", shown(path)),
+        ClusterError::Tls { .. } => match &cluster.ca_file {
+            Some(path) => ("cluster.ca_file", shown(path)),
+            None => ("cluster.database_url", url()),
+        },
+        _ => match &cluster.database_url_file {
+            Some(path) => ("cluster.database_url_file", shown(path)),
+            None => ("cluster.database_url", url()),
+        },
+    };
+    // The error's own text (the URL in it redacted) says why.
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        value,
+        reason: e.to_string(),
+    })
+}
+
+/// Whether a database URL holds a password: `user:password@` or a
+/// `password=` parameter.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let userinfo_password = authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'));
+    userinfo_password || url.contains("password=")
 }
 
 /// `outbound.tls = "verified"` without `outbound.tls_ca_file` needs the
@@ -75,6 +119,11 @@ fn inline_secrets(config: &Config) -> Vec<&'static str> {
         (
             "chain.activation_secret",
             !config.chain.activation_secret.is_empty(),
+        ),
+        // postgres://user:password@host or ?password=: a password in the URL.
+        (
+            "cluster.database_url",
+            url_has_password(&config.cluster.database_url),
         ),
         // redis://user:password@host: a password in the URL.
         (

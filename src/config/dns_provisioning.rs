@@ -2,7 +2,7 @@
 //! zone that CoreDNS serves from Redis (the EAS server's job, done here on
 //! the first activation of a name), and how failed writes are retried.
 
-use super::error::{ConfigError, nonzero_duration};
+use super::error::{ConfigError, nonzero_duration, redacted};
 use super::units::HumanDuration;
 use crate::address::is_hostname;
 use serde::{Deserialize, Serialize};
@@ -162,23 +162,6 @@ impl DnsProvisioningConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// `url` with its user information (which may hold a password) replaced
-/// by `***`, for error messages and logs.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL at all: everything before an `@` may be a secret.
-        return match url.rfind('@') {
-            Some(at) => format!("***{}", url.get(at..).unwrap_or_default()),
-            None => url.to_string(),
-        };
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest.get(..authority_end).and_then(|a| a.rfind('@')) {
-        Some(at) => format!("{scheme}://***{}", rest.get(at..).unwrap_or_default()),
-        None => url.to_string(),
     }
 }
 

@@ -50,3 +50,76 @@ pub(super) fn nonzero_duration(key: &str, value: HumanDuration) -> Result<(), Co
         Ok(())
     }
 }
+
+/// `url` with what may hold a password replaced by `***`, for error
+/// messages and logs: its user information (`scheme://user:pw@host`) and
+/// the value of a `password=` query parameter (PostgreSQL URLs accept one).
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL at all: everything before an `@` may be a secret.
+        return match url.rfind('@') {
+            Some(at) => format!("***{}", url.get(at..).unwrap_or_default()),
+            None => redacted_query(url),
+        };
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let shown = match rest.get(..authority_end).and_then(|a| a.rfind('@')) {
+        Some(at) => format!("{scheme}://***{}", rest.get(at..).unwrap_or_default()),
+        None => url.to_string(),
+    };
+    redacted_query(&shown)
+}
+
+/// `text` with the value of every `password=` parameter (after `?`, `&`
+/// or a space, as in a `key=value` connection string) replaced by `***`.
+fn redacted_query(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("password=") {
+        let starts_param = at == 0
+            || rest
+                .get(..at)
+                .and_then(|b| b.chars().next_back())
+                .is_some_and(|c| matches!(c, '?' | '&' | ' ' | ';'));
+        let value_at = at + "password=".len();
+        out.push_str(rest.get(..value_at).unwrap_or_default());
+        let tail = rest.get(value_at..).unwrap_or_default();
+        if !starts_param {
+            rest = tail;
+            continue;
+        }
+        let end = tail.find(['&', ' ', '#', ';']).unwrap_or(tail.len());
+        out.push_str("***");
+        rest = tail.get(end..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        assert_eq!(redacted("redis://:pw@h/0"), "redis://***@h/0");
+        assert_eq!(redacted("redis://h:6379/0?x=a@b"), "redis://h:6379/0?x=a@b");
+        assert_eq!(
+            redacted("postgres://eas:s3cret@db.example:5432/eas?sslmode=require"),
+            "postgres://***@db.example:5432/eas?sslmode=require"
+        );
+        assert_eq!(
+            redacted("postgresql://db/eas?user=eas&password=s3cret&sslmode=require"),
+            "postgresql://db/eas?user=eas&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redacted("host=db password=s3cret user=eas"),
+            "host=db password=*** user=eas"
+        );
+        // `xpassword=` is another parameter: left as it is.
+        assert_eq!(
+            redacted("postgres://db/?xpassword=1"),
+            "postgres://db/?xpassword=1"
+        );
+    }
+}

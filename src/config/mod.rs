@@ -16,6 +16,7 @@
 mod aliases;
 mod auth;
 mod chain;
+mod cluster;
 mod dkim;
 mod dns_provisioning;
 mod env;
@@ -36,10 +37,12 @@ mod units;
 pub use aliases::AliasConfig;
 pub use auth::AuthConfig;
 pub use chain::{ChainConfig, RegistryConfig};
+pub use cluster::{ClusterConfig, SslMode, check_database_url, valid_node_id};
 pub use dkim::{ArcConfig, DkimConfig, DkimKeyConfig, KeyAlgorithm};
 pub use dns_provisioning::DnsProvisioningConfig;
 pub(crate) use env::ENV_CONFIG_FILE;
 pub use error::ConfigError;
+pub(crate) use error::redacted;
 pub use http::{HttpConfig, RateLimitConfig};
 pub use log::LogConfig;
 pub(crate) use outbound::parse_host_port;
@@ -86,6 +89,7 @@ pub struct Config {
     pub rewrite: RewriteConfig,
     pub chain: ChainConfig,
     pub dns_provisioning: DnsProvisioningConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl Default for Config {
             rewrite: RewriteConfig::default(),
             chain: ChainConfig::default(),
             dns_provisioning: DnsProvisioningConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -185,7 +190,7 @@ impl Config {
         }
         self.smtp.validate()?;
         self.screen.validate()?;
-        self.scan.validate()?;
+        self.scan.validate(self.smtp.max_header_size.0)?;
         self.http.validate()?;
         self.store.validate()?;
         self.auth.validate()?;
@@ -199,6 +204,7 @@ impl Config {
         self.rewrite.validate()?;
         self.chain.validate()?;
         self.dns_provisioning.validate()?;
+        self.cluster.validate()?;
         Ok(())
     }
 

@@ -57,6 +57,9 @@ pub struct ScanConfig {
     pub breaker_cooldown: HumanDuration,
     /// Idle connections kept open to rspamd.
     pub max_idle_connections: usize,
+    /// Messages shown to rspamd at once at most; a message waits for a
+    /// slot within `timeout` (then `451 4.7.1`).
+    pub concurrency: usize,
     /// `X-Spam-*` headers: `spam` (flagged only), `all`, `none`. rspamd's
     /// `rewrite subject` is forwarded with the headers too: a changed
     /// Subject would break the sender's DKIM signature, which forwarding
@@ -78,6 +81,7 @@ impl Default for ScanConfig {
             breaker_failures: 3,
             breaker_cooldown: HumanDuration::secs(30),
             max_idle_connections: 32,
+            concurrency: 64,
             headers: SpamHeaders::Spam,
             virus_symbols: vec!["CLAM_VIRUS".into(), "CLAMAV_VIRUS".into()],
         }
@@ -85,7 +89,9 @@ impl Default for ScanConfig {
 }
 
 impl ScanConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    /// `max_header_size`: `smtp.max_header_size`; the scanned prefix must
+    /// hold a whole header section and more.
+    pub(super) fn validate(&self, max_header_size: u64) -> Result<(), ConfigError> {
         if !self.enabled {
             return Ok(());
         }
@@ -100,6 +106,17 @@ impl ScanConfig {
                 "must be at least 64KiB",
             ));
         }
+        // Below it, a large header section would reach rspamd cut off and
+        // with no body at all: a message built to be scanned blind.
+        if self.max_size.0 <= max_header_size {
+            return Err(ConfigError::invalid(
+                "scan.max_size",
+                self.max_size,
+                format!(
+                    "must be above smtp.max_header_size ({max_header_size} bytes): the scan must see a whole header and the start of the body"
+                ),
+            ));
+        }
         if self.breaker_failures == 0 {
             return Err(ConfigError::invalid(
                 "scan.breaker_failures",
@@ -108,6 +125,7 @@ impl ScanConfig {
             ));
         }
         positive("scan.max_idle_connections", self.max_idle_connections)?;
+        positive("scan.concurrency", self.concurrency)?;
         Ok(())
     }
 
@@ -141,6 +159,20 @@ mod tests {
             url: url.into(),
             ..ScanConfig::default()
         }
+    }
+
+    #[test]
+    fn the_scanned_prefix_must_hold_a_whole_header() {
+        let mut c = with_url("http://127.0.0.1:11333");
+        assert!(c.validate(256 * 1024).is_ok());
+        c.max_size = ByteSize::new(256 * 1024);
+        let err = c.validate(256 * 1024).unwrap_err().to_string();
+        assert!(
+            err.contains("scan.max_size") && err.contains("max_header_size"),
+            "{err}"
+        );
+        c.max_size = ByteSize::new(1024);
+        assert!(c.validate(1).unwrap_err().to_string().contains("64KiB"));
     }
 
     #[test]

@@ -32,7 +32,6 @@ pub(crate) struct DomainUpdate {
 pub(crate) struct SpamInput {
     pub reject: Option<f64>,
     pub add_header: Option<f64>,
-    pub greylist: Option<f64>,
 }
 
 /// Highest threshold accepted (rspamd scores stay far below).
@@ -58,7 +57,6 @@ impl DomainUpdate {
             for (name, value) in [
                 ("spam.reject", spam.reject),
                 ("spam.add_header", spam.add_header),
-                ("spam.greylist", spam.greylist),
             ] {
                 if let Some(v) = value
                     && !(v.is_finite() && v.abs() <= MAX_THRESHOLD)
@@ -173,7 +171,6 @@ impl Local {
             record.spam = spam.map(|s| SpamThresholds {
                 reject: s.reject,
                 add_header: s.add_header,
-                greylist: s.greylist,
             });
         }
         self.store.domain_put(&name, &record)?;

@@ -136,7 +136,20 @@ async fn handle<Z: ZoneWriter>(
             Err(e) => return (Err(e), false),
         }
     }
-    let result = provisioner.run(&domain, kind, false).await;
+    let mut result = provisioner.run(&domain, kind, false).await;
+    if kind == ProvisionKind::Provision && matches!(result, Ok(Outcome::Written(_))) {
+        // The name may have gone while the write waited on the zone (Redis
+        // slow, or down and back): what was written for it is taken back.
+        let gone = {
+            let (store, domain) = (store.clone(), domain.clone());
+            let static_on = config.static_domains;
+            tokio::task::spawn_blocking(move || store.provision_wanted(&domain, static_on)).await
+        };
+        if matches!(gone, Ok(Ok(false))) {
+            tracing::info!(%domain, "removed while its DNS records were written: taken back");
+            result = provisioner.run(&domain, ProvisionKind::Remove, false).await;
+        }
+    }
     let store = store.clone();
     match result {
         Ok(outcome) => {

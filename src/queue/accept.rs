@@ -36,6 +36,8 @@ pub(crate) struct Accepted {
     /// See [`QueueEntry::sender_authenticated`].
     pub sender_authenticated: bool,
     pub recipients: Vec<AcceptedRecipient>,
+    /// The content scan's verdict (None: not scanned).
+    pub spam: Option<crate::store::SpamLog>,
 }
 
 /// A message on disk: its id and how many forwarding addresses it goes to.
@@ -81,6 +83,7 @@ impl Accepted {
             sender_authenticated: self.sender_authenticated,
             recipients,
             due: None,
+            spam: self.spam,
         }
     }
 }
@@ -131,6 +134,7 @@ mod tests {
                 recipient("a@d.country", &["one@x.test", "two@x.test"]),
                 recipient("b@d.country", &["ONE@x.test", "three@x.test"]),
             ],
+            spam: None,
         };
         let entry = accepted.into_entry(42);
         let addresses: Vec<_> = entry.recipients.iter().map(|r| &r.address[..]).collect();

@@ -378,7 +378,7 @@ impl Committer {
                 code: result.reply.code,
                 message: reply,
                 server: result.server.clone(),
-                spam: None,
+                spam: entry.spam.clone(),
             })?;
         }
         if !entry.is_finished() {

@@ -109,6 +109,7 @@ pub fn build(
             last_reply: None,
         }],
         due: None,
+        spam: None,
     };
     (dsn, msg)
 }

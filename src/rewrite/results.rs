@@ -6,30 +6,16 @@
 //! naming our authserv-id in a set that is not sealed by our own signing
 //! domain is not trusted: such a chain is not continued.
 
-use crate::rewrite::sign::header_fields;
+use crate::rewrite::sign::without_fields;
 use mail_auth::AuthenticatedMessage;
 
 /// `header` without its `Authentication-Results` fields of `authserv_id`;
 /// None when there are none (the header stays as it is).
 pub fn strip_own(header: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
-    let (fields, _) = header_fields(header);
-    let forged: Vec<(usize, usize)> = fields
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case(b"Authentication-Results"))
-        .filter(|f| names(authserv_id_of(f.value), authserv_id))
-        .map(|f| (f.start, f.end))
-        .collect();
-    if forged.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(header.len());
-    let mut at = 0;
-    for (start, end) in forged {
-        out.extend_from_slice(header.get(at..start).unwrap_or_default());
-        at = end;
-    }
-    out.extend_from_slice(header.get(at..).unwrap_or_default());
-    Some(out)
+    without_fields(header, |f| {
+        f.name.eq_ignore_ascii_case(b"Authentication-Results")
+            && names(authserv_id_of(f.value), authserv_id)
+    })
 }
 
 /// The arriving ARC chain has a set whose `ARC-Authentication-Results`

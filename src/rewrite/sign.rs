@@ -25,6 +25,28 @@ pub struct Field<'a> {
     pub end: usize,
 }
 
+/// `header` without the fields `drop` picks; None when it picks none (the
+/// header stays as it is).
+pub fn without_fields(header: &[u8], drop: impl Fn(&Field<'_>) -> bool) -> Option<Vec<u8>> {
+    let (fields, _) = header_fields(header);
+    let dropped: Vec<(usize, usize)> = fields
+        .iter()
+        .filter(|f| drop(f))
+        .map(|f| (f.start, f.end))
+        .collect();
+    if dropped.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(header.len());
+    let mut at = 0;
+    for (start, end) in dropped {
+        out.extend_from_slice(header.get(at..start).unwrap_or_default());
+        at = end;
+    }
+    out.extend_from_slice(header.get(at..).unwrap_or_default());
+    Some(out)
+}
+
 /// The header fields of `message`, top to bottom, and where the body starts
 /// (after the empty line; the message length when there is none). A line
 /// without ':' counts as a field of that name with an empty value, as

@@ -11,11 +11,12 @@ mod rspamd;
 mod verdict;
 
 pub(crate) use rspamd::{Envelope, ScanError};
-pub(crate) use verdict::{Action, Verdict};
+pub(crate) use verdict::{Action, Verdict, strip_spam_fields};
 
 use crate::config::{Config, ScanFailMode, SpamHeaders};
 use crate::spool::Body;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The scanner every session shares.
@@ -25,6 +26,8 @@ pub(crate) struct Scanner {
     fail: ScanFailMode,
     headers: SpamHeaders,
     breaker: Breaker,
+    /// Scans under way at most (`scan.concurrency`).
+    slots: tokio::sync::Semaphore,
 }
 
 impl Scanner {
@@ -46,6 +49,7 @@ impl Scanner {
             fail: scan.fail,
             headers: scan.headers,
             breaker: Breaker::new(scan.breaker_failures, scan.breaker_cooldown.0),
+            slots: tokio::sync::Semaphore::new(scan.concurrency),
         })
     }
 
@@ -58,34 +62,49 @@ impl Scanner {
         header: &[u8],
         body: &Body,
     ) -> Result<Verdict, ScanError> {
-        if !self.breaker.allow() {
+        let Some(mut permit) = self.breaker.allow() else {
             metrics::counter!("eas_scan_total", "result" => "breaker_open").increment(1);
             return Err(ScanError::BreakerOpen);
-        }
+        };
         let started = Instant::now();
-        let result =
-            match tokio::time::timeout(self.timeout, self.rspamd.check(envelope, header, body))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(ScanError::Timeout),
+        let slotted = AtomicBool::new(false);
+        let scanned = async {
+            // A slot first: at most `scan.concurrency` messages are shown to
+            // rspamd at once (the wait counts in the timeout).
+            let Ok(_slot) = self.slots.acquire().await else {
+                return Err(ScanError::Busy);
             };
+            slotted.store(true, Ordering::Relaxed);
+            self.rspamd.check(envelope, header, body).await
+        };
+        let result = match tokio::time::timeout(self.timeout, scanned).await {
+            Ok(result) => result,
+            // Timed out waiting for a slot: the relay's load, not rspamd.
+            Err(_) if !slotted.load(Ordering::Relaxed) => Err(ScanError::Busy),
+            Err(_) => Err(ScanError::Timeout),
+        };
         metrics::histogram!("eas_scan_seconds").record(started.elapsed().as_secs_f64());
         match &result {
             Ok(verdict) => {
-                if self.breaker.success() {
+                if permit.success() {
                     tracing::info!("scan: rspamd answers again; circuit closed");
                 }
                 metrics::counter!("eas_scan_total", "result" => verdict.action.as_str())
                     .increment(1);
             }
-            Err(e) => {
+            Err(e) if e.trips_breaker() => {
                 metrics::counter!("eas_scan_total", "result" => "error").increment(1);
-                if self.breaker.failure() {
+                if permit.failure() {
                     tracing::warn!(error = %e, "scan: rspamd keeps failing; circuit open");
                 }
             }
+            Err(e) => {
+                // This message's failure, or load: says nothing of rspamd.
+                metrics::counter!("eas_scan_total", "result" => "message_error").increment(1);
+                tracing::info!(error = %e, "scan: this message could not be scanned");
+            }
         }
+        drop(permit);
         metrics::gauge!("eas_scan_breaker_open").set(if self.breaker.is_open() {
             1.0
         } else {
@@ -143,18 +162,25 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a scan may go to rspamd now.
-    fn allow(&self) -> bool {
+    /// Whether a scan may go to rspamd now: a permit to report its
+    /// outcome with. A probe's permit dropped unreported (the scan was
+    /// cancelled) lets the next scan probe instead, so the circuit cannot
+    /// stay open for good.
+    fn allow(&self) -> Option<Permit<'_>> {
         let mut s = self.lock();
-        match s.open_until {
-            None => true,
-            Some(until) if Instant::now() < until => false,
-            Some(_) if s.probing => false,
+        let probe = match s.open_until {
+            None => false,
+            Some(until) if Instant::now() < until => return None,
+            Some(_) if s.probing => return None,
             Some(_) => {
                 s.probing = true;
                 true
             }
-        }
+        };
+        Some(Permit {
+            breaker: self,
+            probe,
+        })
     }
 
     /// Records a success; true when it closed an open circuit.
@@ -183,6 +209,33 @@ impl Breaker {
     }
 }
 
+/// One scan's right to go to rspamd, and to report how it went.
+struct Permit<'a> {
+    breaker: &'a Breaker,
+    /// This scan probes an open circuit.
+    probe: bool,
+}
+
+impl Permit<'_> {
+    fn success(&mut self) -> bool {
+        self.probe = false;
+        self.breaker.success()
+    }
+
+    fn failure(&mut self) -> bool {
+        self.probe = false;
+        self.breaker.failure()
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.breaker.lock().probing = false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,27 +243,41 @@ mod tests {
     #[test]
     fn the_breaker_opens_after_failures_in_a_row_and_lets_one_probe_through() {
         let b = Breaker::new(3, Duration::from_millis(50));
-        assert!(b.allow());
-        assert!(!b.failure());
-        assert!(!b.failure());
+        let report = |ok: bool| {
+            let mut p = b.allow().expect("allowed");
+            if ok { p.success() } else { p.failure() }
+        };
+        assert!(!report(false));
+        assert!(!report(false));
         assert!(
-            !b.success(),
+            !report(true),
             "a success of a closed circuit changes nothing"
         );
         // The count starts again after a success.
-        assert!(!b.failure());
-        assert!(!b.failure());
-        assert!(b.failure(), "the third failure in a row opens it");
-        assert!(!b.allow());
+        assert!(!report(false));
+        assert!(!report(false));
+        assert!(report(false), "the third failure in a row opens it");
+        assert!(b.allow().is_none());
         std::thread::sleep(Duration::from_millis(60));
-        assert!(b.allow(), "one probe after the cool-down");
-        assert!(!b.allow(), "and only one");
-        assert!(!b.failure(), "a failed probe keeps it open (not news)");
-        assert!(!b.allow());
+        let mut probe = b.allow().expect("one probe after the cool-down");
+        assert!(b.allow().is_none(), "and only one");
+        assert!(!probe.failure(), "a failed probe keeps it open (not news)");
+        drop(probe);
+        assert!(b.allow().is_none());
         std::thread::sleep(Duration::from_millis(60));
-        assert!(b.allow());
-        assert!(b.success(), "a good probe closes it");
-        assert!(b.allow() && b.allow());
+        assert!(report(true), "a good probe closes it");
+        assert!(b.allow().is_some() && b.allow().is_some());
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn a_cancelled_probe_does_not_keep_the_circuit_open_for_good() {
+        let b = Breaker::new(1, Duration::from_millis(20));
+        assert!(b.allow().unwrap().failure());
+        std::thread::sleep(Duration::from_millis(30));
+        // The probing scan is dropped before it reports (cancelled).
+        drop(b.allow().expect("probe"));
+        assert!(b.allow().expect("another probe").success());
         assert!(!b.is_open());
     }
 }

@@ -3,7 +3,9 @@
 //! as the body — at most `scan.max_size` of it, header first, a body in a
 //! spool file streamed from the file in chunks, so a large message is
 //! never held twice — over a small pool of idle keep-alive connections;
-//! the answer (bounded in size) parsed into a [`Verdict`].
+//! the answer (bounded in size) parsed into a [`Verdict`]. The parse is
+//! lenient where rspamd's output varies (symbol options of any type) and
+//! strict where the verdict is (the action).
 
 use super::verdict::{Action, Verdict, clean_message, clean_name, thresholds};
 use crate::spool::{Body, CHUNK};
@@ -14,12 +16,14 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::sync::mpsc;
 
 /// Largest answer read from rspamd (its JSON with every symbol and URL of
 /// a big message stays far below).
@@ -42,8 +46,35 @@ pub(crate) enum ScanError {
     Timeout,
     #[error("rspamd failed repeatedly; not asked until the circuit closes")]
     BreakerOpen,
+    #[error("too many scans under way; no slot freed within the timeout")]
+    Busy,
     #[error("the message body cannot be read: {0}")]
     Body(std::io::Error),
+}
+
+impl ScanError {
+    /// A failure of rspamd itself (unreachable, hanging, erroring), as
+    /// opposed to one of this message (refused as a request, an answer
+    /// about it that is not a verdict, its body unreadable) or of the
+    /// relay's own load: only the former trips the circuit breaker.
+    pub(crate) fn trips_breaker(&self) -> bool {
+        match self {
+            ScanError::Connect(_) | ScanError::Http(_) | ScanError::Timeout => true,
+            ScanError::Status(code) => *code >= 500,
+            ScanError::Answer(_)
+            | ScanError::Body(_)
+            | ScanError::BreakerOpen
+            | ScanError::Busy => false,
+        }
+    }
+
+    /// Whether `scan.fail = "accept"` may forward the message unscanned:
+    /// only when rspamd is down (or its circuit open). A failure of this
+    /// message, or a relay too busy to scan, is always deferred: a sender
+    /// must not be able to pick its message's way around the scan.
+    pub(crate) fn may_pass_unscanned(&self) -> bool {
+        self.trips_breaker() || matches!(self, ScanError::BreakerOpen)
+    }
 }
 
 /// What the relay knows of a message's arrival, for rspamd's rules.
@@ -92,35 +123,23 @@ impl Rspamd {
     ) -> Result<Verdict, ScanError> {
         let whole = (header.len() as u64).saturating_add(body.len());
         let length = whole.min(self.max_size);
-        let scan_body = ScanBody::start(header, body, length)?;
-        let mut request = hyper::Request::post("/checkv2")
-            .header(hyper::header::HOST, self.endpoint.as_str())
-            .header(hyper::header::CONTENT_LENGTH, length)
-            .header("IP", envelope.client_ip.to_string())
-            .header("Queue-Id", envelope.queue_id);
-        // Values from the client: only what is a valid header value goes
-        // (smtp-proto hands over UTF-8; control characters are dropped).
-        for (name, value) in [("Helo", envelope.helo), ("From", envelope.mail_from)] {
-            if let Some(value) = header_value(value) {
-                request = request.header(name, value);
-            }
-        }
-        for rcpt in envelope.recipients {
-            if let Some(value) = header_value(rcpt) {
-                request = request.header("Rcpt", value);
-            }
-        }
-        if let Some(user) = envelope.user.and_then(header_value) {
-            request = request.header("User", user);
-        }
-        let request = request
-            .body(scan_body)
-            .map_err(|e| ScanError::Http(e.to_string()))?;
-        let mut sender = self.connection().await?;
-        let response = sender
-            .send_request(request)
+        let (mut sender, pooled) = self.connection().await?;
+        let response = match sender
+            .send_request(self.request(envelope, header, body, length)?)
             .await
-            .map_err(|e| ScanError::Http(e.to_string()))?;
+        {
+            Ok(response) => response,
+            // A kept-alive connection that rspamd closed meanwhile: the
+            // scan is asked again once, on a new connection.
+            Err(_) if pooled => {
+                sender = self.connect().await?;
+                sender
+                    .send_request(self.request(envelope, header, body, length)?)
+                    .await
+                    .map_err(|e| ScanError::Http(e.to_string()))?
+            }
+            Err(e) => return Err(ScanError::Http(e.to_string())),
+        };
         let status = response.status();
         let keep_alive = !response
             .headers()
@@ -143,19 +162,57 @@ impl Rspamd {
         Ok(verdict)
     }
 
-    /// An idle connection that is still open, or a new one.
-    async fn connection(&self) -> Result<SendRequest<ScanBody>, ScanError> {
+    /// The `/checkv2` request: the envelope in headers, the message (its
+    /// first `length` bytes) as the body.
+    fn request(
+        &self,
+        envelope: &Envelope<'_>,
+        header: &[u8],
+        body: &Body,
+        length: u64,
+    ) -> Result<hyper::Request<ScanBody>, ScanError> {
+        let mut request = hyper::Request::post("/checkv2")
+            .header(hyper::header::HOST, self.endpoint.as_str())
+            .header(hyper::header::CONTENT_LENGTH, length)
+            .header("IP", envelope.client_ip.to_string())
+            .header("Queue-Id", envelope.queue_id);
+        // Values from the client: control characters dropped, UTF-8 kept
+        // (an SMTPUTF8 sender must reach rspamd's SPF check, not vanish).
+        for (name, value) in [("Helo", envelope.helo), ("From", envelope.mail_from)] {
+            if let Some(value) = header_value(value) {
+                request = request.header(name, value);
+            }
+        }
+        for rcpt in envelope.recipients {
+            if let Some(value) = header_value(rcpt) {
+                request = request.header("Rcpt", value);
+            }
+        }
+        if let Some(user) = envelope.user.and_then(header_value) {
+            request = request.header("User", user);
+        }
+        request
+            .body(ScanBody::new(header, body, length)?)
+            .map_err(|e| ScanError::Http(e.to_string()))
+    }
+
+    /// An idle connection that is still open (true), or a new one.
+    async fn connection(&self) -> Result<(SendRequest<ScanBody>, bool), ScanError> {
         loop {
             let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             match idle {
                 Some(mut sender) => {
                     if sender.ready().await.is_ok() {
-                        return Ok(sender);
+                        return Ok((sender, true));
                     }
                 }
                 None => break,
             }
         }
+        Ok((self.connect().await?, false))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<ScanBody>, ScanError> {
         let stream = tokio::net::TcpStream::connect(self.endpoint.as_str())
             .await
             .map_err(ScanError::Connect)?;
@@ -182,36 +239,38 @@ impl Rspamd {
     fn parse(&self, answer: &[u8]) -> Result<Verdict, ScanError> {
         let raw: Answer =
             serde_json::from_slice(answer).map_err(|e| ScanError::Answer(e.to_string()))?;
-        let mut symbols: Vec<(String, f64, Vec<String>)> = raw
+        // The virus symbol is looked for among all symbols, before the
+        // list shown is cut to its first entries.
+        let virus = raw
             .symbols
-            .into_iter()
-            .take(MAX_SYMBOLS)
-            .filter_map(|(name, s)| {
-                let score = if s.score.is_finite() { s.score } else { 0.0 };
-                Some((clean_name(&name)?, score, s.options))
-            })
-            .collect();
-        symbols.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let virus = symbols
             .iter()
-            .find(|(name, _, _)| {
+            .find(|(name, _)| {
                 self.virus_symbols
                     .iter()
-                    .any(|v| v.eq_ignore_ascii_case(name))
+                    .any(|v| v.eq_ignore_ascii_case(name.trim()))
             })
-            .map(|(name, _, options)| {
-                options
+            .map(|(name, symbol)| {
+                symbol
+                    .options
                     .iter()
-                    .find_map(|o| clean_name(o))
-                    .unwrap_or_else(|| name.clone())
+                    .filter_map(|o| o.as_str())
+                    .find_map(clean_name)
+                    .or_else(|| clean_name(name))
+                    .unwrap_or_else(|| "unnamed".into())
             });
-        let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+        let mut symbols: Vec<(String, f64)> = raw
+            .symbols
+            .iter()
+            .filter_map(|(name, s)| Some((clean_name(name)?, finite(s.score.as_f64()))))
+            .collect();
+        symbols.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        symbols.truncate(MAX_SYMBOLS);
         Ok(Verdict {
             action: Action::parse(&raw.action),
-            score: finite(raw.score),
-            required: finite(raw.required_score),
+            score: finite(raw.score.as_f64()),
+            required: finite(raw.required_score.as_f64()),
             thresholds: thresholds(&raw.thresholds),
-            symbols: symbols.into_iter().map(|(n, s, _)| (n, s)).collect(),
+            symbols,
             virus,
             message: raw.messages.smtp_message.as_deref().and_then(clean_message),
             truncated: false,
@@ -220,8 +279,13 @@ impl Rspamd {
     }
 }
 
-/// A header value from client text: printable, without control characters;
-/// None when nothing printable is left.
+/// A number from rspamd, 0 when absent, not a number or not finite.
+fn finite(value: Option<f64>) -> f64 {
+    value.filter(|v| v.is_finite()).unwrap_or(0.0)
+}
+
+/// A header value from client text: without control characters, UTF-8
+/// kept as it is; None when nothing is left.
 fn header_value(text: &str) -> Option<hyper::header::HeaderValue> {
     let clean: String = text
         .chars()
@@ -231,7 +295,7 @@ fn header_value(text: &str) -> Option<hyper::header::HeaderValue> {
     if clean.is_empty() {
         return None;
     }
-    hyper::header::HeaderValue::from_str(&clean).ok()
+    hyper::header::HeaderValue::from_bytes(clean.as_bytes()).ok()
 }
 
 /// The parts of rspamd's `/checkv2` answer the relay reads; the rest
@@ -243,11 +307,11 @@ struct Answer {
     #[serde(default)]
     is_skipped: bool,
     #[serde(default)]
-    score: f64,
+    score: serde_json::Value,
     #[serde(default)]
-    required_score: f64,
+    required_score: serde_json::Value,
     #[serde(default)]
-    thresholds: BTreeMap<String, f64>,
+    thresholds: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     symbols: BTreeMap<String, Symbol>,
     #[serde(default)]
@@ -257,71 +321,108 @@ struct Answer {
 #[derive(Deserialize)]
 struct Symbol {
     #[serde(default)]
-    score: f64,
+    score: serde_json::Value,
     #[serde(default)]
-    options: Vec<String>,
+    options: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
 struct Messages {
+    #[serde(default, deserialize_with = "lenient_string")]
     smtp_message: Option<String>,
 }
 
+/// A string, or None for anything else.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
 /// The request body: the header section, then the body up to the length
-/// sent, in chunks from a channel fed by a reader (a blocking task for a
-/// body in a file), so at most a few chunks are in memory at a time.
+/// sent. A body in memory is copied once (it is small: large ones are in
+/// a file); a body in a file is read one chunk at a time, each read on a
+/// blocking thread only when hyper asks for the next chunk — so a scanner
+/// that stops reading holds no thread and no more than one chunk.
 pub(crate) struct ScanBody {
-    chunks: mpsc::Receiver<std::io::Result<Bytes>>,
+    ready: VecDeque<Bytes>,
+    file: Option<FileReader>,
     length: u64,
 }
 
+/// The part of a body still to read from its file.
+struct FileReader {
+    file: Arc<File>,
+    offset: u64,
+    rest: u64,
+    reading: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>>,
+}
+
 impl ScanBody {
-    fn start(header: &[u8], body: &Body, length: u64) -> Result<ScanBody, ScanError> {
-        let (tx, chunks) = mpsc::channel(4);
+    fn new(header: &[u8], body: &Body, length: u64) -> Result<ScanBody, ScanError> {
         let head_len = (header.len() as u64).min(length);
         let head = header.get(..head_len as usize).unwrap_or(header);
-        let mut rest = length.saturating_sub(head_len);
-        // Capacity 4 and at most two sends here: neither can fail for
-        // lack of room.
-        let _ = tx.try_send(Ok(Bytes::copy_from_slice(head)));
+        let rest = length.saturating_sub(head_len);
+        let mut ready = VecDeque::from([Bytes::copy_from_slice(head)]);
+        let mut file = None;
         match body.file_handle() {
             None => {
                 if let Body::Memory(bytes) = body {
                     let part = bytes.get(..rest as usize).unwrap_or(bytes);
-                    let _ = tx.try_send(Ok(Bytes::copy_from_slice(part)));
+                    ready.push_back(Bytes::copy_from_slice(part));
                 }
             }
-            Some(file) => {
-                let file = file.map_err(ScanError::Body)?;
-                tokio::task::spawn_blocking(move || {
-                    let mut offset = 0u64;
-                    while rest > 0 {
-                        let want = rest.min(CHUNK as u64) as usize;
-                        let mut buf = vec![0u8; want];
-                        let read = match file.read_at(&mut buf, offset) {
-                            Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                            Ok(n) => Ok(n),
-                            Err(e) => Err(e),
-                        };
-                        let n = match read {
-                            Ok(n) => n,
-                            Err(e) => {
-                                let _ = tx.blocking_send(Err(e));
-                                return;
-                            }
-                        };
-                        buf.truncate(n);
-                        offset = offset.saturating_add(n as u64);
-                        rest = rest.saturating_sub(n as u64);
-                        // The request was dropped (timeout): stop reading.
-                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                            return;
-                        }
-                    }
+            Some(handle) => {
+                file = Some(FileReader {
+                    file: Arc::new(handle.map_err(ScanError::Body)?),
+                    offset: 0,
+                    rest,
+                    reading: None,
                 });
             }
         }
-        Ok(ScanBody { chunks, length })
+        Ok(ScanBody {
+            ready,
+            file,
+            length,
+        })
+    }
+}
+
+impl FileReader {
+    /// The next chunk of the file, read on a blocking thread.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
+        if self.rest == 0 {
+            return Poll::Ready(None);
+        }
+        let reading = self.reading.get_or_insert_with(|| {
+            let file = self.file.clone();
+            let (offset, want) = (self.offset, self.rest.min(CHUNK as u64) as usize);
+            tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; want];
+                let n = file.read_at(&mut buf, offset)?;
+                if n == 0 {
+                    // Shorter than its length: never sent as if whole.
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.truncate(n);
+                Ok(buf)
+            })
+        });
+        let done = match Pin::new(reading).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        self.reading = None;
+        let chunk = match done {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Err(e) => return Poll::Ready(Some(Err(std::io::Error::other(e)))),
+        };
+        self.offset = self.offset.saturating_add(chunk.len() as u64);
+        self.rest = self.rest.saturating_sub(chunk.len() as u64);
+        Poll::Ready(Some(Ok(Bytes::from(chunk))))
     }
 }
 
@@ -333,9 +434,13 @@ impl http_body::Body for ScanBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.chunks
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
+        if let Some(bytes) = self.ready.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        match &mut self.file {
+            Some(file) => file.poll_chunk(cx).map(|c| c.map(|c| c.map(Frame::data))),
+            None => Poll::Ready(None),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -361,7 +466,7 @@ mod tests {
         let header = b"Subject: x\r\n\r\n".to_vec();
         let text: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         // In memory, cut at the length.
-        let body = ScanBody::start(&header, &Body::Memory(text.clone()), 1000).unwrap();
+        let body = ScanBody::new(&header, &Body::Memory(text.clone()), 1000).unwrap();
         assert_eq!(body.size_hint().exact(), Some(1000));
         let got = sent(body).await;
         assert_eq!(got.len(), 1000);
@@ -374,7 +479,7 @@ mod tests {
         file.append(&text).unwrap();
         let body = Body::File(file);
         let length = 200_000u64;
-        let mut scan = ScanBody::start(&header, &body, length).unwrap();
+        let mut scan = ScanBody::new(&header, &body, length).unwrap();
         let mut frames = 0;
         let mut got = Vec::new();
         while let Some(frame) = scan.frame().await {
@@ -389,6 +494,30 @@ mod tests {
             &text[..length as usize - header.len()]
         );
         assert!(frames > 3, "streamed in chunks, got {frames} frames");
+    }
+
+    #[test]
+    fn only_a_dead_scanner_may_let_a_message_pass_unscanned() {
+        let down = [
+            ScanError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
+            ScanError::Timeout,
+            ScanError::Http("reset".into()),
+            ScanError::Status(503),
+        ];
+        for e in &down {
+            assert!(e.trips_breaker() && e.may_pass_unscanned(), "{e}");
+        }
+        assert!(ScanError::BreakerOpen.may_pass_unscanned());
+        // The message's own failures and the relay's load: deferred.
+        let mine = [
+            ScanError::Status(400),
+            ScanError::Answer("not JSON".into()),
+            ScanError::Body(std::io::ErrorKind::UnexpectedEof.into()),
+            ScanError::Busy,
+        ];
+        for e in &mine {
+            assert!(!e.trips_breaker() && !e.may_pass_unscanned(), "{e}");
+        }
     }
 
     #[test]

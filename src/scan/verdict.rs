@@ -105,7 +105,10 @@ impl Verdict {
     ) -> Action {
         let own = self.own_thresholds();
         let by_score = from_score(self.score, &own);
-        let forced = self.forced || self.action != by_score;
+        // A rule of rspamd's (`is_skipped`), or an action more severe than
+        // the score gives: kept. A milder one (rspamd's greylist module
+        // letting a retry through) is not: the domain's thresholds apply.
+        let forced = self.forced || self.action > by_score;
         let mut action = None::<Action>;
         for domain in domains {
             let a = match domain {
@@ -162,7 +165,10 @@ impl Verdict {
                 [5, 7, 1],
                 text("message refused as spam"),
             )),
-            Action::SoftReject | Action::Greylist => Some(Reply::owned(
+            // Not `greylist`: without rspamd's greylist module (which turns
+            // its greylisting into `soft reject` itself) nothing would ever
+            // let the retry through; rspamd's own milter accepts it too.
+            Action::SoftReject => Some(Reply::owned(
                 451,
                 [4, 7, 1],
                 text("message deferred, try again later"),
@@ -231,7 +237,7 @@ impl SpamThresholds {
         for (action, own) in [
             (Action::Reject, self.reject),
             (Action::AddHeader, self.add_header),
-            (Action::Greylist, self.greylist),
+            (Action::Greylist, None),
         ] {
             let inherited = base.iter().find(|(a, _)| *a == action).map(|(_, t)| *t);
             let value = match own {
@@ -245,6 +251,17 @@ impl SpamThresholds {
         }
         out
     }
+}
+
+/// `header` without the spam verdicts it arrived with (`X-Spam*`,
+/// `X-Spamd-*` fields): only the relay's own verdict may reach the
+/// destination's filters. None when there are none.
+pub(crate) fn strip_spam_fields(header: &[u8]) -> Option<Vec<u8>> {
+    crate::rewrite::sign::without_fields(header, |f| {
+        f.name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"x-spam"))
+    })
 }
 
 /// A symbol or virus name from rspamd: letters, digits and `_.-` only,
@@ -271,14 +288,15 @@ pub(crate) fn clean_message(text: &str) -> Option<String> {
     (!clean.is_empty()).then_some(clean)
 }
 
-/// rspamd's `thresholds` object as actions, for the ones the relay knows.
-pub(crate) fn thresholds(raw: &BTreeMap<String, f64>) -> Vec<(Action, f64)> {
+/// rspamd's `thresholds` object as actions, for the ones the relay knows
+/// (numbers only).
+pub(crate) fn thresholds(raw: &BTreeMap<String, serde_json::Value>) -> Vec<(Action, f64)> {
     raw.iter()
-        .filter(|(_, t)| t.is_finite())
+        .filter_map(|(name, t)| Some((name, t.as_f64().filter(|t| t.is_finite())?)))
         .filter_map(|(name, t)| {
             let action = Action::parse(name);
             (action.as_str() == name.trim().to_ascii_lowercase().replace('_', " "))
-                .then_some((action, *t))
+                .then_some((action, t))
         })
         .collect()
 }
@@ -302,11 +320,7 @@ mod tests {
     }
 
     fn domain(reject: Option<f64>, add_header: Option<f64>) -> SpamThresholds {
-        SpamThresholds {
-            reject,
-            add_header,
-            greylist: None,
-        }
+        SpamThresholds { reject, add_header }
     }
 
     #[test]
@@ -322,17 +336,14 @@ mod tests {
             verdict(Action::Greylist, 4.5).action_for([Some(&stricter)]),
             Action::Greylist
         );
-        let lax = domain(None, Some(10.0));
-        // Below its own add-header threshold, above rspamd's greylist one.
-        assert_eq!(v.action_for([Some(&lax)]), Action::Greylist);
-        let off = SpamThresholds {
-            reject: Some(50.0),
-            add_header: Some(40.0),
-            greylist: Some(30.0),
-        };
-        assert_eq!(v.action_for([Some(&off)]), Action::Pass);
+        // Relaxed: below its own add-header threshold the message is only
+        // in rspamd's greylist band, which is forwarded unflagged.
+        let lax = domain(Some(50.0), Some(40.0));
+        let action = v.action_for([Some(&lax)]);
+        assert_eq!(action, Action::Greylist);
+        assert!(v.refusal(action).is_none() && !action.flags());
         // Several domains: the strictest wins.
-        assert_eq!(v.action_for([Some(&off), Some(&strict)]), Action::Reject);
+        assert_eq!(v.action_for([Some(&lax), Some(&strict)]), Action::Reject);
     }
 
     #[test]
@@ -344,20 +355,32 @@ mod tests {
         // rspamd 3.4 gives GTUBE the reject threshold as its score: only
         // `is_skipped` tells it from a score-based reject.
         let mut v = verdict(Action::Reject, 15.0);
-        let off = SpamThresholds {
-            greylist: Some(100.0),
-            ..lax
-        };
-        assert_eq!(v.action_for([Some(&off)]), Action::Pass);
+        assert_eq!(v.action_for([Some(&lax)]), Action::Greylist);
         v.forced = true;
-        assert_eq!(v.action_for([Some(&off)]), Action::Reject);
+        assert_eq!(v.action_for([Some(&lax)]), Action::Reject);
+    }
+
+    #[test]
+    fn a_milder_action_than_the_score_gives_is_not_forced() {
+        // rspamd's greylist module lets a retry through as "no action"
+        // with a score of 5: a domain rejecting from 4.5 still rejects.
+        let v = verdict(Action::Pass, 5.0);
+        let strict = domain(Some(4.5), None);
+        assert_eq!(v.action_for([Some(&strict)]), Action::Reject);
+        // And a greylist verdict is never refused: nothing would let the
+        // retry through.
+        assert!(
+            verdict(Action::Greylist, 5.0)
+                .refusal(Action::Greylist)
+                .is_none()
+        );
     }
 
     #[test]
     fn refusals_use_rspamds_text_made_safe_and_name_a_virus() {
         let mut v = verdict(Action::Reject, 20.0);
         assert_eq!(v.refusal(Action::Reject).unwrap().code, 550);
-        assert_eq!(v.refusal(Action::Greylist).unwrap().code, 451);
+        assert!(v.refusal(Action::Greylist).is_none());
         assert_eq!(v.refusal(Action::SoftReject).unwrap().code, 451);
         assert!(v.refusal(Action::AddHeader).is_none());
         v.message = clean_message("Gtube\r\n550 pattern\u{7}\u{212A}");
@@ -385,16 +408,24 @@ mod tests {
     }
 
     #[test]
+    fn a_senders_own_spam_verdict_is_removed() {
+        let header = b"From: a@b.test\r\nX-Spam-Flag: NO\r\nx-spam-status: No,\r\n score=-5\r\nX-Spamd-Result: default: False\r\nX-Spammer: kept? no\r\nSubject: hi\r\n\r\n";
+        let out = strip_spam_fields(header).unwrap();
+        assert_eq!(out, b"From: a@b.test\r\nSubject: hi\r\n\r\n".to_vec());
+        assert!(strip_spam_fields(b"From: a@b.test\r\nX-Spa: 1\r\n\r\n").is_none());
+    }
+
+    #[test]
     fn unknown_actions_flag_and_dropping_actions_refuse() {
         assert_eq!(Action::parse("discard"), Action::Reject);
         assert_eq!(Action::parse("quarantine"), Action::Reject);
         assert_eq!(Action::parse("something new"), Action::AddHeader);
         assert_eq!(Action::parse("No Action"), Action::Pass);
         let raw = BTreeMap::from([
-            ("reject".to_string(), 15.0),
-            ("add header".to_string(), 6.0),
-            ("custom".to_string(), 1.0),
-            ("greylist".to_string(), f64::NAN),
+            ("reject".to_string(), serde_json::json!(15.0)),
+            ("add header".to_string(), serde_json::json!(6.0)),
+            ("custom".to_string(), serde_json::json!(1.0)),
+            ("greylist".to_string(), serde_json::json!("nan")),
         ]);
         assert_eq!(
             thresholds(&raw),

@@ -187,6 +187,7 @@ impl<T: Io> Session<T> {
         // header of ours; its refusal comes before anything is queued.
         let mut spam_fields = String::new();
         let mut scan_comment = None;
+        let mut spam = None;
         if let Some(scanner) = self.ctx.scanner.clone() {
             let scanned = self
                 .scan(
@@ -203,18 +204,29 @@ impl<T: Io> Session<T> {
                 )
                 .await;
             match scanned {
-                Scanned::Forward { fields, comment } => {
+                Scanned::Forward {
+                    fields,
+                    comment,
+                    log,
+                } => {
                     spam_fields = fields;
                     scan_comment = Some(comment);
+                    spam = log;
                 }
                 Scanned::Refuse(reply, reason) => return Err((reply, reason)),
             }
         }
-        let mut header =
-            Vec::with_capacity(received.len() + spam_fields.len() + arrived.header.len());
+        // A scanned message carries only our verdict: any the sender wrote
+        // (X-Spam-Flag: NO …) is removed.
+        let stripped = match self.ctx.scanner {
+            Some(_) => crate::scan::strip_spam_fields(&arrived.header),
+            None => None,
+        };
+        let original = stripped.as_deref().unwrap_or(&arrived.header);
+        let mut header = Vec::with_capacity(received.len() + spam_fields.len() + original.len());
         header.extend_from_slice(received.as_bytes());
         header.extend_from_slice(spam_fields.as_bytes());
-        header.extend_from_slice(&arrived.header);
+        header.extend_from_slice(original);
         let helo = self.helo.as_ref().map(|h| h.name.clone());
         let inbound = Inbound {
             client_ip: self.peer.ip(),
@@ -257,6 +269,7 @@ impl<T: Io> Session<T> {
             body_8bit,
             sender_authenticated: prepared.sender_authenticated,
             recipients: txn.recipients,
+            spam,
         };
         let sender = accepted.sender.clone();
         match self.ctx.queue.accept(accepted, prepared.message).await {

@@ -26,10 +26,17 @@ pub(super) struct Transacted<'a> {
 pub(super) enum Scanned {
     /// Forward, with these header fields (possibly none) added, and the
     /// verdict for our Authentication-Results.
-    Forward { fields: String, comment: String },
+    Forward {
+        fields: String,
+        comment: String,
+        log: Option<SpamLog>,
+    },
     /// Refuse with this reply; the metrics reason.
     Refuse(Reply, &'static str),
 }
+
+/// Most delivery-log rows written for one refused message.
+const MAX_REFUSED_ROWS: usize = 10;
 
 /// The reply while rspamd cannot be asked (tempfail mode).
 const SCANNER_DOWN: Reply = Reply::new(
@@ -62,16 +69,26 @@ impl<T: Io> Session<T> {
         let verdict = match scanner.scan(&envelope, header, body).await {
             Ok(verdict) => verdict,
             Err(e) => {
-                return match scanner.fail_mode() {
+                let fail = match e.may_pass_unscanned() {
+                    true => scanner.fail_mode(),
+                    // This message's own failure, or load: always deferred.
+                    false => ScanFailMode::Tempfail,
+                };
+                return match fail {
                     ScanFailMode::Tempfail => {
                         tracing::warn!(id = %queue_id, client = %self.peer.ip(), error = %e, "scan failed: message deferred");
                         Scanned::Refuse(SCANNER_DOWN, "scan_unavailable")
                     }
                     ScanFailMode::Accept => {
                         tracing::warn!(id = %queue_id, client = %self.peer.ip(), error = %e, "scan failed: forwarding unscanned");
+                        let fields = match scanner.headers() {
+                            SpamHeaders::None => String::new(),
+                            _ => "X-Spam-Status: Unknown (content scan unavailable)\r\n".into(),
+                        };
                         Scanned::Forward {
-                            fields: "X-Spam-Status: Unknown (content scan unavailable)\r\n".into(),
+                            fields,
                             comment: "rspamd: unavailable".into(),
+                            log: None,
                         }
                     }
                 };
@@ -94,12 +111,21 @@ impl<T: Io> Session<T> {
                 _ => verdict.header_fields(action, all),
             };
             let comment = format!(
-                "rspamd: {}, score={:.2} required={:.2}",
+                "rspamd: {}, score={:.2} required={:.2}{}",
                 action.as_str(),
                 verdict.score,
-                verdict.required
+                verdict.required,
+                if verdict.truncated {
+                    ", only the start scanned"
+                } else {
+                    ""
+                }
             );
-            return Scanned::Forward { fields, comment };
+            return Scanned::Forward {
+                fields,
+                comment,
+                log: Some(spam_log(&verdict, action)),
+            };
         };
         let reason = if verdict.virus.is_some() {
             "virus"
@@ -149,6 +175,19 @@ impl<T: Io> Session<T> {
     }
 }
 
+/// The verdict as the delivery log keeps it.
+fn spam_log(verdict: &Verdict, action: Action) -> SpamLog {
+    SpamLog {
+        score: verdict.score,
+        required: verdict.required,
+        action: match &verdict.virus {
+            Some(_) => "virus".into(),
+            None => action.as_str().into(),
+        },
+        symbols: verdict.symbol_list(),
+    }
+}
+
 /// One delivery-log row per recipient of a refused message.
 fn refused_entries(
     id: u64,
@@ -157,18 +196,19 @@ fn refused_entries(
     action: Action,
     reply: &Reply,
 ) -> Vec<LogEntry> {
-    let spam = SpamLog {
-        score: verdict.score,
-        required: verdict.required,
-        action: match &verdict.virus {
-            Some(_) => "virus".into(),
-            None => action.as_str().into(),
-        },
-        symbols: verdict.symbol_list(),
-    };
+    let spam = spam_log(verdict, action);
     let now = now_ms();
-    txn.recipients
-        .iter()
+    // One row per alias, and at most MAX_REFUSED_ROWS: a spammer's
+    // hundred recipients must not cost a hundred rows per attempt.
+    let mut aliases: Vec<&AcceptedRecipient> = Vec::new();
+    for r in txn.recipients {
+        if !aliases.iter().any(|a| a.alias == r.alias) {
+            aliases.push(r);
+        }
+    }
+    aliases.truncate(MAX_REFUSED_ROWS);
+    aliases
+        .into_iter()
         .map(|r| LogEntry {
             id: 0,
             time: now,

@@ -68,6 +68,9 @@ pub struct QueueEntry {
     pub recipients: Vec<QueuedRecipient>,
     /// The key under which the entry sits in the due index (None: nothing pending).
     pub due: Option<u64>,
+    /// The content scan's verdict, copied into each delivery-log row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<super::SpamLog>,
 }
 
 impl QueueEntry {
@@ -299,6 +302,7 @@ pub(crate) fn sample_entry(id: u64, due: u64) -> QueueEntry {
             last_reply: None,
         }],
         due: None,
+        spam: None,
     }
 }
 

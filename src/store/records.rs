@@ -38,8 +38,8 @@ pub struct DomainRecord {
 }
 
 /// A domain's spam thresholds: the score from which rspamd's verdict
-/// becomes `reject` (550), `add header` (forwarded, flagged) or `greylist`
-/// (451). An absent one follows rspamd's. Scores are finite (checked where
+/// becomes `reject` (550) or `add header` (forwarded, flagged). An absent
+/// one follows rspamd's. Scores are finite (checked where
 /// they are set), so equality is total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpamThresholds {
@@ -47,8 +47,6 @@ pub struct SpamThresholds {
     pub reject: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_header: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub greylist: Option<f64>,
 }
 
 impl Eq for SpamThresholds {}

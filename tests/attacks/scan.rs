@@ -9,6 +9,7 @@
 //! on loopback with configurations made for the tests.
 
 use crate::common::clamd::{TestClamd, eicar};
+use crate::common::dns::TestDns;
 use crate::common::relay::TestRelay;
 use crate::common::rspamd::{RspamdOptions, TestRspamd};
 use crate::common::sink::TestSink;
@@ -114,13 +115,44 @@ async fn a_spammer_sending_gtube_is_refused_at_end_of_data_and_nothing_is_forwar
 #[tokio::test]
 async fn a_clean_message_is_forwarded_with_the_verdict_in_its_header() {
     let rspamd = TestRspamd::start(RspamdOptions::default()).await;
-    let (relay, sink) = relay(&rspamd.url(), |c| c.scan.headers = SpamHeaders::All).await;
+    // Sender checks on (against a DNS server of our own), so that the
+    // relay writes its Authentication-Results and the verdict in it.
+    let dns = TestDns::start().await;
+    dns.add_txt("sender.test", "v=spf1 ip4:127.0.0.1 -all");
+    let (relay, sink) = relay(&rspamd.url(), |c| {
+        c.scan.headers = SpamHeaders::All;
+        c.auth.enabled = true;
+        c.outbound.nameservers = vec![dns.addr()];
+    })
+    .await;
     send(&relay, "lunch", "See you at noon.", "250").await;
     let got = sink.wait_for(1, WAIT).await;
     let text = got[0].text();
     assert!(text.contains("X-Spam-Flag: NO\r\n"), "{text}");
     assert!(text.contains("X-Spam-Action: no action\r\n"), "{text}");
     assert!(text.contains("X-Spam-Status: No, score="), "{text}");
+    assert!(
+        text.contains("Authentication-Results: relay.test (rspamd: no action, score="),
+        "{text}"
+    );
+    assert!(text.contains("spf=pass"), "{text}");
+    // The verdict is in the delivery log of the forwarded message too.
+    let deadline = Instant::now() + WAIT;
+    let delivered = loop {
+        let logs = logs(&relay).await;
+        if let Some(l) = logs
+            .iter()
+            .find(|l| l["events"][0]["status"] == "DELIVERED")
+        {
+            break l.clone();
+        }
+        assert!(Instant::now() < deadline, "no delivery logged: {logs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        delivered["events"][0]["spam"]["action"], "no action",
+        "{delivered}"
+    );
     // Below our Received field, above the message's own.
     let received = text.find("Received: from client.test").unwrap();
     let flag = text.find("X-Spam-Flag").unwrap();
@@ -258,7 +290,7 @@ async fn a_domain_threshold_changes_what_its_spam_gets() {
         .api(
             "PUT",
             "/v3/domains/example.org",
-            Some(serde_json::json!({ "spam": { "reject": 30.0, "add_header": 20.0, "greylist": 20.0 } })),
+            Some(serde_json::json!({ "spam": { "reject": 30.0, "add_header": 20.0 } })),
         )
         .await;
     assert_eq!(status, 200);
@@ -277,5 +309,33 @@ async fn a_domain_threshold_changes_what_its_spam_gets() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("spam.add_header"), "{body}");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_sender_cannot_forge_the_spam_verdict() {
+    let rspamd = TestRspamd::start(RspamdOptions::default()).await;
+    let (relay, sink) = relay(&rspamd.url(), |_| {}).await;
+    let marker = crate::common::rspamd::score_marker(7.0);
+    let forged = format!(
+        "From: <alice@sender.test>\r\nTo: <hello@example.org>\r\nSubject: deal\r\n\
+         X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-5.0\r\nX-Spamd-Result: default: False\r\n\
+         Message-ID: <forged@client.test>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\n{marker}\r\n"
+    );
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    c.send_mail(
+        "alice@sender.test",
+        &["hello@example.org"],
+        forged.as_bytes(),
+    )
+    .await;
+    c.quit().await;
+    let got = sink.wait_for(1, WAIT).await;
+    let text = got[0].text();
+    assert!(text.contains("X-Spam-Flag: YES\r\n"), "{text}");
+    assert!(!text.contains("X-Spam-Flag: NO"), "{text}");
+    assert!(!text.contains("score=-5.0"), "{text}");
+    assert!(!text.contains("X-Spamd-Result"), "{text}");
     relay.stop().await;
 }

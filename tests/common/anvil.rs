@@ -16,8 +16,9 @@
 //!
 //! Every wait is bounded ([`RPC_TIMEOUT`], [`START_TIMEOUT`]).
 
+use super::free_port;
 use std::fs::File;
-use std::net::TcpListener;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -524,13 +525,6 @@ impl Drop for Anvil {
             );
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 // ---------------------------------------------------------------------------

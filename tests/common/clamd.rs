@@ -11,7 +11,8 @@
 //! The EICAR string is built at run time from two pieces ([`eicar`]) so
 //! that no virus scanner on a developer machine flags this source file.
 
-use std::net::{SocketAddr, TcpListener};
+use super::free_port;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,21 +42,12 @@ pub struct TestClamd {
     pub started_in: Duration,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 fn binary() -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
-        let path = PathBuf::from(dir).join("clamd");
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("clamd is not installed (scripts/test installs the Debian package clamav-daemon)");
+    super::binary(
+        "clamd",
+        &["/usr/sbin", "/usr/bin", "/usr/local/sbin"],
+        "clamav-daemon",
+    )
 }
 
 impl TestClamd {

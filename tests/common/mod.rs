@@ -1,7 +1,7 @@
 //! Shared helpers of the integration tests: a DNS server, a destination
 //! SMTP server, an in-process relay, the real binary as a child process,
-//! an SMTP client and an HTTP client, and real scanner peers (rspamd,
-//! clamd).
+//! an SMTP client and an HTTP client, real scanner peers (rspamd, clamd)
+//! and a real PostgreSQL.
 // Each test binary uses only part of the helpers.
 #![allow(dead_code)]
 
@@ -12,6 +12,7 @@ pub mod dns;
 pub mod eas;
 pub mod http;
 pub mod node;
+pub mod postgres;
 pub mod proxy;
 pub mod pyverify;
 pub mod redis;
@@ -19,3 +20,26 @@ pub mod relay;
 pub mod rspamd;
 pub mod sink;
 pub mod smtp;
+
+use std::path::PathBuf;
+
+/// A loopback TCP port free now (a peer started on it may still lose a
+/// race for it: the harnesses retry on another).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The first of `dirs` holding the program `name`; panics naming the
+/// Debian `package` that `scripts/test` installs.
+pub fn binary(name: &str, dirs: &[&str], package: &str) -> PathBuf {
+    for dir in dirs {
+        let path = PathBuf::from(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed (scripts/test installs the Debian package {package})");
+}

@@ -5,8 +5,9 @@
 //! server may also listen with TLS (`start_tls`: Debian's redis-server is
 //! built with it) beside its plain port, which the helpers keep using.
 
+use super::free_port;
 use redis::AsyncCommands;
-use std::net::TcpListener;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,21 +23,12 @@ pub struct TestRedis {
     tls: Option<(u16, PathBuf, PathBuf)>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 fn binary() -> PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
-        let path = PathBuf::from(dir).join("redis-server");
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("redis-server is not installed (scripts/test installs the Debian package)");
+    super::binary(
+        "redis-server",
+        &["/usr/bin", "/usr/local/bin", "/usr/sbin"],
+        "redis-server",
+    )
 }
 
 impl TestRedis {

@@ -38,8 +38,9 @@
 //!   every MIME part with that clamd (`type = "clamav"`): an EICAR
 //!   attachment gives symbol `CLAM_VIRUS` and the forced action `reject`.
 
+use super::free_port;
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -134,21 +135,12 @@ pub struct TestRspamd {
 /// Serializes starts in one test binary (see the module comment).
 static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 fn binary() -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
-        let path = PathBuf::from(dir).join("rspamd");
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("rspamd is not installed (scripts/test installs the Debian package)");
+    super::binary(
+        "rspamd",
+        &["/usr/bin", "/usr/sbin", "/usr/local/bin"],
+        "rspamd",
+    )
 }
 
 /// The hyperscan cache shared by every instance (compiling it is most of

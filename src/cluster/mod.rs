@@ -1,0 +1,96 @@
+//! The cluster's shared database (issue 13): PostgreSQL holds what people
+//! said (domains, static aliases, chain reveals, suspensions), the DNS
+//! provisioning work, every node's delivery log, the ordered change table
+//! the nodes replicate from, and the nodes themselves. This module is the
+//! connection ([`Db::connect`]: a pool, TLS with rustls), the versioned
+//! schema embedded in the binary ([`Db::migrate`], under an advisory lock
+//! so that N nodes starting at once migrate once), and the nodes' heartbeat.
+//!
+//! Cluster mode is not wired into `node::run` yet: a single node keeps its
+//! embedded store and never opens a connection (`cluster.enabled = true`
+//! is refused by the config).
+
+mod connect;
+mod error;
+mod migrate;
+mod nodes;
+
+pub use error::ClusterError;
+pub use migrate::{HISTORY_TABLE, MIGRATION_LOCK};
+pub use nodes::NodeRow;
+
+use crate::config::ClusterConfig;
+use deadpool_postgres::{Object, Pool};
+use error::Target;
+use std::time::Duration;
+
+/// The shared database: a pool of connections to PostgreSQL.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    target: Target,
+    /// Bound of getting a connection from the pool (opening one included).
+    limit: Duration,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("target", &self.target.shown)
+            .field("user", &self.target.user)
+            .field("database", &self.target.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads and checks `[cluster]`'s connection settings as [`Db::connect`]
+/// would (the URL or its file, the CA file, the TLS roots) without opening
+/// a connection: `config check` calls it.
+pub fn check(config: &ClusterConfig) -> Result<(), ClusterError> {
+    connect::settings(config).map(|_| ())
+}
+
+impl Db {
+    /// A pool for `[cluster]`'s database, after one connection proved that
+    /// the server answers, takes the login and has the database: a wrong
+    /// URL or password is said at start, not at the first write.
+    pub async fn connect(config: &ClusterConfig) -> Result<Db, ClusterError> {
+        let settings = connect::settings(config)?;
+        let pool = connect::pool(&settings)?;
+        let db = Db {
+            pool,
+            target: settings.target,
+            limit: settings.connect_timeout.saturating_mul(2),
+        };
+        let client = db.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| db.target.classify(&e))?;
+        Ok(db)
+    }
+
+    /// A connection of the pool.
+    pub async fn client(&self) -> Result<Object, ClusterError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| self.target.classify_pool(&e, self.limit))
+    }
+
+    /// Sorts a driver error of a statement run on one of this pool's
+    /// connections (for the cluster's own modules and the tests).
+    pub fn error(&self, e: &tokio_postgres::Error) -> ClusterError {
+        self.target.classify(e)
+    }
+
+    /// Where the pool connects, `host:port` (no login, no password).
+    pub fn target(&self) -> &str {
+        &self.target.shown
+    }
+
+    /// Closes the pool: connections handed out end when given back.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
