@@ -29,6 +29,13 @@
 #              DMARC p=none), DKIM signing and ARC sealing. DKIM_ALGO=ed25519
 #              (default): Ed25519 DKIM, ARC sealed with an RSA-2048 key that
 #              signs nothing else; DKIM_ALGO=rsa: RSA-2048 DKIM and ARC.
+#   SCAN_URL=http://127.0.0.1:11333  [scan] on: every message is scanned by the
+#              rspamd normal worker there (/checkv2) before the 250; the caller
+#              runs rspamd (scripts/bench-rspamd.sh does). The label gets "+rspamd".
+#              SCAN_TIMEOUT=10s SCAN_MAX_SIZE=4MiB SCAN_FAIL=tempfail
+#   AFTER_LOAD=cmd  run with bash after the load while the node is still up
+#              (RELAY=127.0.0.1:$RELAY_PORT in its environment); its output goes
+#              to stderr, a failure is logged and makes the run fail
 #
 # Usage: scripts/bench-driver.sh [ACTION]
 #   run      (default) install + build if needed, then RUNS x (setup, start, load, stop, cleanup)
@@ -62,6 +69,11 @@ SIZE="${SIZE:-4096}"
 SRS="${SRS:-0}"
 DKIM="${DKIM:-0}"
 DKIM_ALGO="${DKIM_ALGO:-ed25519}"
+SCAN_URL="${SCAN_URL:-}"
+SCAN_TIMEOUT="${SCAN_TIMEOUT:-10s}"
+SCAN_MAX_SIZE="${SCAN_MAX_SIZE:-4MiB}"
+SCAN_FAIL="${SCAN_FAIL:-tempfail}"
+AFTER_LOAD="${AFTER_LOAD:-}"
 DNS_PORT="${DNS_PORT:-5353}"
 RELAY_PORT="${RELAY_PORT:-2525}"
 SINK_PORT="${SINK_PORT:-2526}"
@@ -92,6 +104,7 @@ cfg_label() {
     l="$l+dkim"
     [[ "$DKIM_ALGO" == rsa ]] && l="$l-rsa"
   fi
+  [[ -n "$SCAN_URL" ]] && l="$l+rspamd"
   echo "$l"
 }
 on() { if [[ "$1" == 1 ]]; then echo true; else echo false; fi; }
@@ -251,6 +264,10 @@ domain = "$RELAY_DOMAIN"
 
 EOF
     if [[ "$DKIM" == 1 ]]; then dkim_config; else printf '[arc]\nenabled = false\n'; fi
+    if [[ -n "$SCAN_URL" ]]; then
+      printf '\n[scan]\nenabled = true\nurl = "%s"\ntimeout = "%s"\nmax_size = "%s"\nfail = "%s"\n' \
+        "$SCAN_URL" "$SCAN_TIMEOUT" "$SCAN_MAX_SIZE" "$SCAN_FAIL"
+    fi
     cat <<EOF
 
 [outbound]
@@ -346,6 +363,10 @@ one_run() {  # prints the RESULT (and CHECK) lines; run-load.sh's exit status in
         N="$N" CONCURRENCY="$CONCURRENCY" SIZE="$SIZE" TIMEOUT="$TIMEOUT" RELAY_CGROUP="$CG_NAME" \
         EXPECT_SRS="$SRS" EXPECT_DKIM="$DKIM" DUMP_DIR="${DUMP_DIR:-}" KEEP_WORK="${KEEP_WORK:-0}" \
         "$BENCH_DIR/run-load.sh") || rc=$?
+  if [[ -n "$AFTER_LOAD" ]]; then
+    RELAY="127.0.0.1:$RELAY_PORT" timeout 120 bash -c "$AFTER_LOAD" >&2 \
+      || { log "AFTER_LOAD failed: $AFTER_LOAD"; (( rc != 0 )) || rc=4; }
+  fi
   # delivery outcomes while the node is up
   local deferred=na bounced=na
   if curl -sf --max-time 5 "http://127.0.0.1:$HTTP_PORT/metrics" > "$BASE/metrics.txt" 2>/dev/null; then
