@@ -1189,3 +1189,28 @@ fn output_to_a_closed_pipe_is_not_a_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// A reload signal (logrotate's postrotate, `systemctl reload`, a closed
+/// terminal) must not stop a mail server: SIGHUP's default action would.
+#[test]
+fn a_hangup_signal_does_not_stop_the_relay() {
+    let files = NodeFiles::new(NodeOptions::default());
+    let mut node = files.start();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !files.log().contains("SIGHUP ignored") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SIGHUP line:\n{}",
+            files.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still serving, and it still stops cleanly on SIGTERM.
+    assert_eq!(files.cli(&["domain", "list"]).code, 0);
+    assert!(node.terminate(Duration::from_secs(20)).success());
+}

@@ -34,7 +34,10 @@ pub(super) fn serve(config: Config, warning: Option<String>) -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT or SIGTERM. SIGHUP is logged and ignored: its
+/// default action would end the process, and a reload signal (logrotate,
+/// `systemctl reload`, a closed terminal) must never stop a mail server;
+/// the configuration is read at start only.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -44,8 +47,21 @@ async fn shutdown_signal() {
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::warn!(
+                    "SIGHUP ignored: the configuration is read at start only; restart to apply changes"
+                );
+            }
+        }
     }
 }
