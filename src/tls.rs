@@ -180,6 +180,27 @@ pub fn verifying_client_config(
     Ok(Arc::new(config))
 }
 
+/// Largest private CA file read: a few certificates, not a data dump.
+const MAX_CA_BYTES: u64 = 1024 * 1024;
+
+/// A private CA file (`redis_ca_file`, `cluster.ca_file`): its PEM and
+/// the certificates in it, at least one and nothing unparsable; Err says
+/// why not (the caller names the file and the key).
+pub(crate) fn read_ca_file(path: &Path) -> Result<(Vec<u8>, Vec<CertificateDer<'static>>), String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if size > MAX_CA_BYTES {
+        return Err(format!("larger than {MAX_CA_BYTES} bytes"));
+    }
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok((pem, certs))
+}
+
 #[derive(Debug)]
 struct AcceptAnyCertificate(Arc<CryptoProvider>);
 

@@ -8,7 +8,6 @@ use super::error::{ClusterError, Secret, Target};
 use crate::config::{ClusterConfig, SslMode, check_database_url, redacted};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,7 +15,6 @@ use tokio_postgres::config::Host;
 
 /// Largest URL file and CA file read: a line, a few certificates.
 const MAX_URL_BYTES: usize = 4096;
-const MAX_CA_BYTES: u64 = 1024 * 1024;
 
 /// Everything needed to open connections, checked.
 pub(crate) struct Settings {
@@ -77,24 +75,12 @@ fn driver_url(url: &str) -> String {
 
 /// The PEM certificates of `ca_file`: at least one, nothing unparsable.
 fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClusterError> {
-    let fail = |reason: String| ClusterError::CaFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let size = std::fs::metadata(path)
-        .map_err(|e| fail(e.to_string()))?
-        .len();
-    if size > MAX_CA_BYTES {
-        return Err(fail(format!("larger than {MAX_CA_BYTES} bytes")));
-    }
-    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(fail("no PEM certificate in the file".into()));
-    }
-    Ok(certs)
+    crate::tls::read_ca_file(path)
+        .map(|(_, certs)| certs)
+        .map_err(|reason| ClusterError::CaFile {
+            path: path.to_path_buf(),
+            reason,
+        })
 }
 
 /// The rustls client of TLS to PostgreSQL: `ca_file`'s certificates alone

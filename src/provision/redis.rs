@@ -17,8 +17,6 @@ use super::{ProvisionError, ZoneWriter};
 use crate::config::DnsProvisioningConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError, Script, TlsCertificates};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -67,30 +65,15 @@ end
 return out
 ";
 
-/// Largest CA file read: a few certificates, not a data dump.
-const MAX_CA_BYTES: u64 = 1024 * 1024;
-
 /// The PEM of `redis_ca_file`, checked to hold at least one certificate
 /// and nothing unparsable (`config check` calls it too).
 pub fn load_ca(path: &Path) -> Result<Vec<u8>, ProvisionError> {
-    let fail = |reason: String| ProvisionError::CaFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let size = std::fs::metadata(path)
-        .map_err(|e| fail(e.to_string()))?
-        .len();
-    if size > MAX_CA_BYTES {
-        return Err(fail(format!("larger than {MAX_CA_BYTES} bytes")));
-    }
-    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(fail("no PEM certificate in the file".into()));
-    }
-    Ok(pem)
+    crate::tls::read_ca_file(path)
+        .map(|(pem, _)| pem)
+        .map_err(|reason| ProvisionError::CaFile {
+            path: path.to_path_buf(),
+            reason,
+        })
 }
 
 /// A zone in Redis (the CoreDNS redis plugin's hash layout).
