@@ -8,6 +8,7 @@
 mod common;
 
 use common::postgres::TestPostgres;
+use common::test_ca;
 use eas_relay::cluster::{ClusterError, Db, HISTORY_TABLE};
 use eas_relay::config::{ClusterConfig, HumanDuration};
 use std::time::Duration;
@@ -281,31 +282,10 @@ async fn change_ids_become_visible_in_commit_order() {
     assert!(second_id > first_id, "{second_id} after {first_id}");
 }
 
-/// A private CA, and a server certificate for 127.0.0.1 it signed:
-/// (CA PEM, certificate PEM, key PEM).
-fn test_ca() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "eas-relay postgres test CA");
-    let issuer = rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (issuer.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test]
 async fn tls_with_a_private_ca_through_ca_file() {
-    let (ca, cert, key) = test_ca();
-    let (other_ca, _, _) = test_ca();
+    let (ca, cert, key) = test_ca("eas-relay postgres test CA");
+    let (other_ca, _, _) = test_ca("eas-relay postgres test CA");
     let pg = TestPostgres::start_tls(&cert, &key).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));

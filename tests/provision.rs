@@ -13,6 +13,7 @@ use common::eas::{CONFIRMATIONS, ChainRelay, DOMAIN, SLD, chain_config};
 use common::redis::TestRedis;
 use common::relay::TestRelay;
 use common::sink::TestSink;
+use common::test_ca;
 use eas_relay::config::{Config, HumanDuration};
 use eas_relay::provision::{
     LabelChange, Outcome, ProvisionError, Provisioner, RedisZone, Settings, ZoneWriter,
@@ -512,31 +513,10 @@ async fn deactivate_all_removes_nothing_by_default() {
     assert_eq!(redis.hgetall(KEY).await, written);
 }
 
-/// A CA of the test: its PEM, and a server certificate for 127.0.0.1
-/// (chain PEM, key PEM).
-fn test_ca() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "eas-relay redis test CA");
-    let issuer = rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (issuer.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test]
 async fn rediss_with_a_private_ca_trusted_through_redis_ca_file() {
-    let (ca, cert, key) = test_ca();
-    let (other_ca, _, _) = test_ca();
+    let (ca, cert, key) = test_ca("eas-relay redis test CA");
+    let (other_ca, _, _) = test_ca("eas-relay redis test CA");
     let redis = TestRedis::start_tls(&cert, &key).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));

@@ -116,12 +116,7 @@ impl TestClamd {
         self.child = Some(child);
         let deadline = started + START_LIMIT;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = super::exited(&mut self.child) {
                 return Err(format!("clamd exited ({status}): {}", self.log()));
             }
             if self.command(b"zPING\0").await.as_deref() == Ok("PONG") {

@@ -43,3 +43,30 @@ pub fn binary(name: &str, dirs: &[&str], package: &str) -> PathBuf {
     }
     panic!("{name} is not installed (scripts/test installs the Debian package {package})");
 }
+
+/// The exit status of `child` once it has ended (the child is then taken
+/// out): a peer that died while the harness waited for it to answer.
+pub fn exited(child: &mut Option<std::process::Child>) -> Option<std::process::ExitStatus> {
+    let status = child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+    *child = None;
+    Some(status)
+}
+
+/// A private CA named `name` and a server certificate for 127.0.0.1 it
+/// signed: (CA PEM, certificate PEM, key PEM).
+pub fn test_ca(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.distinguished_name.push(DnType::CommonName, name);
+    let issuer = rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (issuer.pem(), cert.pem(), key.serialize_pem())
+}

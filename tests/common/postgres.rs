@@ -279,12 +279,7 @@ impl TestPostgres {
         self.child = Some(child);
         let deadline = Instant::now() + START_LIMIT;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = super::exited(&mut self.child) {
                 return Err(format!("postgres exited ({status}): {}", self.log()));
             }
             if self.try_superuser().await.is_ok() {

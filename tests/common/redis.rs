@@ -99,12 +99,7 @@ impl TestRedis {
         self.child = Some(child);
         let deadline = Instant::now() + START_LIMIT;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = super::exited(&mut self.child) {
                 return Err(format!("redis-server exited ({status}): {}", self.log()));
             }
             if let Ok(mut con) = self.try_connection().await {
