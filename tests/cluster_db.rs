@@ -62,7 +62,10 @@ async fn migrations_apply_on_an_empty_database_and_a_second_run_changes_nothing(
     let db = Db::connect(&config(&pg.url())).await.unwrap();
     assert!(tables(&db).await.is_empty(), "the database starts empty");
 
-    assert_eq!(db.migrate().await.unwrap(), vec!["V1__init".to_string()]);
+    assert_eq!(
+        db.migrate().await.unwrap(),
+        vec!["V1__init".to_string(), "V2__change_triggers".to_string()]
+    );
     let mut want: Vec<String> = SCHEMA.iter().map(|t| t.to_string()).collect();
     want.push(HISTORY_TABLE.to_string());
     want.sort();
@@ -105,7 +108,7 @@ async fn migrations_apply_on_an_empty_database_and_a_second_run_changes_nothing(
     // Again: nothing to apply, nothing changed, the rows are still there.
     assert!(db.migrate().await.unwrap().is_empty());
     assert_eq!(tables(&db).await, want);
-    assert_eq!(history_rows(&db).await, 1);
+    assert_eq!(history_rows(&db).await, 2);
     let reveals: i64 = client
         .query_one("SELECT count(*) FROM chain_reveals", &[])
         .await
@@ -132,8 +135,8 @@ async fn nodes_migrating_at_once_all_succeed_and_the_schema_is_created_once() {
         let names = run.await.unwrap().expect("every node's migrate succeeds");
         applied += names.len();
     }
-    assert_eq!(applied, 1, "V1 was applied by exactly one node");
-    assert_eq!(history_rows(&dbs[0]).await, 1);
+    assert_eq!(applied, 2, "V1 and V2 were applied by exactly one node");
+    assert_eq!(history_rows(&dbs[0]).await, 2);
     assert_eq!(tables(&dbs[0]).await.len(), SCHEMA.len() + 1);
     // The lock was released: a later run does not wait forever.
     let again = tokio::time::timeout(Duration::from_secs(10), dbs[3].migrate()).await;
@@ -352,11 +355,11 @@ async fn a_schema_from_a_newer_or_edited_binary_is_refused_not_changed() {
     db.migrate().await.unwrap();
     let admin = db.client().await.unwrap();
 
-    // A newer node applied V2, which this binary does not have.
+    // A newer node applied V99, which this binary does not have.
     admin
         .batch_execute(&format!(
             "INSERT INTO {HISTORY_TABLE} (version, name, applied_on, checksum) \
-             VALUES (2, 'future', '2027-01-01T00:00:00Z', '1')"
+             VALUES (99, 'future', '2027-01-01T00:00:00Z', '1')"
         ))
         .await
         .unwrap();
@@ -365,7 +368,7 @@ async fn a_schema_from_a_newer_or_edited_binary_is_refused_not_changed() {
     assert!(e.to_string().contains("upgrade this node"), "{e}");
     assert!(!e.is_temporary());
     admin
-        .batch_execute(&format!("DELETE FROM {HISTORY_TABLE} WHERE version = 2"))
+        .batch_execute(&format!("DELETE FROM {HISTORY_TABLE} WHERE version = 99"))
         .await
         .unwrap();
 
@@ -406,4 +409,95 @@ async fn a_schema_from_a_newer_or_edited_binary_is_refused_not_changed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(free, "the migration lock is still held");
+}
+
+/// The changes rows the triggers wrote, in id order: (kind, key, payload,
+/// origin).
+async fn change_rows(db: &Db) -> Vec<(String, String, serde_json::Value, String)> {
+    let client = db.client().await.unwrap();
+    client
+        .query(
+            "SELECT kind, key, payload, origin FROM changes ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_attacker_editing_a_reveal_by_hand_cannot_hide_it_from_the_nodes() {
+    let pg = TestPostgres::start().await;
+    let db = Db::connect(&config(&pg.url())).await.unwrap();
+    db.migrate().await.unwrap();
+    let client = db.client().await.unwrap();
+    // A node's write names itself; the trigger records the rows' state.
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL eas.origin = 'node-a';
+             INSERT INTO domains (domain, source) VALUES ('alice.country', 'chain');
+             INSERT INTO chain_reveals (domain, sld, tld, local, alias, forward, signature, commitment, accepted_by)
+             VALUES ('alice.country', 'alice', 'country', 'me', 'Me', 'me@example.com',
+                     '0x' || repeat('ab', 65), '0x' || repeat('cd', 32), 'node-a');
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    let rows = change_rows(&db).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("domain", "alice.country")
+    );
+    assert_eq!(rows[0].2["source"], "chain");
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1.as_str()),
+        ("reveal", "me@alice.country")
+    );
+    assert_eq!(rows[1].2["forward"], "me@example.com");
+    assert_eq!(rows[1].2["alias"], "Me");
+    assert_eq!(rows[1].3, "node-a");
+
+    // Somebody with psql rewrites the forward: the change is recorded all
+    // the same (no origin), so every node hears of it and checks it.
+    client
+        .batch_execute("UPDATE chain_reveals SET forward = 'thief@evil.example'")
+        .await
+        .unwrap();
+    // Moving a static alias to another key records the old key's removal.
+    client
+        .batch_execute(
+            "INSERT INTO domains (domain, source) VALUES ('shop.example', 'static');
+             INSERT INTO static_aliases (domain, local, forwards) VALUES ('shop.example', 'a', '{x@y.example}');
+             UPDATE static_aliases SET local = 'b';
+             INSERT INTO suspensions (domain, local, suspended_by) VALUES ('shop.example', 'b', 'op');
+             DELETE FROM domains WHERE domain = 'shop.example';",
+        )
+        .await
+        .unwrap();
+    let rows = change_rows(&db).await;
+    let shown: Vec<(&str, &str, bool, &str)> = rows
+        .iter()
+        .map(|(k, key, p, o)| (k.as_str(), key.as_str(), p.is_null(), o.as_str()))
+        .collect();
+    assert_eq!(
+        shown[2..],
+        [
+            ("reveal", "me@alice.country", false, ""),
+            ("domain", "shop.example", false, ""),
+            ("alias", "a@shop.example", false, ""),
+            ("alias", "b@shop.example", false, ""),
+            ("alias", "a@shop.example", true, ""),
+            ("suspension", "b@shop.example", false, ""),
+            // The domain's removal comes first, then each row its
+            // cascade removed: a replica applying them in order removes
+            // a domain's aliases with it and finds the later rows gone.
+            ("domain", "shop.example", true, ""),
+            ("alias", "b@shop.example", true, ""),
+            ("suspension", "b@shop.example", true, ""),
+        ]
+    );
+    assert_eq!(rows[2].2["forward"], "thief@evil.example");
 }
