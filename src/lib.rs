@@ -30,6 +30,7 @@ pub mod outbound;
 pub mod provision;
 pub(crate) mod queue;
 pub mod recipients;
+pub mod replica;
 pub mod reply;
 pub mod rewrite;
 pub(crate) mod scan;

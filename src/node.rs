@@ -62,6 +62,9 @@ pub enum RunError {
     Chain(#[from] crate::chain::ChainError),
     #[error("dns_provisioning: {0}")]
     Provision(#[from] crate::provision::ProvisionError),
+    /// Cluster mode cannot start (see [`start_replica`]).
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("cannot read chain.activation_secret_file {path}: {source}")]
     Secret {
         path: PathBuf,
@@ -179,6 +182,12 @@ pub async fn run(
     } else {
         None
     };
+    let replica = if config.cluster.enabled {
+        let activation = chain.as_ref().map(|c| c.activation.clone());
+        Some(start_replica(&config, store.clone(), activation).await?)
+    } else {
+        None
+    };
     let activation_secret = activation_secret(&config)?;
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
@@ -242,8 +251,13 @@ pub async fn run(
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
         zone: provisioner.clone(),
         scanner,
+        cluster: replica.as_ref().map(|r| r.status()),
         ..ApiState::new(config.clone(), admin, keys, metrics)
     };
+    if let Some(replica) = &replica {
+        tasks.spawn(replica.clone().run(stopped.clone()));
+        tasks.spawn(replica.clone().heartbeat(stopped.clone()));
+    }
     if let Some(chain) = &chain {
         tasks.spawn(chain.watcher.clone().run(stopped.clone()));
     }
@@ -292,6 +306,51 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || committer.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Cluster mode's start: the node's replica of the shared database,
+/// migrated and synced. A replica synced before starts even while the
+/// database is unreachable (it serves what it knows and catches up once
+/// the database is back); one never synced cannot serve anything true, so
+/// the node refuses to start. An error an operator must fix (the login,
+/// a schema newer than this binary) is said at start either way.
+async fn start_replica(
+    config: &Config,
+    store: Arc<Store>,
+    activation: Option<Arc<crate::chain::activation::Activation>>,
+) -> Result<Arc<crate::replica::Replica>, RunError> {
+    use crate::replica::{Replica, ReplicaError, Timing};
+    let node_id = config.cluster.node_id_or(&config.hostname).to_string();
+    if !crate::config::valid_node_id(&node_id) {
+        return Err(RunError::Cluster(format!(
+            "the hostname {node_id:?} is not a valid node id: set cluster.node_id"
+        )));
+    }
+    let db =
+        crate::cluster::Db::open(&config.cluster).map_err(|e| RunError::Cluster(e.to_string()))?;
+    let replica = Replica::new(
+        db,
+        node_id.clone(),
+        store,
+        activation,
+        Timing::from_config(&config.cluster),
+    );
+    let synced = replica.synced()?;
+    match replica.start().await {
+        Ok(()) => tracing::info!(node = %node_id, "cluster replica synced"),
+        Err(ReplicaError::Cluster(e)) if synced && e.is_temporary() => tracing::warn!(
+            node = %node_id, error = %e,
+            "the cluster database is unreachable: serving the local replica until it is back"
+        ),
+        Err(e) if !synced => {
+            return Err(RunError::Cluster(format!(
+                "this node's replica was never synced and cannot be now ({e}); \
+                 it starts once the cluster database answers"
+            )));
+        }
+        Err(e) => return Err(RunError::Cluster(e.to_string())),
+    }
+    Ok(replica)
 }
 
 /// Descriptors the configured connection caps can take at once, plus a

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub(crate) zone: Option<Arc<crate::provision::Provisioner<crate::provision::RedisZone>>>,
     /// The content scanner (for health), when `scan.enabled` is on.
     pub(crate) scanner: Option<Arc<crate::scan::Scanner>>,
+    /// The replica's state (for health), when `cluster.enabled` is on.
+    pub(crate) cluster: Option<Arc<crate::replica::Status>>,
     pub(crate) limits: Arc<RateLimits>,
 }
 
@@ -70,6 +72,7 @@ impl ApiState {
             keys: Arc::new(keys),
             metrics,
             scanner: None,
+            cluster: None,
             activation: None,
             activation_secret: None,
             watcher: None,
@@ -225,8 +228,9 @@ async fn limited(
     }
 }
 
-/// `/health`: `"ok"`, `"degraded"` (the chain view is stale, or the content
-/// scanner's circuit is open) or, with
+/// `/health`: `"ok"`, `"degraded"` (the chain view is stale, the content
+/// scanner's circuit is open, or the cluster's database is unreachable:
+/// the node serves its replica) or, with
 /// HTTP 503, `"failing"` (a queue worker died or is stuck: mail is not
 /// moving).
 async fn health(State(state): State<ApiState>) -> Response {
@@ -249,7 +253,9 @@ async fn health(State(state): State<ApiState>) -> Response {
     // unscanned), not lost, so the node is degraded, not failing.
     let scan = state.scanner.as_ref().map(|s| s.state());
     let scan_down = scan.is_some_and(|s| s != "ok");
-    let status = match (failing, stale || scan_down) {
+    let cluster = state.cluster.as_ref().map(|c| c.state());
+    let cluster_down = cluster.is_some_and(|c| c != "ok");
+    let status = match (failing, stale || scan_down || cluster_down) {
         (true, _) => "failing",
         (false, true) => "degraded",
         (false, false) => "ok",
@@ -263,6 +269,9 @@ async fn health(State(state): State<ApiState>) -> Response {
     });
     if let Some(scan) = scan {
         body["scan"] = json!(scan);
+    }
+    if let Some(cluster) = cluster {
+        body["cluster"] = json!(cluster);
     }
     if state.config.dns_provisioning.enabled {
         // Names waiting for their DNS records: shown, but the relay stays

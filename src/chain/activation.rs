@@ -48,6 +48,14 @@ pub struct ActivateRequest {
     pub tld: Option<String>,
 }
 
+/// A reveal that holds on chain, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub activated: Activated,
+    /// The signer (0x-hex), when it signed as an allowed maintainer.
+    pub maintainer: Option<String>,
+}
+
 /// Checks reveals against the chain and keeps the store in step.
 pub struct Activation {
     rpc: ChainRpc,
@@ -142,12 +150,36 @@ impl Activation {
         })
     }
 
-    /// `POST /activate`: verify and record a revealed alias. Before the
+    /// `POST /activate`: verify and record a revealed alias (see
+    /// [`Activation::verify`]).
+    pub async fn activate(&self, req: &ActivateRequest) -> Result<(), ActivationError> {
+        let verified = self.verify(req).await?;
+        self.store.chain_activate(&verified.activated)?;
+        if let Some(signer) = &verified.maintainer {
+            self.store.chain_apply(&crate::store::ChainUpdate {
+                maintainers: vec![(verified.activated.binding.tld.clone(), signer.clone(), true)],
+                ..Default::default()
+            })?;
+        }
+        metrics::counter!("eas_chain_activations_total").increment(1);
+        tracing::info!(alias = %req.alias, domain = %verified.activated.domain,
+            signer = %verified.activated.binding.signer,
+            block = verified.activated.binding.checked_block, "alias activated");
+        Ok(())
+    }
+
+    /// Checks a revealed alias against the chain, recording nothing: the
+    /// signature of the exact message, the signer's right over the name
+    /// (owner, or an allowed maintainer), the forward, the name's expiry,
+    /// keccak256(alias | forward | signature) against the commitment on
+    /// chain, and a case variant already active. `/activate` records what
+    /// it returns; a cluster node's replica checks every reveal the
+    /// database claims with it before forwarding. Before the
     /// signature is verified as the name's owner's (or an allowed
     /// maintainer's) a request is judged only by its form, so that nobody
     /// can learn from the errors which domains the relay serves or which
     /// names have aliases here; the served-domain check comes after.
-    pub async fn activate(&self, req: &ActivateRequest) -> Result<(), ActivationError> {
+    pub async fn verify(&self, req: &ActivateRequest) -> Result<Verified, ActivationError> {
         Self::check_alias_and_sld(&req.alias, &req.sld)?;
         Self::check_forward_syntax(&req.forward_address)?;
         let sig = verify::parse_signature(&req.signature)
@@ -256,27 +288,21 @@ impl Activation {
             maintainer_allowed,
             checked_block: block,
         };
-        self.store.chain_activate(&Activated {
-            domain: domain.clone(),
-            local,
-            node: node.0,
-            alias_hash: alias_hash.0,
-            binding,
-            reveal: Reveal {
-                forward: req.forward_address.clone(),
-                signature: hex(&sig),
+        Ok(Verified {
+            activated: Activated {
+                domain,
+                local,
+                node: node.0,
+                alias_hash: alias_hash.0,
+                binding,
+                reveal: Reveal {
+                    forward: req.forward_address.clone(),
+                    signature: hex(&sig),
+                },
+                name,
             },
-            name,
-        })?;
-        if signer != owner {
-            self.store.chain_apply(&crate::store::ChainUpdate {
-                maintainers: vec![(tld, hex(signer.as_slice()), true)],
-                ..Default::default()
-            })?;
-        }
-        metrics::counter!("eas_chain_activations_total").increment(1);
-        tracing::info!(alias = %req.alias, %domain, signer = %signer, block, "alias activated");
-        Ok(())
+            maintainer: (signer != owner).then(|| hex(signer.as_slice())),
+        })
     }
 
     /// The chain binding of `local@domain` this registry's name holds, if

@@ -16,6 +16,15 @@ use tokio_postgres::config::Host;
 /// Largest URL file and CA file read: a line, a few certificates.
 const MAX_URL_BYTES: usize = 4096;
 
+/// What a dedicated connection outside the pool is opened with (the
+/// change feed's, which must see its notifications).
+pub(crate) struct Direct {
+    pub pg: tokio_postgres::Config,
+    pub tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// Deadline of opening it and of each statement the feed runs.
+    pub timeout: Duration,
+}
+
 /// Everything needed to open connections, checked.
 pub(crate) struct Settings {
     pub pg: tokio_postgres::Config,

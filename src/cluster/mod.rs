@@ -6,15 +6,20 @@
 //! schema embedded in the binary ([`Db::migrate`], under an advisory lock
 //! so that N nodes starting at once migrate once), and the nodes' heartbeat.
 //!
-//! Cluster mode is not wired into `node::run` yet: a single node keeps its
-//! embedded store and never opens a connection (`cluster.enabled = true`
-//! is refused by the config).
+//! The replica's side of the change feed is [`changes`]: a dedicated
+//! connection listening on `eas_changes`, the change rows after an id, and
+//! the snapshot a fresh node starts from (`replica` applies them).
+//!
+//! A single node (`cluster.enabled = false`) keeps its embedded store and
+//! never opens a connection.
 
+mod changes;
 mod connect;
 mod error;
 mod migrate;
 mod nodes;
 
+pub use changes::{ChangeRow, Feed, SNAPSHOT_BATCH, Snapshot};
 pub use error::ClusterError;
 pub use migrate::{HISTORY_TABLE, MIGRATION_LOCK};
 pub use nodes::NodeRow;
@@ -31,6 +36,8 @@ pub struct Db {
     target: Target,
     /// Bound of getting a connection from the pool (opening one included).
     limit: Duration,
+    /// What a dedicated connection (the change feed's) is opened with.
+    direct: std::sync::Arc<connect::Direct>,
 }
 
 impl std::fmt::Debug for Db {
@@ -55,19 +62,38 @@ impl Db {
     /// the server answers, takes the login and has the database: a wrong
     /// URL or password is said at start, not at the first write.
     pub async fn connect(config: &ClusterConfig) -> Result<Db, ClusterError> {
+        let db = Db::open(config)?;
+        db.probe().await?;
+        Ok(db)
+    }
+
+    /// A pool for `[cluster]`'s database, its settings checked but no
+    /// connection opened yet: a node whose replica is synced starts with
+    /// it while PostgreSQL is down, and connects once it is back.
+    pub fn open(config: &ClusterConfig) -> Result<Db, ClusterError> {
         let settings = connect::settings(config)?;
         let pool = connect::pool(&settings)?;
-        let db = Db {
+        Ok(Db {
             pool,
-            target: settings.target,
             limit: settings.connect_timeout.saturating_mul(2),
-        };
-        let client = db.client().await?;
+            direct: std::sync::Arc::new(connect::Direct {
+                pg: settings.pg,
+                tls: settings.tls,
+                timeout: settings.connect_timeout,
+            }),
+            target: settings.target,
+        })
+    }
+
+    /// One round trip on a connection of the pool: whether the server
+    /// answers, takes the login and has the database.
+    pub async fn probe(&self) -> Result<(), ClusterError> {
+        let client = self.client().await?;
         client
             .simple_query("SELECT 1")
             .await
-            .map_err(|e| db.target.classify(&e))?;
-        Ok(db)
+            .map_err(|e| self.target.classify(&e))?;
+        Ok(())
     }
 
     /// A connection of the pool.

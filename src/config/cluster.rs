@@ -1,8 +1,9 @@
 //! `[cluster]`: several MX nodes sharing one PostgreSQL (issue 13). Only
 //! the settings of the connection are here: the database URL (a secret:
 //! it may come from a private file), this node's id, the pool and the
-//! private CA of TLS. Cluster mode itself is not implemented yet, so
-//! `enabled = true` is refused; a single node keeps its embedded store.
+//! private CA of TLS, and how often the replica polls, reconciles and
+//! reports itself. A single node (`enabled = false`) keeps its embedded
+//! store and needs none of it.
 
 use super::error::{ConfigError, nonzero_duration, redacted};
 use super::units::HumanDuration;
@@ -23,8 +24,8 @@ pub const MAX_NODE_ID: usize = 64;
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Run as one of several nodes sharing PostgreSQL. Refused until the
-    /// replication lands: a single node needs nothing of this section.
+    /// Run as one of several nodes sharing PostgreSQL (needs
+    /// `database_url` or `database_url_file`).
     pub enabled: bool,
     /// `postgres://user:password@host:port/database[?sslmode=require]`;
     /// empty when `database_url_file` holds it.
@@ -41,6 +42,15 @@ pub struct ClusterConfig {
     /// PEM certificates trusted (instead of the system's roots) for the
     /// server's certificate with `sslmode=require`: a private CA.
     pub ca_file: Option<PathBuf>,
+    /// How often the replica reads the change table without a
+    /// notification (a lost NOTIFY delays a change at most this).
+    pub poll_interval: HumanDuration,
+    /// How often the replica compares its digests with the database's and
+    /// repairs what differs.
+    pub reconcile_interval: HumanDuration,
+    /// How often the node records itself in `nodes` (last seen, applied
+    /// change id, queue depth).
+    pub heartbeat_interval: HumanDuration,
 }
 
 impl Default for ClusterConfig {
@@ -53,6 +63,9 @@ impl Default for ClusterConfig {
             pool_size: 8,
             connect_timeout: HumanDuration::secs(5),
             ca_file: None,
+            poll_interval: HumanDuration::secs(5),
+            reconcile_interval: HumanDuration::secs(600),
+            heartbeat_interval: HumanDuration::secs(10),
         }
     }
 }
@@ -67,6 +80,9 @@ impl std::fmt::Debug for ClusterConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)
+            .field("poll_interval", &self.poll_interval)
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("heartbeat_interval", &self.heartbeat_interval)
             .finish()
     }
 }
@@ -139,15 +155,7 @@ impl ClusterConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        self.check_keys()?;
-        if self.enabled {
-            return Err(ConfigError::invalid(
-                "cluster.enabled",
-                true,
-                "cluster mode is not implemented yet (only its database connection is): leave it false; a single node needs no PostgreSQL",
-            ));
-        }
-        Ok(())
+        self.check_keys()
     }
 
     /// Every key's own check; what `enabled = true` will need once
@@ -199,6 +207,9 @@ impl ClusterConfig {
             ));
         }
         nonzero_duration(&key("connect_timeout"), self.connect_timeout)?;
+        nonzero_duration(&key("poll_interval"), self.poll_interval)?;
+        nonzero_duration(&key("reconcile_interval"), self.reconcile_interval)?;
+        nonzero_duration(&key("heartbeat_interval"), self.heartbeat_interval)?;
         if self.connect_timeout.0 > MAX_CONNECT_TIMEOUT {
             return Err(ConfigError::invalid(
                 &key("connect_timeout"),
@@ -266,15 +277,19 @@ mod tests {
     }
 
     #[test]
-    fn enabled_is_refused_until_cluster_mode_exists() {
+    fn enabled_needs_a_database_url() {
         let c = ClusterConfig {
             enabled: true,
             ..with_url("postgres://eas:pw@db/eas")
         };
-        let (key, _, reason) = refusal(&c);
-        assert_eq!(key, "cluster.enabled");
-        assert!(reason.contains("not implemented yet"), "{reason}");
-        // Enabled without any URL: the missing URL is named first.
+        c.validate().unwrap();
+        let c = ClusterConfig {
+            enabled: true,
+            database_url_file: Some("/etc/eas-relay/db.url".into()),
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        // Enabled without any URL: refused, naming the URL.
         let c = ClusterConfig {
             enabled: true,
             ..Default::default()

@@ -4,8 +4,8 @@
 use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{AliasRecord, ChainBinding, DomainRecord, NameState, ProvisionKind, Source};
 use super::tables::{
-    ALIASES, CHAIN_MAINTAINERS, CHAIN_NAMES, CHAIN_REVEALS, DOMAINS, META, alias_key,
-    maintainer_key,
+    ALIASES, CHAIN_MAINTAINERS, CHAIN_NAMES, CHAIN_REVEALS, DOMAINS, META, REPLICA_SUSPENDED,
+    alias_key, maintainer_key,
 };
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -69,17 +69,7 @@ impl Store {
     /// Removes a domain and all its aliases; false when it did not exist.
     pub(crate) fn domain_remove(&self, domain: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_write()?;
-        let existed = {
-            let existed = txn.open_table(DOMAINS)?.remove(domain)?.is_some();
-            let mut aliases = txn.open_table(ALIASES)?;
-            let start = alias_key(domain, "");
-            let end = format!("{domain}\u{1}");
-            aliases.retain_in(start.as_str()..end.as_str(), |_, _| false)?;
-            txn.open_table(CHAIN_REVEALS)?
-                .retain_in(start.as_str()..end.as_str(), |_, _| false)?;
-            super::provision::forget_in(&txn, domain)?;
-            existed
-        };
+        let existed = domain_remove_in(&txn, domain)?;
         txn.commit()?;
         Ok(existed)
     }
@@ -265,6 +255,26 @@ impl Store {
         let (_, all) = self.alias_page(domain, |_| true, None, 0, usize::MAX)?;
         Ok(all)
     }
+}
+
+/// Removes `domain` in `txn` with its aliases, reveals, suspensions and
+/// pending provisioning; false when it did not exist.
+pub(crate) fn domain_remove_in(
+    txn: &redb::WriteTransaction,
+    domain: &str,
+) -> Result<bool, StoreError> {
+    let existed = txn.open_table(DOMAINS)?.remove(domain)?.is_some();
+    let start = alias_key(domain, "");
+    let end = format!("{domain}\u{1}");
+    let range = start.as_str()..end.as_str();
+    txn.open_table(ALIASES)?
+        .retain_in(range.clone(), |_, _| false)?;
+    txn.open_table(CHAIN_REVEALS)?
+        .retain_in(range.clone(), |_, _| false)?;
+    txn.open_table(REPLICA_SUSPENDED)?
+        .retain_in(range, |_, _| false)?;
+    super::provision::forget_in(txn, domain)?;
+    Ok(existed)
 }
 
 /// Adds `domain` in `txn` (false, nothing written, when it exists), with

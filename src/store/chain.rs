@@ -52,7 +52,7 @@ pub struct Activated {
 }
 
 /// Whether `domain` holds any alias in `aliases`.
-fn has_aliases(
+pub(super) fn has_aliases(
     aliases: &impl ReadableTable<&'static str, &'static [u8]>,
     domain: &str,
 ) -> Result<bool, StoreError> {
@@ -69,7 +69,7 @@ fn has_aliases(
 /// may have been removed from the zone), is also queued for DNS
 /// provisioning when `provision` is on, in the same transaction: a crash
 /// cannot keep one without the other.
-fn activate_in(
+pub(super) fn activate_in(
     txn: &redb::WriteTransaction,
     a: &Activated,
     provision: bool,

@@ -5,7 +5,7 @@
 use super::tables::{
     ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
     CHAIN_NODES, CHAIN_REVEALS, DNS_FAILING, DNS_PENDING, DNS_PENDING_DUE, DOMAINS, LOG, LOG_TIME,
-    META, QUEUE, QUEUE_DUE,
+    META, QUEUE, QUEUE_DUE, REPLICA_SUSPENDED,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 // The queue's committer writes these two tables itself.
@@ -134,6 +134,7 @@ impl Store {
             txn.open_table(CHAIN_META)?;
             txn.open_table(CHAIN_REVEALS)?;
             txn.open_table(CHAIN_DEACTIVATING)?;
+            txn.open_table(REPLICA_SUSPENDED)?;
         }
         txn.commit()?;
         let (queue_max, log_max) = store.max_ids()?;

@@ -16,6 +16,7 @@ mod log;
 mod provision;
 mod queue;
 mod records;
+mod replica;
 pub(crate) mod tables;
 
 pub use aliases::Lookup;
@@ -30,6 +31,7 @@ pub use records::{
     ProvisionKind, Reveal, Source, SpamThresholds,
 };
 pub(crate) use records::{Cursor, Deactivating};
+pub use replica::{ReplicaOp, ReplicaReveal};
 
 pub use db::{Store, StoreError};
 pub(crate) use db::{format_queue_id, now_ms, parse_queue_id};

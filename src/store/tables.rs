@@ -53,6 +53,11 @@ pub(crate) const DNS_PENDING_DUE: TableDefinition<(u64, &str), ()> =
 /// content (not the zone being down): an operator has to look at them.
 pub(crate) const DNS_FAILING: TableDefinition<&str, ()> = TableDefinition::new("dns_failing");
 
+/// alias key -> (): aliases the cluster's database suspends (a fact of
+/// its own, so a suspension that arrives before its alias still holds).
+pub(crate) const REPLICA_SUSPENDED: TableDefinition<&str, ()> =
+    TableDefinition::new("replica_suspended");
+
 /// The key of an alias in the aliases table (also how the chain tables
 /// name an alias): `domain NUL local`.
 pub(crate) fn alias_key(domain: &str, local: &str) -> String {

@@ -1,0 +1,326 @@
+//! The local replica of what the cluster's database says (issue 13): the
+//! replica (`crate::replica`) turns each change row into a [`ReplicaOp`]
+//! and applies a batch of them here in one transaction together with the
+//! id of the last change applied, so that a crash never skips a change nor
+//! keeps half a batch. Every op is a state, not a delta: applying one twice
+//! leaves one state.
+
+use super::Activated;
+use super::aliases::domain_remove_in;
+use super::chain::activate_in;
+use super::db::{Store, StoreError, decode, encode, get_decoded};
+use super::records::{AliasRecord, DomainRecord, Source};
+use super::tables::{
+    ALIASES, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_REVEALS, DOMAINS, META,
+    REPLICA_SUSPENDED, alias_key, maintainer_key, split_alias_key,
+};
+use redb::{ReadableDatabase, ReadableTable};
+use std::collections::HashSet;
+
+/// META key of the last change id applied (absent: never synced).
+const APPLIED: &str = "replica_applied";
+
+/// A chain reveal the node verified against its own view of the chain.
+#[derive(Debug, Clone)]
+pub struct ReplicaReveal {
+    /// The database's alias id.
+    pub id: u64,
+    pub activated: Activated,
+    /// The signer, when it signed as a maintainer (not the owner).
+    pub maintainer: Option<String>,
+}
+
+/// One state the database holds, as the replica writes it.
+#[derive(Debug, Clone)]
+pub enum ReplicaOp {
+    /// A domain's record; None: removed (with its aliases).
+    Domain {
+        domain: String,
+        record: Option<DomainRecord>,
+    },
+    /// A static alias (the database's id, forwards, created); None: removed.
+    Static {
+        domain: String,
+        local: String,
+        alias: Option<(u64, Vec<String>, u64)>,
+    },
+    /// A verified reveal; None: the chain alias at that key is removed
+    /// (deleted in the database, or refused by the chain check).
+    Reveal {
+        domain: String,
+        local: String,
+        reveal: Option<Box<ReplicaReveal>>,
+    },
+    /// An alias suspended (true) or not.
+    Suspension {
+        domain: String,
+        local: String,
+        suspended: bool,
+    },
+}
+
+/// Writes `op` in `txn`.
+fn apply_in(txn: &redb::WriteTransaction, op: &ReplicaOp) -> Result<(), StoreError> {
+    match op {
+        ReplicaOp::Domain {
+            domain,
+            record: Some(record),
+        } => {
+            txn.open_table(DOMAINS)?
+                .insert(domain.as_str(), encode(record).as_slice())?;
+        }
+        ReplicaOp::Domain {
+            domain,
+            record: None,
+        } => {
+            domain_remove_in(txn, domain)?;
+        }
+        ReplicaOp::Static {
+            domain,
+            local,
+            alias,
+        } => {
+            let key = alias_key(domain, local);
+            let mut aliases = txn.open_table(ALIASES)?;
+            match alias {
+                Some((id, forwards, created)) => {
+                    let suspended = txn
+                        .open_table(REPLICA_SUSPENDED)?
+                        .get(key.as_str())?
+                        .is_some();
+                    let record = AliasRecord {
+                        id: *id,
+                        forwards: forwards.clone(),
+                        created: *created,
+                        active: !suspended,
+                        source: Source::Static,
+                        chain: None,
+                    };
+                    aliases.insert(key.as_str(), encode(&record).as_slice())?;
+                    bump_alias_id(txn, *id)?;
+                }
+                None => {
+                    let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+                    if current.is_some_and(|r| r.source == Source::Static) {
+                        aliases.remove(key.as_str())?;
+                    }
+                }
+            }
+        }
+        ReplicaOp::Reveal {
+            domain,
+            local,
+            reveal: Some(reveal),
+        } => {
+            let key = alias_key(domain, local);
+            let mut record = activate_in(txn, &reveal.activated, false)?;
+            record.id = reveal.id;
+            record.active = txn
+                .open_table(REPLICA_SUSPENDED)?
+                .get(key.as_str())?
+                .is_none();
+            txn.open_table(ALIASES)?
+                .insert(key.as_str(), encode(&record).as_slice())?;
+            bump_alias_id(txn, reveal.id)?;
+            if let Some(signer) = &reveal.maintainer {
+                let mkey = maintainer_key(&reveal.activated.binding.tld, signer);
+                txn.open_table(CHAIN_MAINTAINERS)?
+                    .insert(mkey.as_str(), ())?;
+            }
+        }
+        ReplicaOp::Reveal {
+            domain,
+            local,
+            reveal: None,
+        } => {
+            remove_chain_alias_in(txn, &alias_key(domain, local))?;
+        }
+        ReplicaOp::Suspension {
+            domain,
+            local,
+            suspended,
+        } => {
+            let key = alias_key(domain, local);
+            if *suspended {
+                txn.open_table(REPLICA_SUSPENDED)?
+                    .insert(key.as_str(), ())?;
+            } else {
+                txn.open_table(REPLICA_SUSPENDED)?.remove(key.as_str())?;
+            }
+            let mut aliases = txn.open_table(ALIASES)?;
+            let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+            if let Some(mut record) = current
+                && record.active == *suspended
+            {
+                record.active = !*suspended;
+                aliases.insert(key.as_str(), encode(&record).as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the chain alias at `key` with its reveal and removal mark (a
+/// static alias there is left); true when there was one.
+fn remove_chain_alias_in(txn: &redb::WriteTransaction, key: &str) -> Result<bool, StoreError> {
+    let mut aliases = txn.open_table(ALIASES)?;
+    let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", key)?;
+    if !current.is_some_and(|r| r.source == Source::Chain) {
+        return Ok(false);
+    }
+    aliases.remove(key)?;
+    txn.open_table(CHAIN_REVEALS)?.remove(key)?;
+    txn.open_table(CHAIN_DEACTIVATING)?.remove(key)?;
+    Ok(true)
+}
+
+/// Keeps the local id counter above the database's ids (a write made
+/// while not in cluster mode must not reuse one).
+fn bump_alias_id(txn: &redb::WriteTransaction, id: u64) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let current = meta.get("alias_id")?.map(|v| v.value()).unwrap_or(0);
+    if id > current {
+        meta.insert("alias_id", id)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The id of the last change applied; None: the replica was never
+    /// synced (no snapshot completed).
+    pub fn replica_applied(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(txn.open_table(META)?.get(APPLIED)?.map(|v| v.value()))
+    }
+
+    /// Applies `ops` in order and, when given, records `applied` as the
+    /// last change applied: one transaction.
+    pub fn replica_apply(&self, ops: &[ReplicaOp], applied: Option<u64>) -> Result<(), StoreError> {
+        let txn = self.db().begin_write()?;
+        for op in ops {
+            apply_in(&txn, op)?;
+        }
+        if let Some(id) = applied {
+            txn.open_table(META)?.insert(APPLIED, id)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes every domain not in `domains` and every alias (static or
+    /// chain) not in `aliases` (alias keys `local@domain`), with the
+    /// suspensions not in `suspended`: what a snapshot or a reconciliation
+    /// found the database no longer holds. Returns how many records went.
+    pub fn replica_sweep(
+        &self,
+        domains: &HashSet<String>,
+        aliases: &HashSet<String>,
+        suspended: &HashSet<String>,
+    ) -> Result<usize, StoreError> {
+        let txn = self.db().begin_write()?;
+        let mut removed = 0;
+        let gone_domains: Vec<String> = {
+            let table = txn.open_table(DOMAINS)?;
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, _) = item?;
+                if !domains.contains(k.value()) {
+                    out.push(k.value().to_string());
+                }
+            }
+            out
+        };
+        for domain in &gone_domains {
+            domain_remove_in(&txn, domain)?;
+            removed += 1;
+        }
+        let gone_aliases: Vec<String> = {
+            let table = txn.open_table(ALIASES)?;
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, _) = item?;
+                let (domain, local) = split_alias_key(k.value());
+                if !aliases.contains(&format!("{local}@{domain}")) {
+                    out.push(k.value().to_string());
+                }
+            }
+            out
+        };
+        for key in &gone_aliases {
+            txn.open_table(ALIASES)?.remove(key.as_str())?;
+            txn.open_table(CHAIN_REVEALS)?.remove(key.as_str())?;
+            txn.open_table(CHAIN_DEACTIVATING)?.remove(key.as_str())?;
+            removed += 1;
+        }
+        let lifted: Vec<(String, String)> = {
+            let table = txn.open_table(REPLICA_SUSPENDED)?;
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, _) = item?;
+                let (domain, local) = split_alias_key(k.value());
+                if !suspended.contains(&format!("{local}@{domain}")) {
+                    out.push((domain.to_string(), local.to_string()));
+                }
+            }
+            out
+        };
+        for (domain, local) in lifted {
+            apply_in(
+                &txn,
+                &ReplicaOp::Suspension {
+                    domain,
+                    local,
+                    suspended: false,
+                },
+            )?;
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Calls `visit` with every domain of the replica, its record and its
+    /// aliases in key order (one domain's aliases in memory at a time):
+    /// the reconciliation's digests.
+    pub fn replica_visit(
+        &self,
+        mut visit: impl FnMut(&str, &DomainRecord, &[(String, AliasRecord)]),
+    ) -> Result<(), StoreError> {
+        let txn = self.db().begin_read()?;
+        let domains = txn.open_table(DOMAINS)?;
+        let aliases = txn.open_table(ALIASES)?;
+        for item in domains.iter()? {
+            let (k, v) = item?;
+            let domain = k.value();
+            let record: DomainRecord = decode("domains", domain, v.value())?;
+            let start = alias_key(domain, "");
+            let end = format!("{domain}\u{1}");
+            let mut list = Vec::new();
+            for item in aliases.range(start.as_str()..end.as_str())? {
+                let (k, v) = item?;
+                let (_, local) = split_alias_key(k.value());
+                list.push((local.to_string(), decode("aliases", k.value(), v.value())?));
+            }
+            visit(domain, &record, &list);
+        }
+        Ok(())
+    }
+
+    /// The suspended alias keys (`local@domain`) of the replica.
+    pub fn replica_suspended(&self) -> Result<HashSet<String>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(REPLICA_SUSPENDED)?;
+        let mut out = HashSet::new();
+        for item in table.iter()? {
+            let (k, _) = item?;
+            let (domain, local) = split_alias_key(k.value());
+            out.insert(format!("{local}@{domain}"));
+        }
+        Ok(out)
+    }
+
+    /// The domain record of `domain` (for the replica's tests and checks).
+    pub fn replica_domain(&self, domain: &str) -> Result<Option<DomainRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        get_decoded(&txn.open_table(DOMAINS)?, "domains", domain)
+    }
+}
