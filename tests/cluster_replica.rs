@@ -192,3 +192,332 @@ async fn a_static_alias_written_in_postgres_forwards_at_every_node_within_2s() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The number of aliases of `domain` a node lists.
+async fn alias_total(node: &TestRelay, domain: &str) -> i64 {
+    let (status, body) = node
+        .api("GET", &format!("/v3/domains/{domain}/aliases"), None)
+        .await;
+    if status != 200 {
+        return -1;
+    }
+    body["total"].as_i64().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn a_new_node_with_an_empty_data_dir_joins_and_serves_every_alias() {
+    const N: i64 = 2000;
+    let pg = TestPostgres::start().await;
+    let sink = TestSink::start().await;
+    // The schema is there (a first node migrated it), with aliases.
+    let first = TestRelay::start(|c| cluster_node(c, &pg, "node-a", &sink)).await;
+    wait_health(&first, ("ok", "ok"), RECONNECT_LIMIT).await;
+    let db = psql(&pg).await;
+    db.batch_execute(&format!(
+        "{SHOP};
+         INSERT INTO static_aliases (domain, local, forwards)
+             SELECT 'shop.example', 'u' || g, ARRAY['box' || g || '@dest.test'] FROM generate_series(1, {N}) g;
+         INSERT INTO suspensions (domain, local, suspended_by) VALUES ('shop.example', 'u7', 'op');"
+    ))
+    .await
+    .unwrap();
+    let began = Instant::now();
+    let joined = TestRelay::start(|c| cluster_node(c, &pg, "node-c", &sink)).await;
+    // Its SMTP serves once the snapshot is in: the first answer is right.
+    assert!(
+        rcpt_reply(joined.smtp, "u1999@shop.example")
+            .await
+            .starts_with("250")
+    );
+    eprintln!("a fresh node synced {N} aliases in {:?}", began.elapsed());
+    assert_eq!(alias_total(&joined, "shop.example").await, N);
+    assert!(
+        rcpt_reply(joined.smtp, "u7@shop.example")
+            .await
+            .starts_with("550")
+    );
+    assert!(
+        rcpt_reply(joined.smtp, "u0@shop.example")
+            .await
+            .starts_with("550")
+    );
+    assert_eq!(
+        deliver(&sink, joined.smtp, "u42@shop.example", "joined").await,
+        vec!["box42@dest.test".to_string()]
+    );
+    // Stopped, it misses changes that are then pruned from the table: at
+    // its next start it cannot catch up from its id, takes a snapshot, and
+    // drops what the database no longer holds.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let c = TestRelay::start_in(&data, |c| cluster_node(c, &pg, "node-d", &sink)).await;
+    assert!(
+        rcpt_reply(c.smtp, "u5@shop.example")
+            .await
+            .starts_with("250")
+    );
+    c.stop().await;
+    db.batch_execute(
+        "DELETE FROM static_aliases WHERE local = 'u5';
+         INSERT INTO static_aliases (domain, local, forwards) VALUES ('shop.example', 'late', '{late@dest.test}');
+         DELETE FROM changes;",
+    )
+    .await
+    .unwrap();
+    let c = TestRelay::start_in(&data, |c| cluster_node(c, &pg, "node-d", &sink)).await;
+    assert!(
+        rcpt_reply(c.smtp, "late@shop.example")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        rcpt_reply(c.smtp, "u5@shop.example")
+            .await
+            .starts_with("550")
+    );
+    assert_eq!(alias_total(&c, "shop.example").await, N);
+    c.stop().await;
+    joined.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_down_nodes_keep_forwarding_and_catch_up_when_it_is_back() {
+    let mut pg = TestPostgres::start().await;
+    let sink = TestSink::start().await;
+    let a = TestRelay::start(|c| cluster_node(c, &pg, "node-a", &sink)).await;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = TestRelay::start_in(b_dir.path(), |c| cluster_node(c, &pg, "node-b", &sink)).await;
+    wait_health(&a, ("ok", "ok"), RECONNECT_LIMIT).await;
+    let db = psql(&pg).await;
+    db.batch_execute(&format!(
+        "{SHOP}; INSERT INTO static_aliases (domain, local, forwards) VALUES ('shop.example', 'known', '{{k@dest.test}}');"
+    ))
+    .await
+    .unwrap();
+    wait_rcpt(a.smtp, "known@shop.example", "250", PROPAGATION).await;
+    wait_rcpt(b.smtp, "known@shop.example", "250", PROPAGATION).await;
+    drop(db);
+
+    pg.stop();
+    wait_health(&a, ("degraded", "unreachable"), RECONNECT_LIMIT).await;
+    wait_health(&b, ("degraded", "unreachable"), RECONNECT_LIMIT).await;
+    assert_eq!(
+        deliver(&sink, a.smtp, "known@shop.example", "while down").await,
+        vec!["k@dest.test".to_string()]
+    );
+    // A synced node restarts and serves while the database is down.
+    b.stop().await;
+    let b = TestRelay::start_in(b_dir.path(), |c| cluster_node(c, &pg, "node-b", &sink)).await;
+    assert_eq!(
+        deliver(&sink, b.smtp, "known@shop.example", "restarted while down").await,
+        vec!["k@dest.test".to_string()]
+    );
+    assert_eq!(health(&b).await, ("degraded".into(), "unreachable".into()));
+    // A node never synced cannot serve anything true: it refuses to start.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut config = common::relay::test_config(fresh.path());
+    cluster_node(&mut config, &pg, "node-new", &sink);
+    let listeners = eas_relay::Listeners {
+        smtp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let refused = eas_relay::run(config, listeners, std::future::pending::<()>())
+        .await
+        .expect_err("a node never synced must not start without the database");
+    let said = refused.to_string();
+    assert!(said.contains("never synced"), "{said}");
+
+    // Back: changes written before the nodes have reconnected arrive by
+    // the catch-up from the table (their NOTIFY went to nobody).
+    pg.restart().await;
+    let db = psql(&pg).await;
+    db.batch_execute(
+        "INSERT INTO static_aliases (domain, local, forwards) VALUES ('shop.example', 'meanwhile', '{m@dest.test}');
+         DELETE FROM static_aliases WHERE local = 'known';",
+    )
+    .await
+    .unwrap();
+    for node in [&a, &b] {
+        wait_rcpt(node.smtp, "meanwhile@shop.example", "250", RECONNECT_LIMIT).await;
+        wait_rcpt(node.smtp, "known@shop.example", "550", PROPAGATION).await;
+        wait_health(node, ("ok", "ok"), PROPAGATION).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// anvil with the contracts, PostgreSQL, a sink, and two nodes following
+/// both; dev account 1 owns `fsociety.country` for a year.
+struct ChainCluster {
+    chain: Chain,
+    pg: TestPostgres,
+    sink: TestSink,
+    a: TestRelay,
+    b: TestRelay,
+}
+
+const FORWARD: &str = "mr.robot@dest.test";
+
+impl ChainCluster {
+    async fn start() -> ChainCluster {
+        let chain = Chain::start().await;
+        let pg = TestPostgres::start().await;
+        let sink = TestSink::start().await;
+        let config = chain_config(&chain, &chain.anvil.url());
+        let node = |id: &'static str| {
+            let config = config.clone();
+            let (pg, sink) = (&pg, &sink);
+            move |c: &mut Config| {
+                cluster_node(c, pg, id, sink);
+                c.chain = config;
+            }
+        };
+        let a = TestRelay::start(node("node-a")).await;
+        let b = TestRelay::start(node("node-b")).await;
+        wait_health(&a, ("ok", "ok"), RECONNECT_LIMIT).await;
+        wait_health(&b, ("ok", "ok"), RECONNECT_LIMIT).await;
+        chain
+            .register(SLD, dev_signer(1).address(), YEAR)
+            .await
+            .unwrap();
+        ChainCluster {
+            chain,
+            pg,
+            sink,
+            a,
+            b,
+        }
+    }
+
+    /// Writes a reveal row as the node `origin` would after `/activate`.
+    async fn insert_reveal(&self, alias: &str, forward: &str, signature: &str, commitment: &str) {
+        psql(&self.pg)
+            .await
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL eas.origin = 'node-a';
+                 INSERT INTO domains (domain, source) VALUES ('{DOMAIN}', 'chain') ON CONFLICT DO NOTHING;
+                 INSERT INTO chain_reveals (domain, sld, tld, local, alias, forward, signature, commitment, accepted_by)
+                 VALUES ('{DOMAIN}', '{SLD}', 'country', '{}', '{alias}', '{forward}', '{signature}', '{commitment}', 'node-a');
+                 COMMIT;",
+                alias.to_ascii_lowercase()
+            ))
+            .await
+            .unwrap();
+    }
+
+    fn nodes(&self) -> [&TestRelay; 2] {
+        [&self.a, &self.b]
+    }
+}
+
+#[tokio::test]
+async fn a_reveal_in_postgres_forwards_at_every_node_after_its_own_chain_check() {
+    let t = ChainCluster::start().await;
+    let owner = dev_signer(1);
+    let hello = format!("hello@{DOMAIN}");
+    let a = t
+        .chain
+        .activate(&owner, SLD, "hello", FORWARD)
+        .await
+        .unwrap();
+    t.insert_reveal(
+        "hello",
+        FORWARD,
+        &a.signature_hex,
+        &format!("{:#x}", a.commitment),
+    )
+    .await;
+    for node in t.nodes() {
+        let took = wait_rcpt(node.smtp, &hello, "250", PROPAGATION).await;
+        eprintln!("reveal propagation: {took:?}");
+    }
+    assert_eq!(
+        deliver(&t.sink, t.b.smtp, &hello, "via B").await,
+        vec![FORWARD.to_string()]
+    );
+    // Deactivated on chain: every node's own watcher stops it (the row
+    // is still in the database).
+    t.chain.deactivate(&owner, SLD, "hello").await.unwrap();
+    t.chain.mine(CONFIRMATIONS + 1).await;
+    for node in t.nodes() {
+        wait_rcpt(node.smtp, &hello, "550", Duration::from_secs(15)).await;
+    }
+    t.a.stop().await;
+    t.b.stop().await;
+}
+
+#[tokio::test]
+async fn an_attacker_editing_a_reveal_in_the_database_cannot_redirect_mail() {
+    let t = ChainCluster::start().await;
+    let owner = dev_signer(1);
+    let hello = format!("hello@{DOMAIN}");
+    let a = t
+        .chain
+        .activate(&owner, SLD, "hello", FORWARD)
+        .await
+        .unwrap();
+    let commitment = format!("{:#x}", a.commitment);
+    t.insert_reveal("hello", FORWARD, &a.signature_hex, &commitment)
+        .await;
+    for node in t.nodes() {
+        wait_rcpt(node.smtp, &hello, "250", PROPAGATION).await;
+    }
+    // Somebody with write access to the database sends the alias's mail
+    // to themselves: no node forwards it anywhere.
+    let db = psql(&t.pg).await;
+    db.batch_execute("UPDATE chain_reveals SET forward = 'thief@dest.test'")
+        .await
+        .unwrap();
+    for node in t.nodes() {
+        wait_rcpt(node.smtp, &hello, "550", PROPAGATION).await;
+    }
+    // A reveal the owner signed but never activated on chain, and one
+    // whose row moved to another alias's key, are refused as well.
+    let unsent = common::anvil::authorize(&owner, SLD, "ghost", "ghost@dest.test");
+    t.insert_reveal(
+        "ghost",
+        "ghost@dest.test",
+        &unsent.signature_hex,
+        &format!("{:#x}", unsent.commitment),
+    )
+    .await;
+    db.batch_execute(&format!(
+        "INSERT INTO chain_reveals (domain, sld, tld, local, alias, forward, signature, commitment, accepted_by)
+         VALUES ('{DOMAIN}', '{SLD}', 'country', 'other', 'hello', '{FORWARD}', '{}', '{commitment}', 'x')",
+        a.signature_hex
+    ))
+    .await
+    .unwrap();
+    // The rows after them are applied (the feed goes on).
+    db.batch_execute(&format!(
+        "{SHOP}; INSERT INTO static_aliases (domain, local, forwards) VALUES ('shop.example', 'after', '{{x@dest.test}}');"
+    ))
+    .await
+    .unwrap();
+    for node in t.nodes() {
+        wait_rcpt(node.smtp, "after@shop.example", "250", PROPAGATION).await;
+        for refused in ["ghost", "other", "hello"] {
+            let reply = rcpt_reply(node.smtp, &format!("{refused}@{DOMAIN}")).await;
+            assert!(reply.starts_with("550"), "{refused}: {reply}");
+        }
+    }
+    assert!(
+        t.sink
+            .messages()
+            .iter()
+            .all(|m| !m.rcpt_to.iter().any(|r| r.starts_with("thief"))),
+        "mail reached the thief"
+    );
+    // The owner's forward written back holds again.
+    db.batch_execute(&format!(
+        "UPDATE chain_reveals SET forward = '{FORWARD}' WHERE local = 'hello'"
+    ))
+    .await
+    .unwrap();
+    for node in t.nodes() {
+        wait_rcpt(node.smtp, &hello, "250", PROPAGATION).await;
+    }
+    t.a.stop().await;
+    t.b.stop().await;
+}

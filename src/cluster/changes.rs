@@ -157,11 +157,18 @@ impl Feed {
         rows.iter().map(|r| self.change_row(r, true)).collect()
     }
 
-    /// The lowest change id still in the table (None: empty): a node that
-    /// applied less than this minus one may have missed pruned rows.
-    pub async fn oldest(&self) -> Result<Option<i64>, ClusterError> {
+    /// The lowest change id that can still be read: the table's lowest,
+    /// or when it is empty the next id the sequence gives. A node that
+    /// applied less than this minus one may have missed pruned rows (or
+    /// ids a rolled-back transaction took: a snapshot too many, harmless).
+    pub async fn oldest(&self) -> Result<i64, ClusterError> {
         let row = self
-            .bounded(self.client.query_one("SELECT min(id) FROM changes", &[]))
+            .bounded(self.client.query_one(
+                "SELECT coalesce((SELECT min(id) FROM changes), \
+                     (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END \
+                      FROM changes_id_seq))",
+                &[],
+            ))
             .await?;
         row.try_get(0).map_err(|e| self.db.error(&e))
     }

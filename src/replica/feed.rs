@@ -103,9 +103,9 @@ impl Replica {
     /// when needed); stops early at a reveal the chain cannot check now.
     pub(crate) async fn catch_up(&self, feed: &mut Feed) -> Result<(), ReplicaError> {
         let applied = self.store().replica_applied()?;
-        let pruned = match (applied, feed.oldest().await?) {
-            (Some(last), Some(oldest)) => u64::try_from(oldest).unwrap_or(0) > last + 1,
-            _ => false,
+        let pruned = match applied {
+            Some(last) => u64::try_from(feed.oldest().await?).unwrap_or(0) > last + 1,
+            None => false,
         };
         let Some(mut last) = applied.filter(|_| !pruned) else {
             if pruned {

@@ -142,16 +142,14 @@ impl Replica {
         Ok(self.store().replica_applied()?.is_some())
     }
 
-    /// At start: migrates the schema and, when this replica was never
-    /// synced, takes the snapshot before the node serves (an empty replica
-    /// would refuse mail to every alias).
+    /// At start: migrates the schema and catches up before the node
+    /// serves, with a snapshot when this replica was never synced (an
+    /// empty replica would refuse mail to every alias) or missed pruned
+    /// changes.
     pub async fn start(&self) -> Result<(), ReplicaError> {
         self.migrate().await?;
-        if !self.synced()? {
-            let mut feed = self.db.feed().await?;
-            self.sync(&mut feed).await?;
-        }
-        Ok(())
+        let mut feed = self.db.feed().await?;
+        self.catch_up(&mut feed).await
     }
 
     async fn migrate(&self) -> Result<(), ReplicaError> {
