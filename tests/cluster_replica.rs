@@ -521,3 +521,81 @@ async fn an_attacker_editing_a_reveal_in_the_database_cannot_redirect_mail() {
     t.a.stop().await;
     t.b.stop().await;
 }
+
+#[tokio::test]
+async fn reconciliation_repairs_what_the_feed_missed_and_nothing_else() {
+    use eas_relay::cluster::Db;
+    use eas_relay::replica::{Replica, Timing};
+    use eas_relay::store::Store;
+    let pg = TestPostgres::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+    let config = eas_relay::config::ClusterConfig {
+        enabled: true,
+        database_url: pg.url(),
+        ..Default::default()
+    };
+    let timing = Timing::from_config(&config);
+    // No chain on this node: a reveal is refused (and stays so while its
+    // row is the same: not a difference to repair each time).
+    let replica = Replica::new(
+        Db::open(&config).unwrap(),
+        "n".into(),
+        store.clone(),
+        None,
+        timing,
+    );
+    replica.start().await.unwrap();
+    let db = psql(&pg).await;
+    db.batch_execute(&format!(
+        "{SHOP};
+         INSERT INTO static_aliases (domain, local, forwards) VALUES
+             ('shop.example', 'a', '{{a@dest.test,b@dest.test}}'), ('shop.example', 'b', '{{b@dest.test}}');
+         INSERT INTO suspensions (domain, local, suspended_by) VALUES ('shop.example', 'b', 'op');
+         INSERT INTO domains (domain, source) VALUES ('{DOMAIN}', 'chain');
+         INSERT INTO chain_reveals (domain, sld, tld, local, alias, forward, signature, commitment, accepted_by)
+         VALUES ('{DOMAIN}', '{SLD}', 'country', 'me', 'Me', 'me@dest.test', '0x' || repeat('ab', 65),
+                 '0x' || repeat('cd', 32), 'x');"
+    ))
+    .await
+    .unwrap();
+    replica.start().await.unwrap();
+    assert!(store.alias_get("shop.example", "a").unwrap().is_some());
+    assert!(
+        !store
+            .alias_get("shop.example", "b")
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    assert!(store.alias_get(DOMAIN, "me").unwrap().is_none());
+    // In step: the digests of both sides agree.
+    assert_eq!(replica.reconcile_now().await.unwrap(), 0);
+    // Writes that leave no change row (triggers off: what a lost change
+    // looks like to a node) are found and repaired, both ways.
+    db.batch_execute(
+        "ALTER TABLE static_aliases DISABLE TRIGGER static_aliases_change;
+         ALTER TABLE suspensions DISABLE TRIGGER suspensions_change;
+         INSERT INTO static_aliases (domain, local, forwards) VALUES ('shop.example', 'silent', '{s@dest.test}');
+         DELETE FROM static_aliases WHERE local = 'a';
+         DELETE FROM suspensions;
+         ALTER TABLE static_aliases ENABLE TRIGGER static_aliases_change;
+         ALTER TABLE suspensions ENABLE TRIGGER suspensions_change;",
+    )
+    .await
+    .unwrap();
+    replica.start().await.unwrap();
+    assert!(store.alias_get("shop.example", "silent").unwrap().is_none());
+    assert_eq!(replica.reconcile_now().await.unwrap(), 1);
+    let silent = store.alias_get("shop.example", "silent").unwrap().unwrap();
+    assert_eq!(silent.forwards, vec!["s@dest.test".to_string()]);
+    assert!(store.alias_get("shop.example", "a").unwrap().is_none());
+    assert!(
+        store
+            .alias_get("shop.example", "b")
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    assert_eq!(replica.reconcile_now().await.unwrap(), 0);
+}

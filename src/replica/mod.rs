@@ -152,6 +152,13 @@ impl Replica {
         self.catch_up(&mut feed).await
     }
 
+    /// One reconciliation now, on a connection of its own (the periodic
+    /// one runs on the feed's): how many domains were repaired.
+    pub async fn reconcile_now(&self) -> Result<usize, ReplicaError> {
+        let mut feed = self.db.feed().await?;
+        self.reconcile(&mut feed).await
+    }
+
     async fn migrate(&self) -> Result<(), ReplicaError> {
         if !self.migrated.load(Ordering::Relaxed) {
             let applied = self.db.migrate().await?;

@@ -324,3 +324,131 @@ impl Store {
         get_decoded(&txn.open_table(DOMAINS)?, "domains", domain)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn domain(active: bool) -> ReplicaOp {
+        let mut record = DomainRecord::new(7, Source::Static);
+        record.active = active;
+        ReplicaOp::Domain {
+            domain: "shop.example".into(),
+            record: Some(record),
+        }
+    }
+
+    fn alias(local: &str, id: u64) -> ReplicaOp {
+        ReplicaOp::Static {
+            domain: "shop.example".into(),
+            local: local.into(),
+            alias: Some((id, vec![format!("{local}@dest.test")], 9)),
+        }
+    }
+
+    fn suspend(local: &str, suspended: bool) -> ReplicaOp {
+        ReplicaOp::Suspension {
+            domain: "shop.example".into(),
+            local: local.into(),
+            suspended,
+        }
+    }
+
+    #[test]
+    fn ops_are_states_applied_twice_they_are_one_state() {
+        let (_d, s) = store();
+        assert_eq!(s.replica_applied().unwrap(), None);
+        // A suspension that arrives before its alias still holds.
+        let batch = [
+            suspend("b", true),
+            domain(true),
+            alias("a", 40),
+            alias("b", 41),
+        ];
+        s.replica_apply(&batch, Some(3)).unwrap();
+        let once = (
+            s.alias_get("shop.example", "a").unwrap(),
+            s.alias_get("shop.example", "b").unwrap(),
+        );
+        s.replica_apply(&batch, Some(3)).unwrap();
+        let twice = (
+            s.alias_get("shop.example", "a").unwrap(),
+            s.alias_get("shop.example", "b").unwrap(),
+        );
+        assert_eq!(once, twice);
+        let (a, b) = twice;
+        assert_eq!(a.as_ref().map(|r| (r.id, r.active)), Some((40, true)));
+        assert_eq!(b.as_ref().map(|r| (r.id, r.active)), Some((41, false)));
+        assert_eq!(s.replica_applied().unwrap(), Some(3));
+        // The local id counter stays above the database's ids.
+        let local = s
+            .alias_put(
+                "shop.example",
+                "new",
+                vec!["n@dest.test".into()],
+                Source::Static,
+            )
+            .unwrap();
+        assert!(local.id > 41);
+        // Lifted, then the domain removed: its aliases and suspensions go.
+        s.replica_apply(&[suspend("b", false)], Some(4)).unwrap();
+        assert!(s.alias_get("shop.example", "b").unwrap().unwrap().active);
+        s.replica_apply(&[suspend("a", true)], None).unwrap();
+        let gone = ReplicaOp::Domain {
+            domain: "shop.example".into(),
+            record: None,
+        };
+        s.replica_apply(&[gone.clone(), gone], Some(5)).unwrap();
+        assert!(s.alias_get("shop.example", "a").unwrap().is_none());
+        assert!(s.replica_suspended().unwrap().is_empty());
+        // A removal of another source leaves an alias alone: a reveal's
+        // removal does not remove a static alias at the same key.
+        s.replica_apply(&[domain(true), alias("a", 40)], None)
+            .unwrap();
+        let reveal_gone = ReplicaOp::Reveal {
+            domain: "shop.example".into(),
+            local: "a".into(),
+            reveal: None,
+        };
+        s.replica_apply(&[reveal_gone], None).unwrap();
+        assert!(s.alias_get("shop.example", "a").unwrap().is_some());
+        assert_eq!(s.replica_applied().unwrap(), Some(5));
+    }
+
+    #[test]
+    fn a_sweep_removes_what_the_database_no_longer_holds() {
+        let (_d, s) = store();
+        s.replica_apply(
+            &[
+                domain(true),
+                alias("a", 1),
+                alias("b", 2),
+                suspend("a", true),
+            ],
+            Some(1),
+        )
+        .unwrap();
+        let domains = HashSet::from(["shop.example".to_string()]);
+        let aliases = HashSet::from(["a@shop.example".to_string()]);
+        assert_eq!(
+            s.replica_sweep(&domains, &aliases, &HashSet::new())
+                .unwrap(),
+            1
+        );
+        assert!(s.alias_get("shop.example", "b").unwrap().is_none());
+        assert!(s.alias_get("shop.example", "a").unwrap().unwrap().active);
+        assert_eq!(
+            s.replica_sweep(&HashSet::new(), &aliases, &HashSet::new())
+                .unwrap(),
+            1
+        );
+        assert!(s.replica_domain("shop.example").unwrap().is_none());
+        assert!(s.alias_get("shop.example", "a").unwrap().is_none());
+    }
+}
