@@ -338,10 +338,11 @@ async fn start_replica(
     let synced = replica.synced()?;
     match replica.start().await {
         Ok(()) => tracing::info!(node = %node_id, "cluster replica synced"),
-        Err(ReplicaError::Cluster(e)) if synced && e.is_temporary() => tracing::warn!(
+        Err(e) if synced && e.is_temporary() => tracing::warn!(
             node = %node_id, error = %e,
             "the cluster database is unreachable: serving the local replica until it is back"
         ),
+        Err(e @ ReplicaError::LocalData { .. }) => return Err(RunError::Cluster(e.to_string())),
         Err(e) if !synced => {
             return Err(RunError::Cluster(format!(
                 "this node's replica was never synced and cannot be now ({e}); \

@@ -283,6 +283,22 @@ impl Replica {
             self.write(ops, None).await?;
         }
         feed.snapshot_end().await?;
+        if self.store().replica_applied()?.is_none() {
+            // A first sync: whatever the store holds that the database
+            // does not is the node's own data, not a stale replica.
+            let store = self.store().clone();
+            let known = domains.clone();
+            let (count, first) =
+                tokio::task::spawn_blocking(move || store.replica_unknown_domains(&known))
+                    .await
+                    .map_err(|e| ReplicaError::Task(e.to_string()))??;
+            if count > 0 {
+                return Err(ReplicaError::LocalData {
+                    count,
+                    first: first.join(", "),
+                });
+            }
+        }
         let store = self.store().clone();
         let removed = tokio::task::spawn_blocking(move || {
             store.replica_sweep(&domains, &aliases, &suspended)

@@ -30,6 +30,24 @@ pub enum ReplicaError {
     Disconnected,
     #[error("a store task failed: {0}")]
     Task(String),
+    /// The node's store holds records of its own (a single node turned
+    /// into a cluster node): a first snapshot would remove them.
+    #[error(
+        "this node's store holds {count} domain(s) the cluster database does not ({first}): \
+         move them into the database with `eas-relay cluster init`, or start from an empty data directory"
+    )]
+    LocalData { count: usize, first: String },
+}
+
+impl ReplicaError {
+    /// Whether it passes by itself (the database or its connection away).
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            ReplicaError::Cluster(e) => e.is_temporary(),
+            ReplicaError::Disconnected => true,
+            _ => false,
+        }
+    }
 }
 
 /// What `/health` and the heartbeat tell of the replica.
@@ -149,7 +167,9 @@ impl Replica {
     pub async fn start(&self) -> Result<(), ReplicaError> {
         self.migrate().await?;
         let mut feed = self.db.feed().await?;
-        self.catch_up(&mut feed).await
+        self.catch_up(&mut feed).await?;
+        self.status.set_connected(true);
+        Ok(())
     }
 
     /// One reconciliation now, on a connection of its own (the periodic

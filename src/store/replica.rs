@@ -305,6 +305,26 @@ impl Store {
         Ok(())
     }
 
+    /// Domains of the store not in `domains`: (how many, the first few).
+    pub fn replica_unknown_domains(
+        &self,
+        domains: &HashSet<String>,
+    ) -> Result<(usize, Vec<String>), StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(DOMAINS)?;
+        let (mut count, mut first) = (0, Vec::new());
+        for item in table.iter()? {
+            let (k, _) = item?;
+            if !domains.contains(k.value()) {
+                count += 1;
+                if first.len() < 5 {
+                    first.push(k.value().to_string());
+                }
+            }
+        }
+        Ok((count, first))
+    }
+
     /// The suspended alias keys (`local@domain`) of the replica.
     pub fn replica_suspended(&self) -> Result<HashSet<String>, StoreError> {
         let txn = self.db().begin_read()?;
