@@ -4,18 +4,21 @@
 //! the nodes replicate from, and the nodes themselves. This module is the
 //! connection ([`Db::connect`]: a pool, TLS with rustls), the versioned
 //! schema embedded in the binary ([`Db::migrate`], under an advisory lock
-//! so that N nodes starting at once migrate once), and the nodes' heartbeat.
-//!
-//! Cluster mode is not wired into `node::run` yet: a single node keeps its
-//! embedded store and never opens a connection (`cluster.enabled = true`
-//! is refused by the config).
+//! so that N nodes starting at once migrate once), the nodes' heartbeat,
+//! every node's delivery log (`logs`: sent from the node's outbox by
+//! `outbox::Flusher`, read by the admin API), and `cluster init`'s copy of
+//! a single node's store (`init`). A single node keeps its embedded store
+//! and never opens a connection.
 
 mod connect;
 mod error;
+mod logs;
 mod migrate;
 mod nodes;
+pub mod outbox;
 
 pub use error::ClusterError;
+pub use logs::INSERT_BATCH;
 pub use migrate::{HISTORY_TABLE, MIGRATION_LOCK};
 pub use nodes::NodeRow;
 
