@@ -12,15 +12,17 @@
 
 mod connect;
 mod error;
+mod init;
 mod logs;
 mod migrate;
 mod nodes;
 pub mod outbox;
 
 pub use error::ClusterError;
+pub use init::{Counts, InitError, InitReport};
 pub use logs::INSERT_BATCH;
 pub use migrate::{HISTORY_TABLE, MIGRATION_LOCK};
-pub use nodes::NodeRow;
+pub use nodes::{ClusterStatus, NodeRow};
 
 use crate::config::ClusterConfig;
 use deadpool_postgres::{Object, Pool};
