@@ -351,3 +351,42 @@ async fn a_full_outbox_drops_its_oldest_rows_and_counts_them() {
     wait_local(&a, &["full 1", "full 2", "full 3"]).await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_rows_of_every_node_in_postgres() {
+    let pg = TestPostgres::start().await;
+    let db = Db::connect(&cluster(&pg, "node-a")).await.unwrap();
+    db.migrate().await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let row = |id: u64, time: u64| eas_relay::store::LogEntry {
+        id,
+        time,
+        queue_id: id,
+        sender: "s@example.org".into(),
+        alias: "hello@shop.test".into(),
+        recipient: "hello@shop.test".into(),
+        forward: "u@dest.test".into(),
+        subject: Some(format!("row {id}")),
+        message_id: None,
+        outcome: eas_relay::store::LogOutcome::Delivered,
+        code: 250,
+        message: "ok".into(),
+        server: None,
+        spam: None,
+    };
+    let day = 86_400_000;
+    let old: Vec<_> = (1..=5).map(|id| row(id, now - 10 * day)).collect();
+    let new: Vec<_> = (6..=7).map(|id| row(id, now - day)).collect();
+    assert_eq!(db.insert_logs("node-a", &old).await.unwrap(), 5);
+    assert_eq!(db.insert_logs("node-b", &old[..2]).await.unwrap(), 2);
+    assert_eq!(db.insert_logs("node-b", &new).await.unwrap(), 2);
+    // Batches of 2: every old row of both nodes goes, the newer stay.
+    assert_eq!(db.purge_logs(now - 7 * day, 2).await.unwrap(), 7);
+    let left = db.list_logs(DOMAIN, None, 0, 100).await.unwrap();
+    let subjects: Vec<_> = left.iter().filter_map(|l| l.subject.clone()).collect();
+    assert_eq!(subjects, vec!["row 7", "row 6"], "newest first");
+    assert_eq!(db.purge_logs(now - 7 * day, 2).await.unwrap(), 0);
+}
