@@ -323,9 +323,24 @@ async fn cluster_log_db(
         return Ok(None);
     }
     store.set_log_outbox(config.cluster.log_outbox_max);
-    let db = crate::cluster::Db::connect(&config.cluster).await?;
-    db.migrate().await?;
-    Ok(Some(db))
+    let connected = match crate::cluster::Db::connect(&config.cluster).await {
+        Ok(db) => db.migrate().await.map(|_| db),
+        Err(e) => Err(e),
+    };
+    match connected {
+        Ok(db) => Ok(Some(db)),
+        // PostgreSQL down (or gone while migrating): the node serves mail
+        // anyway, its log waits in the outbox; a wrong URL, login or
+        // schema stops it here.
+        Err(e) if e.is_temporary() => {
+            tracing::warn!(
+                error = %e,
+                "PostgreSQL is unreachable at start: the delivery log waits in the outbox"
+            );
+            Ok(Some(crate::cluster::Db::open(&config.cluster)?))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Descriptors the configured connection caps can take at once, plus a

@@ -390,3 +390,27 @@ async fn retention_deletes_old_rows_of_every_node_in_postgres() {
     assert_eq!(subjects, vec!["row 7", "row 6"], "newest first");
     assert_eq!(db.purge_logs(now - 7 * day, 2).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_while_postgres_is_down_and_sends_its_log_when_it_returns() {
+    let mut pg = TestPostgres::start().await;
+    Db::connect(&cluster(&pg, "setup"))
+        .await
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    pg.stop();
+    let sink = TestSink::start().await;
+    let a = node(&pg, "node-a", &sink, None, 1000).await;
+    send(&a, "started without postgres").await;
+    sink.wait_for(1, WAIT).await;
+    wait_local(&a, &["started without postgres"]).await;
+    pg.restart().await;
+    wait_logs(&a, &["started without postgres"]).await;
+    assert_eq!(
+        pg_rows(&pg).await,
+        vec![("node-a".to_string(), "started without postgres".to_string())]
+    );
+    a.stop().await;
+}

@@ -75,6 +75,18 @@ impl Db {
         Ok(db)
     }
 
+    /// A pool for `[cluster]`'s database without connecting: the settings
+    /// are checked, connections open when first needed. For a node that
+    /// starts while PostgreSQL is down and waits for it.
+    pub fn open(config: &ClusterConfig) -> Result<Db, ClusterError> {
+        let settings = connect::settings(config)?;
+        Ok(Db {
+            pool: connect::pool(&settings)?,
+            target: settings.target,
+            limit: settings.connect_timeout.saturating_mul(2),
+        })
+    }
+
     /// A connection of the pool.
     pub async fn client(&self) -> Result<Object, ClusterError> {
         self.pool
