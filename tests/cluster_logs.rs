@@ -3,8 +3,10 @@
 //! and node B appears in either node's log API; PostgreSQL stopped — mail
 //! is still delivered, the rows wait in the node's outbox and the API
 //! answers from the node's own log (and says so); PostgreSQL back — the
-//! rows appear, once; a restart with a full outbox loses nothing; a
-//! bounded outbox drops its oldest rows and counts them.
+//! rows appear, once; a restart (clean, or the real binary killed with
+//! SIGKILL) with a non-empty outbox loses nothing; a node started while
+//! PostgreSQL is down sends its log when it returns; a bounded outbox drops
+//! its oldest rows and counts them; retention deletes PostgreSQL's old rows.
 
 mod common;
 
@@ -413,4 +415,78 @@ async fn a_node_starts_while_postgres_is_down_and_sends_its_log_when_it_returns(
         vec![("node-a".to_string(), "started without postgres".to_string())]
     );
     a.stop().await;
+}
+
+/// The real binary killed (SIGKILL) with rows in its outbox: after a
+/// restart they reach PostgreSQL, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_sends_its_outbox_after_a_restart() {
+    use common::node::{ADMIN_KEY, NodeFiles, NodeOptions};
+    let mut pg = TestPostgres::start().await;
+    let files = NodeFiles::new(NodeOptions::default());
+    files.append_config(&format!(
+        "[cluster]\nenabled = true\ndatabase_url = \"{}\"\nnode_id = \"node-k\"\nconnect_timeout = \"1s\"\n",
+        pg.url()
+    ));
+    let sink = TestSink::with(common::sink::SinkOptions {
+        pipelining: true,
+        bind: Some(files.dest),
+        ..Default::default()
+    })
+    .await;
+    let mut node = files.start();
+    let http = files.http;
+    let api = |method: &'static str, path: String, body: Option<Value>| async move {
+        common::http::request(http, method, &path, Some(ADMIN_KEY), body).await
+    };
+    let (status, body) = api(
+        "POST",
+        "/v3/domains".into(),
+        Some(serde_json::json!({ "domain": DOMAIN })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(
+        "POST",
+        format!("/v3/domains/{DOMAIN}/aliases"),
+        Some(serde_json::json!({ "alias": "hello", "forward": "u@dest.test" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    pg.stop();
+    for n in 1..=3 {
+        let mut c = Client::connect(files.smtp).await;
+        c.ehlo("client.test").await;
+        let subject = format!("killed {n}");
+        let msg = message("s@example.org", "hello@shop.test", &subject, "hi");
+        let reply = c
+            .send_mail("s@example.org", &["hello@shop.test"], &msg)
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+        c.quit().await;
+    }
+    sink.wait_for(3, WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = api("GET", format!("/v3/domains/{DOMAIN}/logs"), None).await;
+        if body["logs"].as_array().map(Vec::len) == Some(3) {
+            assert!(body["warning"].is_string(), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.kill();
+    pg.restart().await;
+    let _node = files.start();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = pg_rows(&pg).await;
+        if rows.len() == 3 {
+            assert!(rows.iter().all(|(node, _)| node == "node-k"), "{rows:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
