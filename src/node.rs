@@ -62,9 +62,11 @@ pub enum RunError {
     Chain(#[from] crate::chain::ChainError),
     #[error("dns_provisioning: {0}")]
     Provision(#[from] crate::provision::ProvisionError),
-    /// Cluster mode cannot start (see [`start_replica`]).
     #[error("cluster: {0}")]
-    Cluster(String),
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The cluster replica cannot start (see [`start_replica`]).
+    #[error("cluster replica: {0}")]
+    Replica(String),
     #[error("cannot read chain.activation_secret_file {path}: {source}")]
     Secret {
         path: PathBuf,
@@ -182,12 +184,6 @@ pub async fn run(
     } else {
         None
     };
-    let replica = if config.cluster.enabled {
-        let activation = chain.as_ref().map(|c| c.activation.clone());
-        Some(start_replica(&config, store.clone(), activation).await?)
-    } else {
-        None
-    };
     let activation_secret = activation_secret(&config)?;
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
@@ -199,6 +195,20 @@ pub async fn run(
         Some(tokio_rustls::TlsAcceptor::from(server))
     } else {
         None
+    };
+    // --- cluster: the delivery log (i13-logs) ---
+    // The outbox is on before the committer starts, so that every log row
+    // of this run is kept for PostgreSQL in its own transaction.
+    let cluster_logs = cluster_log_db(&config, &store).await?;
+    // --- end cluster: the delivery log ---
+    // The replica (i13-replica), on the same pool: caught up before the
+    // node serves (see start_replica).
+    let replica = match &cluster_logs {
+        Some(db) => {
+            let activation = chain.as_ref().map(|c| c.activation.clone());
+            Some(start_replica(&config, db.clone(), store.clone(), activation).await?)
+        }
+        None => None,
     };
     let metrics = crate::observe::metrics_handle();
     let spool = Spool::open(&config.spool_dir()).map_err(QueueError::Spool)?;
@@ -252,8 +262,20 @@ pub async fn run(
         zone: provisioner.clone(),
         scanner,
         cluster: replica.as_ref().map(|r| r.status()),
+        cluster_logs: cluster_logs.clone(),
         ..ApiState::new(config.clone(), admin, keys, metrics)
     };
+    // --- cluster: the delivery log (i13-logs) ---
+    if let Some(db) = cluster_logs {
+        let flusher = crate::cluster::outbox::Flusher {
+            db,
+            store: store.clone(),
+            node_id: config.cluster.node_id_or(&config.hostname).to_string(),
+            retention: config.delivery_log.retention.0,
+        };
+        tasks.spawn(flusher.run(stopped.clone()));
+    }
+    // --- end cluster: the delivery log ---
     if let Some(replica) = &replica {
         tasks.spawn(replica.clone().run(stopped.clone()));
         tasks.spawn(replica.clone().heartbeat(stopped.clone()));
@@ -316,18 +338,17 @@ pub async fn run(
 /// a schema newer than this binary) is said at start either way.
 async fn start_replica(
     config: &Config,
+    db: crate::cluster::Db,
     store: Arc<Store>,
     activation: Option<Arc<crate::chain::activation::Activation>>,
 ) -> Result<Arc<crate::replica::Replica>, RunError> {
     use crate::replica::{Replica, ReplicaError, Timing};
     let node_id = config.cluster.node_id_or(&config.hostname).to_string();
     if !crate::config::valid_node_id(&node_id) {
-        return Err(RunError::Cluster(format!(
+        return Err(RunError::Replica(format!(
             "the hostname {node_id:?} is not a valid node id: set cluster.node_id"
         )));
     }
-    let db =
-        crate::cluster::Db::open(&config.cluster).map_err(|e| RunError::Cluster(e.to_string()))?;
     let replica = Replica::new(
         db,
         node_id.clone(),
@@ -342,16 +363,46 @@ async fn start_replica(
             node = %node_id, error = %e,
             "the cluster database is unreachable: serving the local replica until it is back"
         ),
-        Err(e @ ReplicaError::LocalData { .. }) => return Err(RunError::Cluster(e.to_string())),
+        Err(e @ ReplicaError::LocalData { .. }) => return Err(RunError::Replica(e.to_string())),
         Err(e) if !synced => {
-            return Err(RunError::Cluster(format!(
+            return Err(RunError::Replica(format!(
                 "this node's replica was never synced and cannot be now ({e}); \
                  it starts once the cluster database answers"
             )));
         }
-        Err(e) => return Err(RunError::Cluster(e.to_string())),
+        Err(e) => return Err(RunError::Replica(e.to_string())),
     }
     Ok(replica)
+}
+
+/// On a cluster node: the shared database (connected and migrated) and the
+/// store's delivery-log outbox turned on; None on a single node.
+async fn cluster_log_db(
+    config: &Config,
+    store: &Store,
+) -> Result<Option<crate::cluster::Db>, RunError> {
+    if !config.cluster.enabled {
+        return Ok(None);
+    }
+    store.set_log_outbox(config.cluster.log_outbox_max);
+    let connected = match crate::cluster::Db::connect(&config.cluster).await {
+        Ok(db) => db.migrate().await.map(|_| db),
+        Err(e) => Err(e),
+    };
+    match connected {
+        Ok(db) => Ok(Some(db)),
+        // PostgreSQL down (or gone while migrating): the node serves mail
+        // anyway, its log waits in the outbox; a wrong URL, login or
+        // schema stops it here.
+        Err(e) if e.is_temporary() => {
+            tracing::warn!(
+                error = %e,
+                "PostgreSQL is unreachable at start: the delivery log waits in the outbox"
+            );
+            Ok(Some(crate::cluster::Db::open(&config.cluster)?))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Descriptors the configured connection caps can take at once, plus a

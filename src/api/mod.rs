@@ -54,6 +54,9 @@ pub struct ApiState {
     pub(crate) scanner: Option<Arc<crate::scan::Scanner>>,
     /// The replica's state (for health), when `cluster.enabled` is on.
     pub(crate) cluster: Option<Arc<crate::replica::Status>>,
+    /// The cluster's database, whose delivery log (every node's) the log
+    /// endpoints read, when `cluster.enabled` is on.
+    pub(crate) cluster_logs: Option<crate::cluster::Db>,
     pub(crate) limits: Arc<RateLimits>,
 }
 
@@ -77,6 +80,7 @@ impl ApiState {
             activation_secret: None,
             watcher: None,
             zone: None,
+            cluster_logs: None,
         }
     }
 }

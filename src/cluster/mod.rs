@@ -4,25 +4,30 @@
 //! the nodes replicate from, and the nodes themselves. This module is the
 //! connection ([`Db::connect`]: a pool, TLS with rustls), the versioned
 //! schema embedded in the binary ([`Db::migrate`], under an advisory lock
-//! so that N nodes starting at once migrate once), and the nodes' heartbeat.
-//!
-//! The replica's side of the change feed is [`changes`]: a dedicated
-//! connection listening on `eas_changes`, the change rows after an id, and
-//! the snapshot a fresh node starts from (`replica` applies them).
-//!
-//! A single node (`cluster.enabled = false`) keeps its embedded store and
-//! never opens a connection.
+//! so that N nodes starting at once migrate once), the nodes' heartbeat,
+//! every node's delivery log (`logs`: sent from the node's outbox by
+//! `outbox::Flusher`, read by the admin API), `cluster init`'s copy of a
+//! single node's store (`init`), and the replica's side of the change feed
+//! (`changes`: a dedicated connection listening on `eas_changes`, the
+//! change rows after an id, the snapshot a fresh node starts from; the
+//! `replica` module applies them). A single node keeps its embedded store
+//! and never opens a connection.
 
 mod changes;
 mod connect;
 mod error;
+mod init;
+mod logs;
 mod migrate;
 mod nodes;
+pub mod outbox;
 
 pub use changes::{ChangeRow, Feed, SNAPSHOT_BATCH, Snapshot};
 pub use error::ClusterError;
+pub use init::{Counts, InitError, InitReport};
+pub use logs::INSERT_BATCH;
 pub use migrate::{HISTORY_TABLE, MIGRATION_LOCK};
-pub use nodes::NodeRow;
+pub use nodes::{ClusterStatus, NodeRow};
 
 use crate::config::ClusterConfig;
 use deadpool_postgres::{Object, Pool};
@@ -67,9 +72,10 @@ impl Db {
         Ok(db)
     }
 
-    /// A pool for `[cluster]`'s database, its settings checked but no
-    /// connection opened yet: a node whose replica is synced starts with
-    /// it while PostgreSQL is down, and connects once it is back.
+    /// A pool for `[cluster]`'s database without connecting: the settings
+    /// are checked, connections open when first needed. For a node that
+    /// starts while PostgreSQL is down and waits for it (its replica, if
+    /// synced, serves meanwhile; its log waits in the outbox).
     pub fn open(config: &ClusterConfig) -> Result<Db, ClusterError> {
         let settings = connect::settings(config)?;
         let pool = connect::pool(&settings)?;

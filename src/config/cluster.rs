@@ -1,9 +1,10 @@
 //! `[cluster]`: several MX nodes sharing one PostgreSQL (issue 13). Only
 //! the settings of the connection are here: the database URL (a secret:
 //! it may come from a private file), this node's id, the pool and the
-//! private CA of TLS, and how often the replica polls, reconciles and
-//! reports itself. A single node (`enabled = false`) keeps its embedded
-//! store and needs none of it.
+//! private CA of TLS, the bound of the delivery-log outbox (rows waiting
+//! on the node for PostgreSQL), and how often the replica polls, reconciles
+//! and reports itself. A single node needs none of it and keeps its
+//! embedded store.
 
 use super::error::{ConfigError, nonzero_duration, redacted};
 use super::units::HumanDuration;
@@ -19,6 +20,8 @@ pub const MAX_POOL_SIZE: usize = 100;
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest node id (it is a column of every node's rows).
 pub const MAX_NODE_ID: usize = 64;
+/// Default bound of the delivery-log outbox (rows of about 0.5 KB each).
+pub const DEFAULT_LOG_OUTBOX_MAX: u64 = 1_000_000;
 
 /// Debug shows `database_url` redacted (it may hold the password).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +54,10 @@ pub struct ClusterConfig {
     /// How often the node records itself in `nodes` (last seen, applied
     /// change id, queue depth).
     pub heartbeat_interval: HumanDuration,
+    /// Delivery-log rows kept on the node for PostgreSQL at most (while it
+    /// is unreachable); past it the oldest leave the outbox (they stay in
+    /// the node's own log).
+    pub log_outbox_max: u64,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +73,7 @@ impl Default for ClusterConfig {
             poll_interval: HumanDuration::secs(5),
             reconcile_interval: HumanDuration::secs(600),
             heartbeat_interval: HumanDuration::secs(10),
+            log_outbox_max: DEFAULT_LOG_OUTBOX_MAX,
         }
     }
 }
@@ -83,6 +91,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("poll_interval", &self.poll_interval)
             .field("reconcile_interval", &self.reconcile_interval)
             .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("log_outbox_max", &self.log_outbox_max)
             .finish()
     }
 }
@@ -158,8 +167,7 @@ impl ClusterConfig {
         self.check_keys()
     }
 
-    /// Every key's own check; what `enabled = true` will need once
-    /// cluster mode exists.
+    /// Every key's own check, and what `enabled = true` needs.
     pub(crate) fn check_keys(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("cluster.{k}");
         let shown = || format!("{:?}", redacted(&self.database_url));
@@ -204,6 +212,13 @@ impl ClusterConfig {
                 &key("pool_size"),
                 self.pool_size,
                 format!("must be 1 to {MAX_POOL_SIZE}"),
+            ));
+        }
+        if self.log_outbox_max == 0 {
+            return Err(ConfigError::invalid(
+                &key("log_outbox_max"),
+                self.log_outbox_max,
+                "must be at least 1 (rows kept for PostgreSQL while it is away)",
             ));
         }
         nonzero_duration(&key("connect_timeout"), self.connect_timeout)?;
@@ -351,6 +366,14 @@ mod tests {
                 },
                 "cluster.node_id",
                 "letters",
+            ),
+            (
+                ClusterConfig {
+                    log_outbox_max: 0,
+                    ..Default::default()
+                },
+                "cluster.log_outbox_max",
+                "at least 1",
             ),
             (
                 ClusterConfig {
