@@ -10,6 +10,7 @@ mod common;
 use common::anvil::{Chain, YEAR, dev_signer};
 use common::eas::{CONFIRMATIONS, DOMAIN, SLD, chain_config, rcpt_reply};
 use common::postgres::TestPostgres;
+use common::proxy::TcpProxy;
 use common::relay::TestRelay;
 use common::sink::TestSink;
 use common::smtp::Client;
@@ -351,6 +352,8 @@ async fn postgres_down_nodes_keep_forwarding_and_catch_up_when_it_is_back() {
 /// both; dev account 1 owns `fsociety.country` for a year.
 struct ChainCluster {
     chain: Chain,
+    /// Between node B and anvil, when started with one.
+    proxy: Option<TcpProxy>,
     pg: TestPostgres,
     sink: TestSink,
     a: TestRelay,
@@ -361,20 +364,35 @@ const FORWARD: &str = "mr.robot@dest.test";
 
 impl ChainCluster {
     async fn start() -> ChainCluster {
+        Self::start_with(false).await
+    }
+
+    /// With `proxy_b`, node B reads the chain through a proxy the test can
+    /// cut.
+    async fn start_with(proxy_b: bool) -> ChainCluster {
         let chain = Chain::start().await;
+        let proxy = if proxy_b {
+            let anvil: SocketAddr = format!("127.0.0.1:{}", chain.anvil.port()).parse().unwrap();
+            Some(TcpProxy::start(anvil).await)
+        } else {
+            None
+        };
         let pg = TestPostgres::start().await;
         let sink = TestSink::start().await;
-        let config = chain_config(&chain, &chain.anvil.url());
-        let node = |id: &'static str| {
-            let config = config.clone();
+        let node = |id: &'static str, rpc: String| {
+            let config = chain_config(&chain, &rpc);
             let (pg, sink) = (&pg, &sink);
             move |c: &mut Config| {
                 cluster_node(c, pg, id, sink);
                 c.chain = config;
             }
         };
-        let a = TestRelay::start(node("node-a")).await;
-        let b = TestRelay::start(node("node-b")).await;
+        let a = TestRelay::start(node("node-a", chain.anvil.url())).await;
+        let b_rpc = proxy
+            .as_ref()
+            .map(TcpProxy::url)
+            .unwrap_or_else(|| chain.anvil.url());
+        let b = TestRelay::start(node("node-b", b_rpc)).await;
         wait_health(&a, ("ok", "ok"), RECONNECT_LIMIT).await;
         wait_health(&b, ("ok", "ok"), RECONNECT_LIMIT).await;
         chain
@@ -383,6 +401,7 @@ impl ChainCluster {
             .unwrap();
         ChainCluster {
             chain,
+            proxy,
             pg,
             sink,
             a,
@@ -404,6 +423,10 @@ impl ChainCluster {
             ))
             .await
             .unwrap();
+    }
+
+    async fn sql(&self, sql: &str) {
+        psql(&self.pg).await.batch_execute(sql).await.unwrap();
     }
 
     fn nodes(&self) -> [&TestRelay; 2] {
@@ -598,4 +621,62 @@ async fn reconciliation_repairs_what_the_feed_missed_and_nothing_else() {
             .active
     );
     assert_eq!(replica.reconcile_now().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_the_chain_waits_to_check_a_reveal_and_does_not_refuse_it() {
+    let t = ChainCluster::start_with(true).await;
+    let owner = dev_signer(1);
+    let (hello, later) = (format!("hello@{DOMAIN}"), format!("later@{DOMAIN}"));
+    let a = t
+        .chain
+        .activate(&owner, SLD, "hello", FORWARD)
+        .await
+        .unwrap();
+    t.insert_reveal(
+        "hello",
+        FORWARD,
+        &a.signature_hex,
+        &format!("{:#x}", a.commitment),
+    )
+    .await;
+    for node in t.nodes() {
+        wait_rcpt(node.smtp, &hello, "250", PROPAGATION).await;
+    }
+    // B cannot ask the chain: the next reveal waits there, and so do the
+    // rows after it (they are applied in order); A forwards it.
+    t.proxy.as_ref().unwrap().cut();
+    let l = t
+        .chain
+        .activate(&owner, SLD, "later", FORWARD)
+        .await
+        .unwrap();
+    t.insert_reveal(
+        "later",
+        FORWARD,
+        &l.signature_hex,
+        &format!("{:#x}", l.commitment),
+    )
+    .await;
+    t.sql(&format!(
+        "{SHOP}; INSERT INTO static_aliases (domain, local, forwards) VALUES ('shop.example', 'behind', '{{x@dest.test}}');"
+    ))
+    .await;
+    wait_rcpt(t.a.smtp, &later, "250", PROPAGATION).await;
+    wait_rcpt(t.a.smtp, "behind@shop.example", "250", PROPAGATION).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(rcpt_reply(t.b.smtp, &later).await.starts_with("550"));
+    assert!(
+        rcpt_reply(t.b.smtp, "behind@shop.example")
+            .await
+            .starts_with("550")
+    );
+    // What B knew is not refused for it.
+    assert!(rcpt_reply(t.b.smtp, &hello).await.starts_with("250"));
+    // The chain back: checked, applied, and the rows after it too.
+    t.proxy.as_ref().unwrap().restore();
+    wait_rcpt(t.b.smtp, &later, "250", Duration::from_secs(10)).await;
+    wait_rcpt(t.b.smtp, "behind@shop.example", "250", PROPAGATION).await;
+    t.a.stop().await;
+    t.b.stop().await;
 }
