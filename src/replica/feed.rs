@@ -224,11 +224,22 @@ impl Replica {
         ops: Vec<ReplicaOp>,
         applied: Option<u64>,
     ) -> Result<(), ReplicaError> {
+        self.write_with(ops, applied, true).await
+    }
+
+    /// [`Replica::write`], without an fsync unless `durable` (see
+    /// [`crate::store::Store::replica_apply_with`]).
+    async fn write_with(
+        &self,
+        ops: Vec<ReplicaOp>,
+        applied: Option<u64>,
+        durable: bool,
+    ) -> Result<(), ReplicaError> {
         if ops.is_empty() && applied.is_none() {
             return Ok(());
         }
         let store = self.store().clone();
-        tokio::task::spawn_blocking(move || store.replica_apply(&ops, applied))
+        tokio::task::spawn_blocking(move || store.replica_apply_with(&ops, applied, durable))
             .await
             .map_err(|e| ReplicaError::Task(e.to_string()))??;
         Ok(())
@@ -280,7 +291,9 @@ impl Replica {
                     ops.push(op);
                 }
             }
-            self.write(ops, None).await?;
+            // Not fsynced: the snapshot counts once its last write, durable,
+            // records the change id it reached.
+            self.write_with(ops, None, false).await?;
         }
         feed.snapshot_end().await?;
         if self.store().replica_applied()?.is_none() {

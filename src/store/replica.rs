@@ -196,7 +196,22 @@ impl Store {
     /// Applies `ops` in order and, when given, records `applied` as the
     /// last change applied: one transaction.
     pub fn replica_apply(&self, ops: &[ReplicaOp], applied: Option<u64>) -> Result<(), StoreError> {
-        let txn = self.db().begin_write()?;
+        self.replica_apply_with(ops, applied, true)
+    }
+
+    /// [`Store::replica_apply`]; not `durable`: committed without an fsync
+    /// (a snapshot's pages: until its last write records the applied id,
+    /// durably, a crash only means the snapshot is taken again).
+    pub fn replica_apply_with(
+        &self,
+        ops: &[ReplicaOp],
+        applied: Option<u64>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db().begin_write()?;
+        if !durable && applied.is_none() {
+            let _ = txn.set_durability(redb::Durability::None);
+        }
         for op in ops {
             apply_in(&txn, op)?;
         }
