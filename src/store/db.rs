@@ -32,6 +32,8 @@ pub enum StoreError {
     Commit(#[from] redb::CommitError),
     #[error("cannot create store directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("store compaction error: {0}")]
+    Compaction(#[from] redb::CompactionError),
     #[error("damaged record in {table} at {key}: {reason}")]
     Corrupt {
         table: &'static str,
@@ -62,6 +64,8 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 /// Handle to the store; cheap to share behind an `Arc`.
 pub struct Store {
     db: Database,
+    /// The file, to tell its size (see [`Store::compact`]).
+    path: std::path::PathBuf,
     ids: IdGenerator,
     pub(crate) log_ids: IdGenerator,
     /// The timestamp of the newest confirmed block the watcher processed
@@ -102,6 +106,7 @@ impl Store {
         };
         let store = Store {
             db,
+            path: path.to_path_buf(),
             ids: IdGenerator::default(),
             log_ids: IdGenerator::default(),
             chain_time: std::sync::atomic::AtomicU64::new(0),
@@ -179,6 +184,15 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    pub(crate) fn db_mut(&mut self) -> &mut Database {
+        &mut self.db
+    }
+
+    /// The size of the store's file in bytes (0 when it cannot be read).
+    pub(crate) fn file_len(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
     /// A new queue id, unique and increasing across restarts.

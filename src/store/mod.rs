@@ -11,6 +11,8 @@
 mod aliases;
 mod chain;
 mod chain_deactivation;
+mod codec;
+mod compact;
 mod db;
 mod log;
 mod provision;
