@@ -8,8 +8,10 @@
 //! (10 aliases per name, hashes random as on chain, so the index is
 //! written in random key order). For each: the file size after the load,
 //! redb's own count of stored bytes and pages per table, the file size
-//! after `Database::compact()`, and `Store::lookup` p50/p99 of random hits
-//! after reopening and warming the store as `serve` does.
+//! after `Database::compact()` and again after `Store::compact` (the alias
+//! tables rewritten in key order, then compacted), and `Store::lookup`
+//! p50/p99 of random hits after each, the store reopened and warmed as
+//! `serve` does.
 
 use eas_relay::store::{Activated, ChainBinding, NameState, Reveal, Source, Store};
 use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
@@ -73,7 +75,8 @@ fn forward(i: usize) -> String {
 /// Activation `i`, its hashes drawn from `rng` (the node is the same for
 /// the aliases of one name: drawn per name from a generator of its own).
 fn activation(i: usize, rng: &mut XorShift) -> Activated {
-    let node = XorShift(0x51ED_2701 ^ (i / ALIASES_PER_NAME) as u64 * 0x9E37_79B9 + 1).bytes::<32>();
+    let node =
+        XorShift(0x51ED_2701 ^ (i / ALIASES_PER_NAME) as u64 * 0x9E37_79B9 + 1).bytes::<32>();
     let commitment = hex(&rng.bytes::<32>());
     let mut signature = rng.bytes::<65>();
     signature[64] = 27;
@@ -120,7 +123,9 @@ fn fill_static(store: &Store, n: usize) {
     for start in (0..n).step_by(BATCH) {
         let end = (start + BATCH).min(n);
         for name in (start..end).step_by(ALIASES_PER_NAME) {
-            store.domain_add(&domain(name), Source::Static).expect("domain");
+            store
+                .domain_add(&domain(name), Source::Static)
+                .expect("domain");
         }
         let items = (start..end).map(|i| (domain(i), alias(i), vec![forward(i)]));
         store
@@ -244,7 +249,28 @@ fn run(kind: &str, n: usize, samples: usize, fill: fn(&Store, usize)) {
         after as f64 / n as f64
     );
     report_tables(&path, n);
-    let store = Store::open(&path).expect("store");
+    lookups(kind, &path, n, samples);
+    // Store::compact: the alias tables rewritten in key order, then
+    // compacted again.
+    let started = Instant::now();
+    let mut store = Store::open(&path).expect("store");
+    let (from, to) = store.compact().expect("Store::compact");
+    drop(store);
+    eprintln!(
+        "{kind}: Store::compact (repack in key order + compact) in {:.1} s; file {} -> {} ({:.0} B/alias)",
+        started.elapsed().as_secs_f64(),
+        mb(from),
+        mb(to),
+        to as f64 / n as f64
+    );
+    report_tables(&path, n);
+    lookups(kind, &path, n, samples);
+}
+
+/// Opens the store as `serve` does (default cache, prewarmed) and prints
+/// the lookup percentiles.
+fn lookups(kind: &str, path: &Path, n: usize, samples: usize) {
+    let store = Store::open(path).expect("store");
     store.prewarm().expect("prewarm");
     let (p50, p99, p999) = percentiles(&store, n, samples);
     eprintln!(
