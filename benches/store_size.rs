@@ -76,7 +76,7 @@ fn forward(i: usize) -> String {
 /// the aliases of one name: drawn per name from a generator of its own).
 fn activation(i: usize, rng: &mut XorShift) -> Activated {
     let node =
-        XorShift(0x51ED_2701 ^ (i / ALIASES_PER_NAME) as u64 * 0x9E37_79B9 + 1).bytes::<32>();
+        XorShift(0x51ED_2701 ^ ((i / ALIASES_PER_NAME) as u64 * 0x9E37_79B9 + 1)).bytes::<32>();
     let commitment = hex(&rng.bytes::<32>());
     let mut signature = rng.bytes::<65>();
     signature[64] = 27;

@@ -20,12 +20,15 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 const SCRATCH_STR: TableDefinition<&str, &[u8]> = TableDefinition::new("repack_scratch_str");
 const SCRATCH_BYTES: TableDefinition<&[u8], &str> = TableDefinition::new("repack_scratch_bytes");
 
+/// Turns a stored record (key, bytes) into its current form.
+type Recode = fn(&str, &[u8]) -> Result<Vec<u8>, StoreError>;
+
 /// Rewrites a table keyed by name in key order; `recode` turns a record
 /// into its current form (None: kept as it is).
 fn repack_named(
     txn: &WriteTransaction,
     table: TableDefinition<&str, &[u8]>,
-    recode: Option<fn(&str, &[u8]) -> Result<Vec<u8>, StoreError>>,
+    recode: Option<Recode>,
 ) -> Result<(), StoreError> {
     txn.delete_table(SCRATCH_STR)?;
     {
