@@ -62,6 +62,8 @@ pub enum RunError {
     Chain(#[from] crate::chain::ChainError),
     #[error("dns_provisioning: {0}")]
     Provision(#[from] crate::provision::ProvisionError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot read chain.activation_secret_file {path}: {source}")]
     Secret {
         path: PathBuf,
@@ -191,6 +193,11 @@ pub async fn run(
     } else {
         None
     };
+    // --- cluster: the delivery log (i13-logs) ---
+    // The outbox is on before the committer starts, so that every log row
+    // of this run is kept for PostgreSQL in its own transaction.
+    let cluster_logs = cluster_log_db(&config, &store).await?;
+    // --- end cluster: the delivery log ---
     let metrics = crate::observe::metrics_handle();
     let spool = Spool::open(&config.spool_dir()).map_err(QueueError::Spool)?;
     let started = Queue::start(store.clone(), spool, QueueSettings::from_config(&config))?;
@@ -242,8 +249,20 @@ pub async fn run(
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
         zone: provisioner.clone(),
         scanner,
+        cluster_logs: cluster_logs.clone(),
         ..ApiState::new(config.clone(), admin, keys, metrics)
     };
+    // --- cluster: the delivery log (i13-logs) ---
+    if let Some(db) = cluster_logs {
+        let flusher = crate::cluster::outbox::Flusher {
+            db,
+            store: store.clone(),
+            node_id: config.cluster.node_id_or(&config.hostname).to_string(),
+            retention: config.delivery_log.retention.0,
+        };
+        tasks.spawn(flusher.run(stopped.clone()));
+    }
+    // --- end cluster: the delivery log ---
     if let Some(chain) = &chain {
         tasks.spawn(chain.watcher.clone().run(stopped.clone()));
     }
@@ -292,6 +311,36 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || committer.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On a cluster node: the shared database (connected and migrated) and the
+/// store's delivery-log outbox turned on; None on a single node.
+async fn cluster_log_db(
+    config: &Config,
+    store: &Store,
+) -> Result<Option<crate::cluster::Db>, RunError> {
+    if !config.cluster.enabled {
+        return Ok(None);
+    }
+    store.set_log_outbox(config.cluster.log_outbox_max);
+    let connected = match crate::cluster::Db::connect(&config.cluster).await {
+        Ok(db) => db.migrate().await.map(|_| db),
+        Err(e) => Err(e),
+    };
+    match connected {
+        Ok(db) => Ok(Some(db)),
+        // PostgreSQL down (or gone while migrating): the node serves mail
+        // anyway, its log waits in the outbox; a wrong URL, login or
+        // schema stops it here.
+        Err(e) if e.is_temporary() => {
+            tracing::warn!(
+                error = %e,
+                "PostgreSQL is unreachable at start: the delivery log waits in the outbox"
+            );
+            Ok(Some(crate::cluster::Db::open(&config.cluster)?))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Descriptors the configured connection caps can take at once, plus a
