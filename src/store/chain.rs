@@ -220,15 +220,7 @@ impl Store {
 
     /// Every name with chain-governed aliases: (domain, state).
     pub fn chain_names(&self) -> Result<Vec<(String, NameState)>, StoreError> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(CHAIN_NAMES)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let state = decode_compact("chain_names", k.value(), v.value())?;
-            out.push((k.value().to_string(), state));
-        }
-        Ok(out)
+        self.read_all("chain_names", CHAIN_NAMES)
     }
 
     /// Forgets the chain-governed alias `local@domain` whose binding is

@@ -64,6 +64,21 @@ pub(crate) fn decode_compact<T: Compact>(
     }
 }
 
+/// The records with a binary form are read by [`Store::read_all`] in
+/// either form.
+///
+/// [`Store::read_all`]: super::db::Store::read_all
+macro_rules! stored_compact {
+    ($($t:ty),*) => {$(
+        impl super::db::Stored for $t {
+            fn decode_stored(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+                decode_compact(table, key, bytes)
+            }
+        }
+    )*};
+}
+stored_compact!(AliasRecord, Reveal, NameState);
+
 /// The record under `key` in a table keyed by name, decoded as
 /// [`decode_compact`] does; works on read and write tables.
 pub(crate) fn get_compact<T: Compact>(

@@ -294,10 +294,28 @@ pub(crate) fn get_decoded<T: DeserializeOwned>(
     }
 }
 
+/// A record [`Store::read_all`] reads: JSON, or for the records with a
+/// binary form (see `codec`) either form.
+pub(crate) trait Stored: Sized {
+    fn decode_stored(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StoreError>;
+}
+
+impl Stored for super::records::DomainRecord {
+    fn decode_stored(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        decode(table, key, bytes)
+    }
+}
+
+impl Stored for super::records::PendingProvision {
+    fn decode_stored(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        decode(table, key, bytes)
+    }
+}
+
 impl Store {
     /// Every record of a table keyed by name, decoded, in key order
     /// (`name` says which table a corrupt record is in).
-    pub(crate) fn read_all<T: DeserializeOwned>(
+    pub(crate) fn read_all<T: Stored>(
         &self,
         name: &'static str,
         table: TableDefinition<&str, &[u8]>,
@@ -307,7 +325,8 @@ impl Store {
         let mut out = Vec::new();
         for item in table.iter()? {
             let (k, v) = item?;
-            out.push((k.value().to_string(), decode(name, k.value(), v.value())?));
+            let record = T::decode_stored(name, k.value(), v.value())?;
+            out.push((k.value().to_string(), record));
         }
         Ok(out)
     }
