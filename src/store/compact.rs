@@ -126,3 +126,90 @@ impl Store {
         Ok((before, self.file_len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Activated, ChainBinding, NameState, Reveal, Source, Store};
+
+    fn activation(i: u32) -> Activated {
+        // Hashes in no key order, as on chain.
+        let mix = |salt: u32| -> [u8; 32] {
+            let mut h = [0u8; 32];
+            let v = i.wrapping_mul(0x9E37_79B9) ^ salt;
+            h[..4].copy_from_slice(&v.to_be_bytes());
+            h[4..8].copy_from_slice(&i.to_be_bytes());
+            h
+        };
+        let sld = format!("name{}", i / 10);
+        Activated {
+            domain: format!("{sld}.country"),
+            local: format!("a{i}"),
+            node: mix(i / 10),
+            alias_hash: mix(7),
+            binding: ChainBinding {
+                tld: "country".into(),
+                sld: sld.clone(),
+                alias: format!("a{i}"),
+                commitment: format!("0x{i:064x}"),
+                observed: format!("0x{i:064x}"),
+                signer: "0xaa".into(),
+                checked_block: 1,
+            },
+            reveal: Reveal {
+                forward: format!("u{i}@dest.example"),
+                signature: format!("0x{}1b", "11".repeat(64)),
+            },
+            name: NameState {
+                tld: "country".into(),
+                sld,
+                owner: "0xaa".into(),
+                expires: 4_000_000_000,
+                maintainer_allowed: false,
+                checked_block: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn compact_shrinks_the_file_and_keeps_every_alias_and_index_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let all: Vec<Activated> = (0..3000).map(activation).collect();
+        for batch in all.chunks(100) {
+            s.chain_activate_many(batch).unwrap();
+        }
+        s.alias_put(
+            "name0.country",
+            "static",
+            vec!["x@y.example".into()],
+            Source::Static,
+        )
+        .unwrap();
+        let bindings = s.chain_bindings().unwrap();
+        let names = s.chain_names().unwrap();
+        let (before, after) = s.compact().unwrap();
+        assert!(after > 0 && after < before, "{before} -> {after}");
+        assert_eq!(s.file_len(), after);
+        // Everything reads the same: records, names, both chain indexes.
+        assert_eq!(s.chain_bindings().unwrap(), bindings);
+        assert_eq!(s.chain_names().unwrap(), names);
+        for a in &all {
+            let found = s.lookup(&a.domain, &[&a.local]).unwrap();
+            let (_, record) = found.hit.unwrap();
+            assert_eq!(record.forwards, vec![a.reveal.forward.clone()]);
+            assert_eq!(found.name.as_ref(), Some(&a.name));
+            assert_eq!(
+                s.chain_alias_of(&a.node, &a.alias_hash, "country").unwrap(),
+                Some(crate::store::tables::alias_key(&a.domain, &a.local))
+            );
+            assert_eq!(
+                s.chain_domain_of(&a.node, "country").unwrap().as_deref(),
+                Some(a.domain.as_str())
+            );
+        }
+        assert!(s.alias_get("name0.country", "static").unwrap().is_some());
+        // And the store takes writes again.
+        s.chain_activate(&activation(5000)).unwrap();
+        assert!(s.alias_get("name500.country", "a5000").unwrap().is_some());
+    }
+}

@@ -277,7 +277,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table,
         key: key.to_string(),
-        reason: e.to_string(),
+        // Aliases, reveals and name states are binary (`codec`): reading
+        // one here is a bug of the caller, not damage; say so.
+        reason: if bytes.first() == Some(&super::codec::BINARY_V1) {
+            "a binary record read as JSON (read it with codec::decode_compact)".to_string()
+        } else {
+            e.to_string()
+        },
     })
 }
 
