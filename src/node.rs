@@ -62,6 +62,8 @@ pub enum RunError {
     Chain(#[from] crate::chain::ChainError),
     #[error("dns_provisioning: {0}")]
     Provision(#[from] crate::provision::ProvisionError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot read chain.activation_secret_file {path}: {source}")]
     Secret {
         path: PathBuf,
@@ -174,8 +176,13 @@ pub async fn run(
     } else {
         None
     };
+    let cluster = cluster_writes(&config).await?;
     let chain = if config.chain.enabled {
-        Some(crate::chain::Chain::new(&config, store.clone())?)
+        Some(crate::chain::Chain::new(
+            &config,
+            store.clone(),
+            cluster.clone(),
+        )?)
     } else {
         None
     };
@@ -224,11 +231,14 @@ pub async fn run(
         smtp_ctx,
         stopped.clone(),
     ));
-    let admin = Arc::new(Local::new(
-        config.clone(),
-        store.clone(),
-        QueueAccess::Live(queue.clone()),
-    ));
+    let admin = Arc::new(
+        Local::new(
+            config.clone(),
+            store.clone(),
+            QueueAccess::Live(queue.clone()),
+        )
+        .with_cluster(cluster),
+    );
     if config.chain.enabled {
         // In the background: it reads every alias of governed domains.
         tokio::task::spawn_blocking({
@@ -292,6 +302,23 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || committer.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Cluster mode: the shared database, connected and migrated, where this
+/// node's writes go first (None for a single node). A database that does
+/// not answer at start stops the node here.
+// i13-writes: the minimal wiring; the replica's feed, heartbeat and start
+// while PostgreSQL is down replace this with the real one.
+async fn cluster_writes(config: &Config) -> Result<Option<crate::cluster::Writes>, RunError> {
+    if !config.cluster.enabled {
+        return Ok(None);
+    }
+    let db = crate::cluster::Db::connect(&config.cluster).await?;
+    let applied = db.migrate().await?;
+    let node_id = config.cluster.node_id_or(&config.hostname);
+    tracing::info!(database = %db.target(), node = %node_id, migrations = ?applied,
+        "cluster database connected");
+    Ok(Some(crate::cluster::Writes::new(db, node_id)?))
 }
 
 /// Descriptors the configured connection caps can take at once, plus a

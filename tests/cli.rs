@@ -392,10 +392,10 @@ fn config_check_opens_the_files_the_config_names() {
             "no PEM certificate",
         ),
         (
-            "[cluster]\nenabled = true\ndatabase_url = \"postgres://eas@db/eas\"\n".to_string(),
-            "key `cluster.enabled`",
-            "true",
-            "not implemented yet",
+            "[cluster]\nenabled = true\n".to_string(),
+            "key `cluster.database_url`",
+            "\"\"",
+            "cluster.enabled needs database_url or database_url_file",
         ),
         (
             dkim_key(&missing),

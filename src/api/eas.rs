@@ -78,12 +78,33 @@ impl IntoResponse for ActivationError {
                     "chain unavailable, try again later",
                 )
             }
+            ActivationError::Cluster(e) if !e.is_temporary() && is_statement(&e) => {
+                tracing::error!(error = %e, "activation: the cluster database refused the write");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "cannot process request")
+            }
+            ActivationError::Cluster(e) => {
+                // The caller is anyone: the database's name and address stay
+                // in the log.
+                tracing::warn!(error = %e, "activation: the cluster database is unreachable");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the cluster database is unreachable, try again later",
+                )
+            }
             ActivationError::Store(e) => {
                 tracing::error!(error = %e, "activation: store failure");
                 error(StatusCode::INTERNAL_SERVER_ERROR, "cannot process request")
             }
         }
     }
+}
+
+/// A statement the database refused (not the database away).
+fn is_statement(e: &crate::cluster::ClusterError) -> bool {
+    matches!(
+        e,
+        crate::cluster::ClusterError::Query { .. } | crate::cluster::ClusterError::NodeId(_)
+    )
 }
 
 /// A refused request, already answered (boxed: a `Response` is large).

@@ -27,6 +27,12 @@ pub(crate) enum ApiError {
     TooManyRequests {
         retry_after: u64,
     },
+    /// A dependency cannot take the request now (cluster mode: the shared
+    /// database); `message` says which, without secrets.
+    Unavailable {
+        field: String,
+        message: String,
+    },
     Internal(String),
 }
 
@@ -45,6 +51,13 @@ impl From<ManageError> for ApiError {
             ManageError::NotFound(what) => ApiError::NotFound(what),
             ManageError::Invalid { field, message } => ApiError::Invalid { field, message },
             ManageError::Conflict { field, message } => ApiError::Conflict { field, message },
+            e @ ManageError::ClusterDown(_) => {
+                tracing::warn!(error = %e, "admin API: write refused, the cluster database is unreachable");
+                ApiError::Unavailable {
+                    field: "cluster".into(),
+                    message: e.to_string(),
+                }
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -79,6 +92,9 @@ impl IntoResponse for ApiError {
                 "rate_limit".into(),
                 format!("too many requests, retry in {retry_after} s"),
             ),
+            ApiError::Unavailable { field, message } => {
+                (StatusCode::SERVICE_UNAVAILABLE, field, message)
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin API internal error");
                 (

@@ -9,6 +9,7 @@ use super::registry::{Registries, Registry};
 use super::rpc::{At, ChainError, ChainRpc, StateRead, StateValue};
 use super::verify;
 use crate::address::{ForwardError, Mailbox};
+use crate::cluster::{ClusterError, RevealClaim, Writes};
 use crate::store::{Activated, ChainBinding, NameState, Reveal};
 use crate::store::{Store, StoreError};
 use alloy::primitives::B256;
@@ -33,6 +34,10 @@ pub enum ActivationError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the shared database did not take the write (nothing
+    /// was written here either).
+    #[error("the cluster database: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// The body of `POST /activate`.
@@ -55,6 +60,9 @@ pub struct Activation {
     registries: Arc<Registries>,
     /// Domains that are the relay's own (SRS domain, hostname): never a forward.
     own_domains: Vec<String>,
+    /// Cluster mode: reveals are written here first (and removed here
+    /// first), then in the store with the id given here.
+    cluster: Option<Writes>,
 }
 
 /// An alias as the EAS frontend accepts it: 1–32 of letters, digits, `.`,
@@ -86,7 +94,17 @@ impl Activation {
             store,
             registries,
             own_domains,
+            cluster: None,
         }
+    }
+
+    /// Cluster mode (`Some`): an activation that passed the chain checks is
+    /// committed in the shared database first, a deactivation removes the
+    /// reveal there first; while the database cannot take it the request
+    /// is refused ([`ActivationError::Cluster`]) and nothing is written.
+    pub fn with_cluster(mut self, writes: Option<Writes>) -> Activation {
+        self.cluster = writes;
+        self
     }
 
     fn registry(&self, tld: Option<&str>) -> Result<&Registry, ActivationError> {
@@ -256,7 +274,7 @@ impl Activation {
             maintainer_allowed,
             checked_block: block,
         };
-        self.store.chain_activate(&Activated {
+        let activated = Activated {
             domain: domain.clone(),
             local,
             node: node.0,
@@ -267,7 +285,18 @@ impl Activation {
                 signature: hex(&sig),
             },
             name,
-        })?;
+        };
+        match &self.cluster {
+            Some(c) => {
+                let id =
+                    c.db.claim_reveal(&c.node_id, &reveal_claim(&activated))
+                        .await?;
+                self.store.chain_activate_claimed(&activated, id)?;
+            }
+            None => {
+                self.store.chain_activate(&activated)?;
+            }
+        }
         if signer != owner {
             self.store.chain_apply(&crate::store::ChainUpdate {
                 maintainers: vec![(tld, hex(signer.as_slice()), true)],
@@ -369,6 +398,10 @@ impl Activation {
                 return Err(ActivationError::NotDeactivated);
             }
         }
+        if let (Some(b), Some(c)) = (&binding, &self.cluster) {
+            c.db.claim_reveals_remove(&c.node_id, &[(&domain, &local, &b.alias, &b.commitment)])
+                .await?;
+        }
         if let Some(b) = binding
             && self
                 .store
@@ -425,12 +458,10 @@ impl Activation {
             }));
         }
         let mut left = 0;
+        let mut gone = Vec::new();
         for ((local, b), value) in bindings.iter().zip(values) {
             match value {
-                StateValue::Hash(h) if h == B256::ZERO => {
-                    self.store
-                        .chain_mark_deactivating(&domain, local, b, head, true)?;
-                }
+                StateValue::Hash(h) if h == B256::ZERO => gone.push((local, b)),
                 StateValue::Hash(_) => left += 1,
                 other => {
                     return Err(ActivationError::Chain(ChainError::Decode {
@@ -439,6 +470,26 @@ impl Activation {
                     }));
                 }
             }
+        }
+        if let Some(c) = &self.cluster
+            && !gone.is_empty()
+        {
+            let rows: Vec<(&str, &str, &str, &str)> = gone
+                .iter()
+                .map(|(local, b)| {
+                    (
+                        domain.as_str(),
+                        local.as_str(),
+                        b.alias.as_str(),
+                        b.commitment.as_str(),
+                    )
+                })
+                .collect();
+            c.db.claim_reveals_remove(&c.node_id, &rows).await?;
+        }
+        for (local, b) in gone {
+            self.store
+                .chain_mark_deactivating(&domain, local, b, head, true)?;
         }
         if left > 0 {
             return Err(ActivationError::NotAllDeactivated);
@@ -464,6 +515,20 @@ impl Activation {
             crate::recipients::recipient(&self.store, &mailbox, "", true)?,
             crate::recipients::Resolution::Forward { .. }
         ))
+    }
+}
+
+/// What the shared database keeps of a verified activation.
+fn reveal_claim(a: &Activated) -> RevealClaim<'_> {
+    RevealClaim {
+        domain: &a.domain,
+        sld: &a.binding.sld,
+        tld: &a.binding.tld,
+        local: &a.local,
+        alias: &a.binding.alias,
+        forward: &a.reveal.forward,
+        signature: &a.reveal.signature,
+        commitment: &a.binding.commitment,
     }
 }
 

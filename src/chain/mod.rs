@@ -31,6 +31,7 @@ impl Chain {
     pub(crate) fn new(
         config: &Config,
         store: Arc<crate::store::Store>,
+        cluster: Option<crate::cluster::Writes>,
     ) -> Result<Chain, ChainError> {
         store.set_chain_clock_skew(config.chain.max_clock_skew.0.as_secs());
         let rpc = ChainRpc::new(&config.chain.rpc_url, config.chain.request_timeout.0)?
@@ -46,7 +47,9 @@ impl Chain {
             config.chain.clone(),
         ));
         let own = config.own_domains();
-        let activation = Arc::new(activation::Activation::new(rpc, store, registries, own));
+        let activation = Arc::new(
+            activation::Activation::new(rpc, store, registries, own).with_cluster(cluster),
+        );
         Ok(Chain {
             watcher,
             activation,

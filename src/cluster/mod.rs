@@ -6,15 +6,19 @@
 //! schema embedded in the binary ([`Db::migrate`], under an advisory lock
 //! so that N nodes starting at once migrate once), and the nodes' heartbeat.
 //!
-//! Cluster mode is not wired into `node::run` yet: a single node keeps its
-//! embedded store and never opens a connection (`cluster.enabled = true`
-//! is refused by the config).
+//! The writes of what people said ([`claims`]) are typed transactions,
+//! each recorded as its node's (`eas.origin`) in the change table.
+//!
+//! A single node (`cluster.enabled = false`) keeps its embedded store and
+//! never opens a connection.
 
+mod claims;
 mod connect;
 mod error;
 mod migrate;
 mod nodes;
 
+pub use claims::{AliasClaim, AliasWrite, RevealClaim, StaticAliasRow, Writes, domain_settings};
 pub use error::ClusterError;
 pub use migrate::{HISTORY_TABLE, MIGRATION_LOCK};
 pub use nodes::NodeRow;

@@ -204,7 +204,7 @@ impl Config {
         self.rewrite.validate()?;
         self.chain.validate()?;
         self.dns_provisioning.validate()?;
-        self.cluster.validate()?;
+        self.cluster.validate(&self.hostname)?;
         Ok(())
     }
 

@@ -40,6 +40,31 @@ pub(crate) enum ManageError {
     Queue(#[from] QueueError),
     #[error("{0}")]
     Remote(String),
+    /// Cluster mode: the shared database cannot take the write now (down,
+    /// unreachable, refusing the login); nothing was written anywhere.
+    /// Temporary: the API answers 503.
+    #[error("the cluster database is unreachable: {0}")]
+    ClusterDown(String),
+    /// Cluster mode: the shared database refused the statement itself (a
+    /// schema changed by hand, a constraint): an internal error.
+    #[error("the cluster database refused the write: {0}")]
+    ClusterRefused(String),
+}
+
+impl From<crate::cluster::ClusterError> for ManageError {
+    fn from(e: crate::cluster::ClusterError) -> ManageError {
+        use crate::cluster::ClusterError;
+        match e {
+            // A statement the server refused for a reason that does not
+            // pass by itself: the write is wrong, not the database away.
+            ClusterError::Query { .. } | ClusterError::NodeId(_) if !e.is_temporary() => {
+                ManageError::ClusterRefused(e.to_string())
+            }
+            // Unreachable, timed out, TLS or login refused, no database,
+            // a schema of another version: the database cannot be used now.
+            other => ManageError::ClusterDown(other.to_string()),
+        }
+    }
 }
 
 /// The operator actions the CLI offers, wherever they are carried out: on

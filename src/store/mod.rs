@@ -11,6 +11,7 @@
 mod aliases;
 mod chain;
 mod chain_deactivation;
+mod claimed;
 mod db;
 mod log;
 mod provision;

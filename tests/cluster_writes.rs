@@ -1,0 +1,484 @@
+//! Cluster mode's writes, against a real PostgreSQL
+//! (tests/common/postgres.rs): the typed writes of `cluster::claims` (each
+//! one transaction, recorded in `changes` as the writing node's, ids from
+//! the database's sequence), and a relay node with `[cluster]` whose admin
+//! API commits every write in PostgreSQL first, keeps the same ids locally,
+//! answers 503 with nothing written while PostgreSQL is down, and keeps
+//! forwarding the aliases it knows meanwhile.
+
+mod common;
+
+use common::postgres::TestPostgres;
+use common::relay::TestRelay;
+use common::sink::TestSink;
+use common::smtp::Client;
+use eas_relay::cluster::{AliasClaim, AliasWrite, Db, RevealClaim};
+use eas_relay::config::{ClusterConfig, HumanDuration};
+use eas_relay::store::{DomainRecord, Source};
+use serde_json::json;
+use std::time::Duration;
+
+fn cluster_config(url: &str) -> ClusterConfig {
+    ClusterConfig {
+        enabled: true,
+        database_url: url.to_string(),
+        node_id: "node-a".into(),
+        connect_timeout: HumanDuration::secs(2),
+        ..Default::default()
+    }
+}
+
+async fn migrated(pg: &TestPostgres) -> Db {
+    let db = Db::connect(&cluster_config(&pg.url())).await.unwrap();
+    db.migrate().await.unwrap();
+    db
+}
+
+/// (kind, key, removed, origin) of every change row, in order.
+async fn changes(db: &Db) -> Vec<(String, String, bool, String)> {
+    let client = db.client().await.unwrap();
+    client
+        .query(
+            "SELECT kind, key, payload = 'null'::jsonb, origin FROM changes ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+fn change(kind: &str, key: &str, removed: bool) -> (String, String, bool, String) {
+    (kind.into(), key.into(), removed, "node-a".into())
+}
+
+fn forwards(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn each_write_is_one_transaction_recorded_as_the_writing_node() {
+    let pg = TestPostgres::start().await;
+    let db = migrated(&pg).await;
+    let me = "node-a";
+    let mut record = DomainRecord::new(1, Source::Static);
+    assert!(db.claim_domain_add(me, "shop.test", &record).await.unwrap());
+    assert!(!db.claim_domain_add(me, "shop.test", &record).await.unwrap());
+    record.active = false;
+    record.notification_email = Some("ops@shop.test".into());
+    assert!(
+        db.claim_domain_update(me, "shop.test", &record)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.claim_domain_update(me, "nope.test", &record)
+            .await
+            .unwrap()
+    );
+    let client = db.client().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT source, active, settings FROM domains WHERE domain = 'shop.test'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (source, active, settings): (String, bool, serde_json::Value) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!((source.as_str(), active), ("static", false));
+    assert_eq!(settings, json!({ "notification_email": "ops@shop.test" }));
+
+    // Create, then create again (exists, unchanged), replace, upsert.
+    let a = match db
+        .claim_static_alias(
+            me,
+            "shop.test",
+            "a",
+            &forwards(&["u@dest.test"]),
+            AliasWrite::Create,
+        )
+        .await
+        .unwrap()
+    {
+        AliasClaim::Written(row) => row,
+        other => panic!("{other:?}"),
+    };
+    assert!(a.id > 0);
+    let again = db
+        .claim_static_alias(
+            me,
+            "shop.test",
+            "a",
+            &forwards(&["x@dest.test"]),
+            AliasWrite::Create,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, AliasClaim::Exists(a.clone()));
+    let missing = db
+        .claim_static_alias(
+            me,
+            "shop.test",
+            "b",
+            &forwards(&["x@dest.test"]),
+            AliasWrite::Replace,
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, AliasClaim::Missing);
+    let no_domain = db
+        .claim_static_alias(
+            me,
+            "gone.test",
+            "a",
+            &forwards(&["x@dest.test"]),
+            AliasWrite::Upsert,
+        )
+        .await
+        .unwrap();
+    assert_eq!(no_domain, AliasClaim::NoDomain);
+    // A suspension ends when the alias is written again (as locally).
+    assert!(
+        db.claim_alias_active(me, "shop.test", "a", false, "why")
+            .await
+            .unwrap()
+    );
+    let replaced = db
+        .claim_static_alias(
+            me,
+            "shop.test",
+            "a",
+            &forwards(&["v@dest.test", "w@dest.test"]),
+            AliasWrite::Replace,
+        )
+        .await
+        .unwrap();
+    let AliasClaim::Written(replaced) = replaced else {
+        panic!("{replaced:?}")
+    };
+    assert_eq!(replaced.id, a.id, "a replaced alias keeps its id");
+    assert_eq!(replaced.forwards, forwards(&["v@dest.test", "w@dest.test"]));
+    let suspended: i64 = client
+        .query_one("SELECT count(*) FROM suspensions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(suspended, 0);
+
+    // An import: its domain added and both aliases, one transaction.
+    let items = vec![
+        (
+            "new.test".to_string(),
+            "x".to_string(),
+            forwards(&["u@dest.test"]),
+        ),
+        (
+            "new.test".to_string(),
+            "y".to_string(),
+            forwards(&["u@dest.test"]),
+        ),
+    ];
+    let claims = db
+        .claim_static_aliases(me, &["new.test".to_string()], &items, AliasWrite::Upsert)
+        .await
+        .unwrap();
+    let ids: Vec<u64> = claims
+        .iter()
+        .map(|c| match c {
+            AliasClaim::Written(r) => r.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(ids[0] > a.id && ids[1] > ids[0], "{ids:?}");
+    assert!(
+        db.claim_static_alias_remove(me, "new.test", "x")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.claim_static_alias_remove(me, "new.test", "x")
+            .await
+            .unwrap()
+    );
+    assert!(db.claim_domain_remove(me, "new.test").await.unwrap());
+
+    assert_eq!(
+        changes(&db).await,
+        vec![
+            change("domain", "shop.test", false),
+            change("domain", "shop.test", false),
+            change("alias", "a@shop.test", false),
+            change("suspension", "a@shop.test", false),
+            change("alias", "a@shop.test", false),
+            change("suspension", "a@shop.test", true),
+            change("domain", "new.test", false),
+            change("alias", "x@new.test", false),
+            change("alias", "y@new.test", false),
+            change("alias", "x@new.test", true),
+            change("domain", "new.test", true),
+            change("alias", "y@new.test", true),
+        ]
+    );
+}
+
+fn reveal<'a>(forward: &'a str, commitment: &'a str, signature: &'a str) -> RevealClaim<'a> {
+    RevealClaim {
+        domain: "alice.country",
+        sld: "alice",
+        tld: "country",
+        local: "me",
+        alias: "Me",
+        forward,
+        signature,
+        commitment,
+    }
+}
+
+#[tokio::test]
+async fn a_reveal_is_put_in_place_and_removed_only_for_its_own_commitment() {
+    let pg = TestPostgres::start().await;
+    let db = migrated(&pg).await;
+    // A static domain of the same name becomes chain-governed.
+    db.claim_domain_add(
+        "node-a",
+        "alice.country",
+        &DomainRecord::new(1, Source::Static),
+    )
+    .await
+    .unwrap();
+    let first = format!("0x{}", "cd".repeat(32));
+    let second = format!("0x{}", "ef".repeat(32));
+    let signature = format!("0x{}", "ab".repeat(65));
+    let id = db
+        .claim_reveal("node-a", &reveal("me@example.com", &first, &signature))
+        .await
+        .unwrap();
+    let again = db
+        .claim_reveal("node-b", &reveal("new@example.com", &second, &signature))
+        .await
+        .unwrap();
+    assert_eq!(
+        id, again,
+        "a re-activation replaces the row, keeping its id"
+    );
+    let client = db.client().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT d.source, r.alias, r.forward, r.commitment, r.accepted_by \
+             FROM chain_reveals r JOIN domains d USING (domain)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: (String, String, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(
+        got,
+        (
+            "chain".into(),
+            "Me".into(),
+            "new@example.com".into(),
+            second.clone(),
+            "node-b".into()
+        )
+    );
+    // A deactivation read for the old commitment leaves the new one.
+    let stale = [("alice.country", "me", "Me", first.as_str())];
+    assert_eq!(db.claim_reveals_remove("node-a", &stale).await.unwrap(), 0);
+    let current = [("alice.country", "me", "Me", second.as_str())];
+    assert_eq!(
+        db.claim_reveals_remove("node-a", &current).await.unwrap(),
+        1
+    );
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM chain_reveals", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let kinds: Vec<(String, bool, String)> = changes(&db)
+        .await
+        .into_iter()
+        .filter(|c| c.0 == "reveal")
+        .map(|(_, _, removed, origin)| ("reveal".into(), removed, origin))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("reveal".into(), false, "node-a".into()),
+            ("reveal".into(), false, "node-b".into()),
+            ("reveal".into(), true, "node-a".into()),
+        ]
+    );
+}
+
+/// A relay node in cluster mode on `pg`, forwarding `dest.test` to `sink`.
+async fn cluster_node(pg: &TestPostgres, sink: &TestSink) -> TestRelay {
+    let url = pg.url();
+    let dest = sink.addr.to_string();
+    TestRelay::start(move |c| {
+        c.cluster = cluster_config(&url);
+        c.outbound.routes.insert("dest.test".into(), dest);
+    })
+    .await
+}
+
+/// The reply to `RCPT TO:<rcpt>` in a fresh session.
+async fn rcpt(relay: &TestRelay, rcpt: &str) -> String {
+    common::eas::rcpt_reply(relay.smtp, rcpt).await
+}
+
+/// Waits until the node's admin API answers (the node connected to
+/// PostgreSQL and migrated before it serves).
+async fn wait_ready(relay: &TestRelay) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = relay.api("GET", "/v3/domains", None).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn admin_writes_of_a_cluster_node_go_to_postgres_first_and_503_while_it_is_down() {
+    let mut pg = TestPostgres::start().await;
+    let sink = TestSink::start().await;
+    let relay = cluster_node(&pg, &sink).await;
+    wait_ready(&relay).await;
+
+    let (status, body) = relay
+        .api(
+            "POST",
+            "/v3/domains",
+            Some(json!({ "domain": "shop.test" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = relay
+        .api(
+            "POST",
+            "/v3/domains/shop.test/aliases",
+            Some(json!({ "alias": "sales", "forward": "boss@dest.test" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let local_id = body["alias"]["id"].as_u64().expect("an id");
+    let db = Db::connect(&cluster_config(&pg.url())).await.unwrap();
+    let client = db.client().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT id, forwards FROM static_aliases WHERE domain = 'shop.test' AND local = 'sales'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (pg_id, pg_forwards): (i64, Vec<String>) = (row.get(0), row.get(1));
+    assert_eq!(pg_id as u64, local_id, "the same id in PostgreSQL and here");
+    assert_eq!(pg_forwards, vec!["boss@dest.test".to_string()]);
+    let origins: Vec<String> = client
+        .query("SELECT DISTINCT origin FROM changes", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(origins, vec!["node-a".to_string()]);
+    drop(client);
+    db.close();
+
+    // The alias forwards here.
+    let mut c = Client::connect(relay.smtp).await;
+    c.ehlo("client.test").await;
+    c.send_mail(
+        "alice@sender.test",
+        &["sales@shop.test"],
+        &common::smtp::message("alice@sender.test", "sales@shop.test", "hello", "hi"),
+    )
+    .await;
+    c.quit().await;
+    let got = sink.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].rcpt_to, vec!["boss@dest.test".to_string()]);
+
+    // PostgreSQL stops: a write answers 503 and says why, without the
+    // password; nothing is written here; mail to known aliases goes on.
+    pg.stop();
+    let (status, body) = relay
+        .api(
+            "POST",
+            "/v3/domains/shop.test/aliases",
+            Some(json!({ "alias": "support", "forward": "help@dest.test" })),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the cluster database is unreachable:"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(&pg.password), "{body}");
+    assert!(body["errors"]["cluster"].is_array(), "{body}");
+    let (status, _) = relay
+        .api("GET", "/v3/domains/shop.test/aliases/support", None)
+        .await;
+    assert_eq!(status, 404, "nothing was written locally");
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v3/domains",
+            Some(json!({ "domain": "other.test" })),
+        ),
+        (
+            "PUT",
+            "/v3/domains/shop.test/aliases/sales",
+            Some(json!({ "active": false })),
+        ),
+        ("DELETE", "/v3/domains/shop.test/aliases/sales", None),
+        ("DELETE", "/v3/domains/shop.test", None),
+    ] {
+        let (status, answer) = relay.api(method, path, body).await;
+        assert_eq!(status, 503, "{method} {path}: {answer}");
+    }
+    assert!(rcpt(&relay, "sales@shop.test").await.starts_with("250"));
+    assert!(rcpt(&relay, "support@shop.test").await.starts_with("550"));
+    let (status, body) = relay
+        .api("GET", "/v3/domains/shop.test/aliases/sales", None)
+        .await;
+    assert_eq!(
+        (status, body["alias"]["active"].as_bool()),
+        (200, Some(true))
+    );
+
+    // PostgreSQL is back: writes work again (the pool replaces the
+    // connections that died with the server).
+    pg.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = relay
+            .api(
+                "POST",
+                "/v3/domains/shop.test/aliases",
+                Some(json!({ "alias": "support", "forward": "help@dest.test" })),
+            )
+            .await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes did not resume: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(body["alias"]["id"].as_u64().unwrap() > local_id);
+    assert!(rcpt(&relay, "support@shop.test").await.starts_with("250"));
+    relay.stop().await;
+}
