@@ -482,3 +482,78 @@ async fn admin_writes_of_a_cluster_node_go_to_postgres_first_and_503_while_it_is
     assert!(rcpt(&relay, "support@shop.test").await.starts_with("250"));
     relay.stop().await;
 }
+
+/// The origins of the change rows of `key`, in order.
+async fn origins_of(pg: &TestPostgres, key: &str) -> Vec<String> {
+    let db = migrated(pg).await;
+    let client = db.client().await.unwrap();
+    let out = client
+        .query(
+            "SELECT origin FROM changes WHERE key = $1 ORDER BY id",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    db.close();
+    out
+}
+
+#[tokio::test]
+async fn the_cli_writes_to_postgres_first_offline_and_online_and_says_when_it_is_down() {
+    let mut pg = TestPostgres::start().await;
+    // The schema exists (a node migrated it); the offline CLI only writes.
+    migrated(&pg).await.close();
+    let files = common::node::NodeFiles::new(common::node::NodeOptions::default());
+    files.append_config(&format!(
+        "[cluster]\nenabled = true\ndatabase_url = \"{}\"\nnode_id = \"cli-node\"\nconnect_timeout = \"2s\"\n",
+        pg.url()
+    ));
+    // Offline: the CLI opens the store and the database itself.
+    files.cli(&["domain", "add", "cli.test"]).ok();
+    files
+        .cli(&["alias", "add", "x@cli.test", "u@dest.test"])
+        .ok();
+    assert_eq!(
+        origins_of(&pg, "x@cli.test").await,
+        vec!["cli-node".to_string()]
+    );
+    pg.stop();
+    let out = files.cli(&["alias", "add", "y@cli.test", "u@dest.test"]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stderr.contains("the cluster database is unreachable"),
+        "{out:#?}"
+    );
+    assert!(!out.stderr.contains(&pg.password), "{out:#?}");
+
+    // Online: the running node's admin API answers 503, the CLI prints it.
+    pg.restart().await;
+    let node = files.start();
+    files
+        .cli(&["alias", "add", "z@cli.test", "u@dest.test"])
+        .ok();
+    assert_eq!(
+        origins_of(&pg, "z@cli.test").await,
+        vec!["cli-node".to_string()]
+    );
+    pg.stop();
+    let out = files.cli(&["alias", "add", "w@cli.test", "u@dest.test"]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stderr.contains("503") && out.stderr.contains("the cluster database is unreachable"),
+        "{out:#?}"
+    );
+    assert!(!out.stderr.contains(&pg.password), "{out:#?}");
+    let listed = files.cli(&["alias", "list", "cli.test"]);
+    let listed = listed.ok();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec!["x@cli.test -> u@dest.test", "z@cli.test -> u@dest.test"],
+        "nothing written while the database was down"
+    );
+    drop(node);
+}
