@@ -557,3 +557,159 @@ async fn the_cli_writes_to_postgres_first_offline_and_online_and_says_when_it_is
     );
     drop(node);
 }
+
+/// One value of `sql` (a count, an id) in PostgreSQL.
+async fn scalar(pg: &TestPostgres, sql: &str) -> i64 {
+    let db = migrated(pg).await;
+    let client = db.client().await.unwrap();
+    let value = client.query_one(sql, &[]).await.unwrap().get(0);
+    drop(client);
+    db.close();
+    value
+}
+
+#[tokio::test]
+async fn every_admin_write_of_a_cluster_node_is_a_row_in_postgres_with_the_same_id() {
+    let pg = TestPostgres::start().await;
+    let sink = TestSink::start().await;
+    let relay = cluster_node(&pg, &sink).await;
+    wait_ready(&relay).await;
+    let ok = |(status, body): (u16, serde_json::Value)| {
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    ok(relay
+        .api(
+            "POST",
+            "/v3/domains",
+            Some(json!({ "domain": "shop.test", "notification_email": "ops@dest.test" })),
+        )
+        .await);
+    assert_eq!(
+        scalar(
+            &pg,
+            "SELECT count(*) FROM domains WHERE settings->>'notification_email' = 'ops@dest.test'"
+        )
+        .await,
+        1
+    );
+    ok(relay
+        .api(
+            "PUT",
+            "/v3/domains/shop.test",
+            Some(json!({ "whitelabel": "acme" })),
+        )
+        .await);
+    assert_eq!(
+        scalar(
+            &pg,
+            "SELECT count(*) FROM domains WHERE settings->>'whitelabel' = 'acme'"
+        )
+        .await,
+        1
+    );
+
+    // Bulk: one new (added), one the database has (skipped, its id).
+    let first = ok(relay
+        .api(
+            "POST",
+            "/v3/domains/shop.test/aliases",
+            Some(json!({ "alias": "a", "forward": "u@dest.test" })),
+        )
+        .await);
+    let bulk = ok(relay
+        .api(
+            "POST",
+            "/v3/domains/shop.test/aliases/bulk",
+            Some(json!({ "aliases": [
+                { "alias": "a", "forward": "x@dest.test" },
+                { "alias": "b", "forward": "v@dest.test" },
+            ] })),
+        )
+        .await);
+    assert_eq!(bulk["skipped"][0]["id"], first["alias"]["id"], "{bulk}");
+    let b_id = bulk["added"][0]["id"].as_i64().expect("added b");
+    assert_eq!(
+        scalar(&pg, "SELECT id FROM static_aliases WHERE local = 'b'").await,
+        b_id
+    );
+    assert_eq!(
+        scalar(
+            &pg,
+            "SELECT count(*) FROM static_aliases WHERE local = 'a' AND forwards = '{u@dest.test}'"
+        )
+        .await,
+        1,
+        "a skipped alias is left as it is"
+    );
+
+    // Suspend and resume: a row in suspensions, then none.
+    ok(relay
+        .api(
+            "PUT",
+            "/v3/domains/shop.test/aliases/b",
+            Some(json!({ "active": false })),
+        )
+        .await);
+    assert_eq!(
+        scalar(&pg, "SELECT count(*) FROM suspensions WHERE local = 'b'").await,
+        1
+    );
+    assert!(rcpt(&relay, "b@shop.test").await.starts_with("550"));
+    ok(relay
+        .api(
+            "PUT",
+            "/v3/domains/shop.test/aliases/b",
+            Some(json!({ "active": true })),
+        )
+        .await);
+    assert_eq!(scalar(&pg, "SELECT count(*) FROM suspensions").await, 0);
+    assert!(rcpt(&relay, "b@shop.test").await.starts_with("250"));
+
+    // An import: its domain and aliases, the ids the database gave.
+    let (status, body) = relay.import("i@imported.test\tu@dest.test\n").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = relay
+        .api("GET", "/v3/domains/imported.test/aliases/i", None)
+        .await;
+    assert_eq!(
+        scalar(
+            &pg,
+            "SELECT id FROM static_aliases WHERE domain = 'imported.test'"
+        )
+        .await,
+        shown["alias"]["id"].as_i64().expect("an id")
+    );
+
+    // Removals.
+    ok(relay
+        .api("DELETE", "/v3/domains/shop.test/aliases/a", None)
+        .await);
+    assert_eq!(
+        scalar(&pg, "SELECT count(*) FROM static_aliases WHERE local = 'a'").await,
+        0
+    );
+    ok(relay.api("DELETE", "/v3/domains/shop.test", None).await);
+    assert_eq!(
+        scalar(
+            &pg,
+            "SELECT count(*) FROM domains WHERE domain = 'shop.test'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar(
+            &pg,
+            "SELECT count(*) FROM static_aliases WHERE domain = 'shop.test'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar(&pg, "SELECT count(*) FROM changes WHERE origin <> 'node-a'").await,
+        0,
+        "every change is recorded as the node's"
+    );
+    relay.stop().await;
+}

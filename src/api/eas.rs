@@ -78,7 +78,7 @@ impl IntoResponse for ActivationError {
                     "chain unavailable, try again later",
                 )
             }
-            ActivationError::Cluster(e) if !e.is_temporary() && is_statement(&e) => {
+            ActivationError::Cluster(e) if e.is_refused_write() => {
                 tracing::error!(error = %e, "activation: the cluster database refused the write");
                 error(StatusCode::INTERNAL_SERVER_ERROR, "cannot process request")
             }
@@ -97,14 +97,6 @@ impl IntoResponse for ActivationError {
             }
         }
     }
-}
-
-/// A statement the database refused (not the database away).
-fn is_statement(e: &crate::cluster::ClusterError) -> bool {
-    matches!(
-        e,
-        crate::cluster::ClusterError::Query { .. } | crate::cluster::ClusterError::NodeId(_)
-    )
 }
 
 /// A refused request, already answered (boxed: a `Response` is large).

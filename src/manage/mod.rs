@@ -53,16 +53,12 @@ pub(crate) enum ManageError {
 
 impl From<crate::cluster::ClusterError> for ManageError {
     fn from(e: crate::cluster::ClusterError) -> ManageError {
-        use crate::cluster::ClusterError;
-        match e {
-            // A statement the server refused for a reason that does not
-            // pass by itself: the write is wrong, not the database away.
-            ClusterError::Query { .. } | ClusterError::NodeId(_) if !e.is_temporary() => {
-                ManageError::ClusterRefused(e.to_string())
-            }
-            // Unreachable, timed out, TLS or login refused, no database,
-            // a schema of another version: the database cannot be used now.
-            other => ManageError::ClusterDown(other.to_string()),
+        if e.is_refused_write() {
+            ManageError::ClusterRefused(e.to_string())
+        } else {
+            // Unreachable, timed out, TLS or login refused, no database, a
+            // schema of another version: the database cannot be used now.
+            ManageError::ClusterDown(e.to_string())
         }
     }
 }
