@@ -3,8 +3,9 @@
 //! passed the chain checks is a row in PostgreSQL (the alias exactly as
 //! activated, forward, signature, commitment, the accepting node) with the
 //! same id the node shows; while PostgreSQL is down `/activate` answers 503
-//! and nothing is stored, mail to known aliases still flows; a confirmed
-//! deactivation removes the row.
+//! and nothing is stored, mail to known aliases still flows; a deactivation
+//! leaves PostgreSQL once the watcher confirmed it, and this node only after
+//! PostgreSQL.
 
 mod common;
 
@@ -135,17 +136,57 @@ async fn activation_on_a_cluster_node_is_committed_in_postgres_first() {
     let locals: Vec<String> = reveals(&pg).await.into_iter().map(|r| r.1).collect();
     assert_eq!(locals, vec!["hello".to_string(), "team".to_string()]);
 
-    // Deactivated on chain: /deactivate removes the row (the exact alias,
-    // its commitment); the other reveal stays.
+    // Deactivated on chain and /deactivate accepted while PostgreSQL is
+    // down: the mark waits; nothing is removed here before the database.
     t.chain.deactivate(&owner, SLD, "Hello").await.unwrap();
     t.chain.mine(CONFIRMATIONS).await;
     t.settle().await;
+    assert!(t.rcpt(&format!("hello@{DOMAIN}")).await.starts_with("550"));
+    pg.stop();
     assert_eq!(
         t.post("/deactivate", json!({ "sld": SLD, "alias": "hello" }))
             .await,
         (200, json!({ "success": true }))
     );
+    t.chain.mine(CONFIRMATIONS + 2).await;
+    t.settle().await;
+    t.chain.mine(1).await;
+    t.settle().await;
+    assert_eq!(
+        local_aliases(&t).await,
+        vec!["hello".to_string(), "team".to_string()],
+        "removed here before PostgreSQL took it"
+    );
+    // Back: the confirmed removal leaves PostgreSQL (the exact alias and
+    // its commitment), then this node; the other reveal stays.
+    pg.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        t.chain.mine(1).await;
+        t.settle().await;
+        if local_aliases(&t).await == vec!["team".to_string()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deactivation was not settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let locals: Vec<String> = reveals(&pg).await.into_iter().map(|r| r.1).collect();
     assert_eq!(locals, vec!["team".to_string()]);
     assert!(t.rcpt(&format!("team@{DOMAIN}")).await.starts_with("250"));
+}
+
+/// The local parts of the name's aliases on the node.
+async fn local_aliases(t: &ChainRelay) -> Vec<String> {
+    let aliases = t.aliases_of(SLD).await;
+    aliases
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| a["alias"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }

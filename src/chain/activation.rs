@@ -60,8 +60,9 @@ pub struct Activation {
     registries: Arc<Registries>,
     /// Domains that are the relay's own (SRS domain, hostname): never a forward.
     own_domains: Vec<String>,
-    /// Cluster mode: reveals are written here first (and removed here
-    /// first), then in the store with the id given here.
+    /// Cluster mode: reveals are written here first, then in the store
+    /// with the id given here (a deactivation leaves the database once the
+    /// watcher confirmed it: [`super::deactivation`]).
     cluster: Option<Writes>,
 }
 
@@ -99,9 +100,9 @@ impl Activation {
     }
 
     /// Cluster mode (`Some`): an activation that passed the chain checks is
-    /// committed in the shared database first, a deactivation removes the
-    /// reveal there first; while the database cannot take it the request
-    /// is refused ([`ActivationError::Cluster`]) and nothing is written.
+    /// committed in the shared database first; while the database cannot
+    /// take it the request is refused ([`ActivationError::Cluster`]) and
+    /// nothing is written.
     pub fn with_cluster(mut self, writes: Option<Writes>) -> Activation {
         self.cluster = writes;
         self
@@ -398,10 +399,6 @@ impl Activation {
                 return Err(ActivationError::NotDeactivated);
             }
         }
-        if let (Some(b), Some(c)) = (&binding, &self.cluster) {
-            c.db.claim_reveals_remove(&c.node_id, &[(&domain, &local, &b.alias, &b.commitment)])
-                .await?;
-        }
         if let Some(b) = binding
             && self
                 .store
@@ -458,10 +455,12 @@ impl Activation {
             }));
         }
         let mut left = 0;
-        let mut gone = Vec::new();
         for ((local, b), value) in bindings.iter().zip(values) {
             match value {
-                StateValue::Hash(h) if h == B256::ZERO => gone.push((local, b)),
+                StateValue::Hash(h) if h == B256::ZERO => {
+                    self.store
+                        .chain_mark_deactivating(&domain, local, b, head, true)?;
+                }
                 StateValue::Hash(_) => left += 1,
                 other => {
                     return Err(ActivationError::Chain(ChainError::Decode {
@@ -470,26 +469,6 @@ impl Activation {
                     }));
                 }
             }
-        }
-        if let Some(c) = &self.cluster
-            && !gone.is_empty()
-        {
-            let rows: Vec<(&str, &str, &str, &str)> = gone
-                .iter()
-                .map(|(local, b)| {
-                    (
-                        domain.as_str(),
-                        local.as_str(),
-                        b.alias.as_str(),
-                        b.commitment.as_str(),
-                    )
-                })
-                .collect();
-            c.db.claim_reveals_remove(&c.node_id, &rows).await?;
-        }
-        for (local, b) in gone {
-            self.store
-                .chain_mark_deactivating(&domain, local, b, head, true)?;
         }
         if left > 0 {
             return Err(ActivationError::NotAllDeactivated);

@@ -40,12 +40,15 @@ impl Chain {
                 ..Limits::default()
             });
         let registries = Arc::new(registry::Registries::from_config(&config.chain));
-        let watcher = Arc::new(watcher::Watcher::new(
-            rpc.clone(),
-            store.clone(),
-            registries.clone(),
-            config.chain.clone(),
-        ));
+        let watcher = Arc::new(
+            watcher::Watcher::new(
+                rpc.clone(),
+                store.clone(),
+                registries.clone(),
+                config.chain.clone(),
+            )
+            .with_cluster(cluster.clone()),
+        );
         let own = config.own_domains();
         let activation = Arc::new(
             activation::Activation::new(rpc, store, registries, own).with_cluster(cluster),
