@@ -1,7 +1,8 @@
 //! The one error type of the HTTP API. Clients see ImprovMX's shape,
 //! `{"success": false, "errors": {field: [message]}}` (plus `code` and
 //! `error`, which some ImprovMX clients read); internal failures are logged
-//! here and shown only as "internal error".
+//! here and shown only as "internal error". A write a cluster node cannot
+//! commit in the shared database is 503 with why (no password, no SQL).
 
 use crate::manage::ManageError;
 use axum::Json;

@@ -3,6 +3,12 @@
 //! store this process holds: the admin API calls it on a running node, the
 //! CLI when no node runs. The CLI reaches a running node through the same
 //! [`Manage`] trait (`cli::remote`), so it prints the same either way.
+//!
+//! In cluster mode ([`Local::with_cluster`]) every write is committed in
+//! the shared database first and then in the store with the ids it gave;
+//! while the database cannot take it the write is refused
+//! ([`ManageError::ClusterDown`], 503) and nothing is written. Reads stay
+//! on the store, the node's replica.
 
 mod aliases;
 mod domains;
