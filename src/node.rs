@@ -176,16 +176,6 @@ pub async fn run(
     } else {
         None
     };
-    let cluster = cluster_writes(&config).await?;
-    let chain = if config.chain.enabled {
-        Some(crate::chain::Chain::new(
-            &config,
-            store.clone(),
-            cluster.clone(),
-        )?)
-    } else {
-        None
-    };
     let activation_secret = activation_secret(&config)?;
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
@@ -195,6 +185,23 @@ pub async fn run(
             &config.hostname,
         )?;
         Some(tokio_rustls::TlsAcceptor::from(server))
+    } else {
+        None
+    };
+    // --- cluster: the delivery log (i13-logs) ---
+    // The outbox is on before the committer starts, so that every log row
+    // of this run is kept for PostgreSQL in its own transaction.
+    let cluster_logs = cluster_log_db(&config, &store).await?;
+    // --- end cluster: the delivery log ---
+    // --- cluster: writes go to PostgreSQL first (i13-writes) ---
+    let cluster = cluster_writes(&config, cluster_logs.as_ref())?;
+    // --- end cluster: writes ---
+    let chain = if config.chain.enabled {
+        Some(crate::chain::Chain::new(
+            &config,
+            store.clone(),
+            cluster.clone(),
+        )?)
     } else {
         None
     };
@@ -252,8 +259,20 @@ pub async fn run(
         watcher: chain.as_ref().map(|c| c.watcher.clone()),
         zone: provisioner.clone(),
         scanner,
+        cluster_logs: cluster_logs.clone(),
         ..ApiState::new(config.clone(), admin, keys, metrics)
     };
+    // --- cluster: the delivery log (i13-logs) ---
+    if let Some(db) = cluster_logs {
+        let flusher = crate::cluster::outbox::Flusher {
+            db,
+            store: store.clone(),
+            node_id: config.cluster.node_id_or(&config.hostname).to_string(),
+            retention: config.delivery_log.retention.0,
+        };
+        tasks.spawn(flusher.run(stopped.clone()));
+    }
+    // --- end cluster: the delivery log ---
     if let Some(chain) = &chain {
         tasks.spawn(chain.watcher.clone().run(stopped.clone()));
     }
@@ -304,21 +323,46 @@ pub async fn run(
     Ok(())
 }
 
-/// Cluster mode: the shared database, connected and migrated, where this
-/// node's writes go first (None for a single node). A database that does
-/// not answer at start stops the node here.
-// i13-writes: the minimal wiring; the replica's feed, heartbeat and start
-// while PostgreSQL is down replace this with the real one.
-async fn cluster_writes(config: &Config) -> Result<Option<crate::cluster::Writes>, RunError> {
+/// On a cluster node: the shared database (connected and migrated) and the
+/// store's delivery-log outbox turned on; None on a single node.
+async fn cluster_log_db(
+    config: &Config,
+    store: &Store,
+) -> Result<Option<crate::cluster::Db>, RunError> {
     if !config.cluster.enabled {
         return Ok(None);
     }
-    let db = crate::cluster::Db::connect(&config.cluster).await?;
-    let applied = db.migrate().await?;
+    store.set_log_outbox(config.cluster.log_outbox_max);
+    let connected = match crate::cluster::Db::connect(&config.cluster).await {
+        Ok(db) => db.migrate().await.map(|_| db),
+        Err(e) => Err(e),
+    };
+    match connected {
+        Ok(db) => Ok(Some(db)),
+        // PostgreSQL down (or gone while migrating): the node serves mail
+        // anyway, its log waits in the outbox; a wrong URL, login or
+        // schema stops it here.
+        Err(e) if e.is_temporary() => {
+            tracing::warn!(
+                error = %e,
+                "PostgreSQL is unreachable at start: the delivery log waits in the outbox"
+            );
+            Ok(Some(crate::cluster::Db::open(&config.cluster)?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// On a cluster node: where its writes go first (the shared database,
+/// with this node's id as their origin); None on a single node.
+fn cluster_writes(
+    config: &Config,
+    db: Option<&crate::cluster::Db>,
+) -> Result<Option<crate::cluster::Writes>, RunError> {
     let node_id = config.cluster.node_id_or(&config.hostname);
-    tracing::info!(database = %db.target(), node = %node_id, migrations = ?applied,
-        "cluster database connected");
-    Ok(Some(crate::cluster::Writes::new(db, node_id)?))
+    Ok(db
+        .map(|db| crate::cluster::Writes::new(db.clone(), node_id))
+        .transpose()?)
 }
 
 /// Descriptors the configured connection caps can take at once, plus a

@@ -81,6 +81,18 @@ fn describe() {
         "eas_outbound_connections_total",
         "outbound connections, by result (ok, failed)"
     );
+    describe_gauge!(
+        "eas_cluster_log_outbox_depth",
+        "delivery-log rows of this cluster node waiting for PostgreSQL"
+    );
+    describe_counter!(
+        "eas_cluster_log_flushed_total",
+        "delivery-log rows sent from the outbox to PostgreSQL"
+    );
+    describe_counter!(
+        "eas_cluster_log_outbox_dropped_total",
+        "delivery-log rows dropped from the full outbox (kept in the node's own log only)"
+    );
     metrics::counter!("eas_smtp_connections_total").increment(0);
     metrics::counter!("eas_messages_accepted_total").increment(0);
     for outcome in ["delivered", "deferred", "bounced"] {

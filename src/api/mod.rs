@@ -52,6 +52,9 @@ pub struct ApiState {
     pub(crate) zone: Option<Arc<crate::provision::Provisioner<crate::provision::RedisZone>>>,
     /// The content scanner (for health), when `scan.enabled` is on.
     pub(crate) scanner: Option<Arc<crate::scan::Scanner>>,
+    /// The cluster's database, whose delivery log (every node's) the log
+    /// endpoints read, when `cluster.enabled` is on.
+    pub(crate) cluster_logs: Option<crate::cluster::Db>,
     pub(crate) limits: Arc<RateLimits>,
 }
 
@@ -74,6 +77,7 @@ impl ApiState {
             activation_secret: None,
             watcher: None,
             zone: None,
+            cluster_logs: None,
         }
     }
 }

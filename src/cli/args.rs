@@ -60,6 +60,19 @@ pub(crate) enum Command {
     /// The DNS records to publish, and a live check of them.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// Several MX nodes sharing PostgreSQL ([cluster]).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClusterCommand {
+    /// Copy this node's domains, aliases, reveals, suspensions and delivery
+    /// log from its store into PostgreSQL (migrating it first). Run it with
+    /// the node stopped; running it again changes nothing.
+    Init,
+    /// List the nodes: last seen, applied change, lag, queue depth, version.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,7 @@
 //! The management commands (`domain`, `alias`, `queue`, `log`): carried
 //! out by a running node through its loopback admin API when one answers,
-//! on the store directly otherwise. One code path for both: the commands
+//! on the store directly otherwise (`log` of a cluster node: from
+//! PostgreSQL, every node's). One code path for both: the commands
 //! are written once against [`Manage`], so the output is the same.
 
 use super::args::{AliasCommand, Command, DomainCommand, QueueCommand};
@@ -33,9 +34,10 @@ async fn backend(config: Config) -> Result<Backend, ManageError> {
     };
     let spool = Spool::open(&config.spool_dir()).map_err(crate::queue::QueueError::Spool)?;
     // Cluster mode: writes go to the shared database first, as a running
-    // node's do (it must answer, or the command stops with why).
+    // node's do (connected when a write needs it: reads of the store work
+    // while it is down, a write then stops with why).
     let cluster = if config.cluster.enabled {
-        let db = crate::cluster::Db::connect(&config.cluster).await?;
+        let db = crate::cluster::Db::open(&config.cluster)?;
         let node_id = config.cluster.node_id_or(&config.hostname);
         Some(crate::cluster::Writes::new(db, node_id)?)
     } else {
@@ -61,10 +63,52 @@ pub(super) async fn domains(config: Config) -> Result<Vec<crate::manage::DomainV
 
 /// Runs a management command where it can be carried out.
 pub(super) async fn run(config: Config, command: Command, json: bool) -> Result<(), ManageError> {
+    let cluster = config.cluster.enabled.then(|| config.cluster.clone());
     match backend(config).await? {
-        Backend::Local(local) => execute(&local, command, json).await,
+        Backend::Local(local) => match (&command, cluster) {
+            (
+                Command::Log {
+                    domain,
+                    alias,
+                    limit,
+                },
+                Some(cluster),
+            ) => cluster_log(&local, &cluster, domain, alias.as_deref(), *limit, json).await,
+            _ => execute(&local, command, json).await,
+        },
+        // A running node's API reads the cluster's log itself.
         Backend::Remote(remote) => execute(&remote, command, json).await,
     }
+}
+
+/// `log` on a stopped cluster node: every node's log from PostgreSQL, or
+/// this node's own with a warning when PostgreSQL does not answer.
+async fn cluster_log(
+    local: &Local,
+    cluster: &crate::config::ClusterConfig,
+    domain: &str,
+    alias: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<(), ManageError> {
+    let query = local.log_query(domain, alias, 1, limit)?;
+    let read = async {
+        let db = crate::cluster::Db::connect(cluster).await?;
+        db.list_logs(&query.domain, query.alias.as_deref(), 0, limit)
+            .await
+    };
+    let logs = match read.await {
+        Ok(logs) => logs,
+        Err(e) => {
+            eprintln!("eas-relay: warning: {e}: only this node's delivery log is shown");
+            local.logs(domain, alias, 1, limit)?
+        }
+    };
+    print_logs(
+        &serde_json::Value::Array(crate::manage::log_items(&logs)),
+        json,
+    );
+    Ok(())
 }
 
 fn split_address(address: &str) -> Result<(&str, &str), ManageError> {
@@ -186,7 +230,9 @@ async fn execute(m: &impl Manage, command: Command, json: bool) -> Result<(), Ma
             let logs = m.logs(&domain, alias.as_deref(), limit).await?;
             print_logs(&logs, json);
         }
-        Command::Resync { .. } | Command::Chain(_) => unreachable!("handled before"),
+        Command::Resync { .. } | Command::Chain(_) | Command::Cluster(_) => {
+            unreachable!("handled before")
+        }
         Command::Serve | Command::Config(_) | Command::Dkim(_) | Command::Dns(_) => {
             unreachable!("handled before")
         }

@@ -1,5 +1,6 @@
 //! The command line: `serve`, `config check|show`, the management
-//! commands (`domain`, `alias`, `queue`, `log`), the chain commands, and
+//! commands (`domain`, `alias`, `queue`, `log`), the chain commands,
+//! `cluster init|status`, and
 //! the DNS helpers (`dkim keygen`, `dns records|check`, in
 //! `crate::zone`; `dns provision`, in `crate::provision`). This file parses and hands each command to the file
 //! of its group.
@@ -16,6 +17,7 @@ macro_rules! out {
 mod args;
 mod chain;
 mod check;
+mod cluster;
 mod dns;
 mod manage;
 mod print;
@@ -26,7 +28,7 @@ mod serve;
 pub use args::Cli;
 
 use crate::config::{Config, ConfigError};
-use args::{ChainCommand, Command, ConfigCommand, DkimCommand, DnsCommand};
+use args::{ChainCommand, ClusterCommand, Command, ConfigCommand, DkimCommand, DnsCommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -69,6 +71,8 @@ pub fn main(cli: Cli) -> ExitCode {
         }) => provision::run(config, domain, dry_run, force, cli.json),
         Command::Resync { from_block } => chain::run(chain::resync(config, from_block, cli.json)),
         Command::Chain(ChainCommand::Status) => chain::run(chain::status(config, cli.json)),
+        Command::Cluster(ClusterCommand::Init) => cluster::init(config, cli.json),
+        Command::Cluster(ClusterCommand::Status) => cluster::status(config, cli.json),
         command => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

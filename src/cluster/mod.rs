@@ -4,24 +4,29 @@
 //! the nodes replicate from, and the nodes themselves. This module is the
 //! connection ([`Db::connect`]: a pool, TLS with rustls), the versioned
 //! schema embedded in the binary ([`Db::migrate`], under an advisory lock
-//! so that N nodes starting at once migrate once), and the nodes' heartbeat.
-//!
-//! The writes of what people said ([`claims`]) are typed transactions,
-//! each recorded as its node's (`eas.origin`) in the change table.
-//!
-//! A single node (`cluster.enabled = false`) keeps its embedded store and
-//! never opens a connection.
+//! so that N nodes starting at once migrate once), the nodes' heartbeat,
+//! every node's delivery log (`logs`: sent from the node's outbox by
+//! `outbox::Flusher`, read by the admin API), and `cluster init`'s copy of
+//! a single node's store (`init`). The writes of what people said
+//! (`claims`) are typed transactions, each recorded as its node's
+//! (`eas.origin`) in the change table. A single node keeps its embedded
+//! store and never opens a connection.
 
 mod claims;
 mod connect;
 mod error;
+mod init;
+mod logs;
 mod migrate;
 mod nodes;
+pub mod outbox;
 
 pub use claims::{AliasClaim, AliasWrite, RevealClaim, StaticAliasRow, Writes, domain_settings};
 pub use error::ClusterError;
+pub use init::{Counts, InitError, InitReport};
+pub use logs::INSERT_BATCH;
 pub use migrate::{HISTORY_TABLE, MIGRATION_LOCK};
-pub use nodes::NodeRow;
+pub use nodes::{ClusterStatus, NodeRow};
 
 use crate::config::ClusterConfig;
 use deadpool_postgres::{Object, Pool};
@@ -72,6 +77,18 @@ impl Db {
             .await
             .map_err(|e| db.target.classify(&e))?;
         Ok(db)
+    }
+
+    /// A pool for `[cluster]`'s database without connecting: the settings
+    /// are checked, connections open when first needed. For a node that
+    /// starts while PostgreSQL is down and waits for it.
+    pub fn open(config: &ClusterConfig) -> Result<Db, ClusterError> {
+        let settings = connect::settings(config)?;
+        Ok(Db {
+            pool: connect::pool(&settings)?,
+            target: settings.target,
+            limit: settings.connect_timeout.saturating_mul(2),
+        })
     }
 
     /// A connection of the pool.

@@ -1,7 +1,8 @@
 //! The `nodes` table: each node's heartbeat (an upsert of its last-seen
 //! time, the last change it applied and its queue depth, times from the
-//! database's clock so that nodes' clocks need not agree) and the list
-//! `cluster status` will show.
+//! database's clock so that nodes' clocks need not agree) and what
+//! `cluster status` shows (each node, its age and its lag behind the
+//! newest change).
 
 use super::{ClusterError, Db};
 use crate::config::valid_node_id;
@@ -27,6 +28,28 @@ const HEARTBEAT: &str = "INSERT INTO nodes AS n (id, last_seen, applied_change_i
 const LIST: &str = "SELECT id, (extract(epoch FROM first_seen) * 1000)::bigint, \
      (extract(epoch FROM last_seen) * 1000)::bigint, applied_change_id, queue_depth, version \
      FROM nodes ORDER BY id";
+
+/// The cluster as `cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The database's clock (Unix ms): ages are measured against it.
+    pub now_ms: i64,
+    /// The newest change id (0: none yet).
+    pub max_change_id: i64,
+    pub nodes: Vec<NodeRow>,
+}
+
+impl ClusterStatus {
+    /// How many changes `node` has still to apply.
+    pub fn lag(&self, node: &NodeRow) -> i64 {
+        (self.max_change_id - node.applied_change_id).max(0)
+    }
+
+    /// Milliseconds since `node`'s last heartbeat.
+    pub fn age_ms(&self, node: &NodeRow) -> i64 {
+        (self.now_ms - node.last_seen_ms).max(0)
+    }
+}
 
 /// `value` as a PostgreSQL bigint (a count past i64::MAX is shown as it).
 fn bigint(value: u64) -> i64 {
@@ -80,5 +103,25 @@ impl Db {
                 })
             })
             .collect()
+    }
+
+    /// The nodes, the newest change id and the database's time.
+    pub async fn status(&self) -> Result<ClusterStatus, ClusterError> {
+        let nodes = self.nodes().await?;
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (extract(epoch FROM now()) * 1000)::bigint, \
+                 coalesce((SELECT max(id) FROM changes), 0)",
+                &[],
+            )
+            .await
+            .map_err(|e| self.error(&e))?;
+        let get = |e: tokio_postgres::Error| self.error(&e);
+        Ok(ClusterStatus {
+            now_ms: row.try_get(0).map_err(get)?,
+            max_change_id: row.try_get(1).map_err(get)?,
+            nodes,
+        })
     }
 }

@@ -1,9 +1,10 @@
 //! `[cluster]`: several MX nodes sharing one PostgreSQL (issue 13). Only
 //! the settings of the connection are here: the database URL (a secret:
 //! it may come from a private file), this node's id, the pool and the
-//! private CA of TLS. `enabled = true` needs a URL (or its file) and a
-//! valid node id (`node_id`, or else the hostname); a single node
-//! (`enabled = false`) needs nothing of this section.
+//! private CA of TLS, and the bound of the delivery-log outbox (rows
+//! waiting on the node for PostgreSQL). `enabled = true` needs a URL (or
+//! its file) and a valid node id (`node_id`, or else the hostname); a
+//! single node needs none of it and keeps its embedded store.
 
 use super::error::{ConfigError, nonzero_duration, redacted};
 use super::units::HumanDuration;
@@ -19,13 +20,15 @@ pub const MAX_POOL_SIZE: usize = 100;
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest node id (it is a column of every node's rows).
 pub const MAX_NODE_ID: usize = 64;
+/// Default bound of the delivery-log outbox (rows of about 0.5 KB each).
+pub const DEFAULT_LOG_OUTBOX_MAX: u64 = 1_000_000;
 
 /// Debug shows `database_url` redacted (it may hold the password).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Run as one of several nodes sharing PostgreSQL: writes go to it
-    /// first. A single node needs nothing of this section.
+    /// first (needs `database_url` or `database_url_file`).
     pub enabled: bool,
     /// `postgres://user:password@host:port/database[?sslmode=require]`;
     /// empty when `database_url_file` holds it.
@@ -42,6 +45,10 @@ pub struct ClusterConfig {
     /// PEM certificates trusted (instead of the system's roots) for the
     /// server's certificate with `sslmode=require`: a private CA.
     pub ca_file: Option<PathBuf>,
+    /// Delivery-log rows kept on the node for PostgreSQL at most (while it
+    /// is unreachable); past it the oldest leave the outbox (they stay in
+    /// the node's own log).
+    pub log_outbox_max: u64,
 }
 
 impl Default for ClusterConfig {
@@ -54,6 +61,7 @@ impl Default for ClusterConfig {
             pool_size: 8,
             connect_timeout: HumanDuration::secs(5),
             ca_file: None,
+            log_outbox_max: DEFAULT_LOG_OUTBOX_MAX,
         }
     }
 }
@@ -68,6 +76,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)
+            .field("log_outbox_max", &self.log_outbox_max)
             .finish()
     }
 }
@@ -201,6 +210,13 @@ impl ClusterConfig {
                 &key("pool_size"),
                 self.pool_size,
                 format!("must be 1 to {MAX_POOL_SIZE}"),
+            ));
+        }
+        if self.log_outbox_max == 0 {
+            return Err(ConfigError::invalid(
+                &key("log_outbox_max"),
+                self.log_outbox_max,
+                "must be at least 1 (rows kept for PostgreSQL while it is away)",
             ));
         }
         nonzero_duration(&key("connect_timeout"), self.connect_timeout)?;
@@ -363,6 +379,14 @@ mod tests {
                 },
                 "cluster.node_id",
                 "letters",
+            ),
+            (
+                ClusterConfig {
+                    log_outbox_max: 0,
+                    ..Default::default()
+                },
+                "cluster.log_outbox_max",
+                "at least 1",
             ),
             (
                 ClusterConfig {

@@ -23,6 +23,7 @@ mod tests;
 pub(crate) use aliases::{BulkBehavior, BulkItem};
 pub(crate) use domains::DomainUpdate;
 pub use local::{Local, QueueAccess};
+pub(crate) use queue::LogQuery;
 pub(crate) use validate::{parse_alias, parse_domain};
 pub(crate) use views::{
     AliasView, DOMAIN_ALIASES_SHOWN, DomainView, QueueView, Removed, log_items,

@@ -78,11 +78,39 @@ impl Local {
         page: usize,
         limit: usize,
     ) -> Result<Vec<LogEntry>, ManageError> {
-        let (name, _) = self.domain_record(domain)?;
-        let alias = alias.map(parse_alias).transpose()?;
-        let offset = page.saturating_sub(1).saturating_mul(limit);
-        Ok(self
-            .store
-            .log_list(&name, alias.as_deref(), offset, limit)?)
+        let query = self.log_query(domain, alias, page, limit)?;
+        Ok(self.store.log_list(
+            &query.domain,
+            query.alias.as_deref(),
+            query.offset,
+            query.limit,
+        )?)
     }
+
+    /// A request for a domain's log checked (the domain known here, the
+    /// alias valid), for this node's log or the cluster's.
+    pub(crate) fn log_query(
+        &self,
+        domain: &str,
+        alias: Option<&str>,
+        page: usize,
+        limit: usize,
+    ) -> Result<LogQuery, ManageError> {
+        let (name, _) = self.domain_record(domain)?;
+        Ok(LogQuery {
+            domain: name,
+            alias: alias.map(parse_alias).transpose()?,
+            offset: page.saturating_sub(1).saturating_mul(limit),
+            limit,
+        })
+    }
+}
+
+/// A checked request for a domain's delivery log.
+pub(crate) struct LogQuery {
+    pub domain: String,
+    /// The alias's local part, normalized.
+    pub alias: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
 }

@@ -4,8 +4,8 @@
 
 use super::tables::{
     ALIASES, CHAIN_ALIAS_INDEX, CHAIN_DEACTIVATING, CHAIN_MAINTAINERS, CHAIN_META, CHAIN_NAMES,
-    CHAIN_NODES, CHAIN_REVEALS, DNS_FAILING, DNS_PENDING, DNS_PENDING_DUE, DOMAINS, LOG, LOG_TIME,
-    META, QUEUE, QUEUE_DUE,
+    CHAIN_NODES, CHAIN_REVEALS, DNS_FAILING, DNS_PENDING, DNS_PENDING_DUE, DOMAINS, LOG,
+    LOG_OUTBOX, LOG_TIME, META, QUEUE, QUEUE_DUE,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 // The queue's committer writes these two tables itself.
@@ -77,6 +77,10 @@ pub struct Store {
     /// Whether a `/deactivate-all` that removes a name's last alias queues
     /// the removal of its zone records.
     pub(crate) remove_on_deactivate_all: std::sync::atomic::AtomicBool,
+    /// Bound of the delivery-log outbox of a cluster node; 0: off.
+    pub(crate) outbox_max: AtomicU64,
+    /// Rows the full outbox dropped since the store was opened.
+    pub(crate) outbox_dropped: AtomicU64,
 }
 
 impl Store {
@@ -113,6 +117,8 @@ impl Store {
             ),
             provision_on_activation: std::sync::atomic::AtomicBool::new(false),
             remove_on_deactivate_all: std::sync::atomic::AtomicBool::new(false),
+            outbox_max: AtomicU64::new(0),
+            outbox_dropped: AtomicU64::new(0),
         };
         let txn = store.db.begin_write()?;
         {
@@ -122,6 +128,7 @@ impl Store {
             txn.open_table(QUEUE_DUE)?;
             txn.open_table(LOG)?;
             txn.open_table(LOG_TIME)?;
+            txn.open_table(LOG_OUTBOX)?;
             txn.open_table(META)?;
             txn.open_table(CHAIN_NAMES)?;
             txn.open_table(CHAIN_NODES)?;

@@ -117,6 +117,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` log entries with an id above `after`, oldest first
+    /// (every domain's: `cluster init` pages through the whole log).
+    pub(crate) fn log_after(&self, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let time = txn.open_table(LOG_TIME)?;
+        let log = txn.open_table(LOG)?;
+        let mut out = Vec::new();
+        let Some(start) = after.checked_add(1) else {
+            return Ok(out);
+        };
+        for item in time.range(start..)?.take(limit) {
+            let (k, v) = item?;
+            let id = k.value();
+            // An index row whose entry is gone (a purge in between) is skipped.
+            if let Some(bytes) = log.get((v.value(), id))? {
+                out.push(decode("delivery_log", id, bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes entries older than `before_ms`; returns how many. Works in
     /// transactions of at most [`PURGE_BATCH`] entries, so the committer
     /// (which needs the store's one write transaction) waits for one short
@@ -214,6 +235,26 @@ mod tests {
         let page = s.log_list("x.test", None, 1, 1).unwrap();
         assert_eq!(page[0].alias, "b@x.test");
         assert_eq!(s.log_list("y.test", None, 0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn log_after_pages_through_every_domain_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.batch(true, |b| {
+            b.log(entry("a@x.test", LogOutcome::Delivered))?;
+            b.log(entry("a@y.test", LogOutcome::Bounced))?;
+            b.log(entry("b@x.test", LogOutcome::Deferred))
+        })
+        .unwrap();
+        let first = s.log_after(0, 2).unwrap();
+        let aliases: Vec<&str> = first.iter().map(|e| e.alias.as_str()).collect();
+        assert_eq!(aliases, vec!["a@x.test", "a@y.test"]);
+        let rest = s.log_after(first[1].id, 2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].alias, "b@x.test");
+        assert!(s.log_after(rest[0].id, 2).unwrap().is_empty());
+        assert!(s.log_after(u64::MAX, 2).unwrap().is_empty());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! `db` is the handle and codec, `tables` every table and key, `records`
 //! the domain, alias and chain records; `aliases`, `chain`,
-//! `chain_deactivation`, `queue`, `log` and `provision` (DNS writes still
-//! to do) are the operations on them.
+//! `chain_deactivation`, `queue`, `log`, `outbox` (a cluster node's log
+//! rows still to send to PostgreSQL) and `provision` (DNS writes still to
+//! do) are the operations on them.
 
 mod aliases;
 mod chain;
@@ -14,6 +15,7 @@ mod chain_deactivation;
 mod claimed;
 mod db;
 mod log;
+mod outbox;
 mod provision;
 mod queue;
 mod records;
@@ -23,6 +25,7 @@ pub use aliases::Lookup;
 pub use chain::Activated;
 pub(crate) use chain::ChainUpdate;
 pub use log::{LogEntry, LogOutcome, SpamLog};
+pub use outbox::OutboxPage;
 #[cfg(test)]
 pub(crate) use queue::sample_entry;
 pub use queue::{Batch, QueueEntry, QueuedRecipient, RcptStatus};

@@ -4,7 +4,7 @@
 
 use super::db::{Store, StoreError, decode, encode};
 use super::log::LogEntry;
-use super::tables::{LOG, LOG_TIME, QUEUE, QUEUE_DUE};
+use super::tables::{LOG, LOG_OUTBOX, LOG_TIME, QUEUE, QUEUE_DUE};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +103,10 @@ pub struct Batch<'t> {
     due: redb::Table<'t, (u64, u64), ()>,
     log: redb::Table<'t, (&'static str, u64), &'static [u8]>,
     log_time: redb::Table<'t, u64, &'static str>,
+    /// The cluster's outbox and its bound, when on.
+    outbox: Option<(redb::Table<'t, u64, &'static [u8]>, u64)>,
+    /// Rows this batch dropped from the full outbox.
+    outbox_dropped: u64,
     store: &'t Store,
 }
 
@@ -161,13 +165,18 @@ impl Batch<'_> {
         Ok(Some(bytes))
     }
 
-    /// Appends a delivery log entry under its alias domain.
+    /// Appends a delivery log entry under its alias domain (and, on a
+    /// cluster node, into the outbox for PostgreSQL).
     pub fn log(&mut self, mut entry: LogEntry) -> Result<(), StoreError> {
         entry.id = self.store.log_ids.next();
         let domain = entry.alias_domain().to_string();
+        let bytes = encode(&entry);
         self.log
-            .insert((domain.as_str(), entry.id), encode(&entry).as_slice())?;
+            .insert((domain.as_str(), entry.id), bytes.as_slice())?;
         self.log_time.insert(entry.id, domain.as_str())?;
+        if let Some((outbox, max)) = &mut self.outbox {
+            self.outbox_dropped += super::outbox::put(outbox, *max, entry.id, &bytes)?;
+        }
         Ok(())
     }
 }
@@ -190,17 +199,28 @@ impl Store {
                     reason: e.to_string(),
                 })?;
         }
-        let result = {
+        let outbox_max = self.log_outbox_max();
+        let (result, dropped) = {
             let mut batch = Batch {
                 queue: txn.open_table(QUEUE)?,
                 due: txn.open_table(QUEUE_DUE)?,
                 log: txn.open_table(LOG)?,
                 log_time: txn.open_table(LOG_TIME)?,
+                outbox: match outbox_max {
+                    0 => None,
+                    max => Some((txn.open_table(LOG_OUTBOX)?, max)),
+                },
+                outbox_dropped: 0,
                 store: self,
             };
-            f(&mut batch)?
+            let result = f(&mut batch)?;
+            (result, batch.outbox_dropped)
         };
         txn.commit()?;
+        if dropped > 0 {
+            self.outbox_dropped
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(result)
     }
 

@@ -16,6 +16,9 @@ pub(crate) const QUEUE_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::n
 pub(crate) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("delivery_log");
 /// log id -> alias domain (for retention sweeps in time order)
 pub(crate) const LOG_TIME: TableDefinition<u64, &str> = TableDefinition::new("delivery_log_time");
+/// log id -> LogEntry: a cluster node's log rows not yet in PostgreSQL
+pub(crate) const LOG_OUTBOX: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("delivery_log_outbox");
 /// named counters
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// domain ("sld.tld") -> NameState
