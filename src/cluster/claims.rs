@@ -69,16 +69,25 @@ pub struct RevealClaim<'a> {
 }
 
 /// The `settings` column of a domain: the record's optional fields
-/// (`notification_email`, `webhook`, `whitelabel`, `spam`) in the
-/// record's own JSON shape, absent when unset.
+/// (`notification_email`, `webhook`, `whitelabel`, `spam`), each absent
+/// when unset (`cluster init` writes the same).
 pub fn domain_settings(record: &DomainRecord) -> serde_json::Value {
-    let mut value = serde_json::to_value(record).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        for key in ["created", "active", "source"] {
-            map.remove(key);
+    use serde_json::Value;
+    let mut map = serde_json::Map::new();
+    let mut put = |key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            map.insert(key.into(), Value::String(v.clone()));
         }
+    };
+    put("notification_email", &record.notification_email);
+    put("webhook", &record.webhook);
+    put("whitelabel", &record.whitelabel);
+    if let Some(spam) = &record.spam
+        && let Ok(v) = serde_json::to_value(spam)
+    {
+        map.insert("spam".into(), v);
     }
-    value
+    Value::Object(map)
 }
 
 /// The `source` column of a domain.
