@@ -429,3 +429,57 @@ async fn every_admin_write_of_a_cluster_node_is_a_row_in_postgres_with_the_same_
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_node_started_while_postgres_is_down_refuses_writes_until_it_returns() {
+    let mut pg = TestPostgres::start().await;
+    migrated(&pg).await.close();
+    pg.stop();
+    let sink = TestSink::start().await;
+    let relay = cluster_node(&pg, &sink).await;
+    wait_ready(&relay).await;
+    let (status, body) = relay
+        .api(
+            "POST",
+            "/v3/domains",
+            Some(json!({ "domain": "late.test" })),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    let (_, listed) = relay.api("GET", "/v3/domains", None).await;
+    assert_eq!(listed["domains"], json!([]), "nothing written here");
+    pg.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = relay
+            .api(
+                "POST",
+                "/v3/domains",
+                Some(json!({ "domain": "late.test" })),
+            )
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes did not resume: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let db = migrated(&pg).await;
+    let n: i64 = db
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM domains WHERE domain = 'late.test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    relay.stop().await;
+}
