@@ -176,11 +176,6 @@ pub async fn run(
     } else {
         None
     };
-    let chain = if config.chain.enabled {
-        Some(crate::chain::Chain::new(&config, store.clone())?)
-    } else {
-        None
-    };
     let activation_secret = activation_secret(&config)?;
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
@@ -198,6 +193,18 @@ pub async fn run(
     // of this run is kept for PostgreSQL in its own transaction.
     let cluster_logs = cluster_log_db(&config, &store).await?;
     // --- end cluster: the delivery log ---
+    // --- cluster: writes go to PostgreSQL first (i13-writes) ---
+    let cluster = cluster_writes(&config, cluster_logs.as_ref())?;
+    // --- end cluster: writes ---
+    let chain = if config.chain.enabled {
+        Some(crate::chain::Chain::new(
+            &config,
+            store.clone(),
+            cluster.clone(),
+        )?)
+    } else {
+        None
+    };
     let metrics = crate::observe::metrics_handle();
     let spool = Spool::open(&config.spool_dir()).map_err(QueueError::Spool)?;
     let started = Queue::start(store.clone(), spool, QueueSettings::from_config(&config))?;
@@ -231,11 +238,14 @@ pub async fn run(
         smtp_ctx,
         stopped.clone(),
     ));
-    let admin = Arc::new(Local::new(
-        config.clone(),
-        store.clone(),
-        QueueAccess::Live(queue.clone()),
-    ));
+    let admin = Arc::new(
+        Local::new(
+            config.clone(),
+            store.clone(),
+            QueueAccess::Live(queue.clone()),
+        )
+        .with_cluster(cluster),
+    );
     if config.chain.enabled {
         // In the background: it reads every alias of governed domains.
         tokio::task::spawn_blocking({
@@ -341,6 +351,18 @@ async fn cluster_log_db(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// On a cluster node: where its writes go first (the shared database,
+/// with this node's id as their origin); None on a single node.
+fn cluster_writes(
+    config: &Config,
+    db: Option<&crate::cluster::Db>,
+) -> Result<Option<crate::cluster::Writes>, RunError> {
+    let node_id = config.cluster.node_id_or(&config.hostname);
+    Ok(db
+        .map(|db| crate::cluster::Writes::new(db.clone(), node_id))
+        .transpose()?)
 }
 
 /// Descriptors the configured connection caps can take at once, plus a

@@ -7,9 +7,12 @@
 //! so that N nodes starting at once migrate once), the nodes' heartbeat,
 //! every node's delivery log (`logs`: sent from the node's outbox by
 //! `outbox::Flusher`, read by the admin API), and `cluster init`'s copy of
-//! a single node's store (`init`). A single node keeps its embedded store
-//! and never opens a connection.
+//! a single node's store (`init`). The writes of what people said
+//! (`claims`) are typed transactions, each recorded as its node's
+//! (`eas.origin`) in the change table. A single node keeps its embedded
+//! store and never opens a connection.
 
+mod claims;
 mod connect;
 mod error;
 mod init;
@@ -18,6 +21,7 @@ mod migrate;
 mod nodes;
 pub mod outbox;
 
+pub use claims::{AliasClaim, AliasWrite, RevealClaim, StaticAliasRow, Writes, domain_settings};
 pub use error::ClusterError;
 pub use init::{Counts, InitError, InitReport};
 pub use logs::INSERT_BATCH;

@@ -70,7 +70,7 @@ fn has_aliases(
 /// may have been removed from the zone), is also queued for DNS
 /// provisioning when `provision` is on, in the same transaction: a crash
 /// cannot keep one without the other.
-fn activate_in(
+pub(super) fn activate_in(
     txn: &redb::WriteTransaction,
     a: &Activated,
     provision: bool,

@@ -379,3 +379,45 @@ fn a_store_of_json_records_is_served_and_rewritten_record_by_record() {
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
+
+#[test]
+fn every_write_path_of_an_alias_writes_the_binary_form() {
+    use crate::store::Store;
+    use crate::store::tables::ALIASES;
+    use redb::ReadableDatabase;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.redb")).unwrap();
+    s.domain_add("a.test", Source::Static).unwrap();
+    s.alias_put("a.test", "put", vec!["u@d.test".into()], Source::Static)
+        .unwrap();
+    s.alias_put_many(
+        [("a.test".into(), "many".into(), vec!["u@d.test".into()])],
+        Source::Static,
+    )
+    .unwrap();
+    s.alias_put_claimed(
+        [(
+            "a.test".into(),
+            "claimed".into(),
+            vec!["u@d.test".into()],
+            42,
+        )],
+        Source::Static,
+    )
+    .unwrap();
+    s.alias_put(
+        "a.test",
+        "suspended",
+        vec!["u@d.test".into()],
+        Source::Static,
+    )
+    .unwrap();
+    s.alias_set_active("a.test", "suspended", false).unwrap();
+    let txn = s.db().begin_read().unwrap();
+    let table = txn.open_table(ALIASES).unwrap();
+    for local in ["put", "many", "claimed", "suspended"] {
+        let key = format!("a.test\0{local}");
+        let v = table.get(key.as_str()).unwrap().unwrap();
+        assert_eq!(v.value().first(), Some(&BINARY_V1), "{local}");
+    }
+}

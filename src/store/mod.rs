@@ -8,13 +8,15 @@
 //! `db` is the handle and JSON codec, `codec` the binary one, `tables`
 //! every table and key, `records` the domain, alias and chain records,
 //! `compact` the repacking after a bulk load; `aliases`, `chain`,
-//! `chain_deactivation`, `queue`, `log`, `outbox` (a cluster node's log
-//! rows still to send to PostgreSQL) and `provision` (DNS writes still to
-//! do) are the operations on them.
+//! `chain_deactivation`, `claimed` (writes with the cluster's ids),
+//! `queue`, `log`, `outbox` (a cluster node's log rows still to send to
+//! PostgreSQL) and `provision` (DNS writes still to do) are the operations
+//! on them.
 
 mod aliases;
 mod chain;
 mod chain_deactivation;
+mod claimed;
 mod codec;
 mod compact;
 mod db;
