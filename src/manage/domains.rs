@@ -4,6 +4,7 @@ use super::validate::{conflict, invalid, parse_domain};
 use super::views::alias_view;
 use super::{DOMAIN_ALIASES_SHOWN, DomainView, Local, ManageError};
 use crate::address::Mailbox;
+use crate::cluster::DomainRemoval;
 use crate::store::{DomainRecord, Source, SpamThresholds};
 use serde::Deserialize;
 
@@ -252,8 +253,15 @@ impl Local {
                 format!("{name} is governed by the chain"),
             ));
         }
-        if let Some(c) = &self.cluster {
-            c.db.claim_domain_remove(&c.node_id, &name).await?;
+        if let Some(c) = &self.cluster
+            && c.db.claim_domain_remove(&c.node_id, &name).await? == DomainRemoval::ChainGoverned
+        {
+            // Another node's activation made it a chain domain after this
+            // node last heard: the replica will follow; nothing is removed.
+            return Err(conflict(
+                "domain",
+                format!("{name} is governed by the chain"),
+            ));
         }
         self.store.domain_remove(&name)?;
         Ok(())
