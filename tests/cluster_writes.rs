@@ -6,7 +6,7 @@
 mod common;
 
 use common::postgres::TestPostgres;
-use eas_relay::cluster::{AliasClaim, AliasWrite, Db, RevealClaim};
+use eas_relay::cluster::{AliasClaim, AliasWrite, Db, DomainRemoval, RevealClaim};
 use eas_relay::config::{ClusterConfig, HumanDuration};
 use eas_relay::store::{DomainRecord, Source};
 use serde_json::json;
@@ -195,7 +195,14 @@ async fn each_write_is_one_transaction_recorded_as_the_writing_node() {
             .await
             .unwrap()
     );
-    assert!(db.claim_domain_remove(me, "new.test").await.unwrap());
+    assert_eq!(
+        db.claim_domain_remove(me, "new.test").await.unwrap(),
+        DomainRemoval::Removed
+    );
+    assert_eq!(
+        db.claim_domain_remove(me, "new.test").await.unwrap(),
+        DomainRemoval::Missing
+    );
 
     assert_eq!(
         changes(&db).await,
@@ -276,6 +283,14 @@ async fn a_reveal_is_put_in_place_and_removed_only_for_its_own_commitment() {
             second.clone(),
             "node-b".into()
         )
+    );
+    // A node that still holds the domain as static (it was, before this
+    // activation) cannot remove it now that the chain governs it.
+    assert_eq!(
+        db.claim_domain_remove("node-c", "alice.country")
+            .await
+            .unwrap(),
+        DomainRemoval::ChainGoverned
     );
     // A deactivation read for the old commitment leaves the new one.
     let stale = [("alice.country", "me", "Me", first.as_str())];

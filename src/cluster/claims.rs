@@ -26,6 +26,17 @@ pub struct StaticAliasRow {
     pub created: u64,
 }
 
+/// What removing a static domain found in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainRemoval {
+    /// Removed, with its aliases and suspensions.
+    Removed,
+    /// The database has no such domain (removing it locally is right).
+    Missing,
+    /// The database has it as chain-governed: not removed anywhere.
+    ChainGoverned,
+}
+
 /// How a static alias write treats one that exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AliasWrite {
@@ -186,24 +197,35 @@ impl Db {
     }
 
     /// Removes a static domain with its aliases and suspensions (the
-    /// cascade); false when the database has no such static domain (a
-    /// chain-governed one is never removed here).
+    /// cascade). A chain-governed one is never removed here: another
+    /// node's activation may have made it one after this node last looked.
     pub async fn claim_domain_remove(
         &self,
         origin: &str,
         domain: &str,
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<DomainRemoval, ClusterError> {
         let mut client = self.client().await?;
         let tx = self.begin(&mut client, origin).await?;
-        let n = tx
-            .execute(
-                "DELETE FROM domains WHERE domain = $1 AND source = 'static'",
+        // The subquery reads the statement's snapshot: the row as it was
+        // before the DELETE, so a chain domain is told from a missing one.
+        let row = tx
+            .query_one(
+                "WITH gone AS (DELETE FROM domains WHERE domain = $1 AND source = 'static' \
+                 RETURNING 1) \
+                 SELECT (SELECT count(*) FROM gone), \
+                        (SELECT source FROM domains WHERE domain = $1)",
                 &[&domain],
             )
             .await
             .map_err(|e| self.error(&e))?;
+        let removed: i64 = row.try_get(0).map_err(|e| self.error(&e))?;
+        let source: Option<String> = row.try_get(1).map_err(|e| self.error(&e))?;
         self.commit(tx).await?;
-        Ok(n == 1)
+        Ok(match (removed, source.as_deref()) {
+            (1.., _) => DomainRemoval::Removed,
+            (_, Some("chain")) => DomainRemoval::ChainGoverned,
+            _ => DomainRemoval::Missing,
+        })
     }
 
     /// Writes static aliases of existing domains, in one transaction, each

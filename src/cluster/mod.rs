@@ -21,7 +21,9 @@ mod migrate;
 mod nodes;
 pub mod outbox;
 
-pub use claims::{AliasClaim, AliasWrite, RevealClaim, StaticAliasRow, Writes, domain_settings};
+pub use claims::{
+    AliasClaim, AliasWrite, DomainRemoval, RevealClaim, StaticAliasRow, Writes, domain_settings,
+};
 pub use error::ClusterError;
 pub use init::{Counts, InitError, InitReport};
 pub use logs::INSERT_BATCH;

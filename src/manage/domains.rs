@@ -4,6 +4,7 @@ use super::validate::{conflict, invalid, parse_domain};
 use super::views::alias_view;
 use super::{DOMAIN_ALIASES_SHOWN, DomainView, Local, ManageError};
 use crate::address::Mailbox;
+use crate::cluster::DomainRemoval;
 use crate::store::{DomainRecord, Source, SpamThresholds};
 use serde::Deserialize;
 
@@ -34,12 +35,32 @@ pub(crate) struct SpamInput {
     pub add_header: Option<f64>,
 }
 
+/// Longest free-text setting accepted (a URL or a host name).
+const MAX_SETTING: usize = 2048;
+
 /// Highest threshold accepted (rspamd scores stay far below).
 const MAX_THRESHOLD: f64 = 1000.0;
 
 impl DomainUpdate {
     /// Refuses settings that are not what they claim to be.
     pub(crate) fn check(&self) -> Result<(), ManageError> {
+        // Free text kept for ImprovMX clients: bounded, and without control
+        // characters (a NUL cannot be stored by a cluster's PostgreSQL, and
+        // none belongs in a URL, an address or a host name).
+        for (name, value) in [
+            ("notification_email", &self.notification_email),
+            ("webhook", &self.webhook),
+            ("whitelabel", &self.whitelabel),
+        ] {
+            if let Some(Some(text)) = value {
+                if text.len() > MAX_SETTING {
+                    return Err(invalid(name, format!("longer than {MAX_SETTING} bytes")));
+                }
+                if text.chars().any(char::is_control) {
+                    return Err(invalid(name, "must not contain control characters"));
+                }
+            }
+        }
         if let Some(Some(email)) = &self.notification_email
             && Mailbox::parse(email).is_none()
         {
@@ -232,8 +253,15 @@ impl Local {
                 format!("{name} is governed by the chain"),
             ));
         }
-        if let Some(c) = &self.cluster {
-            c.db.claim_domain_remove(&c.node_id, &name).await?;
+        if let Some(c) = &self.cluster
+            && c.db.claim_domain_remove(&c.node_id, &name).await? == DomainRemoval::ChainGoverned
+        {
+            // Another node's activation made it a chain domain after this
+            // node last heard: the replica will follow; nothing is removed.
+            return Err(conflict(
+                "domain",
+                format!("{name} is governed by the chain"),
+            ));
         }
         self.store.domain_remove(&name)?;
         Ok(())
