@@ -180,8 +180,7 @@ impl Activation {
                 let id =
                     c.db.claim_reveal(&c.node_id, &reveal_claim(&verified.activated))
                         .await?;
-                self.store
-                    .chain_activate_claimed(&verified.activated, id)?;
+                self.store.chain_activate_claimed(&verified.activated, id)?;
             }
             None => {
                 self.store.chain_activate(&verified.activated)?;
