@@ -49,28 +49,24 @@ async fn node(
         c.cluster = config;
         c.outbound.routes.insert("dest.test".into(), sink);
     };
-    // Until the replica lands, each node's store is given the alias
-    // before it starts (a cluster node's admin API writes PostgreSQL first:
-    // node B's would find the alias there and not hold it here).
+    // The alias through the first node's API (PostgreSQL first); a node
+    // started after it, or restarted, has it from its replica (409 here).
     let relay = match dir {
-        Some(dir) => {
-            seed(&common::relay::test_config(dir).store_path());
-            TestRelay::start_in(dir, tweak).await
-        }
-        None => TestRelay::start_seeded(tweak, seed).await,
+        Some(dir) => TestRelay::start_in(dir, tweak).await,
+        None => TestRelay::start(tweak).await,
     };
     wait_api(&relay).await;
+    let (status, _) = relay
+        .api(
+            "POST",
+            "/v3/domains",
+            Some(serde_json::json!({ "domain": DOMAIN })),
+        )
+        .await;
+    if status != 409 {
+        relay.alias("hello", DOMAIN, "u@dest.test").await;
+    }
     relay
-}
-
-/// `hello@shop.test → u@dest.test` in the store at `path`.
-fn seed(path: &Path) {
-    use eas_relay::store::{Source, Store};
-    let store = Store::open(path).unwrap();
-    store.domain_add(DOMAIN, Source::Static).unwrap();
-    store
-        .alias_put(DOMAIN, "hello", vec!["u@dest.test".into()], Source::Static)
-        .unwrap();
 }
 
 async fn wait_api(relay: &TestRelay) {

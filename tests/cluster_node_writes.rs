@@ -434,9 +434,21 @@ async fn every_admin_write_of_a_cluster_node_is_a_row_in_postgres_with_the_same_
 async fn a_node_started_while_postgres_is_down_refuses_writes_until_it_returns() {
     let mut pg = TestPostgres::start().await;
     migrated(&pg).await.close();
-    pg.stop();
     let sink = TestSink::start().await;
-    let relay = cluster_node(&pg, &sink).await;
+    // A node whose replica was synced once: a node never synced refuses
+    // to start without PostgreSQL (tests/cluster_replica.rs).
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let dest = sink.addr.to_string();
+    let tweak = move |c: &mut eas_relay::config::Config| {
+        c.cluster = cluster_config(&url);
+        c.outbound.routes.insert("dest.test".into(), dest);
+    };
+    let synced = TestRelay::start_in(dir.path(), tweak.clone()).await;
+    wait_ready(&synced).await;
+    synced.stop().await;
+    pg.stop();
+    let relay = TestRelay::start_in(dir.path(), tweak).await;
     wait_ready(&relay).await;
     let (status, body) = relay
         .api(
