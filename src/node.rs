@@ -179,11 +179,6 @@ pub async fn run(
     } else {
         None
     };
-    let chain = if config.chain.enabled {
-        Some(crate::chain::Chain::new(&config, store.clone())?)
-    } else {
-        None
-    };
     let activation_secret = activation_secret(&config)?;
     let tls = if config.smtp.starttls {
         let server = crate::tls::server_config(
@@ -201,6 +196,18 @@ pub async fn run(
     // of this run is kept for PostgreSQL in its own transaction.
     let cluster_logs = cluster_log_db(&config, &store).await?;
     // --- end cluster: the delivery log ---
+    // --- cluster: writes go to PostgreSQL first (i13-writes) ---
+    let cluster = cluster_writes(&config, cluster_logs.as_ref())?;
+    // --- end cluster: writes ---
+    let chain = if config.chain.enabled {
+        Some(crate::chain::Chain::new(
+            &config,
+            store.clone(),
+            cluster.clone(),
+        )?)
+    } else {
+        None
+    };
     // The replica (i13-replica), on the same pool: caught up before the
     // node serves (see start_replica).
     let replica = match &cluster_logs {
@@ -243,11 +250,14 @@ pub async fn run(
         smtp_ctx,
         stopped.clone(),
     ));
-    let admin = Arc::new(Local::new(
-        config.clone(),
-        store.clone(),
-        QueueAccess::Live(queue.clone()),
-    ));
+    let admin = Arc::new(
+        Local::new(
+            config.clone(),
+            store.clone(),
+            QueueAccess::Live(queue.clone()),
+        )
+        .with_cluster(cluster),
+    );
     if config.chain.enabled {
         // In the background: it reads every alias of governed domains.
         tokio::task::spawn_blocking({
@@ -403,6 +413,18 @@ async fn cluster_log_db(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// On a cluster node: where its writes go first (the shared database,
+/// with this node's id as their origin); None on a single node.
+fn cluster_writes(
+    config: &Config,
+    db: Option<&crate::cluster::Db>,
+) -> Result<Option<crate::cluster::Writes>, RunError> {
+    let node_id = config.cluster.node_id_or(&config.hostname);
+    Ok(db
+        .map(|db| crate::cluster::Writes::new(db.clone(), node_id))
+        .transpose()?)
 }
 
 /// Descriptors the configured connection caps can take at once, plus a

@@ -627,6 +627,32 @@ async fn updating_a_domain_refuses_bad_settings_and_unknown_fields() {
         .json(Method::PUT, path, &json!({ "colour": "red" }))
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "colour");
+    // A NUL (which a cluster's PostgreSQL cannot store: a 500 there) or
+    // any control character, and a setting of unbounded length.
+    let answer = api
+        .json(
+            Method::PUT,
+            path,
+            &json!({ "whitelabel": "mail\u{0}.x.test" }),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "whitelabel");
+    let answer = api
+        .json(
+            Method::PUT,
+            path,
+            &json!({ "webhook": "https://x.test/\r\nX: y" }),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "webhook");
+    let answer = api
+        .json(
+            Method::PUT,
+            path,
+            &json!({ "whitelabel": "a".repeat(5000) }),
+        )
+        .await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "whitelabel");
     let answer = api
         .json(Method::PUT, path, &json!({ "active": "no" }))
         .await;

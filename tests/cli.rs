@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::node::{CliOutput, NodeFiles, NodeOptions, clean_command, free_addr, run};
+use common::node::{ADMIN_KEY, CliOutput, NodeFiles, NodeOptions, clean_command, free_addr, run};
 use common::sink::{SinkOptions, TestSink};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -553,6 +553,40 @@ fn environment_overrides_are_checked_and_named() {
         shown["smtp"]["listen"].as_str(),
         Some(files.smtp.to_string().as_str())
     );
+}
+
+#[test]
+fn config_show_does_not_hand_out_the_secrets_written_inline() {
+    let files = NodeFiles::new(NodeOptions::default());
+    let out = files.cli_env(
+        &["config", "show"],
+        &[
+            (
+                "EAS_RELAY_CLUSTER__DATABASE_URL",
+                "postgres://eas:hunter2@db.internal/eas",
+            ),
+            (
+                "EAS_RELAY_CHAIN__ACTIVATION_SECRET",
+                "activation-secret-xyz",
+            ),
+            (
+                "EAS_RELAY_DNS_PROVISIONING__REDIS_URL",
+                "redis://:redispw@127.0.0.1:6379",
+            ),
+        ],
+    );
+    let text = out.ok();
+    for secret in [ADMIN_KEY, "hunter2", "activation-secret-xyz", "redispw"] {
+        assert!(!text.contains(secret), "{secret} shown:\n{text}");
+    }
+    let shown: toml::Table = text.parse().expect("config show prints TOML");
+    assert_eq!(
+        shown["cluster"]["database_url"].as_str(),
+        Some("postgres://***@db.internal/eas"),
+        "where it connects is still shown"
+    );
+    assert_eq!(shown["http"]["admin_keys"][0].as_str(), Some("***"));
+    assert_eq!(shown["chain"]["activation_secret"].as_str(), Some("***"));
 }
 
 #[test]

@@ -49,23 +49,41 @@ async fn node(
         c.cluster = config;
         c.outbound.routes.insert("dest.test".into(), sink);
     };
+    // The alias is in PostgreSQL (when it answers): every node's replica
+    // takes it from there.
+    seed(pg).await;
     let relay = match dir {
         Some(dir) => TestRelay::start_in(dir, tweak).await,
         None => TestRelay::start(tweak).await,
     };
-    // Until the replica lands, each node knows the alias by its own API.
     wait_api(&relay).await;
-    let (status, _) = relay
-        .api(
-            "POST",
-            "/v3/domains",
-            Some(serde_json::json!({ "domain": DOMAIN })),
-        )
-        .await;
-    if status != 409 {
-        relay.alias("hello", DOMAIN, "u@dest.test").await;
-    }
     relay
+}
+
+/// `hello@shop.test → u@dest.test` in PostgreSQL, unless it is down.
+async fn seed(pg: &TestPostgres) {
+    // The schema first, as a node would (seeding precedes the first node).
+    match Db::connect(&cluster(pg, "seed")).await {
+        Ok(db) => {
+            let _ = db.migrate().await;
+        }
+        Err(_) => return,
+    }
+    let Ok((client, connection)) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute(&format!(
+            "INSERT INTO domains (domain, source) VALUES ('{DOMAIN}', 'static') ON CONFLICT DO NOTHING;
+             INSERT INTO static_aliases (domain, local, forwards)
+             VALUES ('{DOMAIN}', 'hello', '{{u@dest.test}}') ON CONFLICT DO NOTHING;"
+        ))
+        .await
+        .ok();
 }
 
 async fn wait_api(relay: &TestRelay) {
@@ -496,4 +514,43 @@ async fn a_killed_node_sends_its_outbox_after_a_restart() {
         assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_putting_a_nul_in_the_subject_cannot_block_the_cluster_log() {
+    let pg = TestPostgres::start().await;
+    let sink = TestSink::start().await;
+    let a = node(&pg, "node-a", &sink, None, 1000).await;
+    // PostgreSQL's text refuses NUL: unescaped, this row would fail its
+    // batch on every retry and nothing after it would ever be sent.
+    send(&a, "nul\0here").await;
+    send(&a, "after it").await;
+    sink.wait_for(2, WAIT).await;
+    wait_logs(&a, &["after it", "nul\u{FFFD}here"]).await;
+    // Straight through the database layer as well (cluster init's path),
+    // with a NUL in every text column and in the spam verdict's symbols.
+    let db = Db::connect(&cluster(&pg, "node-z")).await.unwrap();
+    let row = eas_relay::store::LogEntry {
+        id: 1,
+        time: 1,
+        queue_id: 1,
+        sender: "s\0@example.org".into(),
+        alias: "hello@shop.test".into(),
+        recipient: "hello@shop.test".into(),
+        forward: "u@dest.test".into(),
+        subject: Some("\0".into()),
+        message_id: Some("<\0@x>".into()),
+        outcome: eas_relay::store::LogOutcome::Refused,
+        code: 550,
+        message: "no\0".into(),
+        server: Some("\0".into()),
+        spam: Some(
+            serde_json::from_value(serde_json::json!({
+                "score": 20.0, "required": 15.0, "action": "reject", "symbols": "X\u{0}Y(5)"
+            }))
+            .unwrap(),
+        ),
+    };
+    assert_eq!(db.insert_logs("node-z", &[row]).await.unwrap(), 1);
+    a.stop().await;
 }

@@ -24,7 +24,7 @@ pub(crate) fn router() -> Router<ApiState> {
 
 /// eas-relay extension: `alias@domain<TAB>forward` lines in one transaction.
 async fn import(State(s): State<ApiState>, body: String) -> Result<Json<Value>, ApiError> {
-    let n = s.manage.import_aliases(&body)?;
+    let n = s.manage.import_aliases(&body).await?;
     Ok(Json(json!({ "imported": n, "success": true })))
 }
 
@@ -75,7 +75,8 @@ async fn create(
 ) -> Result<Json<Value>, ApiError> {
     let alias = s
         .manage
-        .put_alias(&domain, &body.alias, &body.forward, false)?;
+        .put_alias(&domain, &body.alias, &body.forward, false)
+        .await?;
     Ok(Json(json!({ "alias": alias, "success": true })))
 }
 
@@ -88,7 +89,8 @@ async fn bulk(
 ) -> Result<Json<Value>, ApiError> {
     let result = s
         .manage
-        .bulk_aliases(&domain, &body.aliases, body.behavior)?;
+        .bulk_aliases(&domain, &body.aliases, body.behavior)
+        .await?;
     Ok(Json(json!({
         "added": result.added,
         "updated": result.updated,
@@ -114,7 +116,8 @@ async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let alias = s
         .manage
-        .update_alias(&domain, &alias, body.forward.as_deref(), body.active)?;
+        .update_alias(&domain, &alias, body.forward.as_deref(), body.active)
+        .await?;
     Ok(Json(json!({ "alias": alias, "success": true })))
 }
 
@@ -122,7 +125,7 @@ async fn remove(
     State(s): State<ApiState>,
     Path((domain, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(match s.manage.remove_alias(&domain, &alias)? {
+    Ok(Json(match s.manage.remove_alias(&domain, &alias).await? {
         Removed::Deleted => json!({ "success": true }),
         Removed::Suspended => json!({ "suspended": true, "success": true }),
     }))

@@ -60,9 +60,9 @@ async fn add(
     // domain is added.
     crate::manage::parse_domain(&body.domain)?;
     settings.check()?;
-    let mut domain = s.manage.add_domain(&body.domain)?;
+    let mut domain = s.manage.add_domain(&body.domain).await?;
     if settings.notification_email.is_some() || settings.whitelabel.is_some() {
-        domain = s.manage.update_domain(&domain.domain, settings)?;
+        domain = s.manage.update_domain(&domain.domain, settings).await?;
     }
     Ok(Json(json!({ "domain": domain, "success": true })))
 }
@@ -81,7 +81,7 @@ async fn update(
     Path(domain): Path<String>,
     ApiJson(body): ApiJson<DomainUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    let domain = s.manage.update_domain(&domain, body)?;
+    let domain = s.manage.update_domain(&domain, body).await?;
     Ok(Json(json!({ "domain": domain, "success": true })))
 }
 
@@ -89,7 +89,7 @@ async fn remove(
     State(s): State<ApiState>,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    s.manage.remove_domain(&domain)?;
+    s.manage.remove_domain(&domain).await?;
     Ok(Json(json!({ "success": true })))
 }
 

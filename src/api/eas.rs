@@ -78,6 +78,19 @@ impl IntoResponse for ActivationError {
                     "chain unavailable, try again later",
                 )
             }
+            ActivationError::Cluster(e) if e.is_refused_write() => {
+                tracing::error!(error = %e, "activation: the cluster database refused the write");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "cannot process request")
+            }
+            ActivationError::Cluster(e) => {
+                // The caller is anyone: the database's name and address stay
+                // in the log.
+                tracing::warn!(error = %e, "activation: the cluster database is unreachable");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the cluster database is unreachable, try again later",
+                )
+            }
             ActivationError::Store(e) => {
                 tracing::error!(error = %e, "activation: store failure");
                 error(StatusCode::INTERNAL_SERVER_ERROR, "cannot process request")

@@ -1,7 +1,8 @@
 //! The one error type of the HTTP API. Clients see ImprovMX's shape,
 //! `{"success": false, "errors": {field: [message]}}` (plus `code` and
 //! `error`, which some ImprovMX clients read); internal failures are logged
-//! here and shown only as "internal error".
+//! here and shown only as "internal error". A write a cluster node cannot
+//! commit in the shared database is 503 with why (no password, no SQL).
 
 use crate::manage::ManageError;
 use axum::Json;
@@ -27,6 +28,12 @@ pub(crate) enum ApiError {
     TooManyRequests {
         retry_after: u64,
     },
+    /// A dependency cannot take the request now (cluster mode: the shared
+    /// database); `message` says which, without secrets.
+    Unavailable {
+        field: String,
+        message: String,
+    },
     Internal(String),
 }
 
@@ -45,6 +52,13 @@ impl From<ManageError> for ApiError {
             ManageError::NotFound(what) => ApiError::NotFound(what),
             ManageError::Invalid { field, message } => ApiError::Invalid { field, message },
             ManageError::Conflict { field, message } => ApiError::Conflict { field, message },
+            e @ ManageError::ClusterDown(_) => {
+                tracing::warn!(error = %e, "admin API: write refused, the cluster database is unreachable");
+                ApiError::Unavailable {
+                    field: "cluster".into(),
+                    message: e.to_string(),
+                }
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -79,6 +93,9 @@ impl IntoResponse for ApiError {
                 "rate_limit".into(),
                 format!("too many requests, retry in {retry_after} s"),
             ),
+            ApiError::Unavailable { field, message } => {
+                (StatusCode::SERVICE_UNAVAILABLE, field, message)
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin API internal error");
                 (

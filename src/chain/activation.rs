@@ -9,6 +9,7 @@ use super::registry::{Registries, Registry};
 use super::rpc::{At, ChainError, ChainRpc, StateRead, StateValue};
 use super::verify;
 use crate::address::{ForwardError, Mailbox};
+use crate::cluster::{ClusterError, RevealClaim, Writes};
 use crate::store::{Activated, ChainBinding, NameState, Reveal};
 use crate::store::{Store, StoreError};
 use alloy::primitives::B256;
@@ -33,6 +34,10 @@ pub enum ActivationError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the shared database did not take the write (nothing
+    /// was written here either).
+    #[error("the cluster database: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// The body of `POST /activate`.
@@ -63,6 +68,10 @@ pub struct Activation {
     registries: Arc<Registries>,
     /// Domains that are the relay's own (SRS domain, hostname): never a forward.
     own_domains: Vec<String>,
+    /// Cluster mode: reveals are written here first, then in the store
+    /// with the id given here (a deactivation leaves the database once the
+    /// watcher confirmed it: [`super::deactivation`]).
+    cluster: Option<Writes>,
 }
 
 /// An alias as the EAS frontend accepts it: 1–32 of letters, digits, `.`,
@@ -94,7 +103,17 @@ impl Activation {
             store,
             registries,
             own_domains,
+            cluster: None,
         }
+    }
+
+    /// Cluster mode (`Some`): an activation that passed the chain checks is
+    /// committed in the shared database first; while the database cannot
+    /// take it the request is refused ([`ActivationError::Cluster`]) and
+    /// nothing is written.
+    pub fn with_cluster(mut self, writes: Option<Writes>) -> Activation {
+        self.cluster = writes;
+        self
     }
 
     fn registry(&self, tld: Option<&str>) -> Result<&Registry, ActivationError> {
@@ -154,7 +173,19 @@ impl Activation {
     /// [`Activation::verify`]).
     pub async fn activate(&self, req: &ActivateRequest) -> Result<(), ActivationError> {
         let verified = self.verify(req).await?;
-        self.store.chain_activate(&verified.activated)?;
+        // A cluster node writes PostgreSQL first (the reveal's id is the
+        // database's), then its own store; a single node its store.
+        match &self.cluster {
+            Some(c) => {
+                let id =
+                    c.db.claim_reveal(&c.node_id, &reveal_claim(&verified.activated))
+                        .await?;
+                self.store.chain_activate_claimed(&verified.activated, id)?;
+            }
+            None => {
+                self.store.chain_activate(&verified.activated)?;
+            }
+        }
         if let Some(signer) = &verified.maintainer {
             self.store.chain_apply(&crate::store::ChainUpdate {
                 maintainers: vec![(verified.activated.binding.tld.clone(), signer.clone(), true)],
@@ -490,6 +521,20 @@ impl Activation {
             crate::recipients::recipient(&self.store, &mailbox, "", true)?,
             crate::recipients::Resolution::Forward { .. }
         ))
+    }
+}
+
+/// What the shared database keeps of a verified activation.
+fn reveal_claim(a: &Activated) -> RevealClaim<'_> {
+    RevealClaim {
+        domain: &a.domain,
+        sld: &a.binding.sld,
+        tld: &a.binding.tld,
+        local: &a.local,
+        alias: &a.binding.alias,
+        forward: &a.reveal.forward,
+        signature: &a.reveal.signature,
+        commitment: &a.binding.commitment,
     }
 }
 

@@ -9,11 +9,18 @@
 //! - the commitment still there at a block no older than the mark: the
 //!   mark is dropped and the alias stays (the zero read was wrong);
 //! - otherwise (the confirmed block is older): wait for the next one.
+//!
+//! In cluster mode the reveals to remove leave the shared database first
+//! (one transaction), then this node's store; while the database cannot
+//! take it nothing is removed and the marks wait for the next step. Only a
+//! confirmed removal reaches the database: a `/deactivate` read through a
+//! lagging endpoint cannot take an alias away from the other nodes.
 
 use super::activation::hex;
 use super::registry::Registries;
 use super::rpc::{At, ChainError, ChainRpc, StateRead, StateValue};
 use super::verify;
+use crate::cluster::{ClusterError, Writes};
 use crate::store::tables::split_alias_key;
 use crate::store::{ChainBinding, Deactivating, Store, StoreError};
 use alloy::primitives::B256;
@@ -37,6 +44,8 @@ pub(crate) enum SettleError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the cluster database: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// Settles up to `limit` marks at the confirmed block `block`.
@@ -44,6 +53,7 @@ pub(crate) async fn settle(
     rpc: &ChainRpc,
     store: &Store,
     registries: &Registries,
+    cluster: Option<&Writes>,
     block: u64,
     limit: usize,
 ) -> Result<Settled, SettleError> {
@@ -81,19 +91,14 @@ pub(crate) async fn settle(
         return Ok(done);
     }
     let values = rpc.read_many(&reads, At::Number(block)).await?;
+    let mut gone = Vec::new();
     for ((key, mark, binding), value) in pending.into_iter().zip(values) {
-        let (domain, local) = split_alias_key(&key);
         match value {
             StateValue::Hash(h) if h == B256::ZERO && block >= binding.checked_block => {
-                let node = verify::node(&binding.sld);
-                let alias_hash = verify::alias_hash(&binding.alias);
-                if store.chain_forget_alias(domain, local, &binding, &node.0, &alias_hash.0)? {
-                    tracing::info!(alias = %binding.alias, %domain, block, "alias deactivated (confirmed)");
-                    metrics::counter!("eas_chain_deactivations_total").increment(1);
-                }
-                done.removed += 1;
+                gone.push((key, binding));
             }
             StateValue::Hash(h) if h != B256::ZERO && block >= mark.from_block => {
+                let (domain, _) = split_alias_key(&key);
                 tracing::warn!(
                     alias = %binding.alias,
                     %domain,
@@ -107,6 +112,28 @@ pub(crate) async fn settle(
             }
             _ => done.waiting += 1,
         }
+    }
+    if let Some(c) = cluster
+        && !gone.is_empty()
+    {
+        let rows: Vec<(&str, &str, &str, &str)> = gone
+            .iter()
+            .map(|(key, b)| {
+                let (domain, local) = split_alias_key(key);
+                (domain, local, b.alias.as_str(), b.commitment.as_str())
+            })
+            .collect();
+        c.db.claim_reveals_remove(&c.node_id, &rows).await?;
+    }
+    for (key, binding) in gone {
+        let (domain, local) = split_alias_key(&key);
+        let node = verify::node(&binding.sld);
+        let alias_hash = verify::alias_hash(&binding.alias);
+        if store.chain_forget_alias(domain, local, &binding, &node.0, &alias_hash.0)? {
+            tracing::info!(alias = %binding.alias, %domain, block, "alias deactivated (confirmed)");
+            metrics::counter!("eas_chain_deactivations_total").increment(1);
+        }
+        done.removed += 1;
     }
     Ok(done)
 }

@@ -31,6 +31,7 @@ impl Chain {
     pub(crate) fn new(
         config: &Config,
         store: Arc<crate::store::Store>,
+        cluster: Option<crate::cluster::Writes>,
     ) -> Result<Chain, ChainError> {
         store.set_chain_clock_skew(config.chain.max_clock_skew.0.as_secs());
         let rpc = ChainRpc::new(&config.chain.rpc_url, config.chain.request_timeout.0)?
@@ -39,14 +40,19 @@ impl Chain {
                 ..Limits::default()
             });
         let registries = Arc::new(registry::Registries::from_config(&config.chain));
-        let watcher = Arc::new(watcher::Watcher::new(
-            rpc.clone(),
-            store.clone(),
-            registries.clone(),
-            config.chain.clone(),
-        ));
+        let watcher = Arc::new(
+            watcher::Watcher::new(
+                rpc.clone(),
+                store.clone(),
+                registries.clone(),
+                config.chain.clone(),
+            )
+            .with_cluster(cluster.clone()),
+        );
         let own = config.own_domains();
-        let activation = Arc::new(activation::Activation::new(rpc, store, registries, own));
+        let activation = Arc::new(
+            activation::Activation::new(rpc, store, registries, own).with_cluster(cluster),
+        );
         Ok(Chain {
             watcher,
             activation,

@@ -75,6 +75,9 @@ pub struct Watcher {
     /// The last confirmed block's timestamp was too far ahead of the clock
     /// (so the warning is logged once per run of such blocks).
     time_refused: std::sync::atomic::AtomicBool,
+    /// Cluster mode: confirmed deactivations leave the shared database
+    /// first ([`super::deactivation`]).
+    cluster: Option<crate::cluster::Writes>,
 }
 
 /// What a block range touched, before the truth is read.
@@ -104,7 +107,14 @@ impl Watcher {
             sweep_requested: std::sync::atomic::AtomicBool::new(false),
             cursor_lock: tokio::sync::Mutex::new(()),
             time_refused: std::sync::atomic::AtomicBool::new(false),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode (`Some`): see [`super::deactivation`].
+    pub fn with_cluster(mut self, writes: Option<crate::cluster::Writes>) -> Watcher {
+        self.cluster = writes;
+        self
     }
 
     /// Asks the running watcher to verify every alias again soon.
@@ -261,6 +271,7 @@ impl Watcher {
             &self.rpc,
             &self.store,
             &self.registries,
+            self.cluster.as_ref(),
             block,
             self.config.sweep_batch,
         )

@@ -99,7 +99,7 @@ pub(crate) async fn resync(
         }
         None => {
             let store = open_store(&config)?;
-            let chain = crate::chain::Chain::new(&config, store).map_err(remote_error)?;
+            let chain = crate::chain::Chain::new(&config, store, None).map_err(remote_error)?;
             chain.watcher.rewind_to(from).await.map_err(remote_error)?;
             let bar = bar(from, from);
             let mut last = from;

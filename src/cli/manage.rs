@@ -33,11 +33,24 @@ async fn backend(config: Config) -> Result<Backend, ManageError> {
         Err(e) => return Err(e.into()),
     };
     let spool = Spool::open(&config.spool_dir()).map_err(crate::queue::QueueError::Spool)?;
-    Ok(Backend::Local(Local::new(
-        Arc::new(config),
-        Arc::new(store),
-        QueueAccess::Offline(spool),
-    )))
+    // Cluster mode: writes go to the shared database first, as a running
+    // node's do (connected when a write needs it: reads of the store work
+    // while it is down, a write then stops with why).
+    let cluster = if config.cluster.enabled {
+        let db = crate::cluster::Db::open(&config.cluster)?;
+        let node_id = config.cluster.node_id_or(&config.hostname);
+        Some(crate::cluster::Writes::new(db, node_id)?)
+    } else {
+        None
+    };
+    Ok(Backend::Local(
+        Local::new(
+            Arc::new(config),
+            Arc::new(store),
+            QueueAccess::Offline(spool),
+        )
+        .with_cluster(cluster),
+    ))
 }
 
 /// Every domain, from a running node or the store.

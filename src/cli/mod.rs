@@ -53,7 +53,7 @@ pub fn main(cli: Cli) -> ExitCode {
             serve::serve(config, warning)
         }
         Command::Config(ConfigCommand::Show) => {
-            out!("{}", config.to_toml().trim_end());
+            out!("{}", config.to_toml_shown().trim_end());
             ExitCode::SUCCESS
         }
         Command::Dkim(DkimCommand::Keygen {

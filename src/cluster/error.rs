@@ -76,6 +76,14 @@ impl ClusterError {
             _ => false,
         }
     }
+
+    /// Whether the server refused the write itself for a reason that does
+    /// not pass by itself (a constraint, a schema changed by hand; or a
+    /// node id the database would not take): the write is wrong, not the
+    /// database away.
+    pub fn is_refused_write(&self) -> bool {
+        matches!(self, ClusterError::Query { .. } | ClusterError::NodeId(_)) && !self.is_temporary()
+    }
 }
 
 /// The password of the URL in use, kept only to scrub it out of messages.
@@ -281,6 +289,16 @@ mod tests {
         assert!(query("53300").is_temporary());
         assert!(query("57P01").is_temporary());
         assert!(!query("42P01").is_temporary());
+        // A refused write is the statement's fault, not the database away.
+        assert!(query("23514").is_refused_write());
+        assert!(!query("40001").is_refused_write());
+        assert!(
+            !ClusterError::Unreachable {
+                target: t(),
+                reason: "refused".into()
+            }
+            .is_refused_write()
+        );
         assert!(
             !ClusterError::Login {
                 target: t(),

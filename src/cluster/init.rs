@@ -13,10 +13,11 @@
 //! signature. A suspension is a key alone. Alias ids are kept when free in
 //! PostgreSQL, else a new one is taken.
 
+use super::claims::domain_settings;
 use super::{ClusterError, Db};
 use crate::store::tables::{ALIASES, CHAIN_REVEALS, split_alias_key};
 use crate::store::{AliasRecord, DomainRecord, Reveal, Source, Store, StoreError};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,25 +106,6 @@ fn source_text(source: Source) -> &'static str {
         Source::Static => "static",
         Source::Chain => "chain",
     }
-}
-
-/// A domain's optional fields as PostgreSQL's `settings` column holds them.
-fn settings(record: &DomainRecord) -> Value {
-    let mut map = Map::new();
-    let mut put = |key: &str, value: &Option<String>| {
-        if let Some(v) = value {
-            map.insert(key.into(), Value::String(v.clone()));
-        }
-    };
-    put("notification_email", &record.notification_email);
-    put("webhook", &record.webhook);
-    put("whitelabel", &record.whitelabel);
-    if let Some(spam) = &record.spam
-        && let Ok(v) = serde_json::to_value(spam)
-    {
-        map.insert("spam".into(), v);
-    }
-    Value::Object(map)
 }
 
 /// A 0x-hex string of `digits` hex digits (what the schema's CHECKs accept).
@@ -367,7 +349,11 @@ async fn copy_domains(
     }
     for (name, record) in chunk {
         if let Some((source, active, settings_there)) = there.get(name) {
-            let ours = (source_text(record.source), record.active, settings(record));
+            let ours = (
+                source_text(record.source),
+                record.active,
+                domain_settings(record),
+            );
             if (source.as_str(), *active, settings_there) != (ours.0, ours.1, &ours.2) {
                 conflicts.push(format!(
                     "domain {name}: PostgreSQL has source {source}, active {active}, settings {settings_there}; \
@@ -379,7 +365,7 @@ async fn copy_domains(
     }
     let sources: Vec<&str> = chunk.iter().map(|(_, r)| source_text(r.source)).collect();
     let actives: Vec<bool> = chunk.iter().map(|(_, r)| r.active).collect();
-    let all_settings: Vec<Value> = chunk.iter().map(|(_, r)| settings(r)).collect();
+    let all_settings: Vec<Value> = chunk.iter().map(|(_, r)| domain_settings(r)).collect();
     let created: Vec<SystemTime> = chunk.iter().map(|(_, r)| time_of_secs(r.created)).collect();
     let copied = txn
         .execute(

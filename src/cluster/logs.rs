@@ -6,6 +6,7 @@
 
 use super::{ClusterError, Db};
 use crate::store::{LogEntry, LogOutcome, SpamLog};
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Row;
 
@@ -33,6 +34,30 @@ const PURGE: &str = "DELETE FROM delivery_log WHERE ctid IN \
 /// i64::MAX: Unix ms shifted by 12 bits).
 fn bigint(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `text` as PostgreSQL can hold it: a text column (and a jsonb string)
+/// refuses the NUL character, which a sender may put in a Subject or a
+/// Message-ID. Refused, it would fail its whole batch, and the outbox,
+/// retrying its oldest rows first, would never send anything again; so a
+/// NUL is shown as U+FFFD instead.
+fn pg_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A row's spam verdict as jsonb, its strings (rspamd's symbols, taken
+/// from the message's scan) without NUL, as [`pg_text`].
+fn spam_json(spam: &SpamLog) -> Option<serde_json::Value> {
+    let text = serde_json::to_string(spam).ok()?;
+    if text.contains("\\u0000") {
+        serde_json::from_str(&text.replace("\\u0000", "\\ufffd")).ok()
+    } else {
+        serde_json::from_str(&text).ok()
+    }
 }
 
 fn timestamp(ms: u64) -> SystemTime {
@@ -68,22 +93,27 @@ impl Db {
         for chunk in rows.chunks(INSERT_BATCH) {
             let ids: Vec<i64> = chunk.iter().map(|r| bigint(r.id)).collect();
             let times: Vec<SystemTime> = chunk.iter().map(|r| timestamp(r.time)).collect();
-            let domains: Vec<&str> = chunk.iter().map(|r| r.alias_domain()).collect();
+            let text = |f: fn(&LogEntry) -> &str| -> Vec<Cow<'_, str>> {
+                chunk.iter().map(|r| pg_text(f(r))).collect()
+            };
+            let optional = |f: fn(&LogEntry) -> Option<&str>| -> Vec<Option<Cow<'_, str>>> {
+                chunk.iter().map(|r| f(r).map(pg_text)).collect()
+            };
+            let domains = text(|r| r.alias_domain());
             let queue_ids: Vec<i64> = chunk.iter().map(|r| bigint(r.queue_id)).collect();
-            let senders: Vec<&str> = chunk.iter().map(|r| r.sender.as_str()).collect();
-            let aliases: Vec<&str> = chunk.iter().map(|r| r.alias.as_str()).collect();
-            let recipients: Vec<&str> = chunk.iter().map(|r| r.recipient.as_str()).collect();
-            let forwards: Vec<&str> = chunk.iter().map(|r| r.forward.as_str()).collect();
-            let subjects: Vec<Option<&str>> = chunk.iter().map(|r| r.subject.as_deref()).collect();
-            let message_ids: Vec<Option<&str>> =
-                chunk.iter().map(|r| r.message_id.as_deref()).collect();
+            let senders = text(|r| &r.sender);
+            let aliases = text(|r| &r.alias);
+            let recipients = text(|r| &r.recipient);
+            let forwards = text(|r| &r.forward);
+            let subjects = optional(|r| r.subject.as_deref());
+            let message_ids = optional(|r| r.message_id.as_deref());
             let outcomes: Vec<&str> = chunk.iter().map(|r| outcome_text(r.outcome)).collect();
             let codes: Vec<i32> = chunk.iter().map(|r| i32::from(r.code)).collect();
-            let messages: Vec<&str> = chunk.iter().map(|r| r.message.as_str()).collect();
-            let servers: Vec<Option<&str>> = chunk.iter().map(|r| r.server.as_deref()).collect();
+            let messages = text(|r| &r.message);
+            let servers = optional(|r| r.server.as_deref());
             let spam: Vec<Option<serde_json::Value>> = chunk
                 .iter()
-                .map(|r| r.spam.as_ref().and_then(|s| serde_json::to_value(s).ok()))
+                .map(|r| r.spam.as_ref().and_then(spam_json))
                 .collect();
             new += client
                 .execute(

@@ -10,10 +10,13 @@
 //! single node's store (`init`), and the replica's side of the change feed
 //! (`changes`: a dedicated connection listening on `eas_changes`, the
 //! change rows after an id, the snapshot a fresh node starts from; the
-//! `replica` module applies them). A single node keeps its embedded store
-//! and never opens a connection.
+//! `replica` module applies them). The writes of what people said
+//! (`claims`) are typed transactions, each recorded as its node's
+//! (`eas.origin`) in the change table. A single node keeps its embedded
+//! store and never opens a connection.
 
 mod changes;
+mod claims;
 mod connect;
 mod error;
 mod init;
@@ -23,6 +26,9 @@ mod nodes;
 pub mod outbox;
 
 pub use changes::{ChangeRow, Feed, SNAPSHOT_BATCH, Snapshot};
+pub use claims::{
+    AliasClaim, AliasWrite, DomainRemoval, RevealClaim, StaticAliasRow, Writes, domain_settings,
+};
 pub use error::ClusterError;
 pub use init::{Counts, InitError, InitReport};
 pub use logs::INSERT_BATCH;

@@ -3,8 +3,9 @@
 //! it may come from a private file), this node's id, the pool and the
 //! private CA of TLS, the bound of the delivery-log outbox (rows waiting
 //! on the node for PostgreSQL), and how often the replica polls, reconciles
-//! and reports itself. A single node needs none of it and keeps its
-//! embedded store.
+//! and reports itself. `enabled = true` needs a URL (or its file) and a
+//! valid node id (`node_id`, or else the hostname); a single node needs
+//! none of it and keeps its embedded store.
 
 use super::error::{ConfigError, nonzero_duration, redacted};
 use super::units::HumanDuration;
@@ -27,8 +28,8 @@ pub const DEFAULT_LOG_OUTBOX_MAX: u64 = 1_000_000;
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Run as one of several nodes sharing PostgreSQL (needs
-    /// `database_url` or `database_url_file`).
+    /// Run as one of several nodes sharing PostgreSQL: writes go to it
+    /// first (needs `database_url` or `database_url_file`).
     pub enabled: bool,
     /// `postgres://user:password@host:port/database[?sslmode=require]`;
     /// empty when `database_url_file` holds it.
@@ -163,11 +164,24 @@ impl ClusterConfig {
         }
     }
 
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        self.check_keys()
+    /// Checks the keys; with `enabled`, also that a URL is set and that
+    /// the node id (`node_id`, or else `hostname`) is one the cluster
+    /// takes.
+    pub(super) fn validate(&self, hostname: &str) -> Result<(), ConfigError> {
+        self.check_keys()?;
+        if self.enabled && !valid_node_id(self.node_id_or(hostname)) {
+            return Err(ConfigError::invalid(
+                "cluster.node_id",
+                "\"\"",
+                format!(
+                    "the hostname {hostname:?} is not a valid node id (1 to {MAX_NODE_ID} letters, digits, '.', '-' or '_'): set cluster.node_id"
+                ),
+            ));
+        }
+        Ok(())
     }
 
-    /// Every key's own check, and what `enabled = true` needs.
+    /// Every key's own check, and the URL `enabled = true` needs.
     pub(crate) fn check_keys(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("cluster.{k}");
         let shown = || format!("{:?}", redacted(&self.database_url));
@@ -249,7 +263,7 @@ mod tests {
     use super::*;
 
     fn refusal(c: &ClusterConfig) -> (String, String, String) {
-        match c.validate() {
+        match c.validate("mx1.example") {
             Err(ConfigError::Invalid { key, value, reason }) => (key, value, reason),
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -264,7 +278,7 @@ mod tests {
 
     #[test]
     fn defaults_and_good_urls_are_valid() {
-        ClusterConfig::default().validate().unwrap();
+        ClusterConfig::default().validate("mx1.example").unwrap();
         for url in [
             "postgres://eas:pw@db.example:5432/eas",
             "postgresql://eas@10.0.0.5/eas?sslmode=require",
@@ -272,14 +286,14 @@ mod tests {
             "postgres:///eas?host=/run/postgresql",
         ] {
             with_url(url)
-                .validate()
+                .validate("mx1.example")
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
         let tls = ClusterConfig {
             ca_file: Some("/etc/eas-relay/pg-ca.pem".into()),
             ..with_url("postgres://eas:pw@db/eas?sslmode=require")
         };
-        tls.validate().unwrap();
+        tls.validate("mx1.example").unwrap();
         assert_eq!(
             ClusterConfig::default().node_id_or("mx1.example"),
             "mx1.example"
@@ -292,24 +306,42 @@ mod tests {
     }
 
     #[test]
-    fn enabled_needs_a_database_url() {
+    fn enabled_needs_a_url_and_a_valid_node_id() {
         let c = ClusterConfig {
             enabled: true,
             ..with_url("postgres://eas:pw@db/eas")
         };
-        c.validate().unwrap();
-        let c = ClusterConfig {
+        c.validate("mx1.example").unwrap();
+        let from_file = ClusterConfig {
             enabled: true,
             database_url_file: Some("/etc/eas-relay/db.url".into()),
             ..Default::default()
         };
-        c.validate().unwrap();
-        // Enabled without any URL: refused, naming the URL.
+        from_file.validate("mx1.example").unwrap();
+        // Enabled without any URL: the missing URL is named.
         let c = ClusterConfig {
             enabled: true,
             ..Default::default()
         };
         assert_eq!(refusal(&c).0, "cluster.database_url");
+        // A hostname longer than a node id may be: node_id must be set.
+        let long = format!("{}.example", "h".repeat(MAX_NODE_ID));
+        let c = ClusterConfig {
+            enabled: true,
+            ..with_url("postgres://eas:pw@db/eas")
+        };
+        match c.validate(&long) {
+            Err(ConfigError::Invalid { key, reason, .. }) => {
+                assert_eq!(key, "cluster.node_id");
+                assert!(reason.contains("set cluster.node_id"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let named = ClusterConfig {
+            node_id: "mx-1".into(),
+            ..c
+        };
+        named.validate(&long).unwrap();
     }
 
     #[test]

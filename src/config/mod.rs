@@ -204,7 +204,7 @@ impl Config {
         self.rewrite.validate()?;
         self.chain.validate()?;
         self.dns_provisioning.validate()?;
-        self.cluster.validate()?;
+        self.cluster.validate(&self.hostname)?;
         Ok(())
     }
 
@@ -262,6 +262,27 @@ impl Config {
     /// The config as TOML, for `config show` and documentation checks.
     pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    /// The config as TOML with its inline secrets hidden, for `config
+    /// show`, whose output ends up in tickets and chat: admin keys, SRS
+    /// secrets and the activation secret as `***`, the password of the
+    /// database and Redis URLs as `***`. An empty value stays empty, so the
+    /// output still says which are unset (and the defaults print as they
+    /// are).
+    pub(crate) fn to_toml_shown(&self) -> String {
+        let mut shown = self.clone();
+        let hide = |v: &mut String| {
+            if !v.is_empty() {
+                *v = "***".into();
+            }
+        };
+        shown.http.admin_keys.iter_mut().for_each(hide);
+        shown.srs.secrets.iter_mut().for_each(hide);
+        hide(&mut shown.chain.activation_secret);
+        shown.cluster.database_url = error::redacted(&shown.cluster.database_url);
+        shown.dns_provisioning.redis_url = error::redacted(&shown.dns_provisioning.redis_url);
+        shown.to_toml()
     }
 }
 

@@ -5,6 +5,7 @@ use super::validate::{conflict, invalid, parse_alias, parse_domain};
 use super::views::{Removed, alias_view};
 use super::{AliasView, Local, ManageError};
 use crate::address::{ForwardError, Mailbox};
+use crate::cluster::{AliasClaim, AliasWrite};
 use crate::store::{AliasRecord, Source};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,14 @@ pub(crate) struct BulkResult {
     pub updated: Vec<AliasView>,
     pub skipped: Vec<AliasView>,
     pub failed: Vec<BulkFailure>,
+}
+
+/// A domain this node has that the cluster's database does not (its data
+/// predates cluster mode, or the domain was just removed elsewhere).
+fn not_in_cluster(name: &str) -> ManageError {
+    ManageError::NotFound(format!(
+        "domain {name} in the cluster database (`eas-relay cluster init` moves a node's data there)"
+    ))
 }
 
 /// Most items in one bulk request.
@@ -94,7 +103,7 @@ impl Local {
     /// Adds or updates many aliases of one static domain, each item on its
     /// own: invalid ones fail with their errors, the others are written in
     /// one transaction.
-    pub(crate) fn bulk_aliases(
+    pub(crate) async fn bulk_aliases(
         &self,
         domain: &str,
         items: &[BulkItem],
@@ -139,6 +148,56 @@ impl Local {
                 existing => writes.push((local, forwards, existing.is_some())),
             }
         }
+        if let Some(c) = &self.cluster {
+            // The database decides what exists (another node may have
+            // written meanwhile): an `add` of one it has is skipped.
+            let items: Vec<_> = writes
+                .iter()
+                .map(|(local, forwards, _)| (name.clone(), local.clone(), forwards.clone()))
+                .collect();
+            let mode = match behavior {
+                BulkBehavior::Add => AliasWrite::Create,
+                BulkBehavior::Update => AliasWrite::Upsert,
+            };
+            let claims =
+                c.db.claim_static_aliases(&c.node_id, &[], &items, mode)
+                    .await?;
+            let mut written = Vec::new();
+            for ((local, forwards, existed), claim) in writes.into_iter().zip(claims) {
+                match claim {
+                    AliasClaim::Written(row) => written.push((local, forwards, existed, row.id)),
+                    AliasClaim::Exists(row) => result.skipped.push(alias_view(
+                        &local,
+                        &AliasRecord {
+                            id: row.id,
+                            forwards: row.forwards,
+                            created: row.created,
+                            active: true,
+                            source: Source::Static,
+                            chain: None,
+                        },
+                    )),
+                    AliasClaim::Missing | AliasClaim::NoDomain => {
+                        return Err(not_in_cluster(&name));
+                    }
+                }
+            }
+            let records = self.store.alias_put_claimed(
+                written.iter().map(|(local, forwards, _, id)| {
+                    (name.clone(), local.clone(), forwards.clone(), *id)
+                }),
+                Source::Static,
+            )?;
+            for ((local, _, existed, _), record) in written.iter().zip(&records) {
+                let view = alias_view(local, record);
+                if *existed {
+                    result.updated.push(view);
+                } else {
+                    result.added.push(view);
+                }
+            }
+            return Ok(result);
+        }
         let records = self.store.alias_put_many(
             writes
                 .iter()
@@ -167,7 +226,7 @@ impl Local {
 
     /// Creates an alias; refused when it exists (`replace` false) or when
     /// it does not (`replace` true, i.e. an update).
-    pub(crate) fn put_alias(
+    pub(crate) async fn put_alias(
         &self,
         domain: &str,
         alias: &str,
@@ -184,16 +243,45 @@ impl Local {
         if !exists && replace {
             return Err(ManageError::NotFound(format!("alias {local}@{name}")));
         }
-        let record = self
-            .store
-            .alias_put(&name, &local, forwards, Source::Static)?;
+        let Some(c) = &self.cluster else {
+            let record = self
+                .store
+                .alias_put(&name, &local, forwards, Source::Static)?;
+            return Ok(alias_view(&local, &record));
+        };
+        let mode = if replace {
+            AliasWrite::Replace
+        } else {
+            AliasWrite::Create
+        };
+        let row = match c
+            .db
+            .claim_static_alias(&c.node_id, &name, &local, &forwards, mode)
+            .await?
+        {
+            AliasClaim::Written(row) => row,
+            AliasClaim::Exists(_) => {
+                return Err(conflict("alias", format!("{local}@{name} already exists")));
+            }
+            AliasClaim::Missing => {
+                return Err(ManageError::NotFound(format!("alias {local}@{name}")));
+            }
+            AliasClaim::NoDomain => return Err(not_in_cluster(&name)),
+        };
+        let mut records = self.store.alias_put_claimed(
+            [(name.clone(), local.clone(), forwards, row.id)],
+            Source::Static,
+        )?;
+        let record = records
+            .pop()
+            .ok_or_else(|| ManageError::NotFound(format!("alias {local}@{name}")))?;
         Ok(alias_view(&local, &record))
     }
 
     /// `PUT` of an alias: a new `forward` (static domains only) and/or
     /// `active` (suspend or resume; also for a chain-governed alias, whose
     /// forward only the chain sets).
-    pub(crate) fn update_alias(
+    pub(crate) async fn update_alias(
         &self,
         domain: &str,
         alias: &str,
@@ -204,11 +292,12 @@ impl Local {
             return Err(invalid("forward", "give `forward`, `active` or both"));
         }
         let mut view = match forward {
-            Some(forward) => self.put_alias(domain, alias, forward, true)?,
+            Some(forward) => self.put_alias(domain, alias, forward, true).await?,
             None => self.alias(domain, alias)?,
         };
         if let Some(active) = active {
             let (name, _) = self.domain_record(domain)?;
+            self.claim_active(&name, &view.alias, active).await?;
             self.store.alias_set_active(&name, &view.alias, active)?;
             view.active = active;
         }
@@ -218,12 +307,24 @@ impl Local {
     /// Deletes a static alias; suspends a chain-governed one (the chain
     /// still holds it: deleting it here would not stop a re-activation).
     /// A static alias left in a chain-governed domain is deleted.
-    pub(crate) fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, ManageError> {
+    pub(crate) async fn remove_alias(
+        &self,
+        domain: &str,
+        alias: &str,
+    ) -> Result<Removed, ManageError> {
         let (name, _) = self.domain_record(domain)?;
         let local = parse_alias(alias)?;
         let Some(record) = self.store.alias_get(&name, &local)? else {
             return Err(ManageError::NotFound(format!("alias {local}@{name}")));
         };
+        if record.chain.is_some() {
+            self.claim_active(&name, &local, false).await?;
+        } else if let Some(c) = &self.cluster {
+            // Missing there: removed here all the same (the database, the
+            // truth, does not have it either).
+            c.db.claim_static_alias_remove(&c.node_id, &name, &local)
+                .await?;
+        }
         let found = if record.chain.is_some() {
             self.store.alias_set_active(&name, &local, false)?
         } else {
@@ -264,7 +365,7 @@ impl Local {
 
     /// Imports `alias@domain<TAB>forward[,forward...]` lines (blank lines
     /// and `#` comments skipped), adding missing domains; all or nothing.
-    pub(crate) fn import_aliases(&self, text: &str) -> Result<usize, ManageError> {
+    pub(crate) async fn import_aliases(&self, text: &str) -> Result<usize, ManageError> {
         let mut items = Vec::new();
         let mut domains = std::collections::BTreeSet::new();
         for (n, line) in text.lines().enumerate() {
@@ -313,10 +414,54 @@ impl Local {
                 ));
             }
         }
+        let ids = match &self.cluster {
+            Some(c) => {
+                let domains: Vec<String> = domains.iter().cloned().collect();
+                let claims =
+                    c.db.claim_static_aliases(&c.node_id, &domains, &items, AliasWrite::Upsert)
+                        .await?;
+                let ids = claims
+                    .into_iter()
+                    .zip(&items)
+                    .map(|(claim, (domain, _, _))| match claim {
+                        AliasClaim::Written(row) => Ok(row.id),
+                        _ => Err(not_in_cluster(domain)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(ids)
+            }
+            None => None,
+        };
         for domain in &domains {
             self.store.domain_add(domain, Source::Static)?;
         }
-        Ok(self.store.alias_put_many(items, Source::Static)?.len())
+        match ids {
+            Some(ids) => Ok(self
+                .store
+                .alias_put_claimed(
+                    items
+                        .into_iter()
+                        .zip(ids)
+                        .map(|((domain, local, forwards), id)| (domain, local, forwards, id)),
+                    Source::Static,
+                )?
+                .len()),
+            None => Ok(self.store.alias_put_many(items, Source::Static)?.len()),
+        }
+    }
+
+    /// Cluster mode: suspends or resumes `local@name` in the shared
+    /// database first (nothing to do for a single node).
+    async fn claim_active(&self, name: &str, local: &str, active: bool) -> Result<(), ManageError> {
+        if let Some(c) = &self.cluster
+            && !c
+                .db
+                .claim_alias_active(&c.node_id, name, local, active, "suspended by the operator")
+                .await?
+        {
+            return Err(not_in_cluster(name));
+        }
+        Ok(())
     }
 
     pub(super) fn parse_forwards(&self, forward: &str) -> Result<Vec<String>, ManageError> {

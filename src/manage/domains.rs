@@ -4,6 +4,7 @@ use super::validate::{conflict, invalid, parse_domain};
 use super::views::alias_view;
 use super::{DOMAIN_ALIASES_SHOWN, DomainView, Local, ManageError};
 use crate::address::Mailbox;
+use crate::cluster::DomainRemoval;
 use crate::store::{DomainRecord, Source, SpamThresholds};
 use serde::Deserialize;
 
@@ -34,12 +35,32 @@ pub(crate) struct SpamInput {
     pub add_header: Option<f64>,
 }
 
+/// Longest free-text setting accepted (a URL or a host name).
+const MAX_SETTING: usize = 2048;
+
 /// Highest threshold accepted (rspamd scores stay far below).
 const MAX_THRESHOLD: f64 = 1000.0;
 
 impl DomainUpdate {
     /// Refuses settings that are not what they claim to be.
     pub(crate) fn check(&self) -> Result<(), ManageError> {
+        // Free text kept for ImprovMX clients: bounded, and without control
+        // characters (a NUL cannot be stored by a cluster's PostgreSQL, and
+        // none belongs in a URL, an address or a host name).
+        for (name, value) in [
+            ("notification_email", &self.notification_email),
+            ("webhook", &self.webhook),
+            ("whitelabel", &self.whitelabel),
+        ] {
+            if let Some(Some(text)) = value {
+                if text.len() > MAX_SETTING {
+                    return Err(invalid(name, format!("longer than {MAX_SETTING} bytes")));
+                }
+                if text.chars().any(char::is_control) {
+                    return Err(invalid(name, "must not contain control characters"));
+                }
+            }
+        }
         if let Some(Some(email)) = &self.notification_email
             && Mailbox::parse(email).is_none()
         {
@@ -147,8 +168,9 @@ impl Local {
         Ok((matching.len(), views))
     }
 
-    /// Changes a domain's settings.
-    pub(crate) fn update_domain(
+    /// Changes a domain's settings (cluster mode: in the shared database
+    /// first).
+    pub(crate) async fn update_domain(
         &self,
         domain: &str,
         update: DomainUpdate,
@@ -173,6 +195,13 @@ impl Local {
                 add_header: s.add_header,
             });
         }
+        if let Some(c) = &self.cluster
+            && !c.db.claim_domain_update(&c.node_id, &name, &record).await?
+        {
+            return Err(ManageError::NotFound(format!(
+                "domain {name} in the cluster database"
+            )));
+        }
         self.store.domain_put(&name, &record)?;
         self.domain_view(&name, &record)
     }
@@ -182,9 +211,21 @@ impl Local {
         self.domain_view(&name, &record)
     }
 
-    pub(crate) fn add_domain(&self, domain: &str) -> Result<DomainView, ManageError> {
+    /// Adds a static domain (cluster mode: in the shared database first;
+    /// one there already is a conflict, as one here is).
+    pub(crate) async fn add_domain(&self, domain: &str) -> Result<DomainView, ManageError> {
         let name = parse_domain(domain)?;
         self.not_chain_governed(&name)?;
+        let taken = || conflict("domain", format!("{name} is already registered"));
+        if let Some(c) = &self.cluster {
+            if self.store.domain_get(&name)?.is_some() {
+                return Err(taken());
+            }
+            let record = DomainRecord::new(crate::store::now_ms() / 1000, Source::Static);
+            if !c.db.claim_domain_add(&c.node_id, &name, &record).await? {
+                return Err(taken());
+            }
+        }
         // The node's provisioning worker writes its records (names under
         // no provisioned TLD leave the queue unwritten); the row is queued
         // in the domain's own transaction.
@@ -193,15 +234,30 @@ impl Local {
         if !self
             .store
             .domain_add_provisioned(&name, Source::Static, provision)?
+            // Cluster mode: the replica may have brought it meanwhile.
+            && self.cluster.is_none()
         {
-            return Err(conflict("domain", format!("{name} is already registered")));
+            return Err(taken());
         }
         self.domain(&name)
     }
 
-    pub(crate) fn remove_domain(&self, domain: &str) -> Result<(), ManageError> {
+    /// Removes a static domain with its aliases (cluster mode: from the
+    /// shared database first; one missing there is still removed here,
+    /// which is what the database says).
+    pub(crate) async fn remove_domain(&self, domain: &str) -> Result<(), ManageError> {
         let (name, record) = self.domain_record(domain)?;
         if record.source == Source::Chain {
+            return Err(conflict(
+                "domain",
+                format!("{name} is governed by the chain"),
+            ));
+        }
+        if let Some(c) = &self.cluster
+            && c.db.claim_domain_remove(&c.node_id, &name).await? == DomainRemoval::ChainGoverned
+        {
+            // Another node's activation made it a chain domain after this
+            // node last heard: the replica will follow; nothing is removed.
             return Err(conflict(
                 "domain",
                 format!("{name} is governed by the chain"),

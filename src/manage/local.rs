@@ -4,6 +4,7 @@
 
 use super::validate::{conflict, parse_domain};
 use super::{AliasView, DomainView, Manage, ManageError, QueueView, Removed};
+use crate::cluster::Writes;
 use crate::config::Config;
 use crate::queue::Queue;
 use crate::spool::Spool;
@@ -24,6 +25,9 @@ pub struct Local {
     pub(super) config: Arc<Config>,
     pub(super) store: Arc<Store>,
     pub(super) queue: QueueAccess,
+    /// Cluster mode: where every write is committed first (the store is
+    /// then written with the ids given there). None: a single node.
+    pub(super) cluster: Option<Writes>,
 }
 
 impl Local {
@@ -32,7 +36,18 @@ impl Local {
             config,
             store,
             queue,
+            cluster: None,
         }
+    }
+
+    /// Cluster mode (`Some`): every write is committed in the shared
+    /// database first, then in the store with the ids it gave; while the
+    /// database cannot take it, the write is refused
+    /// ([`ManageError::ClusterDown`]) and nothing is written. Reads stay
+    /// on the store (the node's replica).
+    pub fn with_cluster(mut self, writes: Option<Writes>) -> Local {
+        self.cluster = writes;
+        self
     }
 
     /// The running node's queue workers (None offline).
@@ -95,11 +110,11 @@ impl Manage for Local {
     }
 
     async fn add_domain(&self, domain: &str) -> Result<DomainView, ManageError> {
-        Local::add_domain(self, domain)
+        Local::add_domain(self, domain).await
     }
 
     async fn remove_domain(&self, domain: &str) -> Result<(), ManageError> {
-        Local::remove_domain(self, domain)
+        Local::remove_domain(self, domain).await
     }
 
     async fn aliases(&self, domain: &str) -> Result<Vec<AliasView>, ManageError> {
@@ -112,15 +127,15 @@ impl Manage for Local {
         alias: &str,
         forward: &str,
     ) -> Result<AliasView, ManageError> {
-        self.put_alias(domain, alias, forward, false)
+        self.put_alias(domain, alias, forward, false).await
     }
 
     async fn remove_alias(&self, domain: &str, alias: &str) -> Result<Removed, ManageError> {
-        Local::remove_alias(self, domain, alias)
+        Local::remove_alias(self, domain, alias).await
     }
 
     async fn import_aliases(&self, text: &str) -> Result<usize, ManageError> {
-        Local::import_aliases(self, text)
+        Local::import_aliases(self, text).await
     }
 
     async fn queue(&self) -> Result<Vec<QueueView>, ManageError> {

@@ -3,6 +3,12 @@
 //! store this process holds: the admin API calls it on a running node, the
 //! CLI when no node runs. The CLI reaches a running node through the same
 //! [`Manage`] trait (`cli::remote`), so it prints the same either way.
+//!
+//! In cluster mode ([`Local::with_cluster`]) every write is committed in
+//! the shared database first and then in the store with the ids it gave;
+//! while the database cannot take it the write is refused
+//! ([`ManageError::ClusterDown`], 503) and nothing is written. Reads stay
+//! on the store, the node's replica.
 
 mod aliases;
 mod domains;
@@ -41,6 +47,27 @@ pub(crate) enum ManageError {
     Queue(#[from] QueueError),
     #[error("{0}")]
     Remote(String),
+    /// Cluster mode: the shared database cannot take the write now (down,
+    /// unreachable, refusing the login); nothing was written anywhere.
+    /// Temporary: the API answers 503.
+    #[error("the cluster database is unreachable: {0}")]
+    ClusterDown(String),
+    /// Cluster mode: the shared database refused the statement itself (a
+    /// schema changed by hand, a constraint): an internal error.
+    #[error("the cluster database refused the write: {0}")]
+    ClusterRefused(String),
+}
+
+impl From<crate::cluster::ClusterError> for ManageError {
+    fn from(e: crate::cluster::ClusterError) -> ManageError {
+        if e.is_refused_write() {
+            ManageError::ClusterRefused(e.to_string())
+        } else {
+            // Unreachable, timed out, TLS or login refused, no database, a
+            // schema of another version: the database cannot be used now.
+            ManageError::ClusterDown(e.to_string())
+        }
+    }
 }
 
 /// The operator actions the CLI offers, wherever they are carried out: on

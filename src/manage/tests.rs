@@ -31,65 +31,73 @@ fn alias_validation_is_anchored() {
     assert!(parse_domain("[1.2.3.4]").is_err());
 }
 
-#[test]
-fn alias_lifecycle_and_errors() {
+#[tokio::test]
+async fn alias_lifecycle_and_errors() {
     let (_d, a) = local();
     assert!(matches!(a.aliases("x.test"), Err(ManageError::NotFound(_))));
-    a.add_domain("x.test").unwrap();
+    a.add_domain("x.test").await.unwrap();
     assert!(matches!(
-        a.add_domain("X.test"),
+        a.add_domain("X.test").await,
         Err(ManageError::Conflict { .. })
     ));
     let v = a
         .put_alias("x.test", "Hi", "u@dest.test, v@dest.test", false)
+        .await
         .unwrap();
     assert_eq!(v.forward, "u@dest.test,v@dest.test");
     assert!(matches!(
-        a.put_alias("x.test", "hi", "w@dest.test", false),
+        a.put_alias("x.test", "hi", "w@dest.test", false).await,
         Err(ManageError::Conflict { .. })
     ));
     assert!(matches!(
-        a.put_alias("x.test", "nobody", "w@dest.test", true),
+        a.put_alias("x.test", "nobody", "w@dest.test", true).await,
         Err(ManageError::NotFound(_))
     ));
     let err = a
         .put_alias("x.test", "loop", "me@x.test", false)
+        .await
         .unwrap_err();
     assert!(err.to_string().contains("loop"), "{err}");
     let err = a
         .put_alias("x.test", "bad", "not-an-address", false)
+        .await
         .unwrap_err();
     assert!(err.to_string().contains("forward"), "{err}");
     let too_many = (0..11)
         .map(|i| format!("u{i}@d.test"))
         .collect::<Vec<_>>()
         .join(",");
-    assert!(a.put_alias("x.test", "many", &too_many, false).is_err());
+    assert!(
+        a.put_alias("x.test", "many", &too_many, false)
+            .await
+            .is_err()
+    );
     assert_eq!(a.domain("x.test").unwrap().aliases_total, 1);
-    a.remove_alias("x.test", "hi").unwrap();
+    a.remove_alias("x.test", "hi").await.unwrap();
     assert!(matches!(
-        a.remove_alias("x.test", "hi"),
+        a.remove_alias("x.test", "hi").await,
         Err(ManageError::NotFound(_))
     ));
 }
 
-#[test]
-fn import_is_all_or_nothing() {
+#[tokio::test]
+async fn import_is_all_or_nothing() {
     let (_d, a) = local();
     let err = a
         .import_aliases("a@one.test\tu@dest.test\nbroken line-without-at\n")
+        .await
         .unwrap_err();
     assert!(err.to_string().contains("line 2"), "{err}");
     assert!(a.domains().unwrap().is_empty());
     let n = a
-        .import_aliases("# comment\n1fwd@alias1.country\td1.u1@dest.test\n2fwd@alias1.country\td1.u2@dest.test\n")
+        .import_aliases("# comment\n1fwd@alias1.country\td1.u1@dest.test\n2fwd@alias1.country\td1.u2@dest.test\n").await
         .unwrap();
     assert_eq!(n, 2);
     assert_eq!(a.aliases("alias1.country").unwrap().len(), 2);
 }
 
-#[test]
-fn names_under_a_chain_governed_tld_cannot_be_claimed() {
+#[tokio::test]
+async fn names_under_a_chain_governed_tld_cannot_be_claimed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
     // A static domain from before the TLD was governed.
@@ -122,14 +130,16 @@ fn names_under_a_chain_governed_tld_cannot_be_claimed() {
         Ok(_) => panic!("expected 409, got success"),
     };
     for name in ["unclaimed.country", "A.B.Country", "country", "x.country."] {
-        refused(a.add_domain(name).map(|_| ()));
+        refused(a.add_domain(name).await.map(|_| ()));
     }
     refused(
         a.put_alias("old.country", "b", "u@dest.test", false)
+            .await
             .map(|_| ()),
     );
     refused(
         a.update_alias("old.country", "a", Some("v@dest.test"), None)
+            .await
             .map(|_| ()),
     );
     let item = BulkItem {
@@ -138,30 +148,33 @@ fn names_under_a_chain_governed_tld_cannot_be_claimed() {
     };
     refused(
         a.bulk_aliases("unclaimed.country", &[item], BulkBehavior::Add)
+            .await
             .map(|_| ()),
     );
     refused(
         a.import_aliases("x@unclaimed.country\tu@dest.test\n")
+            .await
             .map(|_| ()),
     );
     // Names that only look alike are the operator's.
-    a.add_domain("country.example").unwrap();
-    a.add_domain("xcountry").unwrap();
+    a.add_domain("country.example").await.unwrap();
+    a.add_domain("xcountry").await.unwrap();
     // What is left from before is reported, and can be removed.
     assert_eq!(a.static_under_chain().unwrap(), vec!["old.country"]);
     assert_eq!(
-        a.remove_alias("old.country", "a").unwrap(),
+        a.remove_alias("old.country", "a").await.unwrap(),
         Removed::Deleted
     );
-    a.remove_domain("old.country").unwrap();
+    a.remove_domain("old.country").await.unwrap();
     assert!(a.static_under_chain().unwrap().is_empty());
 }
 
-#[test]
-fn import_refuses_a_forward_to_a_domain_it_adds() {
+#[tokio::test]
+async fn import_refuses_a_forward_to_a_domain_it_adds() {
     let (_d, a) = local();
     let err = a
         .import_aliases("a@one.test\tb@two.test\nb@two.test\tu@dest.test\n")
+        .await
         .unwrap_err();
     assert!(err.to_string().contains("forwarding loop"), "{err}");
     assert!(a.domains().unwrap().is_empty(), "nothing imported");

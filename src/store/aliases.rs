@@ -1,6 +1,7 @@
 //! Domains and aliases: the tables the recipient lookup reads on every RCPT.
 //! Keys are lower case; an alias key is `domain\0local`.
 
+use super::codec::{decode_compact, encode_compact, get_compact};
 use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{AliasRecord, ChainBinding, DomainRecord, NameState, ProvisionKind, Source};
 use super::tables::{
@@ -87,7 +88,7 @@ impl Store {
     /// Looks up one alias (exact key; the caller normalizes).
     pub fn alias_get(&self, domain: &str, local: &str) -> Result<Option<AliasRecord>, StoreError> {
         let txn = self.db().begin_read()?;
-        get_decoded(
+        get_compact(
             &txn.open_table(ALIASES)?,
             "aliases",
             &alias_key(domain, local),
@@ -108,7 +109,10 @@ impl Store {
         for (i, local) in candidates.iter().enumerate() {
             let key = alias_key(domain, local);
             if let Some(v) = aliases.get(key.as_str())? {
-                hit = Some((i, decode::<AliasRecord>("aliases", &key, v.value())?));
+                hit = Some((
+                    i,
+                    decode_compact::<AliasRecord>("aliases", &key, v.value())?,
+                ));
                 break;
             }
         }
@@ -123,7 +127,7 @@ impl Store {
             .is_some_and(|d| d.source == Source::Chain)
         {
             let names = txn.open_table(CHAIN_NAMES)?;
-            lookup.name = get_decoded(&names, "chain_names", domain)?;
+            lookup.name = get_compact(&names, "chain_names", domain)?;
             if let (Some((_, alias)), Some(name)) = (&lookup.hit, &lookup.name)
                 && let Some(binding) = &alias.chain
                 && !binding.signer.eq_ignore_ascii_case(&name.owner)
@@ -180,10 +184,10 @@ impl Store {
         let found = {
             let mut table = txn.open_table(ALIASES)?;
             let key = alias_key(domain, local);
-            match get_decoded::<AliasRecord>(&table, "aliases", &key)? {
+            match get_compact::<AliasRecord>(&table, "aliases", &key)? {
                 Some(mut record) => {
                     record.active = active;
-                    table.insert(key.as_str(), encode(&record).as_slice())?;
+                    table.insert(key.as_str(), encode_compact(&key, &record).as_slice())?;
                     true
                 }
                 None => false,
@@ -232,7 +236,7 @@ impl Store {
             }
             let in_page = total >= offset && out.len() < limit;
             if let Some(keep) = keep {
-                let record: AliasRecord = decode("aliases", k.value(), v.value())?;
+                let record: AliasRecord = decode_compact("aliases", k.value(), v.value())?;
                 if !keep(local, &record) {
                     continue;
                 }
@@ -240,7 +244,10 @@ impl Store {
                     out.push((local.to_string(), record));
                 }
             } else if in_page {
-                out.push((local.to_string(), decode("aliases", k.value(), v.value())?));
+                out.push((
+                    local.to_string(),
+                    decode_compact("aliases", k.value(), v.value())?,
+                ));
             }
             total += 1;
         }
@@ -310,7 +317,7 @@ pub(crate) fn put_alias(
 ) -> Result<AliasRecord, StoreError> {
     let mut table = txn.open_table(ALIASES)?;
     let key = alias_key(domain, local);
-    let existing: Option<AliasRecord> = get_decoded(&table, "aliases", &key)?;
+    let existing: Option<AliasRecord> = get_compact(&table, "aliases", &key)?;
     let record = match existing {
         Some(old) => AliasRecord {
             forwards,
@@ -335,7 +342,7 @@ pub(crate) fn put_alias(
             }
         }
     };
-    table.insert(key.as_str(), encode(&record).as_slice())?;
+    table.insert(key.as_str(), encode_compact(&key, &record).as_slice())?;
     Ok(record)
 }
 

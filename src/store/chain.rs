@@ -4,6 +4,7 @@
 //! truth; these tables are the cache RCPT answers from (DESIGN §3).
 
 use super::aliases::put_alias;
+use super::codec::{decode_compact, encode_compact, get_compact};
 use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{
     AliasRecord, BlockSeen, ChainBinding, ChainStatus, Cursor, Deactivating, DomainRecord,
@@ -94,16 +95,18 @@ pub(super) fn activate_in(
     }
     domains.insert(domain, encode(&record).as_slice())?;
     txn.open_table(CHAIN_NAMES)?
-        .insert(domain, encode(&a.name).as_slice())?;
+        .insert(domain, encode_compact(domain, &a.name).as_slice())?;
     txn.open_table(CHAIN_NODES)?
         .insert(node_key(&a.node, &a.binding.tld).as_slice(), domain)?;
     let key = alias_key(domain, &a.local);
+    // The index names the local part only: the domain is CHAIN_NODES's
+    // entry of the same node and tld, written just above.
     txn.open_table(CHAIN_ALIAS_INDEX)?.insert(
         alias_index_key(&a.node, &a.alias_hash, &a.binding.tld).as_slice(),
-        key.as_str(),
+        a.local.as_str(),
     )?;
     txn.open_table(CHAIN_REVEALS)?
-        .insert(key.as_str(), encode(&a.reveal).as_slice())?;
+        .insert(key.as_str(), encode_compact(&key, &a.reveal).as_slice())?;
     // A (re-)reveal verified against the chain ends any pending removal.
     txn.open_table(CHAIN_DEACTIVATING)?.remove(key.as_str())?;
     put_alias(
@@ -149,7 +152,7 @@ impl Store {
         local: &str,
     ) -> Result<Option<Reveal>, StoreError> {
         let txn = self.db().begin_read()?;
-        get_decoded(
+        get_compact(
             &txn.open_table(CHAIN_REVEALS)?,
             "chain_reveals",
             &alias_key(domain, local),
@@ -159,7 +162,7 @@ impl Store {
     /// The state of a name (by domain).
     pub(crate) fn chain_name(&self, domain: &str) -> Result<Option<NameState>, StoreError> {
         let txn = self.db().begin_read()?;
-        get_decoded(&txn.open_table(CHAIN_NAMES)?, "chain_names", domain)
+        get_compact(&txn.open_table(CHAIN_NAMES)?, "chain_names", domain)
     }
 
     /// The domain a (node, tld) belongs to, when it has aliases here.
@@ -184,9 +187,20 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(CHAIN_ALIAS_INDEX)?;
-        Ok(table
-            .get(alias_index_key(node, alias_hash, tld).as_slice())?
-            .map(|v| v.value().to_string()))
+        let Some(entry) = table.get(alias_index_key(node, alias_hash, tld).as_slice())? else {
+            return Ok(None);
+        };
+        let entry = entry.value();
+        // Stores written before the compact records hold the whole alias
+        // key (`domain NUL local`); since, the local part alone (a local
+        // part has no NUL), its domain being the node's.
+        if entry.contains('\0') {
+            return Ok(Some(entry.to_string()));
+        }
+        let nodes = txn.open_table(CHAIN_NODES)?;
+        Ok(nodes
+            .get(node_key(node, tld).as_slice())?
+            .map(|domain| alias_key(domain.value(), entry)))
     }
 
     /// Every chain-governed alias: (alias key, binding).
@@ -196,7 +210,7 @@ impl Store {
         let mut out = Vec::new();
         for item in table.iter()? {
             let (k, v) = item?;
-            let record: AliasRecord = decode("aliases", k.value(), v.value())?;
+            let record: AliasRecord = decode_compact("aliases", k.value(), v.value())?;
             if let Some(binding) = record.chain {
                 out.push((k.value().to_string(), binding));
             }
@@ -228,7 +242,7 @@ impl Store {
         let key = alias_key(domain, local);
         let forgotten = {
             let mut aliases = txn.open_table(ALIASES)?;
-            let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+            let current: Option<AliasRecord> = get_compact(&aliases, "aliases", &key)?;
             let same = current.and_then(|r| r.chain).is_some_and(|b| {
                 b.tld == expected.tld
                     && b.sld == expected.sld
@@ -276,7 +290,7 @@ impl Store {
         {
             let mut aliases = txn.open_table(ALIASES)?;
             for (key, observed, block) in &update.commitments {
-                let Some(mut record) = get_decoded::<AliasRecord>(&aliases, "aliases", key)? else {
+                let Some(mut record) = get_compact::<AliasRecord>(&aliases, "aliases", key)? else {
                     continue;
                 };
                 let Some(binding) = record.chain.as_mut() else {
@@ -288,19 +302,19 @@ impl Store {
                 }
                 binding.observed = observed.to_ascii_lowercase();
                 binding.checked_block = *block;
-                aliases.insert(key.as_str(), encode(&record).as_slice())?;
+                aliases.insert(key.as_str(), encode_compact(key, &record).as_slice())?;
             }
             let mut names = txn.open_table(CHAIN_NAMES)?;
             for (domain, state) in &update.names {
                 let newer = match names.get(domain.as_str())? {
                     Some(v) => {
-                        let old: NameState = decode("chain_names", domain, v.value())?;
+                        let old: NameState = decode_compact("chain_names", domain, v.value())?;
                         old.checked_block <= state.checked_block
                     }
                     None => false, // only names with aliases are kept
                 };
                 if newer {
-                    names.insert(domain.as_str(), encode(state).as_slice())?;
+                    names.insert(domain.as_str(), encode_compact(domain, state).as_slice())?;
                 }
             }
             let mut maintainers = txn.open_table(CHAIN_MAINTAINERS)?;
@@ -381,7 +395,7 @@ impl Store {
             let mut stale = Vec::new();
             for entry in aliases.iter()? {
                 let (k, v) = entry?;
-                let mut record: AliasRecord = decode("aliases", k.value(), v.value())?;
+                let mut record: AliasRecord = decode_compact("aliases", k.value(), v.value())?;
                 if let Some(binding) = record.chain.as_mut()
                     && binding.checked_block > fork.number
                 {
@@ -390,20 +404,20 @@ impl Store {
                 }
             }
             for (key, record) in stale {
-                aliases.insert(key.as_str(), encode(&record).as_slice())?;
+                aliases.insert(key.as_str(), encode_compact(&key, &record).as_slice())?;
             }
             let mut names = txn.open_table(CHAIN_NAMES)?;
             let mut stale = Vec::new();
             for entry in names.iter()? {
                 let (k, v) = entry?;
-                let mut state: NameState = decode("chain_names", k.value(), v.value())?;
+                let mut state: NameState = decode_compact("chain_names", k.value(), v.value())?;
                 if state.checked_block > fork.number {
                     state.checked_block = orphaned;
                     stale.push((k.value().to_string(), state));
                 }
             }
             for (key, state) in stale {
-                names.insert(key.as_str(), encode(&state).as_slice())?;
+                names.insert(key.as_str(), encode_compact(&key, &state).as_slice())?;
             }
         }
         txn.commit()?;

@@ -4,7 +4,8 @@
 //! watcher removes it once a read at a confirmed block says the commitment
 //! is gone (or drops the mark when the chain still commits to it).
 
-use super::db::{Store, StoreError, decode, encode, get_decoded};
+use super::codec::get_compact;
+use super::db::{Store, StoreError, decode, encode};
 use super::records::{AliasRecord, ChainBinding, Deactivating};
 use super::tables::{ALIASES, CHAIN_DEACTIVATING, alias_key};
 use redb::{ReadableDatabase, ReadableTable};
@@ -25,7 +26,7 @@ impl Store {
         let txn = self.db().begin_write()?;
         let marked = {
             let aliases = txn.open_table(ALIASES)?;
-            let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+            let current: Option<AliasRecord> = get_compact(&aliases, "aliases", &key)?;
             let mark = Deactivating {
                 alias: expected.alias.clone(),
                 commitment: expected.commitment.clone(),

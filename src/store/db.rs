@@ -32,6 +32,8 @@ pub enum StoreError {
     Commit(#[from] redb::CommitError),
     #[error("cannot create store directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("store compaction error: {0}")]
+    Compaction(#[from] redb::CompactionError),
     #[error("damaged record in {table} at {key}: {reason}")]
     Corrupt {
         table: &'static str,
@@ -62,6 +64,8 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 /// Handle to the store; cheap to share behind an `Arc`.
 pub struct Store {
     db: Database,
+    /// The file, to tell its size (see [`Store::compact`]).
+    path: std::path::PathBuf,
     ids: IdGenerator,
     pub(crate) log_ids: IdGenerator,
     /// The timestamp of the newest confirmed block the watcher processed
@@ -106,6 +110,7 @@ impl Store {
         };
         let store = Store {
             db,
+            path: path.to_path_buf(),
             ids: IdGenerator::default(),
             log_ids: IdGenerator::default(),
             chain_time: std::sync::atomic::AtomicU64::new(0),
@@ -189,6 +194,15 @@ impl Store {
         &self.db
     }
 
+    pub(crate) fn db_mut(&mut self) -> &mut Database {
+        &mut self.db
+    }
+
+    /// The size of the store's file in bytes (0 when it cannot be read).
+    pub(crate) fn file_len(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     /// A new queue id, unique and increasing across restarts.
     pub(crate) fn next_queue_id(&self) -> u64 {
         self.ids.next()
@@ -264,7 +278,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table,
         key: key.to_string(),
-        reason: e.to_string(),
+        // Aliases, reveals and name states are binary (`codec`): reading
+        // one here is a bug of the caller, not damage; say so.
+        reason: if bytes.first() == Some(&super::codec::BINARY_V1) {
+            "a binary record read as JSON (read it with codec::decode_compact)".to_string()
+        } else {
+            e.to_string()
+        },
     })
 }
 
@@ -281,10 +301,28 @@ pub(crate) fn get_decoded<T: DeserializeOwned>(
     }
 }
 
+/// A record [`Store::read_all`] reads: JSON, or for the records with a
+/// binary form (see `codec`) either form.
+pub(crate) trait Stored: Sized {
+    fn decode_stored(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StoreError>;
+}
+
+impl Stored for super::records::DomainRecord {
+    fn decode_stored(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        decode(table, key, bytes)
+    }
+}
+
+impl Stored for super::records::PendingProvision {
+    fn decode_stored(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        decode(table, key, bytes)
+    }
+}
+
 impl Store {
     /// Every record of a table keyed by name, decoded, in key order
     /// (`name` says which table a corrupt record is in).
-    pub(crate) fn read_all<T: DeserializeOwned>(
+    pub(crate) fn read_all<T: Stored>(
         &self,
         name: &'static str,
         table: TableDefinition<&str, &[u8]>,
@@ -294,7 +332,8 @@ impl Store {
         let mut out = Vec::new();
         for item in table.iter()? {
             let (k, v) = item?;
-            out.push((k.value().to_string(), decode(name, k.value(), v.value())?));
+            let record = T::decode_stored(name, k.value(), v.value())?;
+            out.push((k.value().to_string(), record));
         }
         Ok(out)
     }

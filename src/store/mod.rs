@@ -1,17 +1,24 @@
 //! The embedded store (redb): domains and aliases, what binds chain aliases
 //! to the chain, queue metadata with its `(due, id)` index, and the delivery
-//! log. One process opens it at a time (redb locks the file); records are
-//! JSON so they can grow new fields.
+//! log. One process opens it at a time (redb locks the file). The records
+//! every alias has (alias record, reveal, name state) are in a compact
+//! binary form, the others JSON so they can grow new fields; JSON records
+//! of those three, from older stores, still read.
 //!
-//! `db` is the handle and codec, `tables` every table and key, `records`
-//! the domain, alias and chain records; `aliases`, `chain`,
-//! `chain_deactivation`, `queue`, `log`, `outbox` (a cluster node's log
-//! rows still to send to PostgreSQL) and `provision` (DNS writes still to
-//! do) are the operations on them.
+//! `db` is the handle and JSON codec, `codec` the binary one, `tables`
+//! every table and key, `records` the domain, alias and chain records,
+//! `compact` the repacking after a bulk load; `aliases`, `chain`,
+//! `chain_deactivation`, `claimed` (writes with the cluster's ids),
+//! `queue`, `log`, `outbox` (a cluster node's log rows still to send to
+//! PostgreSQL) and `provision` (DNS writes still to do) are the operations
+//! on them.
 
 mod aliases;
 mod chain;
 mod chain_deactivation;
+mod claimed;
+mod codec;
+mod compact;
 mod db;
 mod log;
 mod outbox;

@@ -231,7 +231,7 @@ impl Store {
             return Ok(static_domains);
         }
         let name: Option<NameState> =
-            get_decoded(&txn.open_table(CHAIN_NAMES)?, "chain_names", domain)?;
+            super::codec::get_compact(&txn.open_table(CHAIN_NAMES)?, "chain_names", domain)?;
         if name.is_none_or(|n| n.expires <= self.expiry_now()) {
             return Ok(false);
         }
@@ -239,8 +239,10 @@ impl Store {
         let start = alias_key(domain, "");
         let end = format!("{domain}\u{1}");
         for entry in aliases.range(start.as_str()..end.as_str())? {
-            let (_, v) = entry?;
-            if serde_json::from_slice::<AliasRecord>(v.value()).is_ok_and(|a| a.active) {
+            let (k, v) = entry?;
+            if super::codec::decode_compact::<AliasRecord>("aliases", k.value(), v.value())
+                .is_ok_and(|a| a.active)
+            {
                 return Ok(true);
             }
         }

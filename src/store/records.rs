@@ -1,7 +1,10 @@
-//! The records the store keeps, as JSON so they can grow new fields: a
-//! domain, an alias, and what binds a chain-governed alias to the chain (the
-//! reveal, the commitment, the name's owner and expiry, the watcher's
-//! position, pending removals).
+//! The records the store keeps: a domain, an alias, and what binds a
+//! chain-governed alias to the chain (the reveal, the commitment, the
+//! name's owner and expiry, the watcher's position, pending removals). JSON
+//! (serde) so they can grow new fields, except the alias record, the reveal
+//! and the name state, which `codec` stores in a binary form (and reads
+//! from JSON too): a field added to those three does not compile until
+//! `codec` builds it, and then needs a new version byte there.
 
 use serde::{Deserialize, Serialize};
 

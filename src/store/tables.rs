@@ -25,7 +25,9 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const CHAIN_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_names");
 /// node (keccak256 of the sld, 32 bytes) ‖ tld -> domain
 pub(crate) const CHAIN_NODES: TableDefinition<&[u8], &str> = TableDefinition::new("chain_nodes");
-/// node ‖ alias hash (64 bytes) ‖ tld -> alias key ("domain\0local")
+/// node ‖ alias hash (64 bytes) ‖ tld -> local part (the domain is the
+/// node's in CHAIN_NODES; stores written before the compact records hold
+/// the whole alias key, "domain\0local", and are read as such)
 pub(crate) const CHAIN_ALIAS_INDEX: TableDefinition<&[u8], &str> =
     TableDefinition::new("chain_alias_index");
 /// "tld\0account" -> () for accounts holding MAINTAINER_ROLE

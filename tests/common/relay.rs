@@ -50,6 +50,19 @@ impl TestRelay {
         Self::start_with(config, Some(dir)).await
     }
 
+    /// Starts a relay (as [`TestRelay::start`]) whose store `seed` fills
+    /// before the relay opens it: what a cluster node's replica would hold.
+    pub async fn start_seeded(
+        tweak: impl FnOnce(&mut Config),
+        seed: impl FnOnce(&Path),
+    ) -> TestRelay {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        seed(&config.store_path());
+        Self::start_with(config, Some(dir)).await
+    }
+
     /// Starts a relay on an existing data directory (restart tests).
     pub async fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestRelay {
         let mut config = test_config(data_dir);
