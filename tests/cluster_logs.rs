@@ -49,24 +49,41 @@ async fn node(
         c.cluster = config;
         c.outbound.routes.insert("dest.test".into(), sink);
     };
-    // The alias through the first node's API (PostgreSQL first); a node
-    // started after it, or restarted, has it from its replica (409 here).
+    // The alias is in PostgreSQL (when it answers): every node's replica
+    // takes it from there.
+    seed(pg).await;
     let relay = match dir {
         Some(dir) => TestRelay::start_in(dir, tweak).await,
         None => TestRelay::start(tweak).await,
     };
     wait_api(&relay).await;
-    let (status, _) = relay
-        .api(
-            "POST",
-            "/v3/domains",
-            Some(serde_json::json!({ "domain": DOMAIN })),
-        )
-        .await;
-    if status != 409 {
-        relay.alias("hello", DOMAIN, "u@dest.test").await;
-    }
     relay
+}
+
+/// `hello@shop.test → u@dest.test` in PostgreSQL, unless it is down.
+async fn seed(pg: &TestPostgres) {
+    // The schema first, as a node would (seeding precedes the first node).
+    match Db::connect(&cluster(pg, "seed")).await {
+        Ok(db) => {
+            let _ = db.migrate().await;
+        }
+        Err(_) => return,
+    }
+    let Ok((client, connection)) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute(&format!(
+            "INSERT INTO domains (domain, source) VALUES ('{DOMAIN}', 'static') ON CONFLICT DO NOTHING;
+             INSERT INTO static_aliases (domain, local, forwards)
+             VALUES ('{DOMAIN}', 'hello', '{{u@dest.test}}') ON CONFLICT DO NOTHING;"
+        ))
+        .await
+        .ok();
 }
 
 async fn wait_api(relay: &TestRelay) {

@@ -435,8 +435,8 @@ async fn a_node_started_while_postgres_is_down_refuses_writes_until_it_returns()
     let mut pg = TestPostgres::start().await;
     migrated(&pg).await.close();
     let sink = TestSink::start().await;
-    // A node whose replica was synced once: a node never synced refuses
-    // to start without PostgreSQL (tests/cluster_replica.rs).
+    // A node whose replica was synced once (one never synced refuses to
+    // start without PostgreSQL: tests/cluster_replica.rs).
     let dir = tempfile::tempdir().unwrap();
     let url = pg.url();
     let dest = sink.addr.to_string();
@@ -444,9 +444,9 @@ async fn a_node_started_while_postgres_is_down_refuses_writes_until_it_returns()
         c.cluster = cluster_config(&url);
         c.outbound.routes.insert("dest.test".into(), dest);
     };
-    let synced = TestRelay::start_in(dir.path(), tweak.clone()).await;
-    wait_ready(&synced).await;
-    synced.stop().await;
+    let first = TestRelay::start_in(dir.path(), tweak.clone()).await;
+    wait_ready(&first).await;
+    first.stop().await;
     pg.stop();
     let relay = TestRelay::start_in(dir.path(), tweak).await;
     wait_ready(&relay).await;

@@ -173,8 +173,8 @@ impl Activation {
     /// [`Activation::verify`]).
     pub async fn activate(&self, req: &ActivateRequest) -> Result<(), ActivationError> {
         let verified = self.verify(req).await?;
-        // Cluster mode: the shared database first, then the store with the
-        // database's id (i13-writes); a single node writes its store only.
+        // A cluster node writes PostgreSQL first (the reveal's id is the
+        // database's), then its own store; a single node its store.
         match &self.cluster {
             Some(c) => {
                 let id =

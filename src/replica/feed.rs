@@ -139,11 +139,15 @@ impl Replica {
             self.write(ops, Some(done)).await?;
             metrics::gauge!("eas_replica_applied_change_id").set(done as f64);
             if let Some(why) = deferred {
-                self.status
+                let before = self
+                    .status
                     .waiting
-                    .store(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(after = done, error = %why,
-                    "a reveal waits for the chain to be checked; the feed resumes there");
+                    .swap(1, std::sync::atomic::Ordering::Relaxed);
+                // Said once per wait, not at every poll while it lasts.
+                if before == 0 {
+                    tracing::warn!(after = done, error = %why,
+                        "a reveal waits for the chain to be checked; the feed resumes there");
+                }
                 return Ok(());
             }
             self.status

@@ -8,6 +8,7 @@
 use super::Activated;
 use super::aliases::domain_remove_in;
 use super::chain::activate_in;
+use super::codec::{decode_compact, encode_compact, get_compact};
 use super::db::{Store, StoreError, decode, encode, get_decoded};
 use super::records::{AliasRecord, DomainRecord, Source};
 use super::tables::{
@@ -96,11 +97,11 @@ fn apply_in(txn: &redb::WriteTransaction, op: &ReplicaOp) -> Result<(), StoreErr
                         source: Source::Static,
                         chain: None,
                     };
-                    aliases.insert(key.as_str(), encode(&record).as_slice())?;
+                    aliases.insert(key.as_str(), encode_compact(&key, &record).as_slice())?;
                     bump_alias_id(txn, *id)?;
                 }
                 None => {
-                    let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+                    let current: Option<AliasRecord> = get_compact(&aliases, "aliases", &key)?;
                     if current.is_some_and(|r| r.source == Source::Static) {
                         aliases.remove(key.as_str())?;
                     }
@@ -120,7 +121,7 @@ fn apply_in(txn: &redb::WriteTransaction, op: &ReplicaOp) -> Result<(), StoreErr
                 .get(key.as_str())?
                 .is_none();
             txn.open_table(ALIASES)?
-                .insert(key.as_str(), encode(&record).as_slice())?;
+                .insert(key.as_str(), encode_compact(&key, &record).as_slice())?;
             bump_alias_id(txn, reveal.id)?;
             if let Some(signer) = &reveal.maintainer {
                 let mkey = maintainer_key(&reveal.activated.binding.tld, signer);
@@ -148,12 +149,12 @@ fn apply_in(txn: &redb::WriteTransaction, op: &ReplicaOp) -> Result<(), StoreErr
                 txn.open_table(REPLICA_SUSPENDED)?.remove(key.as_str())?;
             }
             let mut aliases = txn.open_table(ALIASES)?;
-            let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", &key)?;
+            let current: Option<AliasRecord> = get_compact(&aliases, "aliases", &key)?;
             if let Some(mut record) = current
                 && record.active == *suspended
             {
                 record.active = !*suspended;
-                aliases.insert(key.as_str(), encode(&record).as_slice())?;
+                aliases.insert(key.as_str(), encode_compact(&key, &record).as_slice())?;
             }
         }
     }
@@ -164,7 +165,7 @@ fn apply_in(txn: &redb::WriteTransaction, op: &ReplicaOp) -> Result<(), StoreErr
 /// static alias there is left); true when there was one.
 fn remove_chain_alias_in(txn: &redb::WriteTransaction, key: &str) -> Result<bool, StoreError> {
     let mut aliases = txn.open_table(ALIASES)?;
-    let current: Option<AliasRecord> = get_decoded(&aliases, "aliases", key)?;
+    let current: Option<AliasRecord> = get_compact(&aliases, "aliases", key)?;
     if !current.is_some_and(|r| r.source == Source::Chain) {
         return Ok(false);
     }
@@ -313,7 +314,10 @@ impl Store {
             for item in aliases.range(start.as_str()..end.as_str())? {
                 let (k, v) = item?;
                 let (_, local) = split_alias_key(k.value());
-                list.push((local.to_string(), decode("aliases", k.value(), v.value())?));
+                list.push((
+                    local.to_string(),
+                    decode_compact("aliases", k.value(), v.value())?,
+                ));
             }
             visit(domain, &record, &list);
         }
