@@ -122,7 +122,7 @@ async fn cluster_init_copies_a_store_once_and_refuses_different_data() {
         assert!(text.contains(line), "{line:?} missing in:\n{text}");
     }
     assert!(
-        text.contains("migrated: V1__init, V2__change_triggers"),
+        text.contains("migrated: V1__init, V2__change_triggers, V3__payload_guard"),
         "{text}"
     );
     let db = Db::connect(&db_config(&pg)).await.unwrap();

@@ -64,7 +64,11 @@ async fn migrations_apply_on_an_empty_database_and_a_second_run_changes_nothing(
 
     assert_eq!(
         db.migrate().await.unwrap(),
-        vec!["V1__init".to_string(), "V2__change_triggers".to_string()]
+        vec![
+            "V1__init".to_string(),
+            "V2__change_triggers".to_string(),
+            "V3__payload_guard".to_string()
+        ]
     );
     let mut want: Vec<String> = SCHEMA.iter().map(|t| t.to_string()).collect();
     want.push(HISTORY_TABLE.to_string());
@@ -108,7 +112,7 @@ async fn migrations_apply_on_an_empty_database_and_a_second_run_changes_nothing(
     // Again: nothing to apply, nothing changed, the rows are still there.
     assert!(db.migrate().await.unwrap().is_empty());
     assert_eq!(tables(&db).await, want);
-    assert_eq!(history_rows(&db).await, 2);
+    assert_eq!(history_rows(&db).await, 3);
     let reveals: i64 = client
         .query_one("SELECT count(*) FROM chain_reveals", &[])
         .await
@@ -135,8 +139,8 @@ async fn nodes_migrating_at_once_all_succeed_and_the_schema_is_created_once() {
         let names = run.await.unwrap().expect("every node's migrate succeeds");
         applied += names.len();
     }
-    assert_eq!(applied, 2, "V1 and V2 were applied by exactly one node");
-    assert_eq!(history_rows(&dbs[0]).await, 2);
+    assert_eq!(applied, 3, "V1 to V3 were applied by exactly one node");
+    assert_eq!(history_rows(&dbs[0]).await, 3);
     assert_eq!(tables(&dbs[0]).await.len(), SCHEMA.len() + 1);
     // The lock was released: a later run does not wait forever.
     let again = tokio::time::timeout(Duration::from_secs(10), dbs[3].migrate()).await;

@@ -680,3 +680,53 @@ async fn a_node_that_cannot_reach_the_chain_waits_to_check_a_reveal_and_does_not
     t.a.stop().await;
     t.b.stop().await;
 }
+
+#[tokio::test]
+async fn an_attacker_writing_poison_rows_in_the_database_cannot_stop_the_feed() {
+    let pg = TestPostgres::start().await;
+    let sink = TestSink::start().await;
+    let a = TestRelay::start(|c| cluster_node(c, &pg, "node-a", &sink)).await;
+    wait_health(&a, ("ok", "ok"), RECONNECT_LIMIT).await;
+    let db = psql(&pg).await;
+    // Rows no node can take: JSON nested past serde_json's limit, a
+    // number out of range, a payload of megabytes (compressible, so small
+    // on disk), a domain whose settings are huge (a table row: read by a
+    // snapshot too), and an id past the sequence (i64::MAX: no row would
+    // ever come after it).
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    db.batch_execute(&format!(
+        "INSERT INTO changes (kind, key, payload, origin) VALUES
+           ('domain', 'deep.example', '{deep}'::jsonb, ''),
+           ('domain', 'num.example', '{{\"domain\":\"num.example\",\"active\":1e400}}'::jsonb, ''),
+           ('alias', 'x@big.example', jsonb_build_object('pad', repeat('a', 5000000)), '');
+         INSERT INTO domains (domain, source, settings)
+           VALUES ('huge.example', 'static', jsonb_build_object('whitelabel', repeat('b', 200000)));
+         INSERT INTO changes (id, kind, key, payload, origin)
+           VALUES (9223372036854775807, 'domain', 'max.example', 'null'::jsonb, '');",
+    ))
+    .await
+    .unwrap();
+    // A real change after them arrives all the same.
+    db.batch_execute(&format!(
+        "{SHOP}; INSERT INTO static_aliases (domain, local, forwards)
+                 VALUES ('shop.example', 'sales', '{{boss@dest.test}}');"
+    ))
+    .await
+    .unwrap();
+    wait_rcpt(a.smtp, "sales@shop.example", "250", PROPAGATION).await;
+    assert_eq!(health(&a).await, ("ok".to_string(), "ok".to_string()));
+    // And the next one (the feed did not stop at i64::MAX).
+    db.batch_execute(
+        "INSERT INTO static_aliases (domain, local, forwards)
+         VALUES ('shop.example', 'next', '{boss@dest.test}')",
+    )
+    .await
+    .unwrap();
+    wait_rcpt(a.smtp, "next@shop.example", "250", PROPAGATION).await;
+    // A node joining takes its snapshot past the huge row and serves.
+    let b = TestRelay::start(|c| cluster_node(c, &pg, "node-b", &sink)).await;
+    wait_health(&b, ("ok", "ok"), RECONNECT_LIMIT).await;
+    wait_rcpt(b.smtp, "next@shop.example", "250", PROPAGATION).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -37,10 +37,25 @@ pub struct ChangeRow {
 /// replica does not depend on it: suspensions are kept as facts of their
 /// own and an alias may arrive before its domain).
 const SNAPSHOT_ROWS: &str = "DECLARE eas_snapshot NO SCROLL CURSOR FOR \
-     SELECT 'domain'::text, d.domain, to_jsonb(d) FROM domains d \
-     UNION ALL SELECT 'suspension', s.local || '@' || s.domain, to_jsonb(s) FROM suspensions s \
-     UNION ALL SELECT 'alias', a.local || '@' || a.domain, to_jsonb(a) FROM static_aliases a \
-     UNION ALL SELECT 'reveal', r.local || '@' || r.domain, to_jsonb(r) FROM chain_reveals r";
+     SELECT 'domain'::text, d.domain, eas_payload(to_jsonb(d)) FROM domains d \
+     UNION ALL SELECT 'suspension', s.local || '@' || s.domain, eas_payload(to_jsonb(s)) FROM suspensions s \
+     UNION ALL SELECT 'alias', a.local || '@' || a.domain, eas_payload(to_jsonb(a)) FROM static_aliases a \
+     UNION ALL SELECT 'reveal', r.local || '@' || r.domain, eas_payload(to_jsonb(r)) FROM chain_reveals r";
+
+/// What a node reads instead of a payload it cannot take (too large, or
+/// JSON it cannot parse: nesting past serde_json's limit, a number out of
+/// range): no row kind decodes a string, so the applier skips the row as
+/// unreadable and the feed goes on. Never JSON null, which means removed.
+pub const UNREADABLE: &str = "unreadable";
+
+/// A payload's text as PostgreSQL sends it (`eas_payload()`, V3: NULL when
+/// larger than 64 KiB, where a row's state is a few hundred bytes), parsed
+/// row by row: one bad row is one skipped row, not
+/// a batch that fails on every retry and stops the feed for good.
+fn parse_payload(text: Option<&str>) -> serde_json::Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_else(|| serde_json::Value::String(UNREADABLE.into()))
+}
 
 /// A node's connection to the change feed.
 pub struct Feed {
@@ -149,8 +164,12 @@ impl Feed {
     pub async fn after(&self, last: i64, limit: i64) -> Result<Vec<ChangeRow>, ClusterError> {
         let rows = self
             .bounded(self.client.query(
-                "SELECT id, kind, key, payload, origin FROM changes \
-                 WHERE id > $1 ORDER BY id LIMIT $2",
+                // Ids past what the sequence handed out were written by
+                // hand (an id of i64::MAX would end the feed: no row is
+                // ever after it): they are not read.
+                "SELECT id, kind, key, eas_payload(payload), origin FROM changes \
+                 WHERE id > $1 AND id <= (SELECT last_value FROM changes_id_seq) \
+                 ORDER BY id LIMIT $2",
                 &[&last, &limit],
             ))
             .await?;
@@ -212,12 +231,13 @@ impl Feed {
     pub async fn domain_rows(&self, domain: &str) -> Result<Vec<ChangeRow>, ClusterError> {
         let rows = self
             .bounded(self.client.query(
-                "SELECT 'domain'::text, d.domain, to_jsonb(d) FROM domains d WHERE d.domain = $1 \
-                 UNION ALL SELECT 'suspension', s.local || '@' || s.domain, to_jsonb(s) \
+                "SELECT 'domain'::text, d.domain, eas_payload(to_jsonb(d)) FROM domains d \
+                     WHERE d.domain = $1 \
+                 UNION ALL SELECT 'suspension', s.local || '@' || s.domain, eas_payload(to_jsonb(s)) \
                      FROM suspensions s WHERE s.domain = $1 \
-                 UNION ALL SELECT 'alias', a.local || '@' || a.domain, to_jsonb(a) \
+                 UNION ALL SELECT 'alias', a.local || '@' || a.domain, eas_payload(to_jsonb(a)) \
                      FROM static_aliases a WHERE a.domain = $1 \
-                 UNION ALL SELECT 'reveal', r.local || '@' || r.domain, to_jsonb(r) \
+                 UNION ALL SELECT 'reveal', r.local || '@' || r.domain, eas_payload(to_jsonb(r)) \
                      FROM chain_reveals r WHERE r.domain = $1",
                 &[&domain],
             ))
@@ -256,7 +276,7 @@ impl Feed {
                 id: row.try_get(0).map_err(get)?,
                 kind: row.try_get(1).map_err(get)?,
                 key: row.try_get(2).map_err(get)?,
-                payload: row.try_get(3).map_err(get)?,
+                payload: parse_payload(row.try_get::<_, Option<&str>>(3).map_err(get)?),
                 origin: row.try_get(4).map_err(get)?,
             })
         } else {
@@ -264,7 +284,7 @@ impl Feed {
                 id: 0,
                 kind: row.try_get(0).map_err(get)?,
                 key: row.try_get(1).map_err(get)?,
-                payload: row.try_get(2).map_err(get)?,
+                payload: parse_payload(row.try_get::<_, Option<&str>>(2).map_err(get)?),
                 origin: String::new(),
             })
         }
