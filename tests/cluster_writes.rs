@@ -10,6 +10,7 @@ use eas_relay::cluster::{AliasClaim, AliasWrite, Db, DomainRemoval, RevealClaim}
 use eas_relay::config::{ClusterConfig, HumanDuration};
 use eas_relay::store::{DomainRecord, Source};
 use serde_json::json;
+use std::time::Duration;
 
 fn cluster_config(url: &str) -> ClusterConfig {
     ClusterConfig {
@@ -319,5 +320,41 @@ async fn a_reveal_is_put_in_place_and_removed_only_for_its_own_commitment() {
             ("reveal".into(), false, "node-b".into()),
             ("reveal".into(), true, "node-a".into()),
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_session_holding_the_change_lock_cannot_hang_every_write() {
+    let pg = TestPostgres::start().await;
+    let db = migrated(&pg).await;
+    // Somebody's psql left inside a transaction that wrote a change: the
+    // change lock is held until it ends.
+    let mut holder = db.client().await.unwrap();
+    let open = holder.transaction().await.unwrap();
+    open.batch_execute("INSERT INTO domains (domain, source) VALUES ('held.test', 'static')")
+        .await
+        .unwrap();
+    let record = DomainRecord::new(1, Source::Static);
+    let began = std::time::Instant::now();
+    let e = tokio::time::timeout(
+        Duration::from_secs(15),
+        db.claim_domain_add("node-a", "shop.test", &record),
+    )
+    .await
+    .expect("the write gives up by itself")
+    .expect_err("the lock is not had");
+    let waited = began.elapsed();
+    assert!(e.is_temporary(), "a 503, not a 500: {e:?}");
+    assert!(!e.is_refused_write(), "{e:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the write gave up after its lock_timeout, not never: {waited:?}"
+    );
+    // Once the session ends, writes go through again.
+    open.rollback().await.unwrap();
+    assert!(
+        db.claim_domain_add("node-a", "shop.test", &record)
+            .await
+            .unwrap()
     );
 }

@@ -111,6 +111,11 @@ fn source_name(source: Source) -> &'static str {
 
 const ALIAS_COLUMNS: &str = "id, forwards, (extract(epoch FROM created_at))::bigint";
 
+/// How long a write waits for a lock (the change table's, a row's).
+const LOCK_TIMEOUT: &str = "5s";
+/// How long one statement of a write may run.
+const STATEMENT_TIMEOUT: &str = "30s";
+
 impl Db {
     /// A transaction on `client` whose changes are recorded as `origin`'s.
     async fn begin<'c>(
@@ -123,9 +128,18 @@ impl Db {
         }
         let tx = client.transaction().await.map_err(|e| self.error(&e))?;
         // SET LOCAL takes no parameter; set_config(…, true) is the same.
-        tx.execute("SELECT set_config('eas.origin', $1, true)", &[&origin])
-            .await
-            .map_err(|e| self.error(&e))?;
+        // The timeouts: a write waits at most LOCK_TIMEOUT for the change
+        // lock or a row (a psql session left open inside a transaction, a
+        // long `cluster init`) and then answers 503, instead of hanging
+        // with a pooled connection while every later write queues behind.
+        tx.execute(
+            "SELECT set_config('eas.origin', $1, true), \
+                    set_config('lock_timeout', $2, true), \
+                    set_config('statement_timeout', $3, true)",
+            &[&origin, &LOCK_TIMEOUT, &STATEMENT_TIMEOUT],
+        )
+        .await
+        .map_err(|e| self.error(&e))?;
         Ok(tx)
     }
 

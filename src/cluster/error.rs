@@ -69,9 +69,11 @@ impl ClusterError {
             | ClusterError::Timeout { .. }
             | ClusterError::Other(_) => true,
             // Serialization failures, deadlocks, too many connections, the
-            // server shutting down: classes 40, 53, 57 and 08.
+            // server shutting down, a statement cancelled by its timeout:
+            // classes 40, 53, 57 and 08; a lock not had within the write's
+            // lock_timeout (55P03).
             ClusterError::Query { code, .. } => {
-                ["40", "53", "57", "08"].iter().any(|c| code.starts_with(c))
+                ["40", "53", "57", "08"].iter().any(|c| code.starts_with(c)) || code == "55P03"
             }
             _ => false,
         }
