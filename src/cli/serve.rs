@@ -21,8 +21,12 @@ pub(super) fn serve(config: Config, warning: Option<String>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Installed before the node listens, not when `run` first polls
+        // its shutdown future: a SIGHUP that arrives once the node serves
+        // must find its handler, or its default action ends the process.
+        let signals = Signals::install();
         let listeners = Listeners::bind(&config).await?;
-        run(config, listeners, shutdown_signal()).await
+        run(config, listeners, signals.shutdown()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,33 +38,49 @@ pub(super) fn serve(config: Config, warning: Option<String>) -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM. SIGHUP is logged and ignored: its
-/// default action would end the process, and a reload signal (logrotate,
-/// `systemctl reload`, a closed terminal) must never stop a mail server;
-/// the configuration is read at start only.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// The signals `serve` handles, installed at once (see [`Signals::install`]).
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers now (inside the runtime). One that cannot be
+    /// installed keeps its default action.
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
         }
-    };
-    let mut hangup = signal(SignalKind::hangup()).ok();
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            Some(()) = async {
-                match hangup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
+    }
+
+    /// Completes on SIGINT or SIGTERM. SIGHUP is logged and ignored: its
+    /// default action would end the process, and a reload signal
+    /// (logrotate, `systemctl reload`, a closed terminal) must never stop a
+    /// mail server; the configuration is read at start only.
+    async fn shutdown(mut self) {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal.as_mut() {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
                 }
-            } => {
-                tracing::warn!(
-                    "SIGHUP ignored: the configuration is read at start only; restart to apply changes"
-                );
+                None => std::future::pending().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = next(&mut self.interrupt) => return,
+                _ = next(&mut self.terminate) => return,
+                _ = next(&mut self.hangup) => {
+                    tracing::warn!(
+                        "SIGHUP ignored: the configuration is read at start only; restart to apply changes"
+                    );
+                }
             }
         }
     }
