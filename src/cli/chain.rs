@@ -9,25 +9,8 @@ use crate::manage::ManageError;
 use crate::store::{Store, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Runs a command on a fresh runtime; prints its error.
-pub(crate) fn run(command: impl std::future::Future<Output = Result<(), ManageError>>) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match runtime.block_on(command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eas-relay: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
 
 fn remote_error(e: impl std::fmt::Display) -> ManageError {
     ManageError::Remote(e.to_string())

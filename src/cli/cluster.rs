@@ -9,21 +9,6 @@ use crate::store::{Store, StoreError};
 use serde_json::json;
 use std::process::ExitCode;
 
-/// Runs `command` on a fresh runtime; prints its error (exit 1).
-fn run(command: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match runtime.block_on(command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eas-relay: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
 fn require_database(config: &Config) -> Result<(), String> {
     if config.cluster.database_url.is_empty() && config.cluster.database_url_file.is_none() {
         return Err(
@@ -35,7 +20,7 @@ fn require_database(config: &Config) -> Result<(), String> {
 }
 
 pub(super) fn init(config: Config, json: bool) -> ExitCode {
-    run(async move {
+    super::run(async move {
         require_database(&config)?;
         let store = match Store::open_with_cache(
             &config.store_path(),
@@ -58,7 +43,7 @@ pub(super) fn init(config: Config, json: bool) -> ExitCode {
             .await
             .map_err(|e| e.to_string())?;
         print_init(&report, db.target(), &node_id, json);
-        Ok(())
+        Ok::<_, String>(())
     })
 }
 
@@ -97,14 +82,14 @@ fn print_init(report: &InitReport, target: &str, node_id: &str, json: bool) {
 }
 
 pub(super) fn status(config: Config, json: bool) -> ExitCode {
-    run(async move {
+    super::run(async move {
         require_database(&config)?;
         let db = Db::connect(&config.cluster)
             .await
             .map_err(|e| e.to_string())?;
         let status = db.status().await.map_err(|e| e.to_string())?;
         print_status(&status, json);
-        Ok(())
+        Ok::<_, String>(())
     })
 }
 

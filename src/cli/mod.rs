@@ -69,8 +69,8 @@ pub fn main(cli: Cli) -> ExitCode {
             dry_run,
             force,
         }) => provision::run(config, domain, dry_run, force, cli.json),
-        Command::Resync { from_block } => chain::run(chain::resync(config, from_block, cli.json)),
-        Command::Chain(ChainCommand::Status) => chain::run(chain::status(config, cli.json)),
+        Command::Resync { from_block } => run(chain::resync(config, from_block, cli.json)),
+        Command::Chain(ChainCommand::Status) => run(chain::status(config, cli.json)),
         Command::Cluster(ClusterCommand::Init) => cluster::init(config, cli.json),
         Command::Cluster(ClusterCommand::Status) => cluster::status(config, cli.json),
         command => {
@@ -93,5 +93,24 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
     match path {
         Some(path) => Config::load(path),
         None => Config::from_env(),
+    }
+}
+
+/// Runs a command that needs the network (`resync`, `chain status`,
+/// `cluster …`) on a fresh runtime; prints its error (exit 1).
+fn run<E: std::fmt::Display>(
+    command: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eas-relay: {e}");
+            ExitCode::from(1)
+        }
     }
 }
