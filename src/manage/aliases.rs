@@ -330,7 +330,9 @@ impl Local {
         } else {
             self.store.alias_remove(&name, &local)?
         };
-        if !found {
+        // In cluster mode the feed may have applied the database's removal
+        // before this line: the removal happened all the same.
+        if !found && self.cluster.is_none() {
             return Err(ManageError::NotFound(format!("alias {local}@{name}")));
         }
         Ok(if record.chain.is_some() {
