@@ -19,6 +19,7 @@ pub mod chain;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod credentials;
 pub(crate) mod dns;
 pub(crate) mod files;
 pub mod manage;

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "recipients",
         "auth",
+        "credentials",
         "rewrite",
         "chain",
         "screen",

@@ -31,6 +31,7 @@ mod screen;
 mod smtp;
 mod srs;
 mod store;
+mod submission;
 mod tls;
 mod units;
 
@@ -56,6 +57,7 @@ pub use smtp::SmtpConfig;
 pub use srs::SrsConfig;
 pub(crate) use store::DEFAULT_CACHE_SIZE;
 pub use store::{DeliveryLogConfig, StoreConfig};
+pub use submission::SubmissionConfig;
 pub use tls::TlsConfig;
 pub use units::{ByteSize, HumanDuration, Unit};
 
@@ -90,6 +92,7 @@ pub struct Config {
     pub chain: ChainConfig,
     pub dns_provisioning: DnsProvisioningConfig,
     pub cluster: ClusterConfig,
+    pub submission: SubmissionConfig,
 }
 
 impl Default for Config {
@@ -116,6 +119,7 @@ impl Default for Config {
             chain: ChainConfig::default(),
             dns_provisioning: DnsProvisioningConfig::default(),
             cluster: ClusterConfig::default(),
+            submission: SubmissionConfig::default(),
         }
     }
 }
@@ -189,6 +193,7 @@ impl Config {
             ));
         }
         self.smtp.validate()?;
+        self.submission.validate()?;
         self.screen.validate()?;
         self.scan.validate(self.smtp.max_header_size.0)?;
         self.http.validate()?;

@@ -281,6 +281,7 @@ pub(crate) fn domain_remove_in(
     txn.open_table(REPLICA_SUSPENDED)?
         .retain_in(range, |_, _| false)?;
     super::provision::forget_in(txn, domain)?;
+    super::credentials::domain_credentials_remove_in(txn, domain)?;
     Ok(existed)
 }
 
@@ -351,9 +352,7 @@ mod tests {
     use super::*;
 
     fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        (dir, store)
+        super::super::db::temp_store()
     }
 
     #[test]

@@ -275,9 +275,8 @@ impl Store {
         Ok(forgotten)
     }
 
-    /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld` (read by
-    /// the tests only; the lookup reads the table itself).
-    #[cfg(test)]
+    /// Whether `account` holds MAINTAINER_ROLE on the EAS of `tld` (the
+    /// RCPT lookup reads the table itself, in its own transaction).
     pub(crate) fn chain_is_maintainer(&self, tld: &str, account: &str) -> Result<bool, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(CHAIN_MAINTAINERS)?;

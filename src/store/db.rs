@@ -7,6 +7,7 @@ use super::tables::{
     CHAIN_NODES, CHAIN_REVEALS, DNS_FAILING, DNS_PENDING, DNS_PENDING_DUE, DOMAINS, LOG,
     LOG_OUTBOX, LOG_TIME, META, QUEUE, QUEUE_DUE, REPLICA_SUSPENDED,
 };
+use super::tables::{CREDENTIAL_NONCES, CREDENTIALS};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 // The queue's committer writes these two tables itself.
 use crate::config::DEFAULT_CACHE_SIZE;
@@ -147,6 +148,8 @@ impl Store {
             txn.open_table(CHAIN_REVEALS)?;
             txn.open_table(CHAIN_DEACTIVATING)?;
             txn.open_table(REPLICA_SUSPENDED)?;
+            txn.open_table(CREDENTIALS)?;
+            txn.open_table(CREDENTIAL_NONCES)?;
         }
         txn.commit()?;
         let (queue_max, log_max) = store.max_ids()?;
@@ -264,6 +267,14 @@ pub(crate) fn format_queue_id(id: u64) -> String {
 /// Parses a queue id as shown by `format_queue_id`.
 pub(crate) fn parse_queue_id(s: &str) -> Option<u64> {
     (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok())?
+}
+
+/// A store in a fresh temporary directory (unit tests).
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(&dir.path().join("s.redb")).expect("a new store");
+    (dir, store)
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -19,6 +19,7 @@ mod chain_deactivation;
 mod claimed;
 mod codec;
 mod compact;
+mod credentials;
 mod db;
 mod log;
 mod outbox;
@@ -31,6 +32,7 @@ pub(crate) mod tables;
 pub use aliases::Lookup;
 pub use chain::Activated;
 pub(crate) use chain::ChainUpdate;
+pub use credentials::{CredentialRecord, Grant};
 pub use log::{LogEntry, LogOutcome, SpamLog};
 pub use outbox::OutboxPage;
 #[cfg(test)]

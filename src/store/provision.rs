@@ -307,9 +307,7 @@ mod tests {
     const R: ProvisionKind = ProvisionKind::Remove;
 
     fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store.redb")).unwrap();
-        (dir, store)
+        super::super::db::temp_store()
     }
 
     #[test]

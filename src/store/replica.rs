@@ -369,9 +369,7 @@ mod tests {
     use super::*;
 
     fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        (dir, store)
+        super::super::db::temp_store()
     }
 
     fn domain(active: bool) -> ReplicaOp {

@@ -89,3 +89,11 @@ pub(crate) fn node_key(node: &[u8; 32], tld: &str) -> Vec<u8> {
 pub(crate) fn alias_index_key(node: &[u8; 32], alias: &[u8; 32], tld: &str) -> Vec<u8> {
     [node.as_slice(), alias.as_slice(), tld.as_bytes()].concat()
 }
+
+/// "domain\0local" → [`CredentialRecord`](super::CredentialRecord):
+/// the submission credentials (the username is `local@domain`).
+pub(crate) const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+/// "signer\0nonce" → expiry (unix seconds) of a wallet-signed grant or
+/// revocation already used: a signature counts once, until it expires.
+pub(crate) const CREDENTIAL_NONCES: TableDefinition<&str, u64> =
+    TableDefinition::new("credential_nonces");
