@@ -219,6 +219,25 @@ async fn origins_of(pg: &TestPostgres, key: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn the_offline_cli_migrates_a_fresh_database_before_its_first_write() {
+    let pg = TestPostgres::start().await;
+    // No node ever started: the database has no tables yet.
+    let files = common::node::NodeFiles::new(common::node::NodeOptions::default());
+    files.append_config(&format!(
+        "[cluster]\nenabled = true\ndatabase_url = \"{}\"\nnode_id = \"cli-node\"\nconnect_timeout = \"2s\"\n",
+        pg.url()
+    ));
+    files.cli(&["domain", "add", "fresh.test"]).ok();
+    files
+        .cli(&["alias", "add", "x@fresh.test", "u@dest.test"])
+        .ok();
+    assert_eq!(
+        origins_of(&pg, "x@fresh.test").await,
+        vec!["cli-node".to_string()]
+    );
+}
+
+#[tokio::test]
 async fn the_cli_writes_to_postgres_first_offline_and_online_and_says_when_it_is_down() {
     let mut pg = TestPostgres::start().await;
     // The schema exists (a node migrated it); the offline CLI only writes.

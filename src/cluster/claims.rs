@@ -143,6 +143,13 @@ impl Db {
         Ok(tx)
     }
 
+    /// A connection for a write, once the schema is there (before taking
+    /// it: migrating needs a connection of its own).
+    async fn write_client(&self) -> Result<Object, ClusterError> {
+        self.ensure_schema().await?;
+        self.client().await
+    }
+
     async fn commit(&self, tx: Transaction<'_>) -> Result<(), ClusterError> {
         tx.commit().await.map_err(|e| self.error(&e))
     }
@@ -169,7 +176,7 @@ impl Db {
         domain: &str,
         record: &DomainRecord,
     ) -> Result<bool, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         let added = tx
             .execute(
@@ -196,7 +203,7 @@ impl Db {
         domain: &str,
         record: &DomainRecord,
     ) -> Result<bool, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         let n = tx
             .execute(
@@ -218,7 +225,7 @@ impl Db {
         origin: &str,
         domain: &str,
     ) -> Result<DomainRemoval, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         // The subquery reads the statement's snapshot: the row as it was
         // before the DELETE, so a chain domain is told from a missing one.
@@ -253,7 +260,7 @@ impl Db {
         items: &[(String, String, Vec<String>)],
         mode: AliasWrite,
     ) -> Result<Vec<AliasClaim>, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         for domain in add_domains {
             tx.execute(
@@ -352,7 +359,7 @@ impl Db {
         domain: &str,
         local: &str,
     ) -> Result<bool, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         let n = tx
             .execute(
@@ -383,7 +390,7 @@ impl Db {
         active: bool,
         reason: &str,
     ) -> Result<bool, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         let known = tx
             .query_opt(
@@ -421,7 +428,7 @@ impl Db {
         origin: &str,
         reveal: &RevealClaim<'_>,
     ) -> Result<u64, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         tx.execute(
             "INSERT INTO domains (domain, source) VALUES ($1, 'chain') \
@@ -469,7 +476,7 @@ impl Db {
         origin: &str,
         reveals: &[(&str, &str, &str, &str)],
     ) -> Result<u64, ClusterError> {
-        let mut client = self.client().await?;
+        let mut client = self.write_client().await?;
         let tx = self.begin(&mut client, origin).await?;
         let mut removed = 0;
         for (domain, local, alias, commitment) in reveals {

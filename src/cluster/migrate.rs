@@ -39,7 +39,20 @@ impl Db {
             // a failed run left the connection in.
             drop(Object::take(client));
         }
+        if outcome.is_ok() {
+            // Ignored when already set: another task migrated meanwhile.
+            let _ = self.schema.set(());
+        }
         outcome
+    }
+
+    /// Migrates the schema unless this process already did (writes call
+    /// it first: the offline CLI has no start that would have).
+    pub(crate) async fn ensure_schema(&self) -> Result<(), ClusterError> {
+        self.schema
+            .get_or_try_init(|| async { self.migrate().await.map(|_| ()) })
+            .await
+            .map(|_| ())
     }
 
     async fn run_locked(&self, client: &mut Object) -> Result<Vec<String>, ClusterError> {

@@ -49,6 +49,10 @@ pub struct Db {
     limit: Duration,
     /// What a dedicated connection (the change feed's) is opened with.
     direct: std::sync::Arc<connect::Direct>,
+    /// Set once this process has migrated the schema (a node at start; a
+    /// CLI writing offline at its first write: a fresh database then gets
+    /// its tables instead of answering "relation does not exist").
+    schema: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -94,6 +98,7 @@ impl Db {
                 timeout: settings.connect_timeout,
             }),
             target: settings.target,
+            schema: std::sync::Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
