@@ -5,6 +5,7 @@
 //! that `Authentication-Results` fields forged in the relay's name are
 //! removed (RFC 8601 §5).
 
+pub mod domain_keys;
 pub(crate) mod envelope;
 pub mod from;
 pub mod keys;

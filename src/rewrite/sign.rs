@@ -192,31 +192,10 @@ impl Signer {
         }
         let (fields, _) = header_fields(header);
         let bh = base64(body_hash);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .to_string();
+        let now = now_tag();
 
-        let mut dkim_block = Vec::with_capacity(600 * self.dkim.len());
-        if !self.dkim.is_empty() {
-            let (signed, h) = select(&fields, &self.headers);
-            for (selector, key) in &self.dkim {
-                let tags = [
-                    ("v", "1".to_string()),
-                    ("a", key.algorithm().name().to_string()),
-                    ("d", self.domain.clone()),
-                    ("s", selector.clone()),
-                    ("c", "relaxed/relaxed".to_string()),
-                    ("h", h.clone()),
-                    ("t", now.clone()),
-                    ("bh", bh.clone()),
-                ];
-                let field = signed_field("DKIM-Signature", &tags, key, |w| {
-                    Canonicalization::Relaxed.canonicalize_headers(signed.iter().copied(), w)
-                })?;
-                dkim_block.extend_from_slice(&field);
-            }
-        }
+        let dkim_block =
+            dkim_signatures(&self.domain, &self.dkim, &self.headers, &fields, &bh, &now)?;
 
         let Some(seal) = seal else {
             return Ok(dkim_block);
@@ -288,6 +267,51 @@ impl Signer {
         out.extend_from_slice(&dkim_block);
         Ok(out)
     }
+}
+
+/// One DKIM-Signature of `domain` per (selector, key), relaxed/relaxed,
+/// over the fields named in `headers` that the message has (`fields`, its
+/// header), From oversigned; `bh` is the base64 body hash, `now` the `t=`.
+/// Used for the relay's own signatures and for a sending domain's
+/// ([`crate::rewrite::domain_keys`]).
+pub(crate) fn dkim_signatures(
+    domain: &str,
+    keys: &[(String, DkimKey)],
+    headers: &[String],
+    fields: &[Field<'_>],
+    bh: &str,
+    now: &str,
+) -> Result<Vec<u8>, mail_auth::Error> {
+    let mut block = Vec::with_capacity(600 * keys.len());
+    if keys.is_empty() {
+        return Ok(block);
+    }
+    let (signed, h) = select(fields, headers);
+    for (selector, key) in keys {
+        let tags = [
+            ("v", "1".to_string()),
+            ("a", key.algorithm().name().to_string()),
+            ("d", domain.to_string()),
+            ("s", selector.clone()),
+            ("c", "relaxed/relaxed".to_string()),
+            ("h", h.clone()),
+            ("t", now.to_string()),
+            ("bh", bh.to_string()),
+        ];
+        let field = signed_field("DKIM-Signature", &tags, key, |w| {
+            Canonicalization::Relaxed.canonicalize_headers(signed.iter().copied(), w)
+        })?;
+        block.extend_from_slice(&field);
+    }
+    Ok(block)
+}
+
+/// The `t=` of a signature made now: seconds since the epoch.
+pub(crate) fn now_tag() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string()
 }
 
 /// A header field as (name, value), the pair canonicalization takes.
@@ -391,7 +415,7 @@ fn signed_field(
     Ok(field)
 }
 
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
